@@ -1,0 +1,88 @@
+# gatecast: make is the pipeline. `make help` lists the targets.
+# Each stage writes a real file under build/<config name>/, so a stage whose
+# inputs did not change is not redone.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.gatecast-installed
+CONFIG ?= configs/default.yaml
+NAME   := $(basename $(notdir $(CONFIG)))
+BUILD  := build/$(NAME)
+REPORT := reports/$(NAME)/index.html
+HOST   ?= 127.0.0.1
+PORT   ?= 5000
+
+PKG_SRC      := $(shell find pipelines models strategies -name '*.py' 2>/dev/null)
+DATA_INPUTS  := $(wildcard data/sample/*.csv) pipelines/data.py pipelines/config.py
+TRAIN_INPUTS := $(wildcard models/*.py) $(wildcard pipelines/*.py)
+BT_INPUTS    := $(wildcard strategies/*.py) $(wildcard pipelines/*.py)
+
+export PYTHONPATH := $(CURDIR)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.DEFAULT_GOAL := help
+.PHONY: help setup all data train backtest report run test test-fast lint format bench ui clean clean-runs
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@echo "  CONFIG=$(CONFIG) (override: make all CONFIG=configs/smoke.yaml)"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+setup: $(STAMP) ## Create .venv and install gatecast with its dev tools (skipped when up to date)
+
+all: $(REPORT) ## The main job on the bundled sample: data, forecasts, backtests, report
+	@echo "report: $(REPORT)"
+
+$(BUILD)/data/summary.json: $(STAMP) $(CONFIG) $(DATA_INPUTS)
+	$(PY) -m pipelines data --config $(CONFIG)
+
+$(BUILD)/forecasts/summary.json: $(BUILD)/data/summary.json $(TRAIN_INPUTS)
+	$(PY) -m pipelines train --config $(CONFIG)
+
+$(BUILD)/backtests/summary.json: $(BUILD)/forecasts/summary.json $(BT_INPUTS)
+	$(PY) -m pipelines backtest --config $(CONFIG)
+
+$(REPORT): $(BUILD)/backtests/summary.json $(wildcard pipelines/*.py)
+	$(PY) -m pipelines report --config $(CONFIG)
+
+data: $(BUILD)/data/summary.json ## Load, validate and cache the bars; print a summary
+train: $(BUILD)/forecasts/summary.json ## Walk-forward forecasts of every forecaster, tracked in MLflow
+backtest: $(BUILD)/backtests/summary.json ## Backtest every strategy on the saved forecasts
+report: $(REPORT) ## League table, statistics and the HTML report
+
+run: $(STAMP) ## Run every stage unconditionally (python -m pipelines run)
+	$(PY) -m pipelines run --config $(CONFIG)
+
+test: $(STAMP) ## Run the test suite
+	$(PY) -m pytest
+
+test-fast: $(STAMP) ## Run the tests not marked slow
+	$(PY) -m pytest -m "not slow"
+
+lint: $(STAMP) ## ruff check and format check
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP) ## Apply ruff's formatting and safe fixes
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+bench: $(STAMP) ## Benchmarks: measured ratios, printed side by side
+	$(PY) -m benchmarks
+
+ui: $(STAMP) ## MLflow UI on $(HOST):$(PORT) against the project's tracking store
+	$(PY) -m pipelines.tracking ui --host $(HOST) --port $(PORT)
+
+clean: ## Remove build outputs and reports (keeps .venv and the MLflow store)
+	rm -rf build reports benchmarks/results .pytest_cache .ruff_cache
+	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
+
+clean-runs: ## Delete the embedded MLflow store (mlruns/mlflow.db and artifacts)
+	find mlruns -mindepth 1 -not -name README.md -delete

@@ -1,0 +1,1 @@
+"""gatecast models: the GateLSTM layer and the forecasters (no backtrader, no mlflow)."""
