@@ -1,0 +1,386 @@
+"""GateLSTM against its reference twins: keras.layers.LSTM and a NumPy loop of the equations."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models.gate_lstm import GATE_NAMES, GateLSTM
+
+TOL = 1e-5
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def numpy_lstm(
+    x: np.ndarray, kernel: np.ndarray, recurrent_kernel: np.ndarray, bias: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The six equations, step by step, in float64, with W_g·[h_{t-1}, x_t] literally."""
+    x = x.astype(np.float64)
+    batch, steps, _ = x.shape
+    units = recurrent_kernel.shape[0]
+    # W_g acts on the concatenation [h_{t-1}, x_t]; Keras stores its two blocks apart.
+    w = np.concatenate([recurrent_kernel, kernel], axis=0).astype(np.float64)
+    b = bias.astype(np.float64)
+
+    def gate(k: int) -> tuple[np.ndarray, np.ndarray]:  # Keras order: i, f, C, o
+        return w[:, k * units : (k + 1) * units], b[k * units : (k + 1) * units]
+
+    (w_i, b_i), (w_f, b_f), (w_c, b_c), (w_o, b_o) = (gate(k) for k in range(4))
+    h = np.zeros((batch, units))
+    c = np.zeros((batch, units))
+    out = {name: np.zeros((batch, steps, units)) for name in GATE_NAMES}
+    for t in range(steps):
+        hx = np.concatenate([h, x[:, t, :]], axis=1)
+        f_t = _sigmoid(hx @ w_f + b_f)
+        i_t = _sigmoid(hx @ w_i + b_i)
+        c_tilde = np.tanh(hx @ w_c + b_c)
+        c = f_t * c + i_t * c_tilde
+        o_t = _sigmoid(hx @ w_o + b_o)
+        h = o_t * np.tanh(c)
+        for name, value in zip(GATE_NAMES, (i_t, f_t, c_tilde, o_t, c, h), strict=True):
+            out[name][:, t, :] = value
+    return out
+
+
+@pytest.fixture
+def x() -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(6, 9, 4)).astype("float32")
+
+
+def _random_bias(layer: keras.layers.Layer, seed: int = 1) -> None:
+    # A zero bias would hide a gate-order mistake in the bias; give every gate its own.
+    kernel, recurrent_kernel, bias = layer.get_weights()
+    bias = np.random.default_rng(seed).normal(scale=0.5, size=bias.shape).astype("float32")
+    layer.set_weights([kernel, recurrent_kernel, bias])
+
+
+@pytest.mark.parametrize("jit_compile", [True, False])
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_matches_keras_lstm_with_copied_weights(x, return_sequences, jit_compile):
+    ref = keras.layers.LSTM(5, return_sequences=return_sequences, return_state=True)
+    ref(x)
+    _random_bias(ref)
+    layer = GateLSTM(
+        5, return_sequences=return_sequences, return_state=True, jit_compile=jit_compile
+    )
+    layer(x)
+    layer.set_weights(ref.get_weights())
+    ours, theirs = layer(x), ref(x)
+    assert len(ours) == 3
+    for name, a, b in zip(("output", "h", "c"), ours, theirs, strict=True):
+        assert a.shape == b.shape, name
+        assert np.max(np.abs(np.asarray(a) - np.asarray(b))) <= TOL, name
+    plain = GateLSTM(5, return_sequences=return_sequences, jit_compile=jit_compile)
+    plain(x)
+    plain.set_weights(ref.get_weights())
+    np.testing.assert_allclose(np.asarray(plain(x)), np.asarray(theirs[0]), atol=TOL, rtol=0)
+
+
+def test_weights_are_named_and_shaped_like_keras():
+    layer = GateLSTM(3)
+    layer.build((None, 7, 2))
+    assert [(w.path.split("/")[-1], tuple(w.shape)) for w in layer.weights] == [
+        ("kernel", (2, 12)),
+        ("recurrent_kernel", (3, 12)),
+        ("bias", (12,)),
+    ]
+    # unit_forget_bias: the forget block (second of i, f, C, o) starts at one.
+    np.testing.assert_array_equal(layer.get_weights()[2], [0] * 3 + [1] * 3 + [0] * 6)
+    no_forget_bias = GateLSTM(3, unit_forget_bias=False)
+    no_forget_bias.build((None, 7, 2))
+    np.testing.assert_array_equal(no_forget_bias.get_weights()[2], np.zeros(12))
+
+
+@pytest.mark.parametrize("scale", [1.0, 50.0])
+def test_matches_numpy_equations_including_saturated_gates(x, scale):
+    x = x * np.float32(scale)  # x50 drives the gates into saturation (sigmoid 0/1, tanh +-1)
+    layer = GateLSTM(5, return_sequences=True)
+    layer(x)
+    _random_bias(layer)
+    ref = numpy_lstm(x, *layer.get_weights())
+    np.testing.assert_allclose(np.asarray(layer(x)), ref["h"], atol=TOL, rtol=0)
+    gates = layer.gate_activations(x)
+    assert sorted(gates) == sorted(GATE_NAMES)
+    for name in GATE_NAMES:
+        assert gates[name].shape == (6, 9, 5), name
+        np.testing.assert_allclose(gates[name], ref[name], atol=TOL, rtol=0, err_msg=name)
+    if scale > 1:
+        assert np.mean(np.abs(ref["f"] - 0.5) > 0.49) > 0.5, "input did not saturate the gates"
+    assert np.all(np.isfinite(np.asarray(layer(x))))
+
+
+def test_gate_activations_come_from_the_same_step_as_call(x):
+    layer = GateLSTM(5, return_state=True)
+    output, h, c = layer(x)
+    gates = layer.gate_activations(x)
+    np.testing.assert_array_equal(gates["h"][:, -1], np.asarray(output))
+    np.testing.assert_array_equal(gates["h"][:, -1], np.asarray(h))
+    np.testing.assert_array_equal(gates["c"][:, -1], np.asarray(c))
+    unbuilt = GateLSTM(2)
+    assert unbuilt.gate_activations(x)["f"].shape == (6, 9, 2)
+
+
+def test_unknown_number_of_steps_runs_the_same_maths(x):
+    inputs = keras.Input((None, 4))
+    layer = GateLSTM(5, return_sequences=True, return_state=True)
+    model = keras.Model(inputs, layer(inputs))
+    _random_bias(layer)
+    ref = numpy_lstm(x, *layer.get_weights())
+    output, h, c = model(x)
+    np.testing.assert_allclose(np.asarray(output), ref["h"], atol=TOL, rtol=0)
+    np.testing.assert_allclose(np.asarray(c), ref["c"][:, -1], atol=TOL, rtol=0)
+    assert model.output_shape[0] == (None, None, 5)
+
+
+def _masked_model(layer: keras.layers.Layer) -> keras.Model:
+    inputs = keras.Input((9, 4))
+    return keras.Model(inputs, layer(keras.layers.Masking(mask_value=0.0)(inputs)))
+
+
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_masked_steps_carry_state_like_keras(x, return_sequences):
+    x = x.copy()
+    x[:, -3:, :] = 0.0  # right padding
+    x[1, 2, :] = 0.0  # a masked step in the middle
+    ref = _masked_model(keras.layers.LSTM(5, return_sequences=return_sequences))
+    ours = _masked_model(GateLSTM(5, return_sequences=return_sequences))
+    _random_bias(ref.layers[-1])
+    ours.set_weights(ref.get_weights())
+    np.testing.assert_allclose(np.asarray(ours(x)), np.asarray(ref(x)), atol=TOL, rtol=0)
+
+
+def test_initial_state_matches_keras(x):
+    rng = np.random.default_rng(2)
+    h_0, c_0 = (rng.normal(size=(6, 5)).astype("float32") for _ in range(2))
+    ref = keras.layers.LSTM(5, return_sequences=True)
+    ref(x)
+    layer = GateLSTM(5, return_sequences=True)
+    layer(x)
+    layer.set_weights(ref.get_weights())
+    np.testing.assert_allclose(
+        np.asarray(layer(x, initial_state=[h_0, c_0])),
+        np.asarray(ref(x, initial_state=[h_0, c_0])),
+        atol=TOL,
+        rtol=0,
+    )
+
+
+def test_stacked_layers_match_stacked_keras_lstm(x):
+    def stacked(layer_cls: type) -> keras.Model:
+        inputs = keras.Input((9, 4))
+        hidden = layer_cls(6, return_sequences=True)(inputs)
+        return keras.Model(inputs, keras.layers.Dense(1)(layer_cls(3)(hidden)))
+
+    ref, ours = stacked(keras.layers.LSTM), stacked(GateLSTM)
+    ours.set_weights(ref.get_weights())
+    np.testing.assert_allclose(np.asarray(ours(x)), np.asarray(ref(x)), atol=TOL, rtol=0)
+
+
+def test_gradients_are_finite_and_match_keras(x):
+    x = x * np.float32(50.0)
+    target = np.random.default_rng(3).normal(size=(6, 1)).astype("float32")
+
+    def model_and_grads(layer: keras.layers.Layer, weights=None):
+        model = keras.Sequential([keras.Input((9, 4)), layer, keras.layers.Dense(1)])
+        if weights is not None:
+            model.set_weights(weights)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((model(x, training=True) - target) ** 2)
+        return model, tape.gradient(loss, model.trainable_weights)
+
+    ref, ref_grads = model_and_grads(keras.layers.LSTM(5))
+    _, grads = model_and_grads(GateLSTM(5), ref.get_weights())
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert np.all(np.isfinite(g.numpy()))
+        np.testing.assert_allclose(g.numpy(), r.numpy(), atol=1e-4, rtol=1e-4)
+
+
+def _regression_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(64, 12, 3)).astype("float32")
+    return x, x[:, -4:, 0].sum(axis=1, keepdims=True)
+
+
+def _compiled_model(seed: int) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [keras.Input((12, 3)), GateLSTM(8, dropout=0.1), keras.layers.Dense(1)]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(0.02), loss="mse")
+    return model
+
+
+def _fit(seed: int, epochs: int) -> tuple[keras.Model, list[float]]:
+    model = _compiled_model(seed)
+    x, y = _regression_data()
+    history = model.fit(x, y, batch_size=16, epochs=epochs, shuffle=True, verbose=0)
+    return model, history.history["loss"]
+
+
+def test_training_lowers_the_loss():
+    x, y = _regression_data()
+    model = _compiled_model(seed=0)
+    before = float(model.evaluate(x, y, verbose=0))
+    model.fit(x, y, batch_size=16, epochs=4, verbose=0)
+    after = float(model.evaluate(x, y, verbose=0))
+    assert after < 0.7 * before, (before, after)
+
+
+def _run_python(script: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), *sys.path])}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_training_is_deterministic_with_op_determinism():
+    # Op determinism is process-wide and cannot be switched off again, so it gets
+    # its own interpreter rather than leaking into the rest of the suite.
+    done = _run_python(
+        """
+        import numpy as np, tensorflow as tf
+        from tests.test_gate_lstm import _fit
+        tf.config.experimental.enable_op_determinism()
+        first, loss_1 = _fit(seed=7, epochs=2)
+        second, loss_2 = _fit(seed=7, epochs=2)
+        assert loss_1 == loss_2, (loss_1, loss_2)
+        for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+        third, loss_3 = _fit(seed=8, epochs=2)
+        assert loss_3 != loss_1, "the seed does not reach the model"
+        print("identical")
+        """
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "identical" in done.stdout
+
+
+def test_dropout_only_while_training(x):
+    layer = GateLSTM(5, dropout=0.5, seed=3)
+    plain = GateLSTM(5)
+    layer(x)
+    plain(x)
+    plain.set_weights(layer.get_weights())
+    np.testing.assert_array_equal(np.asarray(layer(x)), np.asarray(plain(x)))
+    assert np.max(np.abs(np.asarray(layer(x, training=True)) - np.asarray(plain(x)))) > 1e-3
+
+
+def test_regularizers_add_losses(x):
+    layer = GateLSTM(5, kernel_regularizer="l2", recurrent_regularizer="l1", bias_regularizer="l2")
+    layer(x)
+    assert len(layer.losses) == 3
+    assert all(float(loss) > 0 for loss in layer.losses)
+
+
+def test_get_config_round_trips():
+    layer = GateLSTM(
+        7,
+        return_sequences=True,
+        return_state=True,
+        dropout=0.25,
+        unit_forget_bias=False,
+        kernel_initializer="he_normal",
+        recurrent_regularizer=keras.regularizers.L2(0.01),
+        bias_constraint="non_neg",
+        jit_compile=False,
+        seed=11,
+        name="gates",
+    )
+    config = layer.get_config()
+    clone = GateLSTM.from_config(config)
+    assert clone.get_config() == config
+    assert clone.units == 7 and clone.return_state and clone.dropout == 0.25
+    revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert isinstance(revived, GateLSTM) and revived.get_config() == config
+
+
+def _small_model() -> keras.Model:
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((9, 4))
+    hidden = GateLSTM(6, return_sequences=True, kernel_regularizer="l2")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(1)(GateLSTM(3, dropout=0.1)(hidden)))
+
+
+def test_save_and_load_in_this_and_a_fresh_process(x, tmp_path):
+    model = _small_model()
+    path = tmp_path / "model.keras"
+    model.save(path)
+    expected = np.asarray(model(x))
+    np.save(tmp_path / "x.npy", x)
+
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(np.asarray(loaded(x)), expected)
+
+    # A fresh interpreter only knows GateLSTM through the registration on import.
+    done = _run_python(
+        f"""
+        import numpy as np, keras
+        import models.gate_lstm  # registers gatecast>GateLSTM
+        model = keras.saving.load_model({str(path)!r})
+        x = np.load({str(tmp_path / "x.npy")!r})
+        np.save({str(tmp_path / "out.npy")!r}, np.asarray(model(x)))
+        """
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
+
+
+@pytest.mark.parametrize("units", [0, -3, 2.5, True, "8"])
+def test_bad_units_are_a_clear_error(units):
+    with pytest.raises(ValueError, match="units.*positive integer"):
+        GateLSTM(units)
+
+
+def test_bad_dropout_is_a_clear_error():
+    with pytest.raises(ValueError, match="dropout"):
+        GateLSTM(4, dropout=1.0)
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (2, 6, 9, 4)])
+def test_wrong_input_rank_is_a_clear_error(shape):
+    with pytest.raises(ValueError, match=r"\(batch, steps, features\)"):
+        GateLSTM(4)(np.zeros(shape, dtype="float32"))
+    with pytest.raises(ValueError, match=r"\(batch, steps, features\)"):
+        GateLSTM(4)(keras.Input(shape[1:]))
+
+
+def test_bad_initial_state_is_a_clear_error(x):
+    with pytest.raises(ValueError, match="initial_state"):
+        GateLSTM(5)(x, initial_state=np.zeros((6, 5), dtype="float32"))
+
+
+def test_mixed_precision_builds_runs_and_follows_the_policy(x):
+    float32 = GateLSTM(5, return_sequences=True)
+    expected = np.asarray(float32(x))
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        inputs = keras.Input((9, 4))
+        layer = GateLSTM(5, return_sequences=True)
+        model = keras.Model(inputs, keras.layers.Dense(1, dtype="float32")(layer(inputs)))
+        model.compile(optimizer="adam", loss="mse")
+        assert layer.compute_dtype == "float16"
+        assert all(w.dtype == "float32" for w in layer.weights)
+        layer.set_weights(float32.get_weights())
+        out = layer(x)
+        assert keras.backend.standardize_dtype(out.dtype) == "float16"
+        np.testing.assert_allclose(np.asarray(out, dtype="float32"), expected, atol=1e-2)
+        gates = layer.gate_activations(x)
+        assert gates["f"].dtype == np.float16
+        history = model.fit(x, np.zeros((6, 9, 1), "float32"), epochs=2, verbose=0)
+        assert np.all(np.isfinite(history.history["loss"]))
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
