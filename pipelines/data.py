@@ -336,7 +336,7 @@ def _check_prices(
             pos, more = _first(bad, lines)
             raise DataError(
                 f"{_where(source, df.index, pos, lines)}: column {name(col)!r} has non-positive "
-                f"price {values[col][pos]!r}{more}; prices must be > 0"
+                f"price {float(values[col][pos])!r}{more}; prices must be > 0"
             )
     if "volume" in values:
         bad = values["volume"] < 0
@@ -344,15 +344,16 @@ def _check_prices(
             pos, more = _first(bad, lines)
             raise DataError(
                 f"{_where(source, df.index, pos, lines)}: column {name('volume')!r} is negative "
-                f"({values['volume'][pos]!r}){more}; volume must be >= 0"
+                f"({float(values['volume'][pos])!r}){more}; volume must be >= 0"
             )
     high, low = values["high"], values["low"]
+    lo_name, hi_name = name("low"), name("high")
     bad = high < low
     if bad.any():
         pos, more = _first(bad, lines)
         raise DataError(
-            f"{_where(source, df.index, pos, lines)}: column {name('high')!r} ({high[pos]!r}) is "
-            f"below column {name('low')!r} ({low[pos]!r}){more}"
+            f"{_where(source, df.index, pos, lines)}: column {hi_name!r} ({float(high[pos])!r}) "
+            f"is below column {lo_name!r} ({float(low[pos])!r}){more}"
         )
     lo, hi = low * (1 - PRICE_TOLERANCE), high * (1 + PRICE_TOLERANCE)
     for col in ("close", "open"):
@@ -361,8 +362,9 @@ def _check_prices(
         if bad.any():
             pos, more = _first(bad, lines)
             raise DataError(
-                f"{_where(source, df.index, pos, lines)}: column {name(col)!r} ({v[pos]!r}) is "
-                f"outside [{name('low')}, {name('high')}] = [{low[pos]!r}, {high[pos]!r}]{more}"
+                f"{_where(source, df.index, pos, lines)}: column {name(col)!r} ({float(v[pos])!r}) "
+                f"is outside [{lo_name}, {hi_name}] = [{float(low[pos])!r}, {float(high[pos])!r}]"
+                f"{more}"
             )
 
 
@@ -406,18 +408,28 @@ def _order_and_dedupe(
 
 
 def _drop_null_rows(
-    df: pd.DataFrame, labels: pd.Series, source: str, null_rows: str, info: LoadInfo
+    df: pd.DataFrame,
+    labels: pd.Series,
+    source: str,
+    null_rows: str,
+    info: LoadInfo,
+    lines: np.ndarray | None = None,
+    names: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Apply the null-row policy to rows with a missing price or volume."""
-    nulls = df.isna().any(axis=1).to_numpy()
+    isna = df.isna().to_numpy()
+    nulls = isna.any(axis=1)
     if not nulls.any():
         return df
     where = labels[nulls].tolist()
     shown = ", ".join(map(str, where[:5])) + (", ..." if len(where) > 5 else "")
     if null_rows == "error":
+        pos = int(np.flatnonzero(nulls)[0])
+        col = str(df.columns[int(np.flatnonzero(isna[pos])[0])])
+        at = f"line {lines[pos]} ({where[0]})" if lines is not None else str(where[0])
         raise DataError(
-            f"{source}: {len(where)} row(s) with null or missing values, first at {where[0]}: "
-            f"{shown}; remove them or set data.null_rows: drop"
+            f"{source}: {at}: null or missing value in column {(names or {}).get(col, col)!r} "
+            f"({len(where)} such row(s): {shown}); remove them or set data.null_rows: drop"
         )
     log.warning(
         "%s: dropped %d row(s) with null values (data.null_rows: drop): %s",
@@ -534,7 +546,7 @@ def _read_csv(
         date_text = date_text + " " + raw[cols["time"]].fillna("").astype(str)
     labels = pd.Series(raw[cols["date"]].fillna("").to_numpy())
     keep = ~frame.isna().any(axis=1).to_numpy()
-    frame = _drop_null_rows(frame, labels, source, null_rows, info)
+    frame = _drop_null_rows(frame, labels, source, null_rows, info, lines, cols)
     date_text, lines = date_text[keep], lines[keep]
 
     dates, notes = _parse_dates(date_text, lines, date_format, source, cols["date"])
@@ -796,14 +808,18 @@ def _load(cfg: Config, name: str) -> tuple[pd.DataFrame, LoadInfo]:
         raise DataError(f"data.source {d.source!r} is not supported")
     full_range = f"{_fmt_ts(bars.index[0])} to {_fmt_ts(bars.index[-1])}"
     bars = _slice(bars, d.start, d.end)
-    span = f"between data.start {d.start} and data.end {d.end}"
+    span = (
+        f" between {d.start or 'the first bar'} and {d.end or 'the last bar'} (data.start/end)"
+        if d.start or d.end
+        else ""
+    )
     if bars.empty:
-        raise DataError(f"{info.source}: no bars {span}; the file covers {full_range}")
+        raise DataError(f"{info.source}: no bars{span}; the data covers {full_range}")
     need = min_bars_required(cfg)
     if len(bars) < need:
         wf = cfg.walkforward
         raise DataError(
-            f"{info.source}: {len(bars)} bars {span}, but the configured windows need at least "
+            f"{info.source}: {len(bars)} bars{span}, but the configured windows need at least "
             f"{need} (features.window {cfg.features.window} + walkforward.train_bars "
             f"{wf.train_bars} + walkforward.embargo {wf.embargo} + walkforward.test_bars "
             f"{wf.test_bars}); widen the date range or shorten those windows"
