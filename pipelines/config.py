@@ -320,10 +320,12 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. lstm.epochs=5")
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. forecasters.lstm.epochs=5")
         node = out
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} was already set to a value")
         node[leaf] = yaml.safe_load(value)
     return out
