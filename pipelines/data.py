@@ -30,6 +30,7 @@ import os
 import re
 import tempfile
 import unicodedata
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
@@ -233,12 +234,22 @@ def _parse_dates(
 ) -> tuple[pd.DatetimeIndex, list[str]]:
     """Parse date strings; detect the format when none is given. Returns (dates, notes)."""
     notes: list[str] = []
-    text = text.fillna("").astype(str).str.strip()
-    stripped = text.str.replace(_TZ_SUFFIX, r"\1", regex=True)
-    if (stripped != text).any():
+    text = text.fillna("").astype(str)
+    if len(text) == 0:
+        return pd.DatetimeIndex([]), notes
+    probe = pd.concat([text.head(3), text.iloc[[len(text) // 2]], text.tail(3)]).tolist()
+    if any(v != v.strip() for v in probe):
+        text = text.str.strip()
+
+    def drop_offsets(text: pd.Series) -> pd.Series:
         notes.append("time-zone offsets dropped (exchange wall-clock time kept)")
         log.info("%s: time-zone offsets dropped; timestamps keep their wall-clock time", source)
-        text = stripped
+        return text.str.replace(_TZ_SUFFIX, r"\1", regex=True)
+
+    # The regex runs per element, so only when a sample shows offsets; offsets on some
+    # rows only are caught after the ISO parse below.
+    if any(_TZ_SUFFIX.search(v.strip()) for v in probe):
+        text = drop_offsets(text)
 
     def unparseable(parsed: pd.Series, hint: str) -> DataError:
         pos = int(np.flatnonzero(parsed.isna().to_numpy())[0])
@@ -260,17 +271,23 @@ def _parse_dates(
             raise unparseable(parsed, f"it does not match data.date_format {date_format!r}")
         return pd.DatetimeIndex(parsed), notes
 
-    if text.str.match(_EPOCH_SECONDS).all() or text.str.match(_EPOCH_MILLIS).all():
+    epoch = any(_EPOCH_SECONDS.match(v) or _EPOCH_MILLIS.match(v) for v in probe[:1])
+    if epoch and (text.str.match(_EPOCH_SECONDS).all() or text.str.match(_EPOCH_MILLIS).all()):
         unit = "s" if len(text.iloc[0]) <= 10 else "ms"
         notes.append(f"Unix timestamps ({unit})")
         return pd.DatetimeIndex(pd.to_datetime(text.astype("int64"), unit=unit)), notes
 
     # ISO 8601 (YYYY-MM-DD, optionally with a time) is never ambiguous: take it when it fits.
-    iso = pd.to_datetime(text, format="ISO8601", errors="coerce")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # mixed offsets, handled just below
+        iso = pd.to_datetime(text, format="ISO8601", errors="coerce")
+    if not pd.api.types.is_datetime64_dtype(iso):
+        text = drop_offsets(text)
+        iso = pd.to_datetime(text, format="ISO8601", errors="coerce")
     if iso.notna().all():
         return pd.DatetimeIndex(iso), notes
 
-    probe = pd.concat([text.head(3), text.iloc[[len(text) // 2]], text.tail(3)]).tolist()
+    probe = [v.strip() for v in probe]
     candidates = [f for f in _DATE_FORMATS if any(_strptime_ok(v, f) for v in probe)]
     results = {f: pd.to_datetime(text, format=f, errors="coerce") for f in candidates}
     complete = [f for f, r in results.items() if r.notna().all()]
@@ -494,22 +511,32 @@ def _read_csv(
         header = fh.readline()
     # European exports separate with ';' and write decimals with ','.
     sep = ";" if header.count(";") > header.count(",") else ","
+    options: dict[str, Any] = {
+        "sep": sep,
+        "skipinitialspace": True,
+        "encoding": "utf-8-sig",
+        "encoding_errors": "replace",
+    }
     try:
-        raw = pd.read_csv(
-            path,
-            sep=sep,
-            dtype=str,
-            keep_default_na=False,
-            na_values=_NULL_TOKENS,
-            skip_blank_lines=False,
-            skipinitialspace=True,
-            encoding="utf-8-sig",
-            encoding_errors="replace",
-        )
+        columns = list(pd.read_csv(path, nrows=0, **options).columns)
     except pd.errors.EmptyDataError:
         raise DataError(
             f"{source}: empty file (no header, no rows); expected a header like {_EXPECTED_HEADER}"
         ) from None
+    cols = _map_columns(columns, source)
+    text_cols = {cols[c]: str for c in ("date", "time") if c in cols}
+    try:
+        # Prices are parsed by the C reader; a column with a stray token comes back as
+        # text and is checked cell by cell below to name the bad one.
+        raw = pd.read_csv(
+            path,
+            dtype=text_cols,
+            keep_default_na=False,
+            na_values=_NULL_TOKENS,
+            skip_blank_lines=False,
+            decimal="," if sep == ";" else ".",
+            **options,
+        )
     except pd.errors.ParserError as err:
         raise DataError(f"{source}: not a readable CSV file: {err}") from None
     # pandas drops blank lines only when told to; keeping them keeps line numbers exact.
@@ -521,24 +548,28 @@ def _read_csv(
     if raw.empty:
         raise DataError(f"{source}: empty file: a header but no data rows")
     info.rows_read = len(raw)
-    cols = _map_columns(list(raw.columns), source)
 
     numeric = {}
     for canon in ["open", "high", "low", "close", "adj_close", "volume"]:
         if canon not in cols:
             continue
-        text = raw[cols[canon]]
-        if sep == ";":
-            text = text.str.replace(",", ".", regex=False)
-        values = pd.to_numeric(text, errors="coerce")
-        bad = (values.isna() & text.notna()) | np.isinf(values)
+        column = raw[cols[canon]]
+        if pd.api.types.is_numeric_dtype(column):
+            values = column.to_numpy(dtype="float64")
+            bad = np.isinf(values)
+        else:
+            text = column.astype("object")
+            if sep == ";":
+                text = text.str.replace(",", ".", regex=False)
+            values = pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64")
+            bad = (np.isnan(values) & text.notna().to_numpy()) | np.isinf(values)
         if bad.any():
-            pos = int(np.flatnonzero(bad.to_numpy())[0])
+            pos = int(np.flatnonzero(bad)[0])
             raise DataError(
                 f"{source}: line {lines[pos]} ({raw[cols['date']].iloc[pos]}): column "
-                f"{cols[canon]!r}: {raw[cols[canon]].iloc[pos]!r} is not a number"
+                f"{cols[canon]!r}: {str(column.iloc[pos])!r} is not a number"
             )
-        numeric[canon] = values.to_numpy(dtype="float64")
+        numeric[canon] = values
     frame = pd.DataFrame(numeric)
 
     date_text = raw[cols["date"]].fillna("").astype(str)

@@ -178,6 +178,14 @@ def test_intraday_bars_with_utc_offsets_keep_the_wall_clock_time(tmp_path, caplo
     assert info["interval"] == "5min" and info["bars"] == 10
 
 
+def test_utc_offsets_on_some_rows_only(tmp_path):
+    stamps = pd.date_range("2020-03-06 15:30", periods=10, freq="5min")
+    dates = [t.strftime("%Y-%m-%d %H:%M:%S") for t in stamps]
+    dates[4] += "+01:00"
+    path = write(tmp_path, csv_text("Datetime,Open,High,Low,Close,Adj Close,Volume", ROWS, dates))
+    assert list(read_csv_bars(path).index) == list(stamps)
+
+
 def test_timestamp_header_and_epoch_seconds(tmp_path):
     stamps = pd.date_range("2021-06-01 09:00", periods=10, freq="h")
     epochs = [str(int(t.timestamp())) for t in stamps]
