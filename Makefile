@@ -77,7 +77,7 @@ format: $(STAMP) ## Apply ruff's formatting and safe fixes
 bench: $(STAMP) ## Benchmarks: measured ratios, printed side by side
 	$(PY) -m benchmarks
 
-ui: $(STAMP) ## MLflow UI on $(HOST):$(PORT) against the project's tracking store
+ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000 (HOST=, PORT= to change) against the project's store
 	$(PY) -m pipelines.tracking ui --host $(HOST) --port $(PORT)
 
 clean: ## Remove build outputs and reports (keeps .venv and the MLflow store)
