@@ -38,7 +38,7 @@ class RiskFreeConfig(_Section):
 class DataConfig(_Section):
     """Where the bars come from and which price series is used."""
 
-    source: Literal["csv", "yfinance"] = "csv"
+    source: Literal["csv", "yfinance", "fred"] = "csv"
     directory: str = "data/sample"
     instruments: list[str] = Field(min_length=1)
     start: date | None = None
@@ -65,8 +65,8 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _dates_ordered(self) -> DataConfig:
-        if self.start and self.end and self.start >= self.end:
-            raise ValueError(f"start ({self.start}) must be before end ({self.end})")
+        if self.start and self.end and self.start > self.end:
+            raise ValueError(f"start ({self.start}) must not be after end ({self.end})")
         return self
 
 
@@ -82,7 +82,9 @@ class WalkForwardConfig(_Section):
     """Walk-forward splits: every forecaster is refit on each fold's training segment."""
 
     scheme: Literal["expanding", "rolling"] = "expanding"
-    train_bars: int = Field(750, ge=50, description="first (expanding) or every (rolling) train length")
+    train_bars: int = Field(
+        750, ge=50, description="first (expanding) or every (rolling) train length"
+    )
     test_bars: int = Field(250, ge=1, description="out-of-sample bars per fold = retrain frequency")
     folds: int | None = Field(None, ge=1, description="keep only the last N folds; null = all")
     embargo: int = Field(0, ge=0, description="bars dropped between train end and test start")
@@ -242,7 +244,11 @@ def _suggest(key: str, model: type[BaseModel] | None) -> str:
     if model is None:
         return ""
     close = difflib.get_close_matches(key, list(model.model_fields), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(model.model_fields)}"
+    return (
+        f"; did you mean {close[0]!r}?"
+        if close
+        else f"; valid keys: {', '.join(model.model_fields)}"
+    )
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -276,7 +282,9 @@ def _format(err: ValidationError, source: str) -> str:
 def parse_config(raw: dict[str, Any], source: str = "<config>") -> Config:
     """Validate a config mapping; raise ConfigError naming every bad key."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping of keys at the top level, got {type(raw).__name__}")
+        raise ConfigError(
+            f"{source}: expected a mapping of keys at the top level, got {type(raw).__name__}"
+        )
     try:
         return Config.model_validate(raw)
     except ValidationError as err:

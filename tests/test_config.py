@@ -139,9 +139,16 @@ def test_wrong_type_or_range_names_the_key_and_the_expected_value(overrides, mes
     assert smoke_error(overrides) == f"{SMOKE}: {message}"
 
 
-def test_start_must_come_before_end():
+def test_start_must_not_come_after_end():
     message = smoke_error({"data": {"start": "2012-01-01", "end": "2011-01-01"}})
-    assert message.startswith(f"{SMOKE}: data: start (2012-01-01) must be before end (2011-01-01)")
+    assert message.startswith(
+        f"{SMOKE}: data: start (2012-01-01) must not be after end (2011-01-01)"
+    )
+
+
+def test_a_one_day_range_is_allowed_for_intraday_bars():
+    cfg = load_config(SMOKE, overrides={"data": {"start": "2012-01-03", "end": "2012-01-03"}})
+    assert cfg.data.start == cfg.data.end
 
 
 @pytest.mark.parametrize("name", ["../GSPC", "a/b", "/etc/passwd", "GS PC", ".hidden"])
