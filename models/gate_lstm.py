@@ -38,6 +38,40 @@ def _lstm_step(
     return h_t, c_t, (i_t, f_t, c_tilde, o_t)
 
 
+def _scan_steps(
+    z_x_time_major: Any,
+    recurrent_kernel: Any,
+    h_0: Any,
+    c_0: Any,
+    keep_time_major: Any,
+    collect_gates: bool,
+) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """Loop ``_lstm_step`` over a (steps, batch, 4*units) input projection.
+
+    Returns the last carry ``(h_T, C_T, ...)`` and the per-step values, time
+    major: ``(h, C)``, or ``(h, C, i, f, c_tilde, o)`` with ``collect_gates``.
+    Masked steps (``keep`` false) carry ``h`` and ``C`` through unchanged, as
+    ``keras.layers.LSTM`` does, so the output there repeats the last kept one.
+    """
+
+    # keras.ops.scan stacks the carry as its per-step output, so the gates ride
+    # in the carry when they are wanted.
+    def body(carry: tuple[Any, ...], xs: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        h_tm1, c_tm1 = carry[0], carry[1]
+        z_x_t = xs if keep_time_major is None else xs[0]
+        h_t, c_t, gates = _lstm_step(z_x_t, h_tm1, c_tm1, recurrent_kernel)
+        if keep_time_major is not None:
+            h_t = ops.where(xs[1], h_t, h_tm1)
+            c_t = ops.where(xs[1], c_t, c_tm1)
+        new = (h_t, c_t, *gates) if collect_gates else (h_t, c_t)
+        return new, new
+
+    zeros = ops.zeros_like(h_0)
+    init = (h_0, c_0, zeros, zeros, zeros, zeros) if collect_gates else (h_0, c_0)
+    xs = z_x_time_major if keep_time_major is None else (z_x_time_major, keep_time_major)
+    return ops.scan(body, init, xs)
+
+
 def _recurrence(
     inputs: Any,
     kernel: Any,
@@ -49,96 +83,147 @@ def _recurrence(
     return_sequences: bool,
     collect_gates: bool,
 ) -> tuple[Any, ...]:
-    """Run ``_lstm_step`` over the time axis of ``inputs`` (batch, steps, features).
+    """Run the LSTM over ``inputs`` (batch, steps, features); gradients by autodiff.
 
-    Returns ``(output, h_T, c_T)``; with ``collect_gates`` the output is instead
-    a tuple of (batch, steps, units) arrays in the order of ``GATE_NAMES``.
-    Masked steps carry ``h`` and ``C`` through unchanged, as ``keras.layers.LSTM``
-    does, so the output at a masked step repeats the last unmasked one.
+    Returns ``(output, h_T, C_T)``; with ``collect_gates`` instead a tuple of
+    (batch, steps, units) arrays in the order of ``GATE_NAMES``.
     """
     # One matmul for the input half of every gate at every step, outside the
     # sequential loop: the loop is left with only the (units x 4*units) matmul.
-    z_x = ops.matmul(inputs, kernel) + bias
-    steps = inputs.shape[1]
-    if steps is None:
-        return _scan_recurrence(
-            z_x, recurrent_kernel, h_0, c_0, mask, return_sequences, collect_gates
-        )
-
-    h_t, c_t = h_0, c_0
-    per_step: list[tuple[Any, ...]] = []
-    for t in range(steps):
-        h_new, c_new, gates = _lstm_step(z_x[:, t, :], h_t, c_t, recurrent_kernel)
-        if mask is not None:
-            keep = mask[:, t : t + 1]
-            h_new = ops.where(keep, h_new, h_t)
-            c_new = ops.where(keep, c_new, c_t)
-        h_t, c_t = h_new, c_new
-        if collect_gates:
-            per_step.append((*gates, c_t, h_t))
-        elif return_sequences:
-            per_step.append((h_t,))
-    if collect_gates:
-        return tuple(ops.stack(seq, axis=1) for seq in zip(*per_step, strict=True))
-    output = ops.stack([s[0] for s in per_step], axis=1) if return_sequences else h_t
-    return output, h_t, c_t
-
-
-def _scan_recurrence(
-    z_x: Any,
-    recurrent_kernel: Any,
-    h_0: Any,
-    c_0: Any,
-    mask: Any,
-    return_sequences: bool,
-    collect_gates: bool,
-) -> tuple[Any, ...]:
-    """The same recurrence with ``keras.ops.scan``, for a time axis of unknown length."""
-    z_time_major = ops.transpose(z_x, (1, 0, 2))
-    if mask is None:
-        mask = ops.ones(ops.shape(z_x)[:2], dtype="bool")
-    mask_time_major = ops.expand_dims(ops.transpose(mask, (1, 0)), -1)
-    zeros = ops.zeros_like(h_0)
-
-    # keras.ops.scan stacks the carry as its per-step output, so the gates ride
-    # in the carry when they are wanted.
-    def body(carry, xs):
-        h_tm1, c_tm1 = carry[0], carry[1]
-        z_x_t, keep = xs
-        h_t, c_t, gates = _lstm_step(z_x_t, h_tm1, c_tm1, recurrent_kernel)
-        h_t = ops.where(keep, h_t, h_tm1)
-        c_t = ops.where(keep, c_t, c_tm1)
-        new = (h_t, c_t, *gates) if collect_gates else (h_t, c_t)
-        return new, new
-
-    init = (h_0, c_0, zeros, zeros, zeros, zeros) if collect_gates else (h_0, c_0)
-    last, seqs = ops.scan(body, init, (z_time_major, mask_time_major))
-    seqs = [ops.transpose(s, (1, 0, 2)) for s in seqs]
+    z_x = ops.transpose(ops.matmul(inputs, kernel) + bias, (1, 0, 2))
+    keep = None if mask is None else ops.expand_dims(ops.transpose(mask, (1, 0)), -1)
+    last, seqs = _scan_steps(z_x, recurrent_kernel, h_0, c_0, keep, collect_gates)
     if collect_gates:
         h_seq, c_seq, i_seq, f_seq, c_tilde_seq, o_seq = seqs
-        return i_seq, f_seq, c_tilde_seq, o_seq, c_seq, h_seq
-    output = seqs[0] if return_sequences else last[0]
+        ordered = (i_seq, f_seq, c_tilde_seq, o_seq, c_seq, h_seq)
+        return tuple(ops.transpose(s, (1, 0, 2)) for s in ordered)
+    output = ops.transpose(seqs[0], (1, 0, 2)) if return_sequences else last[0]
     return output, last[0], last[1]
 
 
-_COMPILED: dict[str, Any] = {}
+def _forward_all_steps(
+    inputs: Any, kernel: Any, recurrent_kernel: Any, bias: Any, h_0: Any, c_0: Any
+) -> tuple[Any, ...]:
+    """Every step's ``(h, C, i, f, c_tilde, o)``, time major, from ``_scan_steps``."""
+    z_x = ops.transpose(ops.matmul(inputs, kernel) + bias, (1, 0, 2))
+    return _scan_steps(z_x, recurrent_kernel, h_0, c_0, None, collect_gates=True)[1]
 
 
-def _compiled_recurrence() -> Any:
-    """``_recurrence`` compiled with XLA on the TensorFlow backend, else as it is.
+def _backward_all_steps(
+    inputs: Any,
+    kernel: Any,
+    recurrent_kernel: Any,
+    h_0: Any,
+    c_0: Any,
+    saved: tuple[Any, ...],
+    grad_output: Any,
+    grad_h: Any,
+    grad_c: Any,
+    return_sequences: bool,
+) -> tuple[Any, ...]:
+    """Backpropagation through time for ``_forward_all_steps``, from its saved gates.
 
-    Compiling the loop inside the layer gives users the fused loop without
-    changing how they compile their model; its gradient is compiled with it.
+    The chain rule of the six equations, step by step backwards, carries only
+    dL/dh and dL/dC through the loop; the weight gradients are then one
+    contraction over all steps instead of a sum accumulated inside the loop.
+    Checked against autodiff of ``keras.layers.LSTM`` in the tests.
     """
-    if keras.backend.backend() != "tensorflow":
-        return _recurrence
-    if "tf" not in _COMPILED:
+    h_seq, c_seq, i_seq, f_seq, c_tilde_seq, o_seq = saved
+    c_prev = ops.concatenate([ops.expand_dims(c_0, 0), c_seq[:-1]], axis=0)
+    h_prev = ops.concatenate([ops.expand_dims(h_0, 0), h_seq[:-1]], axis=0)
+    if return_sequences:
+        grad_h_seq = ops.transpose(grad_output, (1, 0, 2))
+    else:
+        grad_h_seq = ops.zeros_like(h_seq)
+        grad_h = grad_h + grad_output
+
+    def body(carry: tuple[Any, ...], xs: tuple[Any, ...]) -> tuple[tuple[Any, ...], ...]:
+        d_h, d_c = carry[0] + xs[0], carry[1]
+        _, i_t, f_t, c_tilde, o_t, c_t, c_tm1 = xs
+        tanh_c = ops.tanh(c_t)
+        d_c = d_c + d_h * o_t * (1.0 - tanh_c * tanh_c)
+        d_z = ops.concatenate(
+            [
+                d_c * c_tilde * i_t * (1.0 - i_t),
+                d_c * c_tm1 * f_t * (1.0 - f_t),
+                d_c * i_t * (1.0 - c_tilde * c_tilde),
+                d_h * tanh_c * o_t * (1.0 - o_t),
+            ],
+            axis=-1,
+        )
+        new = (ops.matmul(d_z, ops.transpose(recurrent_kernel)), d_c * f_t, d_z)
+        return new, new
+
+    xs = (grad_h_seq, i_seq, f_seq, c_tilde_seq, o_seq, c_seq, c_prev)
+    init = (grad_h, grad_c, ops.zeros_like(ops.concatenate([i_seq[0]] * 4, axis=-1)))
+    (d_h_0, d_c_0, _), (_, _, d_z) = ops.scan(body, init, xs, reverse=True)
+    d_inputs = ops.einsum("tbg,fg->btf", d_z, kernel)
+    d_kernel = ops.einsum("btf,tbg->fg", inputs, d_z)
+    d_recurrent_kernel = ops.einsum("tbu,tbg->ug", h_prev, d_z)
+    d_bias = ops.sum(d_z, axis=(0, 1))
+    return d_inputs, d_kernel, d_recurrent_kernel, d_bias, d_h_0, d_c_0
+
+
+_COMPILED: dict[Any, Any] = {}
+
+
+def _xla_recurrence(return_sequences: bool) -> Any:
+    """``(inputs, kernel, recurrent_kernel, bias, h_0, c_0) -> (output, h_T, C_T)`` via XLA.
+
+    TensorFlow backend only. The forward and the backward loop are each one XLA
+    program (TensorFlow cannot differentiate an XLA-compiled while loop from
+    outside it), joined by a custom gradient, so users get the compiled loop
+    without changing how they compile their model.
+    """
+    key = ("recurrence", return_sequences)
+    if key in _COMPILED:
+        return _COMPILED[key]
+    import tensorflow as tf
+
+    forward = _jit(_forward_all_steps)
+    backward = _jit(_backward_all_steps)
+
+    @tf.custom_gradient
+    def recurrence(inputs, kernel, recurrent_kernel, bias, h_0, c_0):
+        # The gradient comes from `backward`; without stop_gradient TensorFlow would
+        # also try to differentiate the compiled loop, which XLA cannot export.
+        saved = forward(
+            *(ops.stop_gradient(a) for a in (inputs, kernel, recurrent_kernel, bias, h_0, c_0))
+        )
+        h_seq, c_seq = saved[0], saved[1]
+        output = ops.transpose(h_seq, (1, 0, 2)) if return_sequences else h_seq[-1]
+
+        def grad(grad_output, grad_h, grad_c):
+            # Outputs nobody used arrive as None.
+            grad_output = ops.zeros_like(output) if grad_output is None else grad_output
+            grad_h = ops.zeros_like(h_0) if grad_h is None else grad_h
+            grad_c = ops.zeros_like(c_0) if grad_c is None else grad_c
+            return backward(
+                inputs,
+                kernel,
+                recurrent_kernel,
+                h_0,
+                c_0,
+                saved,
+                grad_output,
+                grad_h,
+                grad_c,
+                return_sequences,
+            )
+
+        return (output, h_seq[-1], c_seq[-1]), grad
+
+    _COMPILED[key] = recurrence
+    return recurrence
+
+
+def _jit(function: Any) -> Any:
+    """``function`` compiled by XLA (TensorFlow backend), one compiled copy per process."""
+    if function not in _COMPILED:
         import tensorflow as tf
 
-        _COMPILED["tf"] = tf.function(
-            _recurrence, jit_compile=True, reduce_retracing=False, autograph=False
-        )
-    return _COMPILED["tf"]
+        _COMPILED[function] = tf.function(function, jit_compile=True, autograph=False)
+    return _COMPILED[function]
 
 
 @keras.saving.register_keras_serializable(package="gatecast")
@@ -327,12 +412,28 @@ class GateLSTM(keras.layers.Layer):
             h_0, c_0 = (ops.cast(s, dtype) for s in initial_state)
         if mask is not None:
             mask = ops.cast(mask, "bool")
-        recurrence = _compiled_recurrence() if self.jit_compile else _recurrence
-        return recurrence(
+        kernel = ops.cast(self.kernel, dtype)
+        recurrent_kernel = ops.cast(self.recurrent_kernel, dtype)
+        bias = ops.cast(self.bias, dtype)
+        compiled = (
+            self.jit_compile
+            and keras.backend.backend() == "tensorflow"
+            and mask is None
+            and inputs.shape[1] is not None
+        )
+        if compiled and collect_gates:
+            seqs = _jit(_forward_all_steps)(inputs, kernel, recurrent_kernel, bias, h_0, c_0)
+            h_seq, c_seq, i_seq, f_seq, c_tilde_seq, o_seq = seqs
+            ordered = (i_seq, f_seq, c_tilde_seq, o_seq, c_seq, h_seq)
+            return tuple(ops.transpose(s, (1, 0, 2)) for s in ordered)
+        if compiled:
+            recurrence = _xla_recurrence(self.return_sequences)
+            return recurrence(inputs, kernel, recurrent_kernel, bias, h_0, c_0)
+        return _recurrence(
             inputs,
-            ops.cast(self.kernel, dtype),
-            ops.cast(self.recurrent_kernel, dtype),
-            ops.cast(self.bias, dtype),
+            kernel,
+            recurrent_kernel,
+            bias,
             h_0,
             c_0,
             mask,
