@@ -1,0 +1,90 @@
+"""Classic moving-average crossovers with Backtrader's own indicators."""
+
+from __future__ import annotations
+
+import backtrader as bt
+
+from strategies.feeds import date_number
+
+
+class _MovingAverageCrossover(bt.Strategy):
+    params = (("fast", 20), ("slow", 50), ("trade_start", None))
+
+    _average = bt.indicators.SMA
+
+    def __init__(self):
+        fast, slow = self.p.fast, self.p.slow
+        if not (isinstance(fast, int) and isinstance(slow, int) and 1 <= fast < slow):
+            raise ValueError(
+                f"{type(self).__name__}: need whole periods 1 <= fast < slow, "
+                f"got fast={fast!r}, slow={slow!r}"
+            )
+        fast_average = self._average(self.data.close, period=fast)
+        slow_average = self._average(self.data.close, period=slow)
+        self._cross = bt.indicators.CrossOver(fast_average, slow_average)
+        self._first = date_number(self.p.trade_start)
+        self._dt = self.data.datetime
+
+    def next(self):
+        if self._dt[0] < self._first:
+            return
+        if self.position.size:
+            if self._cross[0] < 0:
+                self.close()
+        elif self._cross[0] > 0:
+            self.buy()
+
+
+class SmaCrossover(_MovingAverageCrossover):
+    """Long-only fast/slow simple-moving-average crossover (Backtrader's MA_CrossOver rules).
+
+    Buy logic:
+      - No position is open and the ``fast`` SMA of the close crosses above
+        the ``slow`` SMA on this bar (``bt.indicators.CrossOver`` is +1).
+
+    Sell logic:
+      - A position is open and the ``fast`` SMA crosses below the ``slow``
+        SMA (``CrossOver`` is -1): sell the whole position.
+
+    Order execution:
+      - Market orders sized by the engine's sizer, filled at the next bar's
+        open. Crosses before ``trade_start`` are ignored (the averages still
+        warm up on the bars before it), so the strategy starts flat there and
+        waits for the next upward cross.
+
+    Args:
+        fast: bars in the fast average.
+        slow: bars in the slow average (> fast).
+        trade_start: first date on which a cross may be acted on.
+    """
+
+    _average = bt.indicators.SMA
+
+
+class EmaCrossover(_MovingAverageCrossover):
+    """Long-only fast/slow exponential-moving-average crossover.
+
+    The averages are ``bt.indicators.EMA`` (smoothing ``2 / (period + 1)``,
+    seeded with the simple average of the first ``period`` closes).
+
+    Buy logic:
+      - No position is open and the ``fast`` EMA crosses above the ``slow``
+        EMA on this bar (``bt.indicators.CrossOver`` is +1).
+
+    Sell logic:
+      - A position is open and the ``fast`` EMA crosses below the ``slow``
+        EMA (``CrossOver`` is -1): sell the whole position.
+
+    Order execution:
+      - Market orders sized by the engine's sizer, filled at the next bar's
+        open. Crosses before ``trade_start`` are ignored.
+
+    Args:
+        fast: span of the fast average in bars.
+        slow: span of the slow average in bars (> fast).
+        trade_start: first date on which a cross may be acted on.
+    """
+
+    params = (("fast", 12), ("slow", 26))
+
+    _average = bt.indicators.EMA

@@ -1,0 +1,475 @@
+"""The backtest engine: one execution model for every strategy, and the conventions of its results.
+
+This docstring is the one place where the conventions of a gatecast backtest
+are written down; ``strategies.metrics`` computes what is defined here.
+
+Execution (``ExecutionSettings``, identical for every strategy):
+
+- Signals are taken at a bar's close; market orders fill at the **next bar's
+  open** (Backtrader's default broker with ``cheat_on_close`` and
+  ``cheat_on_open`` off). An order sent on the last bar never fills.
+- **Slippage** moves the fill against the order by ``slippage`` of the price
+  (``broker.set_slippage_perc(..., slip_open=True)`` so that next-open fills
+  slip): a buy fills at ``min(open * (1 + slippage), high)``, a sell at
+  ``max(open * (1 - slippage), low)`` (Backtrader caps slippage at the bar's
+  range).
+- **Commission** per fill: ``commission * |units| * fill price +
+  commission_fixed``. A reversal is sent as two orders (close, then open),
+  so it pays the fixed part twice.
+- **Sizing** (``PercentOfEquitySizer``): an entry order gets ``percent`` of
+  the equity (broker value at the signal bar's close) converted to units at
+  that bar's **close**, ``floor``-ed unless ``fractional`` (a 1e-9 tolerance
+  keeps float noise in an exact multiple from losing a unit). The fill is at
+  the next open, so the position's value at the fill is not exactly the
+  target. A long entry is also capped so that, at the signal close, its cost
+  with slippage and commission fits in the cash left after closing any open
+  position. A gap up at the open larger than the remaining headroom
+  (``100 - percent`` percent) can still leave too little cash: Backtrader then
+  rejects the order (status ``Margin``), it is logged in ``orders`` and
+  counted in ``rejected_orders``, and the strategy simply stays flat.
+- Short sales (``allow_short``, forecast strategies only) credit the sale
+  proceeds to cash (Backtrader's ``shortcash``); equity = cash + units x close.
+- No strategy acts on a bar before ``trade_start`` (the out-of-sample start).
+  Indicators may warm up on the earlier bars, which only uses past data.
+
+Results (``BacktestResult``; the metrics come from ``strategies.metrics``):
+
+- ``equity``: broker value at each bar's close from the ``trade_start`` bar
+  to the last bar (the first value is the starting cash, no position can be
+  open before the first fill); ``returns``: its simple daily returns, so the
+  first return is that of the bar after ``trade_start``. Every strategy on an
+  instrument is measured on the same dates.
+- ``n`` below is the number of daily returns; ``rf_t`` the annual risk-free
+  rate on day ``t`` (a constant or a Series aligned to the dates, forward
+  filled), turned into a daily rate ``(1 + rf_t) ** (1 / 252) - 1``;
+  ``excess_t = return_t - daily rf_t``.
+- ``total_return = equity[-1] / equity[0] - 1``.
+- ``cagr = (1 + total_return) ** (252 / n) - 1`` (quantstats ``cagr``: years
+  counted as trading days / 252, not calendar days).
+- ``volatility = std(returns, ddof=1) * sqrt(252)`` (quantstats).
+- ``sharpe = mean(excess) / std(excess, ddof=1) * sqrt(252)`` (quantstats
+  ``sharpe`` on the excess returns; Backtrader's SharpeRatio analyzer is not
+  used: it defaults to yearly returns and a 1% rate).
+- ``sortino = mean(excess) / sqrt(sum(min(excess, 0) ** 2) / n) * sqrt(252)``
+  (quantstats ``sortino``: downside deviation against 0 over all ``n`` days).
+- ``max_drawdown = min(equity / running max(equity) - 1)`` (a fraction <= 0);
+  ``max_drawdown_duration``: the longest run of consecutive bars whose
+  equity is below its running maximum (still running at the end counts).
+- ``calmar = cagr / |max_drawdown|`` (NaN without a drawdown).
+- Trades are round trips from ``notify_trade``: ``trades`` counts the closed
+  ones plus a position still open at the end, which is marked to the last
+  close without exit costs (so buy-and-hold has one trade).
+  ``win_rate``: fraction of trades with a positive ``pnl_net`` (profit after
+  both commissions); ``profit_factor``: sum of positive ``pnl_net`` / |sum of
+  negative ``pnl_net``| (inf with no losing trade, NaN with no trade).
+- ``exposure``: fraction of the ``n`` return days at whose close a position
+  was open.
+- ``turnover``: traded value (sum of |units| x fill price over all fills) /
+  mean equity, annualised by ``252 / n``.
+- ``commissions``: sum of the commissions of all fills; ``orders``: filled
+  orders; ``rejected_orders``: orders Backtrader refused for lack of cash.
+- Ratios that are undefined are NaN: Sharpe and Sortino when the excess
+  returns have no variance (a strategy that never trades), Sortino without a
+  losing day, Calmar without a drawdown, win rate and profit factor without
+  a trade.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import backtrader as bt
+import numpy as np
+import pandas as pd
+
+from strategies.buyhold import BuyAndHold
+from strategies.crossover import EmaCrossover, SmaCrossover
+from strategies.feeds import make_feed
+from strategies.forecast import ForecastStrategy
+from strategies.metrics import compute_metrics
+
+STRATEGIES: dict[str, type[bt.Strategy]] = {
+    "forecast": ForecastStrategy,
+    "sma_crossover": SmaCrossover,
+    "ema_crossover": EmaCrossover,
+    "buy_and_hold": BuyAndHold,
+}
+
+TRADE_COLUMNS = (
+    "entry_date",
+    "exit_date",
+    "size",
+    "entry_price",
+    "exit_price",
+    "pnl",
+    "commission",
+    "pnl_net",
+    "bars",
+    "open",
+)
+ORDER_COLUMNS = ("date", "status", "side", "size", "price", "value", "commission")
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    """How orders are sized, filled and charged; the same for every strategy.
+
+    Args:
+        cash: starting cash (> 0).
+        commission: fraction of the traded value charged per fill.
+        commission_fixed: cash charged per fill.
+        slippage: fraction of the price the fill moves against the order.
+        percent: percent of equity put into each new position (0 < p <= 100).
+        fractional: trade fractional units (else whole units, floored).
+        allow_short: let forecast strategies go short.
+    """
+
+    cash: float = 100_000.0
+    commission: float = 0.0
+    commission_fixed: float = 0.0
+    slippage: float = 0.0
+    percent: float = 95.0
+    fractional: bool = False
+    allow_short: bool = False
+
+    def __post_init__(self):
+        def finite(name: str) -> float:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"execution {name} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"execution {name} must be finite, got {value!r}")
+            return float(value)
+
+        if finite("cash") <= 0:
+            raise ValueError(
+                f"execution cash must be positive (starting cash), got {self.cash!r}; "
+                "e.g. backtest.cash: 100000"
+            )
+        for name, upper in (("commission", 0.1), ("slippage", 0.1)):
+            value = finite(name)
+            if not 0 <= value < upper:
+                raise ValueError(
+                    f"execution {name} is a fraction of the price in [0, {upper}), got {value!r}; "
+                    "e.g. 0.001 for 10 bp"
+                )
+        if finite("commission_fixed") < 0:
+            raise ValueError(
+                f"execution commission_fixed must be >= 0, got {self.commission_fixed!r}"
+            )
+        if not 0 < finite("percent") <= 100:
+            raise ValueError(
+                "execution percent of equity per position must be in (0, 100], "
+                f"got {self.percent!r}"
+            )
+
+
+@dataclass
+class BacktestResult:
+    """What one backtest produced (conventions in this module's docstring).
+
+    Args:
+        metrics: flat dict of performance figures (``strategies.metrics``).
+        equity: broker value at each close from ``trade_start``, indexed by date.
+        returns: daily simple returns of ``equity`` (first: the bar after ``trade_start``).
+        positions: units held at each close from ``trade_start``.
+        trades: one row per round trip, columns ``TRADE_COLUMNS``.
+        orders: one row per filled or refused order, columns ``ORDER_COLUMNS``.
+        strategy: strategy class name; params: its parameters as run.
+        cerebro: the Backtrader engine after the run (only with ``keep_cerebro``,
+            for ``strategies.plotting``).
+    """
+
+    metrics: dict[str, float | int]
+    equity: pd.Series
+    returns: pd.Series
+    positions: pd.Series
+    trades: pd.DataFrame
+    orders: pd.DataFrame
+    strategy: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    cerebro: bt.Cerebro | None = None
+
+
+class PercentCommission(bt.CommInfoBase):
+    """Stock-like commission: a fraction of the traded value plus a fixed amount per fill.
+
+    Args:
+        commission: fraction of ``|units| * price``.
+        fixed: cash per fill.
+    """
+
+    params = (
+        ("commission", 0.0),
+        ("fixed", 0.0),
+        ("stocklike", True),
+        ("commtype", bt.CommInfoBase.COMM_PERC),
+        ("percabs", True),
+    )
+
+    def _getcommission(self, size, price, pseudoexec):
+        if not size:
+            return 0.0
+        return abs(size) * price * self.p.commission + self.p.fixed
+
+
+class PercentOfEquitySizer(bt.Sizer):
+    """Units for a new position: ``percent`` of equity at the signal bar's close.
+
+    See the module docstring for the exact rule and the cash cap on longs.
+
+    Args:
+        percent: percent of equity per position.
+        fractional: allow fractional units.
+        commission, fixed, slippage: the execution costs, for the cash cap.
+    """
+
+    params = (
+        ("percent", 95.0),
+        ("fractional", False),
+        ("commission", 0.0),
+        ("fixed", 0.0),
+        ("slippage", 0.0),
+    )
+
+    def _getsizing(self, comminfo, cash, data, isbuy):
+        price = data.close[0]
+        held = self.strategy.getposition(data).size
+        units = self.broker.getvalue() * self.p.percent / 100.0 / price
+        if isbuy:
+            # Cash after the open position (if any) is closed at this close, net of its costs.
+            available = cash + held * price
+            if held:
+                available -= abs(held) * price * (1 + self.p.slippage) * self.p.commission
+                available -= self.p.fixed
+            per_unit = price * (1 + self.p.slippage) * (1 + self.p.commission)
+            units = min(units, max(available - self.p.fixed, 0.0) / per_unit)
+        if self.p.fractional:
+            return units
+        return math.floor(units + 1e-9)
+
+
+def _day(num: float) -> pd.Timestamp:
+    return pd.Timestamp(bt.num2date(num)).normalize()
+
+
+class _Recorder(bt.Analyzer):
+    """Per-bar equity and position, the order log and the round trips of one run."""
+
+    def start(self):
+        self.values = []
+        self.units = []
+        self.orders = []
+        self.closed = []
+        self.opened = {}
+
+    def next(self):
+        self.values.append(self.strategy.broker.getvalue())
+        self.units.append(self.strategy.position.size)
+
+    def notify_order(self, order):
+        if order.status == order.Completed:
+            size = order.executed.size
+            price = order.executed.price
+            self.orders.append(
+                (
+                    _day(order.executed.dt),
+                    "filled",
+                    "buy" if order.isbuy() else "sell",
+                    size,
+                    price,
+                    abs(size) * price,
+                    order.executed.comm,
+                )
+            )
+        elif order.status in (order.Margin, order.Rejected, order.Canceled, order.Expired):
+            size = order.created.size
+            self.orders.append(
+                (
+                    _day(self.strategy.datetime[0]),
+                    order.getstatusname().lower(),
+                    "buy" if order.isbuy() else "sell",
+                    size,
+                    np.nan,
+                    np.nan,
+                    0.0,
+                )
+            )
+
+    def notify_trade(self, trade):
+        if trade.justopened:
+            first = trade.history[0].event
+            self.opened[trade.ref] = (_day(trade.dtopen), first.size, first.price, trade.commission)
+        if trade.isclosed:
+            entry_date, size, entry_price, _ = self.opened.pop(trade.ref)
+            self.closed.append(
+                (
+                    entry_date,
+                    _day(trade.dtclose),
+                    size,
+                    entry_price,
+                    trade.history[-1].event.price,
+                    trade.pnl,
+                    trade.commission,
+                    trade.pnlcomm,
+                    trade.barlen,
+                    False,
+                )
+            )
+
+    def trade_log(self, dates: pd.DatetimeIndex, last_close: float) -> pd.DataFrame:
+        rows = list(self.closed)
+        for entry_date, size, entry_price, commission in self.opened.values():
+            # open at the end: marked to the last close, no exit costs
+            pnl = size * (last_close - entry_price)
+            bars = len(dates) - 1 - dates.get_loc(entry_date)
+            rows.append(
+                (entry_date, pd.NaT, size, entry_price, last_close, pnl, commission,
+                 pnl - commission, bars, True)
+            )  # fmt: skip
+        trades = pd.DataFrame(rows, columns=list(TRADE_COLUMNS))
+        return trades.astype({"size": float, "pnl": float, "commission": float, "bars": int})
+
+
+def resolve_strategy(strategy: str | type[bt.Strategy]) -> type[bt.Strategy]:
+    """A strategy class from its name in ``STRATEGIES`` (or the class itself)."""
+    if isinstance(strategy, str):
+        try:
+            return STRATEGIES[strategy]
+        except KeyError:
+            raise ValueError(
+                f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}"
+            ) from None
+    if isinstance(strategy, type) and issubclass(strategy, bt.Strategy):
+        return strategy
+    raise ValueError(f"strategy must be a name or a bt.Strategy subclass, got {strategy!r}")
+
+
+def run_backtest(
+    bars: pd.DataFrame,
+    strategy: str | type[bt.Strategy],
+    params: dict[str, Any] | None = None,
+    execution: ExecutionSettings | None = None,
+    trade_start: pd.Timestamp | str | None = None,
+    risk_free: float | pd.Series = 0.0,
+    runonce: bool = True,
+    preload: bool = True,
+    *,
+    forecast: pd.Series | None = None,
+    keep_cerebro: bool = False,
+) -> BacktestResult:
+    """Backtest one strategy on one instrument under ``execution``.
+
+    Args:
+        bars: daily bars (open, high, low, close, volume) indexed by date; a
+            ``forecast`` column is used when ``forecast`` is None.
+        strategy: a name from ``STRATEGIES`` or a ``bt.Strategy`` subclass.
+        params: strategy parameters (``trade_start`` and ``allow_short`` come
+            from the arguments of this function, not from here).
+        execution: the execution model; default ``ExecutionSettings()``.
+        trade_start: first date a strategy may act on, and the start of the
+            measured equity curve (None: the first bar).
+        risk_free: annual risk-free rate (decimal), constant or a Series by date.
+        runonce, preload: Backtrader engine modes (results do not depend on them).
+        forecast: next-close forecasts on exactly the bars' dates (ForecastStrategy).
+        keep_cerebro: keep the engine, with the standard observers, in the
+            result so that ``strategies.plotting`` can draw it.
+    """
+    execution = ExecutionSettings() if execution is None else execution
+    if not isinstance(execution, ExecutionSettings):
+        raise ValueError(f"execution must be an ExecutionSettings, got {type(execution).__name__}")
+    cls = resolve_strategy(strategy)
+    params = dict(params or {})
+    for reserved in ("trade_start", "allow_short"):
+        if reserved in params:
+            raise ValueError(
+                f"pass {reserved} to run_backtest (trade_start=..., or execution.allow_short), "
+                "not in params"
+            )
+    known = set(cls.params._getkeys())
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no parameter(s) {unknown}; known: {sorted(known)}")
+
+    feed = make_feed(bars, forecast)
+    if cls is ForecastStrategy and np.isnan(feed.p.dataname["forecast"].to_numpy()).all():
+        raise ValueError(
+            "ForecastStrategy needs a forecast: pass forecast=<Series on the bars' dates> "
+            "or a 'forecast' column in bars (it is missing or all NaN)"
+        )
+    start = bars.index[0] if trade_start is None else pd.Timestamp(trade_start)
+    first = int(bars.index.searchsorted(start))
+    if first >= len(bars) - 1:
+        raise ValueError(
+            f"trade_start {start.date()} leaves fewer than 2 bars to trade "
+            f"(bars end {bars.index[-1].date()})"
+        )
+    params["trade_start"] = start
+    if "allow_short" in known:
+        params["allow_short"] = execution.allow_short
+
+    cerebro = bt.Cerebro(
+        runonce=runonce,
+        preload=preload,
+        stdstats=keep_cerebro,
+        tradehistory=True,
+        cheat_on_open=False,
+        maxcpus=1,
+    )
+    cerebro.adddata(feed)
+    cerebro.broker.setcash(execution.cash)
+    cerebro.broker.set_coc(False)
+    cerebro.broker.set_coo(False)
+    cerebro.broker.set_slippage_perc(
+        execution.slippage, slip_open=True, slip_limit=True, slip_match=True, slip_out=False
+    )
+    cerebro.broker.addcommissioninfo(
+        PercentCommission(commission=execution.commission, fixed=execution.commission_fixed)
+    )
+    cerebro.addsizer(
+        PercentOfEquitySizer,
+        percent=execution.percent,
+        fractional=execution.fractional,
+        commission=execution.commission,
+        fixed=execution.commission_fixed,
+        slippage=execution.slippage,
+    )
+    cerebro.addstrategy(cls, **params)
+    cerebro.addanalyzer(_Recorder, _name="recorder")
+    (strat,) = cerebro.run()
+    recorder = strat.analyzers.recorder
+
+    if len(recorder.values) != len(bars):
+        raise RuntimeError(
+            f"engine recorded {len(recorder.values)} bars for {len(bars)} input bars"
+        )
+    equity_all = pd.Series(recorder.values, index=bars.index, name="equity", dtype=float)
+    units_all = pd.Series(recorder.units, index=bars.index, name="position", dtype=float)
+    equity = equity_all.iloc[first:]
+    positions = units_all.iloc[first:]
+    returns = equity.pct_change().iloc[1:].rename("returns")
+
+    trades = recorder.trade_log(bars.index, float(bars["close"].iloc[-1]))
+    orders = pd.DataFrame(recorder.orders, columns=list(ORDER_COLUMNS))
+    orders = orders.astype({"size": float, "price": float, "value": float, "commission": float})
+
+    metrics = compute_metrics(equity, positions, trades, orders, risk_free)
+    run_params = {k: v for k, v in params.items() if k != "trade_start"}
+    return BacktestResult(
+        metrics=metrics,
+        equity=equity,
+        returns=returns,
+        positions=positions,
+        trades=trades,
+        orders=orders,
+        strategy=cls.__name__,
+        params=run_params,
+        cerebro=cerebro if keep_cerebro else None,
+    )
+
+
+def execution_dict(execution: ExecutionSettings) -> dict[str, Any]:
+    """The execution settings as a plain dict (for JSON and tracking)."""
+    return asdict(execution)

@@ -1,0 +1,174 @@
+"""Backtrader data feed for bars plus a forecast line, and the checks on its input.
+
+A forecast crosses into Backtrader as data, never as a model call: the value
+on the line at bar ``t`` is the forecast of the close of bar ``t + 1`` made at
+the close of bar ``t`` (``models.base.Forecaster`` indexes forecasts by the
+date they are made), so a strategy reads it in ``next()`` at ``t`` and its
+market order fills at the open of ``t + 1``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+import backtrader as bt
+import numpy as np
+import pandas as pd
+
+PRICE_COLUMNS = ("open", "high", "low", "close")
+BAR_COLUMNS = (*PRICE_COLUMNS, "volume")
+
+
+def _show(dates: pd.Index, limit: int = 5) -> str:
+    shown = ", ".join(str(pd.Timestamp(d).date()) for d in dates[:limit])
+    more = f" and {len(dates) - limit} more" if len(dates) > limit else ""
+    return shown + more
+
+
+def validate_bars(bars: pd.DataFrame) -> None:
+    """Raise ValueError unless ``bars`` is a clean daily OHLC frame.
+
+    Args:
+        bars: frame with a strictly increasing, tz-naive DatetimeIndex and
+            float columns open, high, low, close (volume optional).
+    """
+    if not isinstance(bars, pd.DataFrame):
+        raise ValueError(f"bars must be a pandas DataFrame, got {type(bars).__name__}")
+    if not isinstance(bars.index, pd.DatetimeIndex):
+        raise ValueError(
+            "bars must be indexed by date (a DatetimeIndex); "
+            "use bars.set_index(pd.to_datetime(bars['date']))"
+        )
+    if bars.index.tz is not None:
+        raise ValueError("bars index must be tz-naive; use bars.tz_localize(None)")
+    if len(bars) < 2:
+        raise ValueError(f"bars need at least 2 rows to backtest, got {len(bars)}")
+    if not bars.index.is_monotonic_increasing or bars.index.has_duplicates:
+        dup = bars.index[bars.index.duplicated()]
+        hint = f" (repeated dates: {_show(dup)})" if len(dup) else ""
+        raise ValueError(f"bars index must be strictly increasing{hint}; sort and deduplicate it")
+    missing = [c for c in PRICE_COLUMNS if c not in bars.columns]
+    if missing:
+        raise ValueError(f"bars lack column(s) {missing}; expected {list(BAR_COLUMNS)}")
+    prices = bars.loc[:, list(PRICE_COLUMNS)]
+    bad = ~np.isfinite(prices.to_numpy(dtype=float)).all(axis=1)
+    if bad.any():
+        raise ValueError(f"bars have missing or infinite prices on {_show(bars.index[bad])}")
+    nonpos = (prices <= 0).any(axis=1).to_numpy()
+    if nonpos.any():
+        raise ValueError(f"bars have zero or negative prices on {_show(bars.index[nonpos])}")
+
+
+def align_forecast(bars: pd.DataFrame, forecast: pd.Series) -> pd.Series:
+    """Check that ``forecast`` has exactly the dates of ``bars``; return it as float.
+
+    A forecast on other dates than the prices would silently pair a forecast
+    with the wrong close, so both missing and extra dates are errors.
+
+    Args:
+        bars: the price bars (already validated).
+        forecast: next-close forecasts indexed by the date they are made;
+            NaN where no forecast exists (e.g. before the out-of-sample start).
+    """
+    if not isinstance(forecast, pd.Series):
+        raise ValueError(f"forecast must be a pandas Series, got {type(forecast).__name__}")
+    name = forecast.name if forecast.name is not None else "forecast"
+    if not isinstance(forecast.index, pd.DatetimeIndex):
+        raise ValueError(f"forecast {name!r} must be indexed by date like the bars")
+    if forecast.index.has_duplicates:
+        dup = forecast.index[forecast.index.duplicated()]
+        raise ValueError(f"forecast {name!r} repeats dates: {_show(dup)}")
+    if not forecast.index.equals(bars.index):
+        missing = bars.index.difference(forecast.index)
+        extra = forecast.index.difference(bars.index)
+        parts = []
+        if len(missing):
+            parts.append(f"missing for {len(missing)} bar date(s): {_show(missing)}")
+        if len(extra):
+            parts.append(f"extra date(s) with no bar: {_show(extra)}")
+        if not parts:
+            parts.append("same dates in a different order")
+        raise ValueError(
+            f"forecast {name!r} does not line up with the price bars ({'; '.join(parts)}); "
+            "reindex it to the bars' dates (NaN where there is no forecast)"
+        )
+    values = forecast.astype(float)
+    if np.isinf(values.to_numpy()).any():
+        raise ValueError(
+            f"forecast {name!r} has infinite values on {_show(values.index[np.isinf(values)])}"
+        )
+    return values
+
+
+class ForecastData(bt.feeds.PandasData):
+    """OHLCV bars plus a ``forecast`` line: the next-close forecast made at each bar's close.
+
+    Rows are read from NumPy arrays prepared once in ``start`` instead of
+    ``DataFrame.iloc`` per field and row, which is what makes loading a long
+    history cheap; the values on every line are the same as PandasData's.
+
+    Args:
+        dataname: frame with columns open, high, low, close, volume and
+            optionally forecast (see ``make_feed``), indexed by date.
+    """
+
+    lines = ("forecast",)
+    params = (("forecast", -1), ("openinterest", None))
+
+    def start(self):
+        super().start()
+        frame = self.p.dataname
+        self._columns = []
+        for field in self.getlinealiases():
+            if field == "datetime":
+                continue
+            column = self._colmapping.get(field)
+            if column is None:
+                continue
+            values = frame.iloc[:, column].to_numpy(dtype=float)
+            self._columns.append((getattr(self.lines, field), values))
+        self._datenums = [bt.date2num(ts) for ts in frame.index.to_pydatetime()]
+        self._rows = len(frame)
+
+    def _load(self):
+        self._idx += 1
+        i = self._idx
+        if i >= self._rows:
+            return False
+        for line, values in self._columns:
+            line[0] = values[i]
+        self.lines.datetime[0] = self._datenums[i]
+        return True
+
+
+def make_feed(
+    bars: pd.DataFrame, forecast: pd.Series | None = None, name: str = ""
+) -> ForecastData:
+    """A ``ForecastData`` feed for ``bars``; the forecast line is NaN when none is given.
+
+    Args:
+        bars: price bars (see ``validate_bars``); a ``forecast`` column is used
+            when ``forecast`` is None.
+        forecast: next-close forecasts on exactly the bars' dates.
+        name: feed name shown on charts.
+    """
+    validate_bars(bars)
+    frame = pd.DataFrame(index=bars.index)
+    for column in PRICE_COLUMNS:
+        frame[column] = bars[column].astype(float)
+    frame["volume"] = bars["volume"].astype(float) if "volume" in bars.columns else 0.0
+    if forecast is None and "forecast" in bars.columns:
+        forecast = bars["forecast"]
+    frame["forecast"] = np.nan if forecast is None else align_forecast(bars, forecast)
+    return ForecastData(dataname=frame, name=name)
+
+
+def date_number(when: _dt.date | str | pd.Timestamp | None) -> float:
+    """Backtrader's float date for the start of day ``when`` (-inf for None).
+
+    Daily bars carry their session end in the float, so a bar is on or after
+    ``when`` exactly when its number is ``>= date_number(when)``.
+    """
+    if when is None:
+        return float("-inf")
+    return bt.date2num(pd.Timestamp(when).normalize().to_pydatetime())
