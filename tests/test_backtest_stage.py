@@ -1,0 +1,142 @@
+"""The backtest stage on synthetic forecast files: outputs, no model imports, clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from strategies import ExecutionSettings, run_backtest
+from tests.test_engine import sample_bars
+
+REPO = Path(__file__).resolve().parent.parent
+FORECASTERS = ["random_walk", "sma", "ema", "kalman", "ols", "lstm"]
+STRATEGIES = [*FORECASTERS, "sma_crossover", "ema_crossover", "buy_and_hold"]
+
+
+def write_forecasts(run_dir: Path, instruments=("GSPC", "GOOG"), oos_bar: int = 300) -> dict:
+    """Forecast files in the format of docs/architecture.md, made without any model."""
+    out = run_dir / "forecasts"
+    out.mkdir(parents=True)
+    summary = {}
+    rng = np.random.default_rng(0)
+    for ticker in instruments:
+        bars = sample_bars(ticker).loc["2010-01-01":"2012-12-31"]
+        close = bars["close"]
+        frame = bars.copy()
+        frame["random_walk"] = close
+        frame["sma"] = close.rolling(10).mean()
+        frame["ema"] = close.ewm(span=10, adjust=False).mean()
+        frame["kalman"] = close.rolling(3).mean()
+        frame["ols"] = 2 * close - close.shift(1)
+        frame["lstm"] = close * (1 + rng.normal(0, 0.005, len(close)))
+        frame["lstm_seed0"] = frame["lstm"]
+        start = frame.index[oos_bar]
+        frame.loc[frame.index < start, [*FORECASTERS, "lstm_seed0"]] = np.nan
+        frame.to_parquet(out / f"{ticker}.parquet")
+        summary[ticker] = {"oos_start": str(start.date()), "oos_end": str(frame.index[-1].date())}
+    (out / "summary.json").write_text(json.dumps({"instruments": summary}))
+    return summary
+
+
+def run_stage_in_subprocess(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    code = (
+        "import sys\n"
+        "from pipelines.backtest import main\n"
+        "rc = main(sys.argv[1:])\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'keras', 'tensorflow', 'models', 'mlflow'})\n"
+        "print('HEAVY', heavy)\n"
+        "sys.exit(rc)\n"
+    )
+    args = ["--config", "configs/smoke.yaml", "--set", f"output_directory={tmp_path}", *extra]
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_stage_backtests_every_strategy_without_models(tmp_path):
+    summary_in = write_forecasts(tmp_path / "smoke")
+    proc = run_stage_in_subprocess(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY []" in proc.stdout, proc.stdout
+
+    out = tmp_path / "smoke" / "backtests"
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["instruments"]) == {"GSPC", "GOOG"}
+    for ticker, entry in summary["instruments"].items():
+        assert list(entry["strategies"]) == STRATEGIES
+        assert entry["oos_start"] == summary_in[ticker]["oos_start"]
+        for name in STRATEGIES:
+            record = json.loads((out / ticker / f"{name}.json").read_text())
+            assert record["start"] == summary_in[ticker]["oos_start"]
+            equity = pd.read_parquet(out / ticker / f"{name}_equity.parquet")
+            assert str(equity.index[0].date()) == summary_in[ticker]["oos_start"]
+            assert record["metrics"]["total_return"] == pytest.approx(
+                equity["equity"].iloc[-1] / equity["equity"].iloc[0] - 1
+            )
+            trades = pd.read_parquet(out / ticker / f"{name}_trades.parquet")
+            assert record["metrics"]["trades"] == len(trades)
+        # the random walk forecasts no change: it never trades
+        assert entry["strategies"]["random_walk"]["metrics"]["trades"] == 0
+        for charted in ("lstm", "sma_crossover"):
+            png = out / ticker / f"{charted}.png"
+            assert png.read_bytes()[:4] == b"\x89PNG"
+        assert not (out / ticker / "buy_and_hold.png").exists()
+
+
+def test_stage_metrics_equal_a_direct_run(tmp_path):
+    from pipelines.backtest import run_backtests
+    from pipelines.config import load_config
+
+    summary_in = write_forecasts(tmp_path / "smoke", instruments=("GSPC",))
+    cfg = load_config(
+        "configs/smoke.yaml",
+        overrides={"output_directory": str(tmp_path), "data": {"instruments": ["GSPC"]}},
+    )
+    results = run_backtests(cfg)
+    frame = pd.read_parquet(tmp_path / "smoke" / "forecasts" / "GSPC.parquet")
+    bt = cfg.backtest
+    execution = ExecutionSettings(
+        cash=bt.cash,
+        commission=bt.commission,
+        commission_fixed=bt.commission_fixed,
+        slippage=bt.slippage,
+        percent=bt.sizing.percent,
+        fractional=bt.sizing.fractional,
+        allow_short=bt.allow_short,
+    )
+    direct = run_backtest(
+        frame[["open", "high", "low", "close", "volume"]],
+        "forecast",
+        {"entry_threshold": bt.entry_threshold, "exit_threshold": bt.exit_threshold},
+        execution,
+        trade_start=summary_in["GSPC"]["oos_start"],
+        forecast=frame["lstm"],
+    )
+    staged = results["GSPC"]["results"]["lstm"]
+    pd.testing.assert_series_equal(staged.equity, direct.equity)
+    assert staged.metrics["trades"] > 0
+
+
+def test_missing_forecasts_are_a_clear_error(tmp_path, capsys):
+    from pipelines.backtest import main
+
+    rc = main(["--config", "configs/smoke.yaml", "--set", f"output_directory={tmp_path}"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "forecasts/summary.json not found" in err and "pipelines train" in err
+
+
+def test_unknown_instrument_in_summary_is_named(tmp_path, capsys):
+    from pipelines.backtest import main
+
+    write_forecasts(tmp_path / "smoke", instruments=("GSPC",))
+    rc = main(["--config", "configs/smoke.yaml", "--set", f"output_directory={tmp_path}"])
+    assert rc == 2
+    assert "no entry for instrument 'GOOG'" in capsys.readouterr().err
