@@ -1,0 +1,120 @@
+"""Where the models run (CPU or GPU) and how reproducibly.
+
+``configure(cfg)`` must run before TensorFlow executes its first op:
+
+- ``device: cpu`` hides every GPU from TensorFlow;
+- ``device: gpu`` requires one (a clear ConfigError when TensorFlow sees none);
+- ``device: auto`` uses the first GPU TensorFlow sees, else the CPU.
+
+With ``deterministic: true`` (the default) TensorFlow's op determinism is on,
+so two runs with the same seed give bit-identical results on the CPU (on a GPU
+too, at some cost in speed). Seeds are set per model with
+``keras.utils.set_random_seed`` (``seed_everything``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import platform
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.config import Config
+from pipelines.errors import ConfigError
+
+log = logging.getLogger("gatecast.runtime")
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """The device the models run on.
+
+    Args:
+        requested: ``device`` from the config (auto, cpu, gpu).
+        kind: What was chosen: ``cpu`` or ``gpu``.
+        name: Human-readable device name (CPU model or GPU name).
+        tf_device: TensorFlow device string, e.g. ``/CPU:0``.
+        deterministic: Whether op determinism is on.
+    """
+
+    requested: str
+    kind: str
+    name: str
+    tf_device: str
+    deterministic: bool
+
+    def tags(self) -> dict[str, str]:
+        """MLflow tags recording the choice."""
+        return {
+            "gatecast.device": self.kind,
+            "gatecast.device_name": self.name,
+            "gatecast.device_requested": self.requested,
+            "gatecast.deterministic": str(self.deterministic).lower(),
+        }
+
+
+def cpu_name() -> str:
+    """The CPU model, e.g. ``Intel(R) Xeon(R) ...`` (``platform.processor()`` as a fallback)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "CPU"
+
+
+def configure(cfg: Config) -> DeviceInfo:
+    """Choose the device and switch op determinism on or off, as the config says."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if cfg.device == "gpu" and not gpus:
+        raise ConfigError(
+            "device: gpu, but TensorFlow sees no GPU (check the CUDA driver and "
+            "CUDA_VISIBLE_DEVICES, or set device: auto or device: cpu)"
+        )
+    use_gpu = bool(gpus) and cfg.device in {"gpu", "auto"}
+    if not use_gpu and gpus:
+        try:
+            tf.config.set_visible_devices([], "GPU")
+        except RuntimeError:
+            # TensorFlow already initialised its devices in this process; the
+            # device scope (device_scope) still pins every op to the CPU.
+            log.debug("GPUs already initialised; pinning ops to /CPU:0 instead of hiding them")
+    if use_gpu:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        name = str(details.get("device_name") or gpus[0].name)
+        kind, tf_device = "gpu", "/GPU:0"
+    else:
+        name, kind, tf_device = cpu_name(), "cpu", "/CPU:0"
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    else:
+        tf.config.experimental.disable_op_determinism()
+    info = DeviceInfo(cfg.device, kind, name, tf_device, cfg.deterministic)
+    log.info(
+        "device: %s (%s; requested %s), op determinism %s",
+        kind,
+        name,
+        cfg.device,
+        "on" if cfg.deterministic else "off",
+    )
+    return info
+
+
+@contextlib.contextmanager
+def device_scope(info: DeviceInfo) -> Iterator[None]:
+    """Place TensorFlow ops on the chosen device inside the block."""
+    import tensorflow as tf
+
+    with tf.device(info.tf_device):
+        yield
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and the backend (``keras.utils.set_random_seed``)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)

@@ -1,0 +1,928 @@
+"""MLflow tracking for every stage: the one module of gatecast that imports mlflow.
+
+Store
+    By default an embedded store inside the repository, whatever the working
+    directory: runs in ``sqlite:///<repo>/mlruns/mlflow.db``, artifacts under
+    ``<repo>/mlruns/artifacts/<experiment>``. ``MLFLOW_TRACKING_URI`` (and
+    MLflow's other variables, e.g. ``MLFLOW_REGISTRY_URI``) take over when set;
+    with a ``sqlite:///.../x.db`` URI the artifacts go next to the database, in
+    ``.../artifacts/<experiment>``; with a server the server decides.
+    ``python -m pipelines.tracking ui`` (``make ui``) serves the store on
+    127.0.0.1.
+
+Run layout (what the MLflow UI shows)
+    - one experiment per config: ``cfg.experiment_name`` (``gatecast-<name>``);
+    - one parent run per stage invocation, named after the stage (``train``,
+      ``backtest``, ``report``), tag ``gatecast.stage``;
+    - one child run per instrument x forecaster (train) or instrument x
+      strategy (backtest), named ``<INST>/<forecaster or strategy>``, tags
+      ``gatecast.instrument`` and ``gatecast.forecaster`` / ``gatecast.strategy``.
+
+    Every run, parent and child, carries the resolved config as params
+    (flattened keys such as ``forecasters.lstm.units``) and as the artifact
+    ``config.yaml``, and the tags ``gatecast.git.commit``, ``gatecast.git.dirty``,
+    ``gatecast.command``, ``gatecast.version.<library>``, ``gatecast.device``,
+    ``gatecast.device_name``, ``gatecast.seed`` and
+    ``gatecast.input.<file>.sha256`` for every input data file.
+
+Metric conventions (the train stage; the backtest stage uses the same idea)
+    - whole out-of-sample period: plain names (``rmse``, ``dm_pvalue``, ...),
+      logged once at step 0, identical names across forecasters/strategies so
+      the compare view lines them up;
+    - walk-forward folds: ``fold/<metric>`` with ``step`` = fold index;
+    - LSTM seeds: ``seed/<metric>`` with ``step`` = seed index ``k`` (seed
+      ``cfg.seed + k``); the plain names score the seeds' mean forecast;
+    - per-epoch losses: ``loss/fold<i>/seed<k>`` and ``val_loss/fold<i>/seed<k>``
+      with ``step`` = epoch, each history logged in one batch.
+
+Ending runs
+    Leaving a run's ``with`` block normally ends it FINISHED; an exception ends
+    every run the block opened FAILED, and Ctrl-C (KeyboardInterrupt) KILLED,
+    so no run is ever left RUNNING.
+
+Model
+    ``log_lstm_model`` logs the final walk-forward fold's LSTM (all seeds; the
+    forecast is their mean, as in the ``lstm`` column) in MLflow's pyfunc
+    format with an input example and a signature, registers it as
+    ``<tracking.registered_model>-<INST>`` (one registered model per
+    instrument, e.g. ``gatecast-lstm-GSPC``) and moves the alias ``newest`` to
+    the new version. Load it with
+    ``mlflow.pyfunc.load_model("models:/gatecast-lstm-GSPC@newest")`` and call
+    ``predict(bars, params={"start": "2012-06-01"})``.
+
+Overhead
+    Time spent inside this module's calls is added up (``overhead_seconds``),
+    so the benchmark can report MLflow's share of a stage's wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlparse
+
+# Before mlflow is imported: no download progress bars in the stage's console output.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import mlflow  # noqa: E402
+import mlflow.pyfunc  # noqa: E402
+import numpy as np
+import pandas as pd
+import yaml
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+from pipelines.config import REPO_ROOT, Config
+
+log = logging.getLogger("gatecast.tracking")
+
+# MLflow's own INFO lines (store migrations, "View run at ...") would drown the stage's output.
+for _name in ("mlflow", "alembic"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+STORE_DIRECTORY = REPO_ROOT / "mlruns"
+DEFAULT_TRACKING_URI = f"sqlite:///{STORE_DIRECTORY / 'mlflow.db'}"
+DEFAULT_ARTIFACT_ROOT = STORE_DIRECTORY / "artifacts"
+# MLflow reserves the alias "latest"; "newest" always names the most recently trained version.
+LATEST_ALIAS = "newest"
+
+# The REST API's limits per log_batch request (mlflow.utils.validation), which
+# every store accepts.
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_TAGS_PER_BATCH = 100
+MAX_PARAM_LENGTH = 6000
+
+VERSIONED_LIBRARIES = (
+    "tensorflow",
+    "keras",
+    "backtrader",
+    "mlflow",
+    "pandas",
+    "numpy",
+    "statsmodels",
+)
+
+_KEY_BAD_CHARS = re.compile(r"[^\w./\- ]")
+
+T = TypeVar("T")
+
+
+# Overhead accounting -----------------------------------------------------------------
+
+
+class _Clock:
+    """Wall time spent inside tracking calls (outermost call only, so nesting counts once)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+        self.by_call: dict[str, float] = {}
+        self._depth = 0
+
+    @contextlib.contextmanager
+    def timing(self, what: str) -> Iterator[None]:
+        self._depth += 1
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                spent = time.perf_counter() - start
+                self.seconds += spent
+                self.calls += 1
+                self.by_call[what] = self.by_call.get(what, 0.0) + spent
+
+
+_CLOCK = _Clock()
+
+
+def _timed(fn: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        with _CLOCK.timing(fn.__name__):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def overhead_seconds() -> float:
+    """Seconds spent inside tracking calls since the last ``reset_overhead``."""
+    return _CLOCK.seconds
+
+
+def overhead_calls() -> int:
+    """Number of (outermost) tracking calls since the last ``reset_overhead``."""
+    return _CLOCK.calls
+
+
+def overhead_by_call() -> dict[str, float]:
+    """Seconds spent per kind of tracking call (``log_metrics``, ``start_run``, ...)."""
+    return dict(_CLOCK.by_call)
+
+
+def reset_overhead() -> None:
+    """Start counting tracking time afresh."""
+    _CLOCK.seconds = 0.0
+    _CLOCK.calls = 0
+    _CLOCK.by_call = {}
+
+
+# Store --------------------------------------------------------------------------------
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else the embedded store in ``<repo>/mlruns``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(unquote(uri[len("sqlite:///") :]))
+
+
+def artifact_root(uri: str | None = None) -> Path | None:
+    """Where experiments created by gatecast keep artifacts, for an embedded store.
+
+    ``<repo>/mlruns/artifacts`` for the default store, ``<dir>/artifacts`` for
+    ``sqlite:///<dir>/<file>``; None for a server or any other store (it
+    chooses the location itself).
+    """
+    uri = uri or tracking_uri()
+    if uri == DEFAULT_TRACKING_URI:
+        return DEFAULT_ARTIFACT_ROOT
+    path = _sqlite_path(uri)
+    return path.parent / "artifacts" if path is not None else None
+
+
+def client() -> MlflowClient:
+    """An MlflowClient on the current tracking (and registry) URI."""
+    return MlflowClient(tracking_uri=tracking_uri())
+
+
+def _use_store() -> str:
+    uri = tracking_uri()
+    path = _sqlite_path(uri)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def _experiment_id(mlflow_client: MlflowClient, name: str, uri: str) -> str:
+    """The id of experiment ``name``, created (or restored from the trash) when needed."""
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            mlflow_client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    root = artifact_root(uri)
+    location = (root / name).as_uri() if root is not None else None
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        # another process created it between the lookup and the create
+        experiment = mlflow_client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+# Run context --------------------------------------------------------------------------
+
+
+def flatten_config(cfg: Config) -> dict[str, str]:
+    """The resolved config as flat ``section.key`` -> string params."""
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        else:
+            text = value if isinstance(value, str) else json.dumps(value)
+            out[prefix] = text[:MAX_PARAM_LENGTH]
+
+    walk("", cfg.model_dump(mode="json"))
+    out["experiment_name"] = cfg.experiment_name
+    return out
+
+
+def config_yaml(cfg: Config) -> str:
+    """The resolved config (defaults filled in) as YAML."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip()
+
+
+def git_state() -> dict[str, str]:
+    """Commit and dirty flag of the working tree (``unknown`` outside a git checkout)."""
+    commit = _git("rev-parse", "HEAD")
+    if commit is None:
+        return {"gatecast.git.commit": "unknown", "gatecast.git.dirty": "unknown"}
+    status = _git("status", "--porcelain")
+    dirty = "unknown" if status is None else str(bool(status)).lower()
+    return {
+        "gatecast.git.commit": commit,
+        "gatecast.git.dirty": dirty,
+        "mlflow.source.git.commit": commit,
+    }
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that shape the results."""
+    out = {}
+    for name in VERSIONED_LIBRARIES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _key(text: str) -> str:
+    """A string made safe for an MLflow param/metric/tag key."""
+    return _KEY_BAD_CHARS.sub("_", text)
+
+
+@dataclass
+class RunHandle:
+    """One open MLflow run of a stage.
+
+    Args:
+        run_id: The MLflow run id.
+        experiment_id: The experiment it belongs to.
+        name: Its run name (``train``, ``GSPC/lstm``, ...).
+        tags: Tags every child run of this pipeline run inherits.
+        params: Params every child run inherits (the flattened config).
+        config_text: The resolved config as YAML (logged as ``config.yaml``).
+    """
+
+    run_id: str
+    experiment_id: str
+    name: str
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    config_text: str = ""
+    tracking_uri: str = ""
+    pending: list[Metric] = field(default_factory=list)
+
+    def queue(self, metrics: Sequence[Metric]) -> None:
+        """Hold metrics until the run ends (or a full batch is waiting): one request each."""
+        self.pending.extend(metrics)
+        if len(self.pending) >= MAX_METRICS_PER_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the waiting metrics in batches of at most MAX_METRICS_PER_BATCH."""
+        waiting, self.pending = self.pending, []
+        _log_batch(self.run_id, metrics=waiting)
+
+
+_STACK: list[RunHandle] = []
+
+
+def active_run() -> RunHandle:
+    """The innermost run opened by ``pipeline_run`` or ``child_run``."""
+    if not _STACK:
+        raise RuntimeError("no gatecast run is open: use `with tracking.pipeline_run(cfg, stage)`")
+    return _STACK[-1]
+
+
+def _end_status(exc: BaseException | None) -> str:
+    if exc is None:
+        return RunStatus.to_string(RunStatus.FINISHED)
+    if isinstance(exc, KeyboardInterrupt):
+        return RunStatus.to_string(RunStatus.KILLED)
+    if isinstance(exc, SystemExit) and exc.code in (0, None):
+        return RunStatus.to_string(RunStatus.FINISHED)
+    return RunStatus.to_string(RunStatus.FAILED)
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _log_batch(
+    run_id: str,
+    metrics: Sequence[Metric] = (),
+    params: Mapping[str, str] | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> None:
+    mlflow_client = client()
+    param_list = [Param(_key(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in (params or {}).items()]
+    tag_list = [RunTag(_key(k), str(v)) for k, v in (tags or {}).items()]
+    for chunk in _chunks(param_list, MAX_PARAMS_TAGS_PER_BATCH):
+        mlflow_client.log_batch(run_id, params=list(chunk))
+    for chunk in _chunks(tag_list, MAX_PARAMS_TAGS_PER_BATCH):
+        mlflow_client.log_batch(run_id, tags=list(chunk))
+    for chunk in _chunks(list(metrics), MAX_METRICS_PER_BATCH):
+        mlflow_client.log_batch(run_id, metrics=list(chunk))
+
+
+@contextlib.contextmanager
+def _open_run(
+    experiment_id: str, name: str, tags: Mapping[str, str], nested: bool
+) -> Iterator[str]:
+    """Start a run, yield its id, and always end it with the right status."""
+    with _CLOCK.timing("start_run"):
+        run = mlflow.start_run(
+            experiment_id=experiment_id, run_name=name, nested=nested, tags=dict(tags)
+        )
+    exc: BaseException | None = None
+    try:
+        yield run.info.run_id
+    except BaseException as err:
+        exc = err
+        raise
+    finally:
+        status = _end_status(exc)
+        with _CLOCK.timing("end_run"):
+            try:
+                mlflow.end_run(status=status)
+            except Exception as err:  # never hide the stage's own error behind this one
+                if exc is None:
+                    raise
+                log.warning("could not mark MLflow run %s as %s: %s", name, status, err)
+
+
+@contextlib.contextmanager
+def pipeline_run(
+    cfg: Config,
+    stage: str,
+    *,
+    inputs: Mapping[str, str | Path] | None = None,
+    tags: Mapping[str, str] | None = None,
+    command: str | None = None,
+) -> Iterator[RunHandle]:
+    """Open the parent run of one stage invocation in the config's experiment.
+
+    Logs the resolved config (params and ``config.yaml``) and the tags listed
+    in the module docstring; ``inputs`` maps a label (e.g. ``GSPC.parquet``)
+    to an input data file whose SHA-256 is recorded; ``tags`` adds the stage's
+    own (e.g. the device). The run, and every child opened inside, ends
+    FINISHED, FAILED (exception) or KILLED (Ctrl-C).
+
+    Args:
+        cfg: The resolved experiment config.
+        stage: Stage name, also the run name (``train``, ``backtest``, ...).
+        inputs: Input data files by label.
+        tags: Extra tags for this run and its children.
+        command: The command line to record; defaults to this process's.
+    """
+    if _STACK:
+        raise RuntimeError(f"pipeline_run({stage!r}) inside the open run {_STACK[-1].name!r}")
+    with _CLOCK.timing("pipeline_run"):
+        uri = _use_store()
+        experiment_id = _experiment_id(client(), cfg.experiment_name, uri)
+        common = {
+            "gatecast.config": cfg.name,
+            "gatecast.seed": str(cfg.seed),
+            "gatecast.command": command or shlex.join(sys.orig_argv),
+            **git_state(),
+            **{f"gatecast.version.{k}": v for k, v in library_versions().items()},
+            **{k: str(v) for k, v in (tags or {}).items()},
+        }
+        for label, path in (inputs or {}).items():
+            common[f"gatecast.input.{_key(label)}.sha256"] = sha256_file(path)
+            common[f"gatecast.input.{_key(label)}.path"] = str(path)
+        params = flatten_config(cfg)
+        text = config_yaml(cfg)
+    with _open_run(experiment_id, stage, {"gatecast.stage": stage}, nested=False) as run_id:
+        handle = RunHandle(run_id, experiment_id, stage, common, params, text, uri)
+        with _on_stack(handle):
+            with _CLOCK.timing("pipeline_run"):
+                _log_batch(
+                    run_id,
+                    params=params,
+                    tags={
+                        **common,
+                        "mlflow.note.content": f"gatecast `{stage}` stage of config `{cfg.name}`",
+                    },
+                )
+                mlflow.log_text(text, "config.yaml")
+            yield handle
+
+
+@contextlib.contextmanager
+def child_run(name: str, tags: Mapping[str, str] | None = None) -> Iterator[RunHandle]:
+    """Open a child of the current pipeline run (e.g. ``GSPC/lstm``).
+
+    The child inherits the parent's params, tags and ``config.yaml``; ``tags``
+    adds its own (``gatecast.instrument``, ``gatecast.forecaster``, ...).
+    """
+    parent = active_run()
+    own = {k: str(v) for k, v in (tags or {}).items()}
+    with _open_run(parent.experiment_id, name, own, nested=True) as run_id:
+        handle = RunHandle(
+            run_id,
+            parent.experiment_id,
+            name,
+            {**parent.tags, **own},
+            parent.params,
+            parent.config_text,
+            parent.tracking_uri,
+        )
+        with _on_stack(handle):
+            with _CLOCK.timing("child_run"):
+                _log_batch(
+                    run_id,
+                    params=parent.params,
+                    tags={**parent.tags, "gatecast.stage": _root().name, **own},
+                )
+                mlflow.log_text(parent.config_text, "config.yaml")
+            yield handle
+
+
+@contextlib.contextmanager
+def _on_stack(handle: RunHandle) -> Iterator[RunHandle]:
+    """Make ``handle`` the current run; on the way out send its waiting metrics."""
+    _STACK.append(handle)
+    failed = False
+    try:
+        yield handle
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        try:
+            with _CLOCK.timing("log_metrics"):
+                handle.flush()
+        except Exception as err:
+            if not failed:
+                raise
+            # keep the stage's own error, which is what the user needs to see
+            log.warning("could not log the last metrics of MLflow run %s: %s", handle.name, err)
+        finally:
+            _STACK.remove(handle)
+
+
+def _root() -> RunHandle:
+    return _STACK[0]
+
+
+# Logging ------------------------------------------------------------------------------
+
+
+def _finite_float(value: Any) -> float | None:
+    if isinstance(value, bool | np.bool_):
+        return float(value)
+    if isinstance(value, int | float | np.integer | np.floating):
+        return float(value)
+    return None
+
+
+@_timed
+def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
+    """Log numeric metrics to the current run; non-numeric values are skipped.
+
+    Metrics wait in the run's queue and go to the store in batches of up to
+    1000 when the run ends, so a run costs one request for all its metrics.
+
+    NaN is logged as NaN (e.g. a p-value that is undefined for a constant forecast).
+    """
+    now = int(time.time() * 1000)
+    batch = [
+        Metric(_key(k), v, now, int(step or 0))
+        for k, raw in metrics.items()
+        if (v := _finite_float(raw)) is not None
+    ]
+    active_run().queue(batch)
+
+
+@_timed
+def log_metric_history(name: str, values: Sequence[float], first_step: int = 0) -> None:
+    """Log a whole history (e.g. the loss of every epoch) as one metric, in one batch."""
+    now = int(time.time() * 1000)
+    batch = [Metric(_key(name), float(v), now, first_step + k) for k, v in enumerate(values)]
+    active_run().queue(batch)
+
+
+@_timed
+def log_params(params: Mapping[str, Any]) -> None:
+    """Log extra params to the current run (keys must not repeat the config's)."""
+    _log_batch(active_run().run_id, params={k: str(v) for k, v in params.items()})
+
+
+@_timed
+def set_tags(tags: Mapping[str, Any]) -> None:
+    """Set tags on the current run."""
+    _log_batch(active_run().run_id, tags={k: str(v) for k, v in tags.items()})
+
+
+@_timed
+def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
+    """Copy a file (or a directory's files) into the current run's artifacts."""
+    path = Path(path)
+    run_id = active_run().run_id
+    if path.is_dir():
+        client().log_artifacts(run_id, str(path), artifact_path)
+    else:
+        client().log_artifact(run_id, str(path), artifact_path)
+
+
+@_timed
+def log_text(text: str, artifact_file: str) -> None:
+    """Write ``text`` as the artifact ``artifact_file`` of the current run."""
+    client().log_text(active_run().run_id, text, artifact_file)
+
+
+@_timed
+def log_dict(data: Mapping[str, Any], artifact_file: str) -> None:
+    """Write ``data`` as a JSON (or YAML, by extension) artifact of the current run."""
+    client().log_dict(active_run().run_id, dict(data), artifact_file)
+
+
+@_timed
+def log_dataframe(frame: pd.DataFrame, name: str, artifact_path: str | None = None) -> None:
+    """Write ``frame`` (with its index) as the Parquet artifact ``<name>.parquet``."""
+    filename = name if name.endswith(".parquet") else f"{name}.parquet"
+    with tempfile.TemporaryDirectory(prefix="gatecast-") as tmp:
+        path = Path(tmp) / filename
+        frame.to_parquet(path)
+        client().log_artifact(active_run().run_id, str(path), artifact_path)
+
+
+@_timed
+def log_figure(fig: Any, name: str, artifact_path: str | None = "plots") -> None:
+    """Save a matplotlib figure as the PNG artifact ``<artifact_path>/<name>.png``."""
+    filename = name if name.endswith(".png") else f"{name}.png"
+    with tempfile.TemporaryDirectory(prefix="gatecast-") as tmp:
+        path = Path(tmp) / filename
+        fig.savefig(path, format="png", dpi=100)
+        client().log_artifact(active_run().run_id, str(path), artifact_path)
+
+
+# The LSTM in MLflow's model format ------------------------------------------------------
+
+
+def ensemble_forecast(
+    forecasters: Sequence[Any], bars: pd.DataFrame, start: pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """Forecasts of each LSTM seed (``lstm_seed<k>``) and their mean (``lstm``).
+
+    The train stage builds its ``lstm`` column with this same function, so the
+    logged model reproduces it.
+    """
+    columns = {f"lstm_seed{k}": f.predict(bars, start) for k, f in enumerate(forecasters)}
+    frame = pd.DataFrame(columns)
+    frame.insert(0, "lstm", frame.mean(axis=1))
+    return frame
+
+
+def _bars_from_input(model_input: pd.DataFrame) -> pd.DataFrame:
+    """Bars with a DatetimeIndex from a pyfunc input (a ``date`` column or a date index)."""
+    frame = pd.DataFrame(model_input)
+    if "date" in frame.columns:
+        frame = frame.set_index(pd.DatetimeIndex(pd.to_datetime(frame.pop("date")), name="date"))
+    elif not isinstance(frame.index, pd.DatetimeIndex):
+        raise ValueError(
+            "gatecast LSTM model: the input needs a 'date' column (or a DatetimeIndex) and the "
+            "columns open, high, low, close, volume"
+        )
+    return frame.astype(np.float64)
+
+
+class LstmPyfuncModel(mlflow.pyfunc.PythonModel):
+    """The final walk-forward fold's LSTM seeds as an MLflow pyfunc model.
+
+    ``predict(bars, params={"start": "YYYY-MM-DD"})`` takes bars with a ``date``
+    column and ``open, high, low, close, volume``, and returns one row per
+    forecast date ``t >= start`` (every date with enough history when
+    ``start`` is empty): ``date``, ``lstm`` (mean of the seeds: the forecast
+    of the next close) and ``lstm_seed<k>``.
+    """
+
+    def load_context(self, context: Any) -> None:
+        from models.lstm import LstmForecaster
+
+        keys = sorted(context.artifacts, key=lambda k: int(k.removeprefix("seed")))
+        self.forecasters = [LstmForecaster.load(context.artifacts[k]) for k in keys]
+
+    # MLflow infers no schema from a DataFrame hint; the signature logged with the model holds it.
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        start = (params or {}).get("start") or None
+        bars = _bars_from_input(model_input)
+        frame = ensemble_forecast(self.forecasters, bars, pd.Timestamp(start) if start else None)
+        return frame.rename_axis("date").reset_index()
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """Where ``log_lstm_model`` put the model.
+
+    Args:
+        name: Registered model name.
+        version: The new version.
+        alias: The alias moved to it.
+        model_uri: ``models:/<name>@<alias>``.
+    """
+
+    name: str
+    version: str
+    alias: str
+    model_uri: str
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    target = logging.getLogger(logger)
+    level = target.level
+    target.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        target.setLevel(level)
+
+
+def registered_model_name(cfg: Config, instrument: str) -> str:
+    """``<tracking.registered_model>-<INST>``, e.g. ``gatecast-lstm-GSPC``."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", f"{cfg.tracking.registered_model}-{instrument}")
+
+
+def _pip_requirements() -> list[str]:
+    # Pinned from this environment; spelling them out skips MLflow's slow
+    # requirement inference (a subprocess that imports TensorFlow).
+    names = ("mlflow", "tensorflow", "keras", "numpy", "pandas", "pyarrow", "pydantic", "pyyaml")
+    out = []
+    for name in names:
+        try:
+            out.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            out.append(name)
+    return out
+
+
+@_timed
+def log_lstm_model(
+    cfg: Config,
+    instrument: str,
+    forecasters: Sequence[Any],
+    example_bars: pd.DataFrame,
+) -> RegisteredModel:
+    """Log the final fold's LSTM seeds as a pyfunc model and register it.
+
+    Args:
+        cfg: The resolved config (names the registered model).
+        instrument: The instrument the model was trained on.
+        forecasters: Fitted ``LstmForecaster`` of each seed, in seed order.
+        example_bars: A short slice of bars (enough history for a few
+            forecasts), the model's input example and the base of its signature.
+    """
+    name = registered_model_name(cfg, instrument)
+    run = active_run()
+    example = example_bars.rename_axis("date").reset_index()
+    output = LstmPyfuncModel()
+    output.forecasters = list(forecasters)
+    signature = infer_signature(example, output.predict(None, example), params={"start": ""})
+    with tempfile.TemporaryDirectory(prefix="gatecast-model-") as tmp:
+        artifacts = {}
+        for k, forecaster in enumerate(forecasters):
+            artifacts[f"seed{k}"] = str(forecaster.save(Path(tmp) / f"seed{k}"))
+        # The pickled object is a bare instance of a class imported from this
+        # package (shipped in code_paths); MLflow's generic warning about
+        # pickled models says nothing useful here.
+        with _quiet("mlflow.pyfunc"):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=LstmPyfuncModel(),
+                artifacts=artifacts,
+                code_paths=[str(REPO_ROOT / "models"), str(REPO_ROOT / "pipelines")],
+                input_example=(example, {"start": ""}),
+                signature=signature,
+                pip_requirements=_pip_requirements(),
+                tags={"gatecast.instrument": instrument, "gatecast.config": cfg.name},
+            )
+    mlflow_client = client()
+    # Registered through the client, not log_model(registered_model_name=...),
+    # whose progress lines go straight to stderr.
+    try:
+        mlflow_client.create_registered_model(
+            name,
+            tags={"gatecast.instrument": instrument, "gatecast.config": cfg.name},
+            description=f"gatecast LSTM forecaster of {instrument} (config {cfg.name})",
+        )
+    except MlflowException as err:
+        if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    created = mlflow_client.create_model_version(
+        name,
+        source=info.model_uri,
+        run_id=run.run_id,
+        model_id=info.model_id,
+        tags={
+            "gatecast.instrument": instrument,
+            "gatecast.config": cfg.name,
+            "gatecast.seeds": str(len(forecasters)),
+        },
+    )
+    version = str(created.version)
+    mlflow_client.set_registered_model_alias(name, LATEST_ALIAS, version)
+    set_tags({"gatecast.registered_model": name, "gatecast.registered_version": version})
+    return RegisteredModel(name, version, LATEST_ALIAS, f"models:/{name}@{LATEST_ALIAS}")
+
+
+# Queries (tests, the report stage) ---------------------------------------------------------
+
+
+def find_runs(
+    experiment_name: str, filter_string: str = "", *, include_children: bool = True
+) -> list[Any]:
+    """Runs of an experiment (newest first), e.g. ``filter_string="tags.gatecast.stage = 'train'"``.
+
+    Returns ``mlflow.entities.Run`` objects; an unknown experiment gives ``[]``.
+    """
+    mlflow_client = client()
+    experiment = mlflow_client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    runs = mlflow_client.search_runs(
+        [experiment.experiment_id],
+        filter_string=filter_string,
+        order_by=["attributes.start_time DESC"],
+        max_results=5000,
+    )
+    if include_children:
+        return list(runs)
+    return [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+
+
+def child_runs(parent_run_id: str) -> list[Any]:
+    """The child runs of a parent run, by run name."""
+    parent = client().get_run(parent_run_id)
+    runs = client().search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        max_results=5000,
+    )
+    return sorted(runs, key=lambda r: r.info.run_name)
+
+
+def download_artifact(run_id: str, artifact_path: str, destination: str | Path) -> Path:
+    """Download one artifact of a run into ``destination``; returns its local path."""
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id,
+            artifact_path=artifact_path,
+            dst_path=str(destination),
+            tracking_uri=tracking_uri(),
+        )
+    )
+
+
+def load_model(model_uri: str) -> Any:
+    """``mlflow.pyfunc.load_model`` on the current store.
+
+    E.g. ``load_model("models:/gatecast-lstm-GSPC@newest")``.
+    """
+    _use_store()
+    return mlflow.pyfunc.load_model(model_uri)
+
+
+# `python -m pipelines.tracking ui` -------------------------------------------------------
+
+
+def server_command(
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    backend_uri: str | None = None,
+    artifacts: str | Path | None = None,
+) -> list[str]:
+    """The ``mlflow server`` command line serving a SQLite store and its artifacts."""
+    backend_uri = backend_uri or tracking_uri()
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend_uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    root = Path(artifacts) if artifacts else artifact_root(backend_uri)
+    if root is not None:
+        # runs created through the server keep their artifacts next to the others
+        command += ["--artifacts-destination", root.as_uri()]
+    return command
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.tracking",
+        description="gatecast's MLflow store: serve it, or print where it is.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    ui = sub.add_parser("ui", help="serve the tracking store with the MLflow UI")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    ui.add_argument("--port", type=int, default=5000, help="port (default: %(default)s)")
+    sub.add_parser("uri", help="print the tracking URI and artifact root")
+    args = parser.parse_args(argv)
+    uri = tracking_uri()
+    if args.command == "uri":
+        print(uri)
+        root = artifact_root(uri)
+        print(root if root is not None else "(artifact root chosen by the tracking server)")
+        return 0
+    if urlparse(uri).scheme in {"http", "https", "databricks"}:
+        print(f"MLFLOW_TRACKING_URI is {uri}: open that server's UI instead", file=sys.stderr)
+        return 2
+    path = _sqlite_path(uri)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"MLflow UI for {uri} on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    try:
+        return subprocess.call(server_command(args.host, args.port, uri))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
