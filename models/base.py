@@ -35,6 +35,10 @@ class Forecaster(ABC):
         """Bars of history needed before the first forecast can be made."""
         return 1
 
+    def required_train_bars(self) -> int:
+        """Bars a training segment needs for ``fit`` (at least ``min_history``)."""
+        return self.min_history
+
     @abstractmethod
     def fit(self, train: pd.DataFrame) -> Self:
         """Estimate parameters on ``train`` (the training segment only)."""

@@ -179,8 +179,7 @@ def make_folds(index: pd.DatetimeIndex, wf: WalkForwardConfig, min_history: int 
 
 def required_train_bars(forecaster: Forecaster) -> int:
     """The fewest training bars ``forecaster.fit`` accepts (at least its ``min_history``)."""
-    need = getattr(forecaster, "required_train_bars", None)
-    return max(forecaster.min_history, int(need()) if callable(need) else 1)
+    return max(forecaster.min_history, forecaster.required_train_bars())
 
 
 def make_forecaster(name: str, cfg: Config, seed: int | None = None) -> Forecaster:
