@@ -357,7 +357,6 @@ def cost_sweep(
         disable=None if progress else True,
         file=sys.stderr,
     )
-    )
     with bar:
         if workers <= 1:
             for bp in todo:
