@@ -57,6 +57,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -72,7 +73,7 @@ from tqdm import tqdm
 from pipelines import charts, stats
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
 from pipelines.config import REPO_ROOT, Config
-from pipelines.errors import DataError
+from pipelines.errors import DataError, GatecastError
 
 log = logging.getLogger("gatecast.report")
 
@@ -1350,7 +1351,20 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         cfg = config_from_args(args)
-        result = report(cfg, config_path=args.config, workers=args.workers)
+        try:
+            result = report(cfg, config_path=args.config, workers=args.workers)
+        except (GatecastError, KeyboardInterrupt):
+            raise
+        except Exception as err:
+            if args.verbose:
+                traceback.print_exc()
+            cause = " ".join(str(err).split()) or "(no message)"
+            print(
+                f"error: report failed: {type(err).__name__}: {cause} (the previous report, if "
+                "any, is left as it was; -v shows the traceback)",
+                file=sys.stderr,
+            )
+            return 1
         print(console_table(result.comparison.league, max_rows_per_instrument=3))
         print(f"report: {_shown(result.index)}")
         print(
