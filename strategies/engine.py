@@ -251,14 +251,18 @@ class PercentOfEquitySizer(bt.Sizer):
         return math.floor(units + 1e-9)
 
 
-def _day(num: float) -> pd.Timestamp:
-    return pd.Timestamp(bt.num2date(num)).normalize()
-
-
 class _Recorder(bt.Analyzer):
-    """Per-bar equity and position, the order log and the round trips of one run."""
+    """Per-bar equity and position, the order log and the round trips of one run.
+
+    Args:
+        dates: the bars' index; Backtrader's float dates are mapped back to it
+            exactly rather than through ``num2date``.
+    """
+
+    params = (("dates", None),)
 
     def start(self):
+        self._dates = {bt.date2num(ts): pd.Timestamp(ts) for ts in self.p.dates.to_pydatetime()}
         self.values = []
         self.units = []
         self.orders = []
@@ -275,7 +279,7 @@ class _Recorder(bt.Analyzer):
             price = order.executed.price
             self.orders.append(
                 (
-                    _day(order.executed.dt),
+                    self._dates[order.executed.dt],
                     "filled",
                     "buy" if order.isbuy() else "sell",
                     size,
@@ -288,7 +292,7 @@ class _Recorder(bt.Analyzer):
             size = order.created.size
             self.orders.append(
                 (
-                    _day(self.strategy.datetime[0]),
+                    self._dates[self.strategy.datetime[0]],
                     order.getstatusname().lower(),
                     "buy" if order.isbuy() else "sell",
                     size,
@@ -301,13 +305,18 @@ class _Recorder(bt.Analyzer):
     def notify_trade(self, trade):
         if trade.justopened:
             first = trade.history[0].event
-            self.opened[trade.ref] = (_day(trade.dtopen), first.size, first.price, trade.commission)
+            self.opened[trade.ref] = (
+                self._dates[trade.dtopen],
+                first.size,
+                first.price,
+                trade.commission,
+            )
         if trade.isclosed:
             entry_date, size, entry_price, _ = self.opened.pop(trade.ref)
             self.closed.append(
                 (
                     entry_date,
-                    _day(trade.dtclose),
+                    self._dates[trade.dtclose],
                     size,
                     entry_price,
                     trade.history[-1].event.price,
@@ -437,7 +446,7 @@ def run_backtest(
         slippage=execution.slippage,
     )
     cerebro.addstrategy(cls, **params)
-    cerebro.addanalyzer(_Recorder, _name="recorder")
+    cerebro.addanalyzer(_Recorder, _name="recorder", dates=bars.index)
     (strat,) = cerebro.run()
     recorder = strat.analyzers.recorder
 

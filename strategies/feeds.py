@@ -164,11 +164,11 @@ def make_feed(
 
 
 def date_number(when: _dt.date | str | pd.Timestamp | None) -> float:
-    """Backtrader's float date for the start of day ``when`` (-inf for None).
+    """Backtrader's float date of ``when`` (-inf for None), as ``ForecastData`` stores bar dates.
 
-    Daily bars carry their session end in the float, so a bar is on or after
-    ``when`` exactly when its number is ``>= date_number(when)``.
+    A bar is on or after ``when`` exactly when its datetime line is
+    ``>= date_number(when)``, so ``next()`` compares two floats.
     """
     if when is None:
         return float("-inf")
-    return bt.date2num(pd.Timestamp(when).normalize().to_pydatetime())
+    return bt.date2num(pd.Timestamp(when).to_pydatetime())

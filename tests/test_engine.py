@@ -190,3 +190,28 @@ def test_headless_chart_is_a_png(tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
     with pytest.raises(ValueError, match="keep_cerebro"):
         save_chart(run_backtest(golden_bars(), "buy_and_hold", {}, EXECUTION), tmp_path / "x.png")
+
+
+def test_forecast_feed_loads_the_same_lines_as_pandasdata():
+    import backtrader as bt
+
+    from strategies.feeds import make_feed
+
+    class Record(bt.Strategy):
+        def __init__(self):
+            self.rows = []
+
+        def next(self):
+            d = self.data
+            self.rows.append(
+                (d.datetime[0], d.open[0], d.high[0], d.low[0], d.close[0], d.volume[0])
+            )
+
+    bars = sample_bars("GOOG").iloc[:300]
+    rows = []
+    for feed in (make_feed(bars), bt.feeds.PandasData(dataname=bars, openinterest=None)):
+        cerebro = bt.Cerebro(stdstats=False)
+        cerebro.adddata(feed)
+        cerebro.addstrategy(Record)
+        rows.append(cerebro.run()[0].rows)
+    assert len(rows[0]) == 300 and rows[0] == rows[1]
