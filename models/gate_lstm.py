@@ -49,7 +49,8 @@ def _scan_steps(
     """Loop ``_lstm_step`` over a (steps, batch, 4*units) input projection.
 
     Returns the last carry ``(h_T, C_T, ...)`` and the per-step values, time
-    major: ``(h, C)``, or ``(h, C, i, f, c_tilde, o)`` with ``collect_gates``.
+    major: ``(h, C)``, or ``(h, C, gates)`` with ``collect_gates``, where
+    ``gates`` is (steps, batch, 4*units): ``i, f, c_tilde, o`` side by side.
     Masked steps (``keep`` false) carry ``h`` and ``C`` through unchanged, as
     ``keras.layers.LSTM`` does, so the output there repeats the last kept one.
     """
@@ -63,11 +64,13 @@ def _scan_steps(
         if keep_time_major is not None:
             h_t = ops.where(xs[1], h_t, h_tm1)
             c_t = ops.where(xs[1], c_t, c_tm1)
-        new = (h_t, c_t, *gates) if collect_gates else (h_t, c_t)
+        new = (h_t, c_t, ops.concatenate(gates, axis=-1)) if collect_gates else (h_t, c_t)
         return new, new
 
-    zeros = ops.zeros_like(h_0)
-    init = (h_0, c_0, zeros, zeros, zeros, zeros) if collect_gates else (h_0, c_0)
+    if collect_gates:
+        init = (h_0, c_0, ops.zeros_like(ops.concatenate([h_0] * 4, axis=-1)))
+    else:
+        init = (h_0, c_0)
     xs = z_x_time_major if keep_time_major is None else (z_x_time_major, keep_time_major)
     return ops.scan(body, init, xs)
 
@@ -94,17 +97,22 @@ def _recurrence(
     keep = None if mask is None else ops.expand_dims(ops.transpose(mask, (1, 0)), -1)
     last, seqs = _scan_steps(z_x, recurrent_kernel, h_0, c_0, keep, collect_gates)
     if collect_gates:
-        h_seq, c_seq, i_seq, f_seq, c_tilde_seq, o_seq = seqs
-        ordered = (i_seq, f_seq, c_tilde_seq, o_seq, c_seq, h_seq)
-        return tuple(ops.transpose(s, (1, 0, 2)) for s in ordered)
+        return _batch_major_gates(seqs)
     output = ops.transpose(seqs[0], (1, 0, 2)) if return_sequences else last[0]
     return output, last[0], last[1]
+
+
+def _batch_major_gates(seqs: tuple[Any, Any, Any]) -> tuple[Any, ...]:
+    """``(h, C, gates)`` time major -> batch-major arrays in the order of ``GATE_NAMES``."""
+    h_seq, c_seq, gates = seqs
+    ordered = (*ops.split(gates, 4, axis=-1), c_seq, h_seq)
+    return tuple(ops.transpose(s, (1, 0, 2)) for s in ordered)
 
 
 def _forward_all_steps(
     inputs: Any, kernel: Any, recurrent_kernel: Any, bias: Any, h_0: Any, c_0: Any
 ) -> tuple[Any, ...]:
-    """Every step's ``(h, C, i, f, c_tilde, o)``, time major, from ``_scan_steps``."""
+    """Every step's ``(h, C, gates)``, time major, from ``_scan_steps``."""
     z_x = ops.transpose(ops.matmul(inputs, kernel) + bias, (1, 0, 2))
     return _scan_steps(z_x, recurrent_kernel, h_0, c_0, None, collect_gates=True)[1]
 
@@ -128,7 +136,7 @@ def _backward_all_steps(
     contraction over all steps instead of a sum accumulated inside the loop.
     Checked against autodiff of ``keras.layers.LSTM`` in the tests.
     """
-    h_seq, c_seq, i_seq, f_seq, c_tilde_seq, o_seq = saved
+    h_seq, c_seq, gate_seq = saved
     c_prev = ops.concatenate([ops.expand_dims(c_0, 0), c_seq[:-1]], axis=0)
     h_prev = ops.concatenate([ops.expand_dims(h_0, 0), h_seq[:-1]], axis=0)
     if return_sequences:
@@ -139,7 +147,8 @@ def _backward_all_steps(
 
     def body(carry: tuple[Any, ...], xs: tuple[Any, ...]) -> tuple[tuple[Any, ...], ...]:
         d_h, d_c = carry[0] + xs[0], carry[1]
-        _, i_t, f_t, c_tilde, o_t, c_t, c_tm1 = xs
+        _, gates, c_t, c_tm1 = xs
+        i_t, f_t, c_tilde, o_t = ops.split(gates, 4, axis=-1)
         tanh_c = ops.tanh(c_t)
         d_c = d_c + d_h * o_t * (1.0 - tanh_c * tanh_c)
         d_z = ops.concatenate(
@@ -154,8 +163,8 @@ def _backward_all_steps(
         new = (ops.matmul(d_z, ops.transpose(recurrent_kernel)), d_c * f_t, d_z)
         return new, new
 
-    xs = (grad_h_seq, i_seq, f_seq, c_tilde_seq, o_seq, c_seq, c_prev)
-    init = (grad_h, grad_c, ops.zeros_like(ops.concatenate([i_seq[0]] * 4, axis=-1)))
+    xs = (grad_h_seq, gate_seq, c_seq, c_prev)
+    init = (grad_h, grad_c, ops.zeros_like(gate_seq[0]))
     (d_h_0, d_c_0, _), (_, _, d_z) = ops.scan(body, init, xs, reverse=True)
     d_inputs = ops.einsum("tbg,fg->btf", d_z, kernel)
     d_kernel = ops.einsum("btf,tbg->fg", inputs, d_z)
@@ -264,9 +273,12 @@ class GateLSTM(keras.layers.Layer):
         kernel_constraint: Constraint on ``kernel``.
         recurrent_constraint: Constraint on ``recurrent_kernel``.
         bias_constraint: Constraint on ``bias``.
-        jit_compile: On the TensorFlow backend, compile the recurrence with XLA
-            (the model itself is compiled however the user chooses). Other
-            backends run the same ``keras.ops`` code as it is.
+        jit_compile: On the TensorFlow backend, run the loop as two XLA programs,
+            the forward pass and backpropagation through time written out from
+            the same equations (checked against autodiff in the tests), whatever
+            the model's own ``compile`` settings. Masked inputs, sequences of
+            unknown length and other backends use ``keras.ops.scan`` with
+            automatic differentiation.
         seed: Seed of the dropout masks.
         **kwargs: Base layer arguments (``name``, ``dtype``, ...).
 
@@ -423,9 +435,7 @@ class GateLSTM(keras.layers.Layer):
         )
         if compiled and collect_gates:
             seqs = _jit(_forward_all_steps)(inputs, kernel, recurrent_kernel, bias, h_0, c_0)
-            h_seq, c_seq, i_seq, f_seq, c_tilde_seq, o_seq = seqs
-            ordered = (i_seq, f_seq, c_tilde_seq, o_seq, c_seq, h_seq)
-            return tuple(ops.transpose(s, (1, 0, 2)) for s in ordered)
+            return _batch_major_gates(seqs)
         if compiled:
             recurrence = _xla_recurrence(self.return_sequences)
             return recurrence(inputs, kernel, recurrent_kernel, bias, h_0, c_0)
