@@ -1,0 +1,355 @@
+"""The train stage end to end on a tiny config, tracked in a temporary MLflow store."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from models.baselines import KalmanForecaster
+from pipelines import tracking, train
+
+CLASSIC = ["random_walk", "sma", "ema", "kalman", "ols"]
+
+
+def _argv(out: Path, *extra: str) -> list[str]:
+    """A tiny version of configs/smoke.yaml: one instrument, two folds, a 2-seed 4-unit LSTM."""
+    sets = [
+        f"output_directory={out}",
+        "data.instruments=[GSPC]",
+        "forecasters.lstm.units=[4]",
+        "forecasters.lstm.epochs=2",
+        "forecasters.lstm.seeds=2",
+        *extra,
+    ]
+    return ["--config", "configs/smoke.yaml", *[a for s in sets for a in ("--set", s)]]
+
+
+def _summary(out: Path) -> dict:
+    return json.loads((out / "smoke" / "forecasts" / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    """One train-stage run (and the store it wrote to) shared by the tests of this module."""
+    root = tmp_path_factory.mktemp("train")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'store' / 'mlflow.db'}")
+        assert train.main(_argv(root / "build")) == 0
+        yield root
+
+
+@pytest.fixture
+def store(trained: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{trained / 'store' / 'mlflow.db'}")
+    return trained
+
+
+def test_outputs_hold_every_forecaster_on_the_out_of_sample_dates(store):
+    summary = _summary(store / "build")
+    entry = summary["instruments"]["GSPC"]
+    assert entry["columns"] == [*CLASSIC, "lstm", "lstm_seed0", "lstm_seed1"]
+    frame = pd.read_parquet(store / "build" / "smoke" / "forecasts" / "GSPC.parquet")
+    oos_start = pd.Timestamp(entry["oos_start"])
+    assert frame.index[-1] == pd.Timestamp(entry["oos_end"])
+    before, after = frame.loc[frame.index < oos_start], frame.loc[oos_start:]
+    assert len(after) == entry["oos_bars"] == 200  # 2 folds x 100 test bars
+    for column in entry["columns"]:
+        assert before[column].isna().all()
+        assert after[column].notna().all()
+    np.testing.assert_allclose(
+        after["lstm"], (after["lstm_seed0"] + after["lstm_seed1"]) / 2, rtol=1e-12
+    )
+    # every forecaster is scored on the same dates (the last bar has no next close)
+    assert {m["n"] for m in entry["metrics"].values()} == {199}
+    assert entry["metrics"]["random_walk"]["theil_u2"] == pytest.approx(1.0)
+    gates = pd.read_parquet(store / "build" / "smoke" / "forecasts" / "GSPC.gates.parquet")
+    assert list(gates.columns) == ["forget", "input", "output", "cell"]
+    assert gates.index.equals(after.index)
+    assert summary["seeds"] == [7, 8]
+    assert summary["device"]["kind"] == "cpu"
+
+
+def test_experiment_parent_and_child_runs(store):
+    summary = _summary(store / "build")
+    client = tracking.client()
+    experiment = client.get_experiment_by_name("gatecast-smoke")
+    assert experiment.experiment_id == summary["experiment_id"]
+    parent = client.get_run(summary["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.info.run_name == "train"
+    tags = parent.data.tags
+    assert tags["gatecast.stage"] == "train"
+    assert tags["gatecast.device"] == "cpu"
+    assert tags["gatecast.device_name"]
+    assert tags["gatecast.deterministic"] == "true"
+    assert tags["gatecast.seed"] == "7"
+    assert tags["gatecast.command"].startswith("python -m pipelines train --config")
+    assert len(tags["gatecast.input.GSPC.csv.sha256"]) == 64
+    assert parent.data.params["forecasters.lstm.seeds"] == "2"
+    assert "wall_seconds" in parent.data.metrics
+    assert "summary.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+    children = tracking.child_runs(parent.info.run_id)
+    names = [r.info.run_name for r in children]
+    assert sorted(names) == sorted(f"GSPC/{n}" for n in [*CLASSIC, "lstm"])
+    metrics = summary["instruments"]["GSPC"]["metrics"]
+    for run in children:
+        forecaster = run.info.run_name.split("/")[1]
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["gatecast.forecaster"] == forecaster
+        assert run.data.tags["gatecast.instrument"] == "GSPC"
+        assert run.data.tags["gatecast.git.commit"] == tags["gatecast.git.commit"]
+        assert run.data.params == parent.data.params
+        # identical metric names across forecasters, matching summary.json
+        for name in ("rmse", "mae", "theil_u2", "mase", "directional_accuracy", "dm_p_value"):
+            logged, written = run.data.metrics[name], metrics[forecaster][name]
+            assert (np.isnan(logged) and written is None) or logged == pytest.approx(written)
+        steps = client.get_metric_history(run.info.run_id, "fold/rmse")
+        assert sorted(m.step for m in steps) == [0, 1]
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "forecasts.parquet"} <= artifacts
+
+
+def test_lstm_run_has_losses_plots_model_and_seed_metrics(store):
+    summary = _summary(store / "build")
+    run_id = summary["instruments"]["GSPC"]["runs"]["lstm"]
+    client = tracking.client()
+    run = client.get_run(run_id)
+    assert run.data.tags["gatecast.seeds"] == "7,8"
+    for fold in (0, 1):
+        for seed in (0, 1):
+            for key in ("loss", "val_loss"):
+                history = client.get_metric_history(run_id, f"{key}/fold{fold}/seed{seed}")
+                assert 1 <= len(history) <= 2  # two epochs at most (early stopping)
+                assert sorted(m.step for m in history) == list(range(len(history)))
+    seed_rmse = client.get_metric_history(run_id, "seed/rmse")
+    assert sorted(m.step for m in seed_rmse) == [0, 1]
+    metrics = summary["instruments"]["GSPC"]["metrics"]
+    assert {m.step: m.value for m in seed_rmse} == {
+        0: pytest.approx(metrics["lstm_seed0"]["rmse"]),
+        1: pytest.approx(metrics["lstm_seed1"]["rmse"]),
+    }
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"config.yaml", "forecasts.parquet", "gates.parquet", "plots"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(run_id, "plots")}
+    assert plots == {"plots/loss.png", "plots/gates.png"}
+
+    model = summary["instruments"]["GSPC"]["model"]
+    assert model["name"] == "gatecast-lstm-smoke-GSPC"
+    version = client.get_model_version_by_alias(model["name"], "newest")
+    assert str(version.version) == model["version"]
+    assert version.run_id == run_id
+    assert version.tags["gatecast.instrument"] == "GSPC"
+
+
+def test_a_fresh_process_loads_the_registered_model_and_reproduces_the_forecasts(store, tmp_path):
+    """Outside the repository (no PYTHONPATH): the model carries its own code."""
+    summary = _summary(store / "build")
+    entry = summary["instruments"]["GSPC"]
+    last = entry["folds"][-1]
+    bars = pd.read_parquet(store / "build" / "smoke" / "forecasts" / "GSPC.parquet")
+    bars = bars.loc[
+        last["train_start"] : last["test_end"], ["open", "high", "low", "close", "volume"]
+    ]
+    bars.rename_axis("date").reset_index().to_parquet(tmp_path / "bars.parquet")
+    script = textwrap.dedent(
+        f"""
+        import mlflow, pandas as pd
+        model = mlflow.pyfunc.load_model({entry["model"]["uri"]!r})
+        bars = pd.read_parquet("bars.parquet")
+        out = model.predict(bars, params={{"start": {last["test_start"]!r}}})
+        out.to_parquet("predicted.parquet")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    predicted = pd.read_parquet(tmp_path / "predicted.parquet").set_index("date")
+
+    logged = tracking.download_artifact(entry["runs"]["lstm"], "forecasts.parquet", tmp_path / "dl")
+    logged = pd.read_parquet(logged)
+    logged = logged.loc[logged["fold"] == last["number"]]
+    assert predicted.index.equals(logged.index)
+    for column in ("lstm", "lstm_seed0", "lstm_seed1"):
+        np.testing.assert_allclose(predicted[column], logged[column], rtol=0, atol=1e-6)
+
+
+def test_same_seed_same_metrics_on_cpu(store, tmp_path):
+    assert train.main(_argv(store / "build2")) == 0
+    first, second = _summary(store / "build"), _summary(store / "build2")
+    assert second["parent_run_id"] != first["parent_run_id"]
+    assert second["instruments"]["GSPC"]["metrics"] == first["instruments"]["GSPC"]["metrics"]
+    client = tracking.client()
+
+    def scores(run_id: str) -> dict[str, float]:
+        # wall-clock timings differ between runs by nature; NaN is compared as a value
+        metrics = client.get_run(run_id).data.metrics
+        return {k: repr(v) for k, v in metrics.items() if "seconds" not in k}
+
+    for name, run_id in first["instruments"]["GSPC"]["runs"].items():
+        again = second["instruments"]["GSPC"]["runs"][name]
+        assert len(scores(run_id)) >= 10
+        assert scores(run_id) == scores(again), name
+    lstm = first["instruments"]["GSPC"]["runs"]["lstm"]
+    lstm_again = second["instruments"]["GSPC"]["runs"]["lstm"]
+    for key in ("loss/fold1/seed1", "val_loss/fold0/seed0"):
+        history = [m.value for m in client.get_metric_history(lstm, key)]
+        assert history == [m.value for m in client.get_metric_history(lstm_again, key)]
+    # the newest version now carries the alias
+    model = second["instruments"]["GSPC"]["model"]
+    assert int(model["version"]) == int(first["instruments"]["GSPC"]["model"]["version"]) + 1
+    alias = client.get_model_version_by_alias(model["name"], "newest")
+    assert str(alias.version) == model["version"]
+
+
+def _classic_argv(out: Path) -> list[str]:
+    return _argv(out, "forecasters.lstm=null")
+
+
+def test_a_failure_midway_ends_the_runs_failed_and_a_rerun_succeeds(
+    store, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "build"
+    (out / "smoke" / "forecasts").mkdir(parents=True)
+    stale = out / "smoke" / "forecasts" / "summary.json"
+    stale.write_text("{}")
+
+    def boom(self, train):
+        raise RuntimeError("simulated crash in the Kalman filter")
+
+    monkeypatch.setattr(KalmanForecaster, "fit", boom)
+    started = time.time() * 1000
+    assert train.main(_classic_argv(out)) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith("error: train failed: RuntimeError: simulated crash in the Kalman filter")
+    )
+    assert not stale.exists()  # make must not take the stage for done
+
+    runs = [
+        r
+        for r in tracking.find_runs("gatecast-smoke")
+        if r.info.start_time >= started - 1 and "forecasters.lstm" in r.data.params
+    ]
+    runs = [r for r in runs if r.data.params["forecasters.lstm"] == "null"]
+    by_name = {r.info.run_name: r.info.status for r in runs}
+    assert by_name["train"] == "FAILED"
+    assert by_name["GSPC/kalman"] == "FAILED"
+    assert by_name["GSPC/random_walk"] == "FINISHED"  # finished before the crash
+    assert "GSPC/ols" not in by_name
+    assert "RUNNING" not in by_name.values()
+
+    monkeypatch.undo()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'store' / 'mlflow.db'}")
+    assert train.main(_classic_argv(out)) == 0
+    summary = _summary(out)
+    parent = tracking.client().get_run(summary["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert summary["instruments"]["GSPC"]["columns"] == CLASSIC
+
+
+def test_ctrl_c_ends_the_runs_killed(store, tmp_path, monkeypatch, capsys):
+    def interrupt(self, train):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(KalmanForecaster, "fit", interrupt)
+    started = time.time() * 1000
+    assert train.main(_classic_argv(tmp_path / "build")) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted"
+    runs = [r for r in tracking.find_runs("gatecast-smoke") if r.info.start_time >= started - 1]
+    by_name = {r.info.run_name: r.info.status for r in runs}
+    assert by_name["train"] == "KILLED"
+    assert by_name["GSPC/kalman"] == "KILLED"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(url: str, process: subprocess.Popen, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mlflow server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"mlflow server did not answer {url} within {seconds:.0f} s")
+
+
+@pytest.mark.slow
+def test_against_a_real_mlflow_server(tmp_path, monkeypatch):
+    port = _free_port()
+    command = tracking.server_command(
+        "127.0.0.1", port, f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts"
+    )
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_for(f"{url}/health", server, 120)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        out = tmp_path / "build"
+        argv = _argv(out, "forecasters.lstm.seeds=1", "forecasters.lstm.epochs=1")
+        assert train.main(argv) == 0
+        summary = _summary(out)
+
+        client = MlflowClient(tracking_uri=url)
+        experiment = client.get_experiment_by_name("gatecast-smoke")
+        runs = client.search_runs([experiment.experiment_id])
+        names = {r.info.run_name: r for r in runs}
+        assert set(names) == {"train", *(f"GSPC/{n}" for n in [*CLASSIC, "lstm"])}
+        assert all(r.info.status == "FINISHED" for r in runs)
+        assert names["train"].info.run_id == summary["parent_run_id"]
+        lstm = names["GSPC/lstm"]
+        assert client.get_metric_history(lstm.info.run_id, "loss/fold1/seed0")
+        assert "forecasts.parquet" in {a.path for a in client.list_artifacts(lstm.info.run_id)}
+        version = client.get_model_version_by_alias("gatecast-lstm-smoke-GSPC", "newest")
+        assert version.run_id == lstm.info.run_id
+        # the artifacts went through the server into its artifact store
+        assert any((tmp_path / "artifacts").rglob("MLmodel"))
+    finally:
+        os.killpg(server.pid, 15)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, 9)
+            server.wait(timeout=30)
+        log.close()
+
+
+def test_gpu_request_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+    # conftest hides every GPU (CUDA_VISIBLE_DEVICES="")
+    assert train.main(_argv(tmp_path / "build", "device=gpu")) == 2
+    err = capsys.readouterr().err
+    assert "device: gpu, but TensorFlow sees no GPU" in err
