@@ -657,7 +657,8 @@ def verdict(block: pd.DataFrame, alpha: float, n_trials: int) -> tuple[list[str]
         )
     else:
         lead = (
-            f"By Sharpe ratio the LSTM strategy ranks {int(ranked[LSTM])} of {len(main)} "
+            f"By Sharpe ratio the LSTM strategy ranks {int(ranked[LSTM])} of "
+            f"{int(main['sharpe'].notna().sum())} "
             f"({_fmt(lstm['sharpe'])})"
         )
         if best_name is None:
@@ -1285,6 +1286,7 @@ def report(
         "forecasts.summary.json": cfg.run_directory / "forecasts" / "summary.json",
         "backtests.summary.json": cfg.run_directory / "backtests" / "summary.json",
     }
+    inputs = {label: path for label, path in inputs.items() if path.is_file()}
     target = cfg.report_directory
     timings: dict[str, float] = {}
 

@@ -298,6 +298,8 @@ def seed_summary(runs: Sequence[Mapping[str, float]]) -> dict[str, tuple[float, 
             values = np.array([float(r[key]) for r in runs], dtype=float)
         except (TypeError, ValueError):
             continue
-        std = float(np.std(values, ddof=1)) if values.size > 1 else float("nan")
+        # e.g. an infinite profit factor (no losing trade) has a mean but no spread
+        spread = values.size > 1 and np.isfinite(values).all()
+        std = float(np.std(values, ddof=1)) if spread else float("nan")
         out[key] = (float(np.mean(values)), std)
     return out

@@ -191,3 +191,8 @@ def test_seed_summary():
     assert out["trades"] == pytest.approx((5.0, math.sqrt(2.0)))
     single = stats.seed_summary([{"sharpe": 1.0}])
     assert single["sharpe"][0] == 1.0 and math.isnan(single["sharpe"][1])
+
+
+def test_seed_summary_with_an_infinite_metric():
+    out = stats.seed_summary([{"profit_factor": math.inf}, {"profit_factor": 2.0}])
+    assert out["profit_factor"][0] == math.inf and math.isnan(out["profit_factor"][1])

@@ -1,0 +1,406 @@
+"""The report stage on synthetic stage outputs: comparison, verdicts, atomic output, rendering."""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.metrics import forecast_metrics
+from pipelines import report, stats
+from pipelines.config import load_config
+from strategies.metrics import compute_metrics
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+WARMUP = 40
+SWEEP_BP = [0.0, 10.0, 20.0, 50.0]
+
+
+def _equity(returns: np.ndarray, dates: pd.DatetimeIndex) -> pd.Series:
+    return pd.Series(100_000 * np.concatenate([[1.0], np.cumprod(1 + returns)]), index=dates)
+
+
+def _run(equity: pd.Series, pnl: list[float]) -> report.StrategyRun:
+    trades = pd.DataFrame({"pnl_net": pd.Series(pnl, dtype=float)})
+    orders = pd.DataFrame(
+        {
+            "status": ["filled"] * len(pnl),
+            "value": [1e5] * len(pnl),
+            "commission": [50.0] * len(pnl),
+        }
+    )
+    positions = pd.Series(1.0, index=equity.index)
+    metrics = {k: float(v) for k, v in compute_metrics(equity, positions, trades, orders).items()}
+    return report.StrategyRun(metrics, equity, equity.pct_change().iloc[1:], np.array(pnl))
+
+
+def make_instrument(name: str, seed: int, days: int = 260, start: str = "2020-01-01"):
+    """Bars, forecasts, backtests and gates of one synthetic instrument."""
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range(start, periods=WARMUP + days + 1, name="date")
+    close = 100 * np.cumprod(1 + rng.normal(0.0004, 0.01, len(dates)))
+    frame = pd.DataFrame(
+        {"open": close, "high": close * 1.01, "low": close * 0.99, "close": close, "volume": 1e6},
+        index=dates,
+    )
+    oos = dates[WARMUP:]
+    frame["random_walk"] = np.where(dates >= oos[0], close, np.nan)
+    for col, noise in (("lstm_seed0", 0.004), ("lstm_seed1", 0.005), ("sma", 0.006)):
+        frame[col] = np.where(
+            dates >= oos[0], close * (1 + rng.normal(0, noise, len(dates))), np.nan
+        )
+    frame["lstm"] = frame[["lstm_seed0", "lstm_seed1"]].mean(axis=1)
+
+    actual = frame["close"].shift(-1).loc[oos]
+    fmetrics = {
+        c: forecast_metrics(actual, frame[c].loc[oos], frame["random_walk"].loc[oos])
+        for c in ("random_walk", "sma", "lstm", "lstm_seed0", "lstm_seed1")
+    }
+    bh = pd.Series(close, index=dates).loc[oos].pct_change().iloc[1:].to_numpy()
+    runs = {"buy_and_hold": _run(_equity(bh, oos), [3000.0])}
+    for k, strategy in enumerate(["lstm", "lstm_seed0", "lstm_seed1", "sma", "sma_crossover"]):
+        r = 0.6 * bh + rng.normal(0.0002 * (k - 2), 0.006, days)
+        runs[strategy] = _run(_equity(r, oos), list(rng.normal(100, 500, 6)))
+    gates = pd.DataFrame(
+        {
+            "forget": rng.uniform(0.4, 0.9, days + 1),
+            "input": rng.uniform(0.1, 0.6, days + 1),
+            "output": rng.uniform(0.3, 0.8, days + 1),
+            "cell": rng.normal(0, 0.5, days + 1),
+        },
+        index=oos,
+    )
+    return report.InstrumentData(
+        name=name,
+        frame=frame,
+        oos_start=oos[0],
+        oos_end=oos[-1],
+        forecast_metrics=fmetrics,
+        runs=runs,
+        gates=gates,
+        fold_starts=[oos[0], oos[130]],
+    )
+
+
+def make_sweep(instruments):
+    """Sharpe falls by 0.02 per bp for every strategy, by 0.001 per bp for buy-and-hold."""
+    out = {}
+    for bp in SWEEP_BP:
+        out[bp] = {}
+        for inst in instruments:
+            by = {}
+            for name, run in inst.runs.items():
+                if name.startswith("lstm_seed"):
+                    continue
+                slope = 0.001 if name == "buy_and_hold" else 0.02
+                by[name] = (run.metrics["sharpe"] - slope * bp, run.returns - bp * 1e-6)
+            out[bp][inst.name] = by
+    return out
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return _synthetic_cfg(tmp_path)
+
+
+@pytest.fixture
+def instruments():
+    # BBB's out-of-sample period starts where AAA's ends: pooling must not need overlap
+    return [make_instrument("AAA", 1), make_instrument("BBB", 2, start="2021-01-01")]
+
+
+# Comparison -------------------------------------------------------------------------------
+
+
+def test_league_rows_and_statistics(cfg, instruments):
+    comp = report.compare(cfg, instruments, make_sweep(instruments))
+    league = comp.league
+    assert set(league["instrument"]) == {"AAA", "BBB", "pooled"}
+    assert comp.n_trials == 12  # 6 strategy configurations (seeds included) x 2 instruments
+    assert (league["dsr_trials"] == 12).all()
+    aaa = league[league["instrument"] == "AAA"].set_index("strategy")
+    assert aaa.loc["lstm", "sharpe"] == instruments[0].runs["lstm"].metrics["sharpe"]
+    # PSR and the Sharpe difference come from the same daily returns as the backtest
+    r = instruments[0].runs["lstm"].returns.to_numpy()
+    assert aaa.loc["lstm", "psr"] == pytest.approx(stats.probabilistic_sharpe_ratio(r))
+    bh = instruments[0].runs["buy_and_hold"].returns.to_numpy()
+    expected = stats.sharpe_ratio(r, 252) - stats.sharpe_ratio(bh, 252)
+    assert aaa.loc["lstm", "sharpe_diff"] == pytest.approx(expected)
+    assert aaa.loc["lstm", "sharpe_diff_low"] < expected < aaa.loc["lstm", "sharpe_diff_high"]
+    assert math.isnan(aaa.loc["buy_and_hold", "sharpe_diff"])
+    assert aaa.loc["lstm", "dsr"] < aaa.loc["lstm", "psr"]
+    # forecast metrics side by side, only for forecast strategies
+    assert aaa.loc["lstm", "rmse"] == instruments[0].forecast_metrics["lstm"]["rmse"]
+    assert math.isnan(aaa.loc["sma_crossover", "rmse"])
+
+
+def test_break_even_from_the_sweep(cfg, instruments):
+    comp = report.compare(cfg, instruments, make_sweep(instruments))
+    aaa = comp.league[comp.league["instrument"] == "AAA"].set_index("strategy")
+    for name in ("lstm", "sma", "sma_crossover"):
+        edge0 = aaa.loc[name, "sharpe"] - aaa.loc["buy_and_hold", "sharpe"]
+        # edge(bp) = edge0 - 0.019 bp -> zero at edge0 / 0.019 when that is inside 0..50
+        if edge0 <= 0:
+            assert aaa.loc[name, "break_even"] == "no edge"
+        elif edge0 / 0.019 > 50:
+            assert aaa.loc[name, "break_even"] == "> 50 bp"
+        else:
+            assert aaa.loc[name, "break_even_bp"] == pytest.approx(edge0 / 0.019, rel=1e-9)
+    assert set(comp.sweep["cost_bp"]) == set(SWEEP_BP)
+    assert "pooled" in set(comp.sweep["instrument"])
+
+
+def test_seeds_mean_and_std(cfg, instruments):
+    comp = report.compare(cfg, instruments, None)
+    sharpes = [instruments[0].runs[f"lstm_seed{k}"].metrics["sharpe"] for k in (0, 1)]
+    mean, std = comp.seeds["AAA"]["sharpe"]
+    assert mean == pytest.approx(np.mean(sharpes)) and std == pytest.approx(np.std(sharpes, ddof=1))
+    lstm = comp.league.set_index(["instrument", "strategy"]).loc[("AAA", "lstm")]
+    assert lstm["seeds"] == 2 and lstm["sharpe_seed_std"] == pytest.approx(std)
+
+
+def test_pooled_is_a_calendar_time_equal_weight_portfolio(cfg):
+    a = pd.Series(
+        [0.01, 0.02, -0.01], index=pd.to_datetime(["2020-01-02", "2020-01-03", "2020-01-06"])
+    )
+    b = pd.Series([0.03, 0.00], index=pd.to_datetime(["2020-01-03", "2020-01-07"]))
+    pooled = report.pooled_returns({"A": a, "B": b})
+    expected = [0.01, 0.025, -0.01, 0.0]
+    np.testing.assert_allclose(pooled.to_numpy(), expected)
+
+
+def test_pooled_run_sums_trades_and_uses_pooled_returns(cfg, instruments):
+    runs = [inst.runs["lstm"] for inst in instruments]
+    pooled = report._pooled_run(cfg, runs)
+    assert pooled.metrics["trades"] == sum(r.metrics["trades"] for r in runs)
+    pnl = np.concatenate([r.trades_pnl for r in runs])
+    assert pooled.metrics["win_rate"] == pytest.approx((pnl > 0).mean())
+    # the instruments do not overlap in time, so the pooled returns are both series in turn
+    both = pd.concat([r.returns for r in runs]).to_numpy()
+    np.testing.assert_allclose(pooled.returns.to_numpy(), both)
+    assert pooled.metrics["sharpe"] == pytest.approx(stats.sharpe_ratio(both, 252))
+
+
+def test_pooled_forecast_metrics_are_scale_free(instruments):
+    doubled = make_instrument("AAA", 1)
+    for col in ("open", "high", "low", "close", "random_walk", "sma", "lstm"):
+        doubled.frame[col] *= 1000.0
+    one = report.pooled_forecast_metrics([instruments[0]], "lstm")
+    scaled = report.pooled_forecast_metrics([doubled], "lstm")
+    assert one["theil_u2"] == pytest.approx(instruments[0].forecast_metrics["lstm"]["theil_u2"])
+    assert scaled["theil_u2"] == pytest.approx(one["theil_u2"])
+    assert scaled["dm_statistic"] == pytest.approx(one["dm_statistic"])
+    assert math.isnan(one["rmse"])
+
+
+# Verdicts ---------------------------------------------------------------------------------
+
+
+def _block(**lstm):
+    base = {
+        "kind": "forecast", "sharpe": 0.5, "psr": 0.8, "dsr": 0.3, "sharpe_diff": 0.1,
+        "sharpe_diff_low": -0.5, "sharpe_diff_high": 0.7, "rmse": 2.0, "theil_u2": 1.01,
+        "dm_statistic": 0.5, "dm_p_value": 0.6, "seeds": np.nan, "sharpe_seed_mean": np.nan,
+        "sharpe_seed_std": np.nan,
+    }  # fmt: skip
+    rows = {
+        "lstm": {**base, **lstm},
+        "sma": {**base, "sharpe": 0.8, "rmse": 1.9, "theil_u2": 0.99},
+        "random_walk": {**base, "sharpe": np.nan, "rmse": 1.98, "theil_u2": 1.0},
+        "buy_and_hold": {**base, "kind": "benchmark", "sharpe": 0.4, "rmse": np.nan},
+    }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def test_verdict_when_the_lstm_loses():
+    sentences, outcome = report.verdict(_block(), 0.05, 20)
+    text = " ".join(sentences)
+    assert outcome == "loss"
+    assert "ranks 2 of 3" in text and "does not beat the baselines; the best is sma (0.80)" in text
+    assert "not significantly different from buy-and-hold" in text
+    assert "Deflated Sharpe ratio 0.30 after 20 trials" in text and "not significant" in text
+    assert "the most accurate is sma" in text
+    assert sentences[-1].startswith("Bottom line: the LSTM did not beat the baselines")
+
+
+def test_verdict_when_the_lstm_wins_significantly():
+    block = _block(
+        sharpe=1.5, dsr=0.99, sharpe_diff=1.1, sharpe_diff_low=0.3, sharpe_diff_high=1.9,
+        rmse=1.5, theil_u2=0.75, dm_statistic=-3.2, dm_p_value=0.001,
+    )  # fmt: skip
+    sentences, outcome = report.verdict(block, 0.05, 20)
+    text = " ".join(sentences)
+    assert outcome == "win"
+    assert "ranks 1 of 3 (1.50) and beats every baseline; the next best is sma (0.80)" in text
+    assert "significantly better than buy-and-hold" in text
+    assert "significant at 0.05 even allowing for selection" in text
+    assert "(the most accurate)" in text and "p = 0.001: significantly more accurate" in text
+    assert "statistically significant" in sentences[-1] and "beat every baseline" in sentences[-1]
+
+
+def test_verdict_follows_the_numbers_not_a_template():
+    # same block, only the interval moves: the significance sentence must change with it
+    worse = " ".join(
+        report.verdict(_block(sharpe_diff_low=-0.9, sharpe_diff_high=-0.2), 0.05, 5)[0]
+    )
+    assert "significantly worse than buy-and-hold" in worse
+    seeds = " ".join(
+        report.verdict(_block(seeds=3, sharpe_seed_mean=0.45, sharpe_seed_std=0.12), 0.05, 5)[0]
+    )
+    assert "Across 3 seeds its Sharpe ratio is 0.45 ± 0.12" in seeds
+
+
+# The stage: atomic output, MLflow, rendering ------------------------------------------------
+
+
+def _synthetic_cfg(root: Path):
+    return load_config(
+        "configs/smoke.yaml",
+        overrides={
+            "name": "synthetic",
+            "output_directory": str(root / "build"),
+            "data": {"instruments": ["AAA", "BBB"]},
+            "report": {
+                "directory": str(root / "reports"),
+                "cost_sweep_bp": SWEEP_BP,
+                "bootstrap": {"samples": 200, "block": 5},
+            },
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One run of ``report.report`` on the synthetic instruments (loading and sweep patched)."""
+    cfg = _synthetic_cfg(tmp_path_factory.mktemp("report"))
+    instruments = [make_instrument("AAA", 1), make_instrument("BBB", 2, start="2021-01-01")]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(report, "load_instruments", lambda c: instruments)
+        patch.setattr(report, "cost_sweep", lambda c, insts, **kw: make_sweep(insts))
+        result = report.report(cfg, progress=False)
+    return cfg, result
+
+
+def test_report_writes_every_output_and_logs_runs(built):
+    from pipelines import tracking
+
+    cfg, result = built
+    out = cfg.report_directory
+    assert result.index == out / "index.html"
+    names = {p.name for p in out.iterdir()}
+    assert {"index.html", "league.csv", "league.json", "cost_sweep.csv", "seeds.csv"} <= names
+    for inst in ("AAA", "BBB"):
+        for chart in ("equity", "drawdown", "forecast", "gates", "cost_sweep"):
+            assert f"{inst}_{chart}.png" in names
+    assert {"pooled_equity.png", "pooled_drawdown.png", "pooled_cost_sweep.png"} <= names
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+    league = pd.read_csv(out / "league.csv")
+    children = {r.info.run_name: r for r in tracking.child_runs(result.run_id)}
+    rows = league[league["instrument"] != "pooled"]
+    assert set(children) == {f"{r.instrument}/{r.strategy}" for r in rows.itertuples()}
+    for row in rows.itertuples():
+        logged = children[f"{row.instrument}/{row.strategy}"].data.metrics
+        for key in ("sharpe", "psr", "dsr", "cagr", "trades"):
+            value = getattr(row, key)
+            if np.isfinite(value):
+                assert logged[key] == pytest.approx(value, rel=1e-9), (row.strategy, key)
+    parent = tracking.client().get_run(result.run_id)
+    assert parent.data.metrics["n_trials"] == 12
+    artifacts = {a.path for a in tracking.client().list_artifacts(result.run_id, "report")}
+    assert "report/index.html" in artifacts
+
+
+def test_a_failed_render_leaves_the_previous_report(built, tmp_path, instruments, monkeypatch):
+    cfg = _synthetic_cfg(tmp_path)
+    shutil.copytree(built[0].report_directory, cfg.report_directory)
+    index = cfg.report_directory / "index.html"
+    before = index.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("chart exploded")
+
+    monkeypatch.setattr(report, "load_instruments", lambda c: instruments)
+    monkeypatch.setattr(report, "cost_sweep", lambda c, insts, **kw: make_sweep(insts))
+    monkeypatch.setattr(report, "render_html", broken)
+    with pytest.raises(RuntimeError, match="chart exploded"):
+        report.report(cfg, progress=False)
+    assert index.read_bytes() == before
+    assert not [p for p in index.parent.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_html_is_self_contained(built):
+    _, result = built
+    html = result.index.read_text()
+    assert "<script" not in html and "<link" not in html and "@import" not in html
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    sources = re.findall(r'<img src="([^"]+)"', html)
+    assert len(sources) == len(list(result.index.parent.glob("*.png")))
+    for src in sources:
+        assert src.startswith("data:image/png;base64,")
+        png = base64.b64decode(src.split(",", 1)[1])
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # every league row of the CSV is in the HTML table, with its exact value
+    league = pd.read_csv(result.index.parent / "league.csv")
+    main = league[league["kind"] != "seed"]
+    rows = re.findall(r'data-instrument="([^"]+)" data-strategy="([^"]+)"', html)
+    assert sorted(rows) == sorted(zip(main["instrument"], main["strategy"], strict=True))
+
+
+def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", f"--user-data-dir={profile}", *args,
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(built, tmp_path):
+    _, result = built
+    shot = tmp_path / "shot.png"
+    done = _chromium(
+        f"--screenshot={shot}", "--window-size=1400,3000", result.index.as_uri(),
+        profile=tmp_path / "profile",
+    )  # fmt: skip
+    assert shot.is_file(), done.stderr[-2000:]
+    pixels = mpimg.imread(shot)[..., :3]
+    assert pixels.shape[:2] == (3000, 1400)
+    ink = (pixels < 0.9).any(axis=-1).mean()
+    assert ink > 0.05 and pixels.std() > 0.05  # text, tables and charts, not a blank page
+
+    # Every <img> decoded: a copy of the page reports what the browser loaded.
+    probe = tmp_path / "probe.html"
+    script = (
+        "<script>window.addEventListener('load', () => {"
+        "const imgs = [...document.images];"
+        "const bad = imgs.filter(i => !(i.complete && i.naturalWidth > 0));"
+        "document.body.setAttribute('data-images', imgs.length);"
+        "document.body.setAttribute('data-broken', bad.length);"
+        "document.body.setAttribute('data-rows', "
+        "document.querySelectorAll('#league-table tbody tr[data-strategy]').length);"
+        "});</script>"
+    )
+    probe.write_text(result.index.read_text().replace("</body>", script + "</body>"))
+    dom = _chromium(
+        "--dump-dom", "--virtual-time-budget=10000", probe.as_uri(), profile=tmp_path / "profile2"
+    ).stdout
+    images = re.search(r'data-images="(\d+)"', dom)
+    broken = re.search(r'data-broken="(\d+)"', dom)
+    rows = re.search(r'data-rows="(\d+)"', dom)
+    assert images and broken and rows, dom[-2000:]
+    assert int(images.group(1)) == len(list(result.index.parent.glob("*.png"))) >= 13
+    assert int(broken.group(1)) == 0
+    league = result.comparison.league
+    assert int(rows.group(1)) == int((league["kind"] != "seed").sum())
