@@ -312,15 +312,22 @@ def backtest_seeds(cfg: Config, instruments: Sequence[InstrumentData]) -> None:
 # Cost sweep -----------------------------------------------------------------------------
 
 
-def _sweep_one(cfg: Config, forecasts_dir: str, commission: float) -> dict[str, Any]:
-    """Every strategy's backtest at one commission: ``{inst: {strategy: (sharpe, returns)}}``."""
+def _sweep_one(
+    cfg: Config, forecasts_dir: str, commission: float, instrument: str | None = None
+) -> dict[str, Any]:
+    """Every strategy's backtest at one commission: ``{inst: {strategy: (sharpe, returns)}}``.
+
+    With ``instrument``, only that instrument (one task of the parallel sweep).
+    """
     from pipelines.backtest import run_backtests
 
-    swept = cfg.model_copy(
-        update={"backtest": cfg.backtest.model_copy(update={"commission": commission})}
-    )
+    update: dict[str, Any] = {
+        "backtest": cfg.backtest.model_copy(update={"commission": commission})
+    }
+    if instrument is not None:
+        update["data"] = cfg.data.model_copy(update={"instruments": [instrument]})
     out: dict[str, Any] = {}
-    for inst, run in run_backtests(swept, Path(forecasts_dir)).items():
+    for inst, run in run_backtests(cfg.model_copy(update=update), Path(forecasts_dir)).items():
         out[inst] = {
             name: (float(r.metrics["sharpe"]), r.returns) for name, r in run["results"].items()
         }
@@ -336,41 +343,56 @@ def cost_sweep(
     """Sharpe ratio (and returns) of every strategy at each commission of ``report.cost_sweep_bp``.
 
     Re-runs the backtest stage's own ``run_backtests`` with only the commission
-    changed; the configured commission reuses the stage's results. Points run
-    in parallel processes (``spawn``: the parent may hold TensorFlow threads).
+    changed; the configured commission reuses the stage's results. Each
+    (commission, instrument) pair is one task, longest histories first, spread
+    over processes (``spawn``: the parent may hold TensorFlow threads).
     """
     forecasts_dir = str(cfg.run_directory / "forecasts")
+    # The swept strategies are the backtest stage's (seeds are backtested by the report only).
     base = {
-        inst.name: {n: (r.metrics.get("sharpe", math.nan), r.returns) for n, r in inst.runs.items()}
+        inst.name: {
+            n: (r.metrics.get("sharpe", math.nan), r.returns)
+            for n, r in inst.runs.items()
+            if _kind(n) != "seed"
+        }
         for inst in instruments
     }
     points = sorted({float(bp) for bp in cfg.report.cost_sweep_bp})
-    todo = [bp for bp in points if not math.isclose(bp / 1e4, cfg.backtest.commission)]
-    out: dict[float, dict[str, Any]] = {
-        bp: base for bp in points if math.isclose(bp / 1e4, cfg.backtest.commission)
-    }
+    out: dict[float, dict[str, Any]] = {}
+    todo = []
+    by_length = sorted(instruments, key=lambda inst: len(inst.frame), reverse=True)
+    for bp in points:
+        if math.isclose(bp / 1e4, cfg.backtest.commission):
+            out[bp] = base
+        else:
+            out[bp] = {}
+            todo.extend((bp, inst.name) for inst in by_length)
+    todo.sort(key=lambda task: [i.name for i in by_length].index(task[1]))
     workers = min(workers or os.cpu_count() or 1, len(todo))
     # disable=None: a bar on a terminal, nothing in logs and CI
     bar = tqdm(
         total=len(todo),
         desc="cost sweep",
-        unit="cost",
+        unit="backtest set",
         disable=None if progress else True,
         file=sys.stderr,
     )
     with bar:
         if workers <= 1:
-            for bp in todo:
-                out[bp] = _sweep_one(cfg, forecasts_dir, bp / 1e4)
+            for bp, name in todo:
+                out[bp].update(_sweep_one(cfg, forecasts_dir, bp / 1e4, name))
                 bar.update()
         else:
             context = multiprocessing.get_context("spawn")
             with futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-                jobs = {pool.submit(_sweep_one, cfg, forecasts_dir, bp / 1e4): bp for bp in todo}
+                jobs = {
+                    pool.submit(_sweep_one, cfg, forecasts_dir, bp / 1e4, name): bp
+                    for bp, name in todo
+                }
                 for job in futures.as_completed(jobs):
-                    out[jobs[job]] = job.result()
+                    out[jobs[job]].update(job.result())
                     bar.update()
-    return dict(sorted(out.items()))
+    return {bp: {i.name: out[bp][i.name] for i in instruments} for bp in points}
 
 
 # Comparison -----------------------------------------------------------------------------

@@ -1,0 +1,201 @@
+"""Wall time of the whole job (``make all``) by stage, MLflow's share, and growth with instruments.
+
+Runs ``python -m pipelines run`` in a fresh process per measurement, with the
+build and report directories in a temporary folder and a throwaway SQLite
+MLflow store (created before the first measurement, so no run pays for
+MLflow's schema migrations), so nothing of the project's own outputs or
+store is touched. Inside that process it records:
+
+- each stage's wall time (``data``, ``train``, ``backtest``, ``report``) and
+  the time spent inside ``pipelines.tracking`` calls during it;
+- the time to import mlflow (after NumPy, pandas and TensorFlow);
+
+and, from outside, the whole process's wall time (imports included, as a user
+sees it). Then the same job with the first 1 and 2 instruments of the config
+(the full config gives the last point), to show how wall time grows with the
+number of instruments. Goals: the whole default run under 3 minutes on the
+2-core CPU machine, MLflow's share at most 3%, growth no faster than linear.
+
+``python -m benchmarks pipeline``; ``python -m benchmarks.pipeline --config
+configs/smoke.yaml --counts 1,2`` for a quick look. Writes
+``benchmarks/results/pipeline.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS = REPO_ROOT / "benchmarks" / "results" / "pipeline.json"
+GOAL_SECONDS = 180.0
+GOAL_MLFLOW_SHARE = 0.03
+
+# Runs in the child process; prints one JSON line with its own measurements.
+_DRIVER = """
+import json, sys, time
+t0 = time.perf_counter()
+import numpy, pandas, tensorflow, keras
+t1 = time.perf_counter()
+import mlflow
+t2 = time.perf_counter()
+from pipelines import run, tracking
+tracking.reset_overhead()
+timing = run.run_stages(sys.argv[1:])
+t3 = time.perf_counter()
+print("GATECAST-BENCH " + json.dumps({
+    "rc": timing.status,
+    "in_process_seconds": t3 - t0,
+    "mlflow_import_seconds": t2 - t1,
+    "stages": {s.stage: {"seconds": s.seconds, "mlflow_seconds": s.mlflow_seconds}
+               for s in timing.stages},
+}))
+"""
+
+
+def _env(store: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+
+
+def _create_store(store: Path) -> None:
+    code = "import mlflow; mlflow.MlflowClient().search_experiments()"
+    subprocess.run([sys.executable, "-c", code], env=_env(store), check=True, capture_output=True)
+
+
+def measure(config: str, overrides: list[str], store: Path) -> dict:
+    """One whole run in a fresh process; its measurements."""
+    with tempfile.TemporaryDirectory(prefix="gatecast-bench-") as tmp:
+        argv = [
+            "--config", config,
+            "--set", f"output_directory={tmp}/build",
+            "--set", f"report.directory={tmp}/reports",
+        ]  # fmt: skip
+        for item in overrides:
+            argv += ["--set", item]
+        start = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-c", _DRIVER, *argv],
+            cwd=REPO_ROOT,
+            env=_env(store),
+            capture_output=True,
+            text=True,
+        )
+        wall = time.perf_counter() - start
+    lines = [line for line in done.stdout.splitlines() if line.startswith("GATECAST-BENCH ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(
+            f"pipeline failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n"
+            f"{done.stderr[-4000:]}"
+        )
+    result = json.loads(lines[-1].removeprefix("GATECAST-BENCH "))
+    if result["rc"]:
+        raise RuntimeError(f"a stage failed (exit {result['rc']}):\n{done.stderr[-4000:]}")
+    result["wall_seconds"] = wall
+    tracking = sum(s["mlflow_seconds"] for s in result["stages"].values())
+    result["mlflow_seconds"] = tracking + result["mlflow_import_seconds"]
+    result["mlflow_share"] = result["mlflow_seconds"] / wall
+    return result
+
+
+def _instruments(config: str) -> list[str]:
+    sys.path.insert(0, str(REPO_ROOT))
+    from pipelines.config import load_config
+
+    return list(load_config(config).data.instruments)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline", description=__doc__)
+    parser.add_argument("--config", default="configs/default.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--counts", default="1,2", help="instrument counts to time besides the full config"
+    )
+    args = parser.parse_args(argv)
+    instruments = _instruments(args.config)
+    counts = sorted({int(c) for c in args.counts.split(",") if c.strip()} - {len(instruments)})
+    if any(c < 1 or c > len(instruments) for c in counts):
+        print(f"--counts must be between 1 and {len(instruments)} (instruments in the config)")
+        return 2
+
+    with tempfile.TemporaryDirectory(prefix="gatecast-bench-store-") as store_dir:
+        store = Path(store_dir)
+        _create_store(store)
+        print(
+            f"whole run: {args.config} ({len(instruments)} instruments), fresh process", flush=True
+        )
+        full = measure(args.config, args.set, store)
+        scaling = {len(instruments): full}
+        for count in counts:
+            subset = "[" + ",".join(instruments[:count]) + "]"
+            print(f"  ... {count} instrument(s): {subset}", flush=True)
+            scaling[count] = measure(args.config, [*args.set, f"data.instruments={subset}"], store)
+
+    wall = full["wall_seconds"]
+    in_stages = sum(s["seconds"] for s in full["stages"].values())
+    print(f"\n  machine: {os.cpu_count()} CPU(s), {platform.processor() or platform.machine()}")
+    print(f"  {'stage':<24} {'seconds':>8} {'share':>7} {'mlflow s':>9}")
+    for stage, s in full["stages"].items():
+        print(
+            f"  {stage:<24} {s['seconds']:8.1f} {100 * s['seconds'] / wall:6.1f}% "
+            f"{s['mlflow_seconds']:9.2f}"
+        )
+    startup = wall - in_stages
+    print(f"  {'imports and start-up':<24} {startup:8.1f} {100 * startup / wall:6.1f}%")
+    goal_time = "met" if wall <= GOAL_SECONDS else "NOT met"
+    goal_share = "met" if full["mlflow_share"] <= GOAL_MLFLOW_SHARE else "NOT met"
+    print(f"  {'whole run (wall)':<24} {wall:8.1f}  (goal <= {GOAL_SECONDS:.0f} s: {goal_time})")
+    calls = full["mlflow_seconds"] - full["mlflow_import_seconds"]
+    print(
+        f"  MLflow: tracking calls {calls:.2f} s "
+        f"+ import {full['mlflow_import_seconds']:.2f} s = {100 * full['mlflow_share']:.2f}% of the "
+        f"run (goal <= {100 * GOAL_MLFLOW_SHARE:.0f}%: {goal_share})"
+    )
+
+    print(f"\n  {'instruments':>11} {'wall s':>8} {'s/instrument':>13} {'x 1-instrument':>15}")
+    base = scaling[min(scaling)]["wall_seconds"] / min(scaling)
+    for count in sorted(scaling):
+        w = scaling[count]["wall_seconds"]
+        print(f"  {count:>11} {w:8.1f} {w / count:13.1f} {w / (base * min(scaling)):15.2f}")
+    ratio = (scaling[max(scaling)]["wall_seconds"] / max(scaling)) / base
+    linear = "met" if ratio <= 1.0 + 1e-9 else "NOT met"
+    print(
+        f"  time per instrument at {max(scaling)} vs {min(scaling)}: {ratio:.2f}x "
+        f"(goal <= 1, i.e. no faster than linear: {linear})"
+    )
+
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "config": args.config,
+                "overrides": args.set,
+                "cpus": os.cpu_count(),
+                "whole_run": full,
+                "scaling": {str(k): v["wall_seconds"] for k, v in sorted(scaling.items())},
+                "scaling_instruments": {str(k): instruments[:k] for k in sorted(scaling)},
+                "per_instrument_ratio": ratio,
+                "goals": {"seconds": GOAL_SECONDS, "mlflow_share": GOAL_MLFLOW_SHARE},
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"results: {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

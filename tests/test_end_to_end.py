@@ -1,0 +1,142 @@
+"""The whole job on the smoke config via `python -m pipelines run`, checked against MLflow."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines import report, tracking
+from pipelines.__main__ import main as pipelines_main
+from pipelines.config import load_config, parse_set
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    experiment = f"gatecast-e2e-{uuid.uuid4().hex[:8]}"
+    overrides = [
+        f"output_directory={root / 'build'}",
+        f"report.directory={root / 'reports'}",
+        f"tracking.experiment={experiment}",
+        f"tracking.registered_model=gatecast-e2e-{uuid.uuid4().hex[:8]}",
+        "data.instruments=[GSPC]",
+        "forecasters.lstm.seeds=2",
+    ]
+    argv = ["run", "--config", "configs/smoke.yaml"]
+    for item in overrides:
+        argv += ["--set", item]
+    status = pipelines_main(argv)
+    cfg = load_config("configs/smoke.yaml", overrides=parse_set(overrides))
+    return status, cfg
+
+
+def _report_run(cfg):
+    runs = tracking.find_runs(
+        cfg.experiment_name, "tags.`gatecast.stage` = 'report'", include_children=False
+    )
+    assert len(runs) == 1, [r.info.run_name for r in runs]
+    return runs[0]
+
+
+def test_run_finishes_and_writes_the_report(finished_run, capsys):
+    status, cfg = finished_run
+    assert status == 0
+    out = cfg.report_directory
+    assert (out / "index.html").is_file()
+    league = pd.read_csv(out / "league.csv")
+    strategies = set(league.loc[league["instrument"] == "GSPC", "strategy"])
+    assert {"lstm", "lstm_seed0", "lstm_seed1", "sma", "ema", "kalman", "ols", "random_walk"} <= (
+        strategies
+    )
+    assert {"sma_crossover", "ema_crossover", "buy_and_hold"} <= strategies
+    assert _report_run(cfg).info.status == "FINISHED"
+
+
+def test_league_table_matches_the_metrics_logged_in_mlflow(finished_run):
+    _, cfg = finished_run
+    league = pd.read_csv(cfg.report_directory / "league.csv")
+    rows = league[league["instrument"] == "GSPC"].set_index("strategy")
+    children = {r.info.run_name: r for r in tracking.child_runs(_report_run(cfg).info.run_id)}
+    assert set(children) == {f"GSPC/{s}" for s in rows.index}
+    checked = 0
+    for strategy, row in rows.iterrows():
+        logged = children[f"GSPC/{strategy}"].data.metrics
+        for key in report.METRIC_COLUMNS:
+            if np.isfinite(row[key]):
+                assert logged[key] == pytest.approx(row[key], rel=1e-9, abs=1e-12), (strategy, key)
+                checked += 1
+            else:
+                assert key not in logged or math.isnan(logged[key]), (strategy, key)
+    assert checked > 100
+
+    # The forecast columns are those the train stage logged for each forecaster.
+    train = tracking.find_runs(cfg.experiment_name, "tags.`gatecast.stage` = 'train'")
+    train_children = {r.info.run_name: r for r in train if "mlflow.parentRunId" in r.data.tags}
+    for forecaster in ("lstm", "sma", "ema", "kalman", "ols"):
+        logged = train_children[f"GSPC/{forecaster}"].data.metrics
+        for key in ("rmse", "theil_u2", "dm_statistic", "dm_p_value"):
+            assert rows.loc[forecaster, key] == pytest.approx(logged[key], rel=1e-9), key
+
+
+def test_trading_metrics_are_the_backtest_stages(finished_run):
+    _, cfg = finished_run
+    league = pd.read_csv(cfg.report_directory / "league.csv")
+    rows = league[league["instrument"] == "GSPC"].set_index("strategy")
+    summary = json.loads((cfg.run_directory / "backtests" / "summary.json").read_text())
+    for strategy, item in summary["instruments"]["GSPC"]["strategies"].items():
+        for key in ("sharpe", "sortino", "cagr", "max_drawdown", "trades"):
+            expected = item["metrics"][key]
+            if expected is None:
+                assert math.isnan(rows.loc[strategy, key])
+            else:
+                assert rows.loc[strategy, key] == pytest.approx(expected, rel=1e-12), (
+                    strategy,
+                    key,
+                )
+
+
+def test_html_table_shows_the_league_values(finished_run):
+    _, cfg = finished_run
+    html = (cfg.report_directory / "index.html").read_text()
+    league = pd.read_csv(cfg.report_directory / "league.csv")
+    rows = league[(league["instrument"] == "GSPC") & (league["kind"] != "seed")]
+    for row in rows.itertuples():
+        pattern = (
+            rf'data-instrument="GSPC" data-strategy="{row.strategy}">.*?'
+            r'data-metric="sharpe" data-value="([^"]*)"'
+        )
+        found = re.search(pattern, html, flags=re.S)
+        assert found, row.strategy
+        if np.isfinite(row.sharpe):
+            assert float(found.group(1)) == pytest.approx(row.sharpe, rel=1e-12)
+        else:
+            assert found.group(1) == ""
+    assert "Bottom line: the LSTM" in html
+
+
+def test_cost_sweep_reuse_equals_a_fresh_backtest(finished_run):
+    # The configured commission is not re-run in the sweep; a fresh run must agree with it.
+    _, cfg = finished_run
+    sweep = pd.read_csv(cfg.report_directory / "cost_sweep.csv")
+    base_bp = 1e4 * cfg.backtest.commission
+    reused = sweep[(sweep["instrument"] == "GSPC") & np.isclose(sweep["cost_bp"], base_bp)]
+    fresh = report._sweep_one(cfg, str(cfg.run_directory / "forecasts"), cfg.backtest.commission)
+    assert len(reused) == len(fresh["GSPC"])
+    for row in reused.itertuples():
+        expected = fresh["GSPC"][row.strategy][0]
+        if math.isnan(expected):
+            assert math.isnan(row.sharpe)
+        else:
+            assert row.sharpe == pytest.approx(expected, rel=1e-12)
+    # and the zero-cost point is not worse than the configured cost for the LSTM strategy
+    lstm = sweep[(sweep["instrument"] == "GSPC") & (sweep["strategy"] == "lstm")]
+    lstm = lstm.set_index("cost_bp")["sharpe"]
+    assert lstm.loc[0.0] >= lstm.loc[base_bp] or math.isnan(lstm.loc[0.0])
