@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     calls = full["mlflow_seconds"] - full["mlflow_import_seconds"]
     print(
         f"  MLflow: tracking calls {calls:.2f} s + import {full['mlflow_import_seconds']:.2f} s "
-        f"= {100 * full['mlflow_share']:.2f}% of the run (goal <= {100 * GOAL_MLFLOW_SHARE:.0f}%: {goal_share})"
+        f"= {100 * full['mlflow_share']:.2f}% of the run "
+        f"(goal <= {100 * GOAL_MLFLOW_SHARE:.0f}%: {goal_share})"
     )
 
     print(f"\n  {'instruments':>11} {'wall s':>8} {'s/instrument':>13} {'x 1-instrument':>15}")
