@@ -18,6 +18,7 @@ from typing import Any, Self
 import keras
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 from models.base import Forecaster
 from models.features import (
@@ -41,6 +42,12 @@ MIN_FIT_SAMPLES = 8
 # whatever the number of dates (GateLSTM compiles its loop once per shape), and
 # a date's forecast does not depend on how many other dates share the call.
 PREDICT_CHUNK = 256
+
+# Training and validation batches all hold ``batch_size`` rows: the last, partial
+# batch is filled up with zero-weight rows. One input shape per model size means
+# the compiled GateLSTM loop (and XLA's compilation of it) is reused by every fit
+# in the process, whatever the length of each walk-forward fold's training segment.
+_MSE = "mse"
 
 MODEL_FILE = "model.keras"
 STATE_FILE = "forecaster.json"
@@ -199,26 +206,24 @@ class LstmForecaster(Forecaster):
         n_fit, n_val = self._split(len(x))
 
         keras.utils.set_random_seed(self.seed)
-        model = self._build_model(len(self.feature_columns))
-        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss="mse")
+        model = self._compiled_model(len(self.feature_columns))
         stop = keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=self.patience, restore_best_weights=True
+            monitor=f"val_{_MSE}", patience=self.patience, restore_best_weights=True
         )
         history = model.fit(
-            x[:n_fit].astype(np.float32),
-            y[:n_fit].astype(np.float32),
-            validation_data=(x[n_fit:].astype(np.float32), y[n_fit:].astype(np.float32)),
+            # Shuffled within the fit slice only; the validation slice stays apart.
+            _whole_batches(x[:n_fit], y[:n_fit], self.batch_size, shuffle_seed=self.seed),
+            validation_data=_whole_batches(x[n_fit:], y[n_fit:], self.batch_size),
             epochs=self.epochs,
-            batch_size=self.batch_size,
-            shuffle=True,  # within the fit slice only; the validation slice stays apart
+            shuffle=False,  # the dataset reshuffles itself
             callbacks=[stop],
             verbose=0,
         )
         self.model_ = model
         self.scaler_ = scaler
         self.history_ = {
-            "loss": [float(v) for v in history.history["loss"]],
-            "val_loss": [float(v) for v in history.history["val_loss"]],
+            "loss": [float(v) for v in history.history[_MSE]],
+            "val_loss": [float(v) for v in history.history[f"val_{_MSE}"]],
         }
         self.epochs_trained_ = len(self.history_["loss"])
         self.best_epoch_ = int(np.argmin(self.history_["val_loss"]))
@@ -226,6 +231,20 @@ class LstmForecaster(Forecaster):
         self.n_fit_samples_ = n_fit
         self.n_validation_samples_ = n_val
         return self
+
+    def _compiled_model(self, n_features: int) -> keras.Model:
+        """The network of ``_build_model``, compiled for training on ``_whole_batches``."""
+        model = self._build_model(n_features)
+        model.compile(
+            optimizer=keras.optimizers.Adam(self.learning_rate),
+            # Divided by the sum of the sample weights, not the batch size: the
+            # zero-weight padding of a partial batch changes neither loss nor gradient.
+            loss=keras.losses.MeanSquaredError(reduction="mean_with_sample_weight"),
+            # Keras weights each batch's loss by its padded size in the epoch mean;
+            # this metric is the mean over the real samples, padding excluded.
+            weighted_metrics=[keras.metrics.MeanSquaredError(name=_MSE)],
+        )
+        return model
 
     def _build_model(self, n_features: int) -> keras.Model:
         inputs = keras.Input(shape=(self.window, n_features), name="features")
@@ -378,6 +397,37 @@ def _in_chunks(fn: Any, x: np.ndarray, out_shape: tuple[int, ...] = (1,)) -> np.
             chunk = np.concatenate([chunk, pad])
         out[begin : begin + rows] = keras.ops.convert_to_numpy(fn(chunk))[:rows]
     return out
+
+
+def _whole_batches(
+    x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int | None = None
+) -> tf.data.Dataset:
+    """``(x, y, sample_weight)`` batches of exactly ``batch_size`` rows, float32.
+
+    The real samples are batched as ``fit(x, y, batch_size)`` would (reshuffled
+    every epoch when ``shuffle_seed`` is given), then the last, partial batch is
+    padded with zero rows of weight 0; real rows have weight 1.
+    """
+    data = tf.data.Dataset.from_tensor_slices((x.astype(np.float32), y.astype(np.float32)))
+    if shuffle_seed is not None:
+        data = data.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+
+    def pad(x_batch: tf.Tensor, y_batch: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        rows = tf.shape(x_batch)[0]
+        missing = batch_size - rows
+        weight = tf.concat([tf.ones([rows]), tf.zeros([missing])], axis=0)
+        return (
+            *(
+                tf.ensure_shape(
+                    tf.pad(batch, [[0, missing]] + [[0, 0]] * (batch.shape.rank - 1)),
+                    (batch_size, *batch.shape[1:]),
+                )
+                for batch in (x_batch, y_batch)
+            ),
+            tf.ensure_shape(weight, (batch_size,)),
+        )
+
+    return data.batch(batch_size).map(pad)
 
 
 def _check_int(key: str, value: Any, lowest: int) -> None:

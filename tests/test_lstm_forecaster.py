@@ -11,13 +11,14 @@ import subprocess
 import sys
 import textwrap
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
 
-from models.features import build_features, next_log_return, supervised_windows
-from models.lstm import LstmForecaster
+from models.features import StandardScaler, build_features, next_log_return, supervised_windows
+from models.lstm import LstmForecaster, _whole_batches
 
 WINDOW = 8
 TRAIN = 240  # bars in the training segment
@@ -118,9 +119,84 @@ def test_training_lowers_the_loss_and_keeps_the_best_epoch(bars):
     # The AR(1) returns are learnable: on the validation slice the model beats
     # the training-mean forecast (0 in scaled units) by a clear margin.
     assert min(val_loss) < 0.9 * np.mean(y[-n_val:] ** 2)
-    val = model.model_.evaluate(x[-n_val:], y[-n_val:], batch_size=32, verbose=0)
-    assert val == pytest.approx(min(val_loss), rel=1e-5)
+    val = model.model_.evaluate(x[-n_val:], y[-n_val:], batch_size=32, verbose=0, return_dict=True)
+    assert val["loss"] == pytest.approx(min(val_loss), rel=1e-5)
     assert model.best_epoch_ == int(np.argmin(val_loss))
+
+
+def test_training_batches_are_whole_with_zero_weight_padding():
+    x = np.arange(45 * WINDOW * 2, dtype=np.float64).reshape(45, WINDOW, 2) + 1.0
+    y = np.arange(45, dtype=np.float64) + 1.0
+    data = _whole_batches(x, y, 16, shuffle_seed=1)
+    epochs = [[tuple(t.numpy() for t in batch) for batch in data] for _ in range(2)]
+    for batches in epochs:
+        assert [b[0].shape for b in batches] == [(16, WINDOW, 2)] * 3
+        assert all(b[0].dtype == b[1].dtype == b[2].dtype == np.float32 for b in batches)
+        weight = np.concatenate([b[2] for b in batches])
+        np.testing.assert_array_equal(weight, [1.0] * 45 + [0.0] * 3)
+        real_y = np.concatenate([b[1] for b in batches])[:45]
+        real_x = np.concatenate([b[0] for b in batches])[:45]
+        # Every sample once per epoch, x still paired with its y; padding is zeros.
+        np.testing.assert_array_equal(np.sort(real_y), y)
+        np.testing.assert_array_equal(real_x, x[real_y.astype(int) - 1])
+        assert not batches[-1][0][13:].any() and not batches[-1][1][13:].any()
+    # Reshuffled every epoch, and the same epochs again from the same seed.
+    assert not np.array_equal(epochs[0][0][1], epochs[1][0][1])
+    again = [tuple(t.numpy() for t in batch) for batch in _whole_batches(x, y, 16, shuffle_seed=1)]
+    np.testing.assert_array_equal(again[0][1], epochs[0][0][1])
+    # Without a seed (the validation slice) the order is kept.
+    ordered = np.concatenate([b[1].numpy() for b in _whole_batches(x, y, 16)])
+    np.testing.assert_array_equal(ordered[:45], y)
+
+
+def test_padding_changes_neither_the_loss_nor_the_gradients(fitted):
+    model = fitted.model_
+    rng = np.random.default_rng(9)
+    n_features = len(fitted.feature_columns)
+    x = rng.normal(size=(20, WINDOW, n_features)).astype(np.float32)
+    y = rng.normal(size=20).astype(np.float32)
+    # Far-off values in the padded rows: only their zero weight may hide them.
+    x_pad = np.concatenate([x, 50 * rng.normal(size=(12, WINDOW, n_features))]).astype(np.float32)
+    y_pad = np.concatenate([y, 50 * rng.normal(size=12)]).astype(np.float32)
+    weight = np.array([1.0] * 20 + [0.0] * 12, dtype=np.float32)
+
+    def loss_and_gradients(x, y, sample_weight):
+        with tf.GradientTape() as tape:
+            y_pred = model(x, training=True)
+            loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
+        return [loss.numpy(), *(g.numpy() for g in tape.gradient(loss, model.trainable_weights))]
+
+    padded = loss_and_gradients(x_pad, y_pad, weight)
+    plain = loss_and_gradients(x, y, None)
+    assert plain[0] == pytest.approx(np.mean((model(x)[:, 0].numpy() - y) ** 2), rel=1e-5)
+    for a, b in zip(padded, plain, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_training_on_padded_batches_equals_training_on_a_partial_batch(bars):
+    forecaster = LstmForecaster(units=[6], seed=3, **SMALL)
+    train = bars.iloc[:TRAIN]
+    scaler = StandardScaler.fit(build_features(train))
+    target = (next_log_return(train) - scaler.mean[0]) / scaler.std[0]
+    x, y, _ = supervised_windows(scaler.transform(build_features(train)), target, WINDOW)
+    x, y = x[:75].astype(np.float32), y[:75].astype(np.float32)  # 75 = 2 * 32 + 11
+
+    def trained(data: tf.data.Dataset) -> list[np.ndarray]:
+        keras.utils.set_random_seed(3)
+        model = forecaster._compiled_model(x.shape[-1])
+        model.fit(data, epochs=2, shuffle=False, verbose=0)
+        return model.get_weights()
+
+    padded = trained(_whole_batches(x, y, 32, shuffle_seed=3))
+    # The same shuffled batches with the last one left at 11 rows, as fit(x, y) would.
+    plain = tf.data.Dataset.from_tensor_slices((x, y))
+    plain = plain.shuffle(75, seed=3, reshuffle_each_iteration=True).batch(32)
+    plain = trained(plain)
+    for a, b in zip(padded, plain, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    keras.utils.set_random_seed(3)
+    initial = forecaster._compiled_model(x.shape[-1]).get_weights()
+    assert max(np.max(np.abs(a - b)) for a, b in zip(padded, initial, strict=True)) > 1e-3
 
 
 def test_save_and_load_reproduce_forecasts(bars, fitted, tmp_path):
