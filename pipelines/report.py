@@ -767,23 +767,34 @@ def verdict(block: pd.DataFrame, alpha: float, n_trials: int) -> tuple[list[str]
         what = "forecast most accurately but did not beat every baseline by Sharpe ratio"
     else:
         what = "did not beat the baselines, by Sharpe ratio or by forecast accuracy"
-    if trade_sig and sig_forecast:
-        sig = (
-            "and both its trading edge over buy-and-hold and its accuracy against the "
-            "random walk are statistically significant"
-        )
-    elif trade_sig:
-        sig = "and its trading edge over buy-and-hold is statistically significant"
-    elif sig_forecast:
-        sig = (
-            "and it is significantly more accurate than the random walk, but its trading "
-            "edge is not statistically significant"
-        )
-    elif beat_sharpe or beat_forecast:
-        sig = "but the difference is not statistically significant"
+    if beat_sharpe or beat_forecast:
+        details = []
+        if beat_sharpe:
+            details.append(
+                "its Sharpe edge over buy-and-hold is statistically significant "
+                "(bootstrap interval above 0 and DSR)"
+                if trade_sig
+                else "its Sharpe edge over buy-and-hold is not statistically significant"
+            )
+        if beat_forecast:
+            details.append(
+                "its accuracy edge over the random walk is "
+                + ("" if sig_forecast else "not ")
+                + "statistically significant (Diebold-Mariano)"
+            )
+        sentences.append(f"Bottom line: the LSTM {what}; {'; '.join(details)}.")
     else:
-        sig = "and shows no statistically significant edge"
-    sentences.append(f"Bottom line: the LSTM {what}, {sig}.")
+        extras = []
+        if trade_sig:
+            extras.append("its Sharpe ratio is still significantly above buy-and-hold's")
+        if sig_forecast:
+            extras.append("it is still significantly more accurate than the random walk")
+        tail = (
+            ", although " + " and ".join(extras)
+            if extras
+            else ", and shows no statistically significant edge"
+        )
+        sentences.append(f"Bottom line: the LSTM {what}{tail}.")
     outcome = (
         "win"
         if (beat_sharpe or beat_forecast) and (trade_sig or sig_forecast)

@@ -404,3 +404,14 @@ def test_report_renders_in_headless_chromium(built, tmp_path):
     assert int(broken.group(1)) == 0
     league = result.comparison.league
     assert int(rows.group(1)) == int((league["kind"] != "seed").sum())
+
+
+def test_verdict_mixed_case_names_which_edge_is_not_significant():
+    block = _block(rmse=1.5, theil_u2=0.98, dm_statistic=-0.4, dm_p_value=0.64)
+    sentences, outcome = report.verdict(block, 0.05, 20)
+    assert outcome == "mixed"
+    assert sentences[-1] == (
+        "Bottom line: the LSTM forecast most accurately but did not beat every baseline by "
+        "Sharpe ratio; its accuracy edge over the random walk is not statistically significant "
+        "(Diebold-Mariano)."
+    )
