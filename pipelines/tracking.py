@@ -51,8 +51,12 @@ Model
     ``predict(bars, params={"start": "2012-06-01"})``.
 
 Overhead
-    Time spent inside this module's calls is added up (``overhead_seconds``),
-    so the benchmark can report MLflow's share of a stage's wall time.
+    Metrics wait in the run's queue and reach the store in batches when the
+    run ends; params, tags and metrics share requests up to the store's batch
+    limits. Time spent inside this module's calls is added up
+    (``overhead_seconds``, ``overhead_by_call``; rendering PNGs counts as
+    ``render_figure``), so the benchmark can report MLflow's share of a
+    stage's wall time.
 """
 
 from __future__ import annotations
@@ -192,6 +196,15 @@ def reset_overhead() -> None:
 def tracking_uri() -> str:
     """``MLFLOW_TRACKING_URI`` when set, else the embedded store in ``<repo>/mlruns``."""
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def display_uri(uri: str | None = None) -> str:
+    """The tracking URI without any user:password part, safe to print or write to files."""
+    uri = uri or tracking_uri()
+    parts = urlparse(uri)
+    if parts.password is None and parts.username is None:
+        return uri
+    return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl()
 
 
 def _sqlite_path(uri: str) -> Path | None:
@@ -390,15 +403,20 @@ def _log_batch(
     params: Mapping[str, str] | None = None,
     tags: Mapping[str, str] | None = None,
 ) -> None:
-    mlflow_client = client()
+    """Params, tags and metrics in as few requests as the store's batch limits allow."""
     param_list = [Param(_key(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in (params or {}).items()]
     tag_list = [RunTag(_key(k), str(v)) for k, v in (tags or {}).items()]
-    for chunk in _chunks(param_list, MAX_PARAMS_TAGS_PER_BATCH):
-        mlflow_client.log_batch(run_id, params=list(chunk))
-    for chunk in _chunks(tag_list, MAX_PARAMS_TAGS_PER_BATCH):
-        mlflow_client.log_batch(run_id, tags=list(chunk))
-    for chunk in _chunks(list(metrics), MAX_METRICS_PER_BATCH):
-        mlflow_client.log_batch(run_id, metrics=list(chunk))
+    metric_list = list(metrics)
+    mlflow_client = client()
+    while param_list or tag_list or metric_list:
+        p, param_list = (
+            param_list[:MAX_PARAMS_TAGS_PER_BATCH],
+            param_list[MAX_PARAMS_TAGS_PER_BATCH:],
+        )
+        t, tag_list = tag_list[:MAX_PARAMS_TAGS_PER_BATCH], tag_list[MAX_PARAMS_TAGS_PER_BATCH:]
+        room = MAX_METRICS_PER_BATCH - len(p) - len(t)
+        m, metric_list = metric_list[:room], metric_list[room:]
+        mlflow_client.log_batch(run_id, metrics=m, params=p, tags=t)
 
 
 @contextlib.contextmanager
@@ -469,18 +487,16 @@ def pipeline_run(
             common[f"gatecast.input.{_key(label)}.path"] = str(path)
         params = flatten_config(cfg)
         text = config_yaml(cfg)
-    with _open_run(experiment_id, stage, {"gatecast.stage": stage}, nested=False) as run_id:
+    own = {
+        **common,
+        "gatecast.stage": stage,
+        "mlflow.note.content": f"gatecast `{stage}` stage of config `{cfg.name}`",
+    }
+    with _open_run(experiment_id, stage, own, nested=False) as run_id:
         handle = RunHandle(run_id, experiment_id, stage, common, params, text, uri)
         with _on_stack(handle):
             with _CLOCK.timing("pipeline_run"):
-                _log_batch(
-                    run_id,
-                    params=params,
-                    tags={
-                        **common,
-                        "mlflow.note.content": f"gatecast `{stage}` stage of config `{cfg.name}`",
-                    },
-                )
+                _log_batch(run_id, params=params)
                 mlflow.log_text(text, "config.yaml")
             yield handle
 
@@ -494,7 +510,8 @@ def child_run(name: str, tags: Mapping[str, str] | None = None) -> Iterator[RunH
     """
     parent = active_run()
     own = {k: str(v) for k, v in (tags or {}).items()}
-    with _open_run(parent.experiment_id, name, own, nested=True) as run_id:
+    every = {**parent.tags, "gatecast.stage": _root().name, **own}
+    with _open_run(parent.experiment_id, name, every, nested=True) as run_id:
         handle = RunHandle(
             run_id,
             parent.experiment_id,
@@ -506,11 +523,7 @@ def child_run(name: str, tags: Mapping[str, str] | None = None) -> Iterator[RunH
         )
         with _on_stack(handle):
             with _CLOCK.timing("child_run"):
-                _log_batch(
-                    run_id,
-                    params=parent.params,
-                    tags={**parent.tags, "gatecast.stage": _root().name, **own},
-                )
+                _log_batch(run_id, params=parent.params)
                 mlflow.log_text(parent.config_text, "config.yaml")
             yield handle
 
@@ -624,14 +637,15 @@ def log_dataframe(frame: pd.DataFrame, name: str, artifact_path: str | None = No
         client().log_artifact(active_run().run_id, str(path), artifact_path)
 
 
-@_timed
 def log_figure(fig: Any, name: str, artifact_path: str | None = "plots") -> None:
     """Save a matplotlib figure as the PNG artifact ``<artifact_path>/<name>.png``."""
     filename = name if name.endswith(".png") else f"{name}.png"
     with tempfile.TemporaryDirectory(prefix="gatecast-") as tmp:
         path = Path(tmp) / filename
-        fig.savefig(path, format="png", dpi=100)
-        client().log_artifact(active_run().run_id, str(path), artifact_path)
+        with _CLOCK.timing("render_figure"):
+            fig.savefig(path, format="png", dpi=100)
+        with _CLOCK.timing("log_figure"):
+            client().log_artifact(active_run().run_id, str(path), artifact_path)
 
 
 # The LSTM in MLflow's model format ------------------------------------------------------

@@ -474,7 +474,7 @@ def train(cfg: Config, *, command: str | None = None) -> dict[str, Any]:
             "experiment": cfg.experiment_name,
             "experiment_id": parent.experiment_id,
             "parent_run_id": parent.run_id,
-            "tracking_uri": parent.tracking_uri,
+            "tracking_uri": tracking.display_uri(parent.tracking_uri),
             "device": {"kind": device.kind, "name": device.name, "requested": device.requested},
             "deterministic": device.deterministic,
             "seeds": (

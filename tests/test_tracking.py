@@ -64,6 +64,13 @@ def test_environment_takes_over(tmp_path, monkeypatch):
     assert tracking.artifact_root() == tmp_path / "x" / "artifacts"
 
 
+def test_credentials_never_leave_the_uri():
+    assert tracking.display_uri("https://ann:secret@mlflow.example:8443/x") == (
+        "https://mlflow.example:8443/x"
+    )
+    assert tracking.display_uri("sqlite:////tmp/m.db") == "sqlite:////tmp/m.db"
+
+
 def test_server_command_binds_loopback_and_serves_the_store(tmp_path):
     command = tracking.server_command(port=5123, backend_uri=f"sqlite:///{tmp_path}/m.db")
     assert command[1:4] == ["-m", "mlflow", "server"]
