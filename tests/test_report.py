@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -366,8 +367,13 @@ def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+# CI installs chromium (.ci/run), so there a missing browser is a failure, not a skip.
+@pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("CI"),
+    reason="chromium is not installed (apt-get install chromium)",
+)
 def test_report_renders_in_headless_chromium(built, tmp_path):
+    assert CHROMIUM is not None, "CI must install chromium (see .ci/run)"
     _, result = built
     shot = tmp_path / "shot.png"
     done = _chromium(
