@@ -13,10 +13,14 @@ REPORT := reports/$(NAME)/index.html
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-PKG_SRC      := $(shell find pipelines models strategies -name '*.py' 2>/dev/null)
-DATA_INPUTS  := $(wildcard data/sample/*.csv) pipelines/data.py pipelines/config.py
-TRAIN_INPUTS := $(wildcard models/*.py) $(wildcard pipelines/*.py)
-BT_INPUTS    := $(wildcard strategies/*.py) $(wildcard pipelines/*.py)
+# What each stage reads: a change to any of these redoes the stage and those after it.
+COMMON       := pipelines/config.py pipelines/cli.py pipelines/errors.py pipelines/__main__.py
+DATA_INPUTS  := $(STAMP) $(CONFIG) $(wildcard data/sample/*.csv) pipelines/data.py $(COMMON)
+TRAIN_INPUTS := $(wildcard models/*.py) $(addprefix pipelines/,train.py walkforward.py \
+                tracking.py runtime.py charts.py)
+BT_INPUTS    := $(wildcard strategies/*.py) pipelines/backtest.py
+REPORT_INPUTS := $(addprefix pipelines/,report.py stats.py charts.py tracking.py) \
+                 $(wildcard pipelines/templates/*)
 
 export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -40,7 +44,7 @@ setup: $(STAMP) ## Create .venv and install gatecast with its dev tools (skipped
 all: $(REPORT) ## The main job on the bundled sample: data, forecasts, backtests, report
 	@echo "report: $(REPORT)"
 
-$(BUILD)/data/summary.json: $(STAMP) $(CONFIG) $(DATA_INPUTS)
+$(BUILD)/data/summary.json: $(DATA_INPUTS)
 	$(PY) -m pipelines data --config $(CONFIG)
 
 $(BUILD)/forecasts/summary.json: $(BUILD)/data/summary.json $(TRAIN_INPUTS)
@@ -49,7 +53,7 @@ $(BUILD)/forecasts/summary.json: $(BUILD)/data/summary.json $(TRAIN_INPUTS)
 $(BUILD)/backtests/summary.json: $(BUILD)/forecasts/summary.json $(BT_INPUTS)
 	$(PY) -m pipelines backtest --config $(CONFIG)
 
-$(REPORT): $(BUILD)/backtests/summary.json $(wildcard pipelines/*.py)
+$(REPORT): $(BUILD)/backtests/summary.json $(REPORT_INPUTS)
 	$(PY) -m pipelines report --config $(CONFIG)
 
 data: $(BUILD)/data/summary.json ## Load, validate and cache the bars; print a summary
