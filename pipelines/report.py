@@ -239,9 +239,8 @@ def load_instruments(cfg: Config) -> list[InstrumentData]:
         if gates_path.is_file():
             gates = pd.read_parquet(gates_path)
         folds = f_entry.get("folds") or []
-        fold_starts = [
-            pd.Timestamp(f["test_start_date"]) for f in folds if f.get("test_start_date")
-        ]
+        # the train stage writes walkforward.Fold.as_dict(): dates under "test_start"
+        fold_starts = [pd.Timestamp(f["test_start"]) for f in folds]
         out.append(
             InstrumentData(
                 name=name,
