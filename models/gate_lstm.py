@@ -227,12 +227,26 @@ def _xla_recurrence(return_sequences: bool) -> Any:
 
 
 def _jit(function: Any) -> Any:
-    """``function`` compiled by XLA (TensorFlow backend), one compiled copy per process."""
+    """``function`` compiled by XLA (TensorFlow backend), one compiled copy per process.
+
+    The weights are arguments, not captured variables, so every GateLSTM (a new
+    model per walk-forward fold and seed) shares one trace per input signature,
+    and XLA compiles each (shapes, dtype) once per process.
+    """
     if function not in _COMPILED:
         import tensorflow as tf
 
         _COMPILED[function] = tf.function(function, jit_compile=True, autograph=False)
     return _COMPILED[function]
+
+
+def _trace_count() -> int:
+    """How many times the XLA programs have been traced in this process (for tests)."""
+    return sum(
+        f.experimental_get_tracing_count()
+        for f in _COMPILED.values()
+        if hasattr(f, "experimental_get_tracing_count")
+    )
 
 
 @keras.saving.register_keras_serializable(package="gatecast")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from models import gate_lstm
 from models.gate_lstm import GATE_NAMES, GateLSTM
 
 TOL = 1e-5
@@ -413,3 +414,19 @@ def test_mixed_precision_builds_runs_and_follows_the_policy(x):
         assert np.all(np.isfinite(history.history["loss"]))
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
+
+
+def test_fresh_layers_reuse_the_compiled_programs():
+    # A walk-forward builds a new model per fold and seed: with the weights passed
+    # as arguments, a fresh layer of the same shapes traces (and compiles) nothing.
+    x, y = _regression_data()
+    _fit(seed=1, epochs=1)
+    traced = gate_lstm._trace_count()
+    assert traced > 0
+    model, _ = _fit(seed=2, epochs=1)
+    model.predict(x, batch_size=16, verbose=0)
+    assert gate_lstm._trace_count() == traced
+    wider = keras.Sequential([keras.Input((12, 3)), GateLSTM(9), keras.layers.Dense(1)])
+    wider.compile(optimizer="adam", loss="mse")
+    wider.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert gate_lstm._trace_count() > traced, "a new shape must be traced: the count can move"

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
+from models import gate_lstm
 from models.features import StandardScaler, build_features, next_log_return, supervised_windows
 from models.lstm import LstmForecaster, _whole_batches
 
@@ -128,6 +129,9 @@ def test_training_batches_are_whole_with_zero_weight_padding():
     x = np.arange(45 * WINDOW * 2, dtype=np.float64).reshape(45, WINDOW, 2) + 1.0
     y = np.arange(45, dtype=np.float64) + 1.0
     data = _whole_batches(x, y, 16, shuffle_seed=1)
+    # Static shapes: the model is traced, and each GateLSTM program compiled, for
+    # exactly one batch shape, not once per shape met at run time.
+    assert [tuple(spec.shape) for spec in data.element_spec] == [(16, WINDOW, 2), (16,), (16,)]
     epochs = [[tuple(t.numpy() for t in batch) for batch in data] for _ in range(2)]
     for batches in epochs:
         assert [b[0].shape for b in batches] == [(16, WINDOW, 2)] * 3
@@ -197,6 +201,16 @@ def test_training_on_padded_batches_equals_training_on_a_partial_batch(bars):
     keras.utils.set_random_seed(3)
     initial = forecaster._compiled_model(x.shape[-1]).get_weights()
     assert max(np.max(np.abs(a - b)) for a, b in zip(padded, initial, strict=True)) > 1e-3
+
+
+def test_a_refit_on_another_segment_length_compiles_nothing_new(bars, fitted):
+    # Each walk-forward fold fits a fresh model on a longer training segment; with
+    # whole batches every fit presents the shapes the first one compiled for.
+    traced = gate_lstm._trace_count()
+    longer = LstmForecaster(units=[6], seed=4, **SMALL).fit(bars.iloc[: TRAIN + 37])
+    batch = SMALL["batch_size"]
+    assert longer.n_fit_samples_ % batch != fitted.n_fit_samples_ % batch
+    assert gate_lstm._trace_count() == traced
 
 
 def test_save_and_load_reproduce_forecasts(bars, fitted, tmp_path):
