@@ -5,11 +5,18 @@ Every variant trains the same model shape (an LSTM layer of 64 units on
 same data. After one warm-up epoch each (tracing and compiling), epochs are
 timed interleaved, ABCD ABCD ..., so drifts in machine load hit every variant
 alike; the table reports median epoch times and their ratios to the faster of
-the two ``keras.layers.LSTM`` variants. Results go to
-``benchmarks/results/gate_lstm.json``.
+the two ``keras.layers.LSTM`` variants. The process CPU time of each epoch is
+recorded too: on a shared machine it is less disturbed by other work than the
+wall time, though it also counts the time a second thread spends.
+
+A second table times what the walk-forward does: a fresh ``LstmForecaster``
+(window 20, units [32], 5 epochs, batch 64) fit on 1000 bars, then fresh ones
+on 1000, 1250 and 900 bars. Only the first fit should pay XLA's compilation of
+the GateLSTM loop; the refits reuse it whatever their training length.
+Results go to ``benchmarks/results/gate_lstm.json``.
 
 Usage: ``python -m benchmarks gate_lstm`` or
-``python -m benchmarks.gate_lstm [--quick] [--repeats N] [--samples N]``.
+``python -m benchmarks.gate_lstm [--quick] [--repeats N] [--samples N] [--skip-refit]``.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from keras import ops  # noqa: E402
 
 from models.gate_lstm import GateLSTM  # noqa: E402
@@ -111,10 +119,11 @@ VARIANTS: dict[str, tuple[str, Callable[[], keras.Model]]] = {
 BASELINES = ("keras_lstm", "keras_lstm_xla")
 
 
-def _epoch_seconds(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
-    start = time.perf_counter()
+def _epoch_seconds(model: keras.Model, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Wall and process CPU seconds of one training epoch."""
+    wall, cpu = time.perf_counter(), time.process_time()
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def run(samples: int, repeats: int, names: list[str]) -> dict:
@@ -123,14 +132,19 @@ def run(samples: int, repeats: int, names: list[str]) -> dict:
     y = x[:, -5:, 0].mean(axis=1, keepdims=True)
     keras.utils.set_random_seed(0)
     models = {name: VARIANTS[name][1]() for name in names}
-    warmup = {name: _epoch_seconds(model, x, y) for name, model in models.items()}
+    warmup = {name: _epoch_seconds(model, x, y)[0] for name, model in models.items()}
     times: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(repeats):
         for name, model in models.items():
-            times[name].append(_epoch_seconds(model, x, y))
+            wall_s, cpu_s = _epoch_seconds(model, x, y)
+            times[name].append(wall_s)
+            cpu[name].append(cpu_s)
     median = {name: statistics.median(t) for name, t in times.items()}
+    median_cpu = {name: statistics.median(t) for name, t in cpu.items()}
     present = [b for b in BASELINES if b in median]
     reference = min(present, key=median.__getitem__) if present else names[0]
+    reference_cpu = min(present, key=median_cpu.__getitem__) if present else names[0]
     import tensorflow as tf
 
     return {
@@ -143,6 +157,7 @@ def run(samples: int, repeats: int, names: list[str]) -> dict:
         },
         "repeats": repeats,
         "reference": reference,
+        "reference_cpu": reference_cpu,
         "variants": {
             name: {
                 "description": VARIANTS[name][0],
@@ -150,6 +165,9 @@ def run(samples: int, repeats: int, names: list[str]) -> dict:
                 "median_epoch_s": median[name],
                 "epoch_s": times[name],
                 "ratio_to_reference": median[name] / median[reference],
+                "median_epoch_cpu_s": median_cpu[name],
+                "epoch_cpu_s": cpu[name],
+                "cpu_ratio_to_reference": median_cpu[name] / median_cpu[reference_cpu],
             }
             for name in names
         },
@@ -165,6 +183,63 @@ def run(samples: int, repeats: int, names: list[str]) -> dict:
     }
 
 
+def _bars(n: int, seed: int = 0) -> pd.DataFrame:
+    """Synthetic daily OHLCV bars (AR(1) log returns), enough for the forecaster."""
+    rng = np.random.default_rng(seed)
+    returns = np.zeros(n)
+    for t in range(1, n):
+        returns[t] = 0.3 * returns[t - 1] + rng.normal(0.0, 0.01)
+    close = 100.0 * np.exp(np.cumsum(returns))
+    open_ = close * np.exp(rng.normal(0.0, 0.003, n))
+    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0.0, 0.005, n)))
+    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0.0, 0.005, n)))
+    index = pd.bdate_range("2010-01-01", periods=n, name="date")
+    return pd.DataFrame(
+        {
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": rng.uniform(1e6, 3e6, n),
+        },
+        index=index,
+    )
+
+
+REFIT_LENGTHS = (1000, 1000, 1250, 900)
+REFIT_PARAMS = {"window": 20, "units": [32], "epochs": 5, "batch_size": 64, "patience": 5}
+
+
+def refit(lengths: tuple[int, ...] = REFIT_LENGTHS) -> dict:
+    """Seconds of fresh ``LstmForecaster`` fits on training segments of ``lengths`` bars."""
+    from models.lstm import LstmForecaster
+
+    bars = _bars(max(lengths))
+    fits = []
+    for k, n in enumerate(lengths):
+        start = time.perf_counter()
+        forecaster = LstmForecaster(seed=k, **REFIT_PARAMS).fit(bars.iloc[:n])
+        fits.append(
+            {
+                "train_bars": n,
+                "fit_s": time.perf_counter() - start,
+                "epochs": forecaster.epochs_trained_,
+                "fit_samples": forecaster.n_fit_samples_,
+            }
+        )
+    return {"params": REFIT_PARAMS, "fits": fits}
+
+
+def _print_refit(result: dict) -> None:
+    print(f"fresh LstmForecaster fits, {result['params']}:")
+    for k, row in enumerate(result["fits"]):
+        label = "first fit (compiles)" if k == 0 else "fresh model refit"
+        print(
+            f"  {label:<21} {row['train_bars']:>5} bars {row['fit_samples']:>5} samples "
+            f"{row['epochs']} epochs {row['fit_s']:>7.2f} s"
+        )
+
+
 def _print_table(result: dict) -> None:
     shape = result["shape"]
     print(
@@ -173,13 +248,20 @@ def _print_table(result: dict) -> None:
         f"median of {result['repeats']} interleaved epochs; "
         f"gpus: {result['environment']['gpus'] or 'none'}"
     )
-    print(f"{'variant':<18} {'median s':>9} {'warm-up s':>10} {'ratio':>7}  description")
+    print(
+        f"{'variant':<18} {'median s':>9} {'warm-up s':>10} {'ratio':>7} "
+        f"{'cpu s':>7} {'cpu ratio':>9}  description"
+    )
     for name, row in result["variants"].items():
         print(
             f"{name:<18} {row['median_epoch_s']:>9.3f} {row['warmup_epoch_s']:>10.2f} "
-            f"{row['ratio_to_reference']:>7.2f}  {row['description']}"
+            f"{row['ratio_to_reference']:>7.2f} {row['median_epoch_cpu_s']:>7.3f} "
+            f"{row['cpu_ratio_to_reference']:>9.2f}  {row['description']}"
         )
-    print(f"ratio = median epoch time / median epoch time of {result['reference']}")
+    print(
+        f"ratio = median epoch wall time / that of {result['reference']}; "
+        f"cpu ratio = median epoch CPU time / that of {result['reference_cpu']}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,11 +270,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="timed epochs per variant")
     parser.add_argument("--samples", type=int, default=None, help="samples per epoch")
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--skip-refit", action="store_true", help="no fresh-forecaster timings")
     args = parser.parse_args(argv)
     samples = args.samples or (512 if args.quick else 2048)
-    repeats = args.repeats or (3 if args.quick else 7)
+    repeats = args.repeats or (3 if args.quick else 15)
     result = run(samples, repeats, args.variants)
     _print_table(result)
+    if not args.skip_refit:
+        result["refit"] = refit()
+        _print_refit(result["refit"])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {RESULTS}")
