@@ -13,6 +13,7 @@ from strategies.engine import (
     PercentOfEquitySizer,
     resolve_strategy,
     run_backtest,
+    warmup_bars,
 )
 from strategies.feeds import ForecastData, align_forecast, make_feed, validate_bars
 from strategies.forecast import ForecastStrategy
@@ -36,4 +37,5 @@ __all__ = [
     "resolve_strategy",
     "run_backtest",
     "validate_bars",
+    "warmup_bars",
 ]

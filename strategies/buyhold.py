@@ -29,6 +29,11 @@ class BuyAndHold(bt.Strategy):
 
     params = (("trade_start", None),)
 
+    @classmethod
+    def warmup_bars(cls, params: dict) -> int:
+        """No indicator to warm up: nothing before ``trade_start`` changes what it does."""
+        return 0
+
     def __init__(self):
         self._first = date_number(self.p.trade_start)
         self._dt = self.data.datetime

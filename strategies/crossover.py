@@ -11,6 +11,15 @@ class _MovingAverageCrossover(bt.Strategy):
     params = (("fast", 20), ("slow", 50), ("trade_start", None))
 
     _average = bt.indicators.SMA
+    # Bars of warm-up per bar of the slow period (see warmup_bars).
+    _warmup_factor = 1
+
+    @classmethod
+    def warmup_bars(cls, params: dict) -> int:
+        """Bars before ``trade_start`` the averages need (conventions in ``strategies.engine``)."""
+        slow = params.get("slow", cls.params._getkwargsdefault()["slow"])
+        # A bad period is reported by __init__ with the strategy's own message.
+        return cls._warmup_factor * slow if isinstance(slow, int) and slow > 0 else 0
 
     def __init__(self):
         fast, slow = self.p.fast, self.p.slow
@@ -52,6 +61,10 @@ class SmaCrossover(_MovingAverageCrossover):
         warm up on the bars before it), so the strategy starts flat there and
         waits for the next upward cross.
 
+    Warm-up: ``slow`` bars before ``trade_start`` (the slow average's window
+    and the previous bar ``CrossOver`` compares with) give the same signals as
+    the whole history.
+
     Args:
         fast: bars in the fast average.
         slow: bars in the slow average (> fast).
@@ -79,6 +92,10 @@ class EmaCrossover(_MovingAverageCrossover):
       - Market orders sized by the engine's sizer, filled at the next bar's
         open. Crosses before ``trade_start`` are ignored.
 
+    Warm-up: ``10 * slow`` bars before ``trade_start``, after which the SMA
+    seed weighs less than ``exp(-18)`` in either average (see
+    ``strategies.engine``).
+
     Args:
         fast: span of the fast average in bars.
         slow: span of the slow average in bars (> fast).
@@ -88,3 +105,4 @@ class EmaCrossover(_MovingAverageCrossover):
     params = (("fast", 12), ("slow", 26))
 
     _average = bt.indicators.EMA
+    _warmup_factor = 10

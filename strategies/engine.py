@@ -32,6 +32,30 @@ Execution (``ExecutionSettings``, identical for every strategy):
 - No strategy acts on a bar before ``trade_start`` (the out-of-sample start).
   Indicators may warm up on the earlier bars, which only uses past data.
 
+Warm-up (``run_backtest(..., warmup=...)``, ``warmup_bars``):
+
+- Backtrader is fed the bars from ``warmup`` bars before ``trade_start`` to
+  the end (``warmup=None``: the whole history); the bars before that are
+  checked like the rest but not fed, which is what keeps a backtest of the
+  last few years of a long history cheap.
+- The backtest stage feeds every strategy of an instrument the same bars:
+  ``warmup_bars(strategies)``, the most that any of them needs, each
+  strategy class saying what it needs in ``warmup_bars(params)``:
+  forecast strategies and buy-and-hold 0 (a forecast is read, not computed);
+  SMA crossover ``slow`` (the slow window plus the previous bar that
+  ``CrossOver`` compares with); EMA crossover ``10 * slow``. Backtrader
+  seeds an EMA of period ``p`` with the simple average of its first ``p``
+  bars and then weighs the seed by ``(1 - 2 / (p + 1)) ** k`` after ``k``
+  more bars; at ``trade_start`` ``k = 9 p + 1`` for the slow average (more
+  for the fast one), so the seed weighs less than ``exp(-18)`` (1.5e-8).
+- With that warm-up a backtest gives the same fills and equity as on the
+  whole history: exactly for forecast strategies, buy-and-hold and the SMA
+  crossover (whose averages are sums over the same windows; only a fast and
+  slow average exactly equal on the first fed bar would lose the memory of
+  the last cross); the EMA crossover's averages differ from the
+  whole-history ones by at most ``1.5e-8`` of the seed's error, which moves
+  a signal only if the two averages are that close on some bar.
+
 Results (``BacktestResult``; the metrics come from ``strategies.metrics``):
 
 - ``equity``: broker value at each bar's close from the ``trade_start`` bar
@@ -77,6 +101,7 @@ Results (``BacktestResult``; the metrics come from ``strategies.metrics``):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -86,7 +111,7 @@ import pandas as pd
 
 from strategies.buyhold import BuyAndHold
 from strategies.crossover import EmaCrossover, SmaCrossover
-from strategies.feeds import make_feed
+from strategies.feeds import date_numbers, make_feed
 from strategies.forecast import ForecastStrategy
 from strategies.metrics import compute_metrics
 
@@ -262,7 +287,7 @@ class _Recorder(bt.Analyzer):
     params = (("dates", None),)
 
     def start(self):
-        self._dates = {bt.date2num(ts): pd.Timestamp(ts) for ts in self.p.dates.to_pydatetime()}
+        self._dates = dict(zip(date_numbers(self.p.dates).tolist(), self.p.dates, strict=True))
         self.values = []
         self.units = []
         self.orders = []
@@ -342,6 +367,26 @@ class _Recorder(bt.Analyzer):
         return trades.astype({"size": float, "pnl": float, "commission": float, "bars": int})
 
 
+def warmup_bars(
+    strategies: Iterable[tuple[str | type[bt.Strategy], dict[str, Any] | None]],
+) -> int | None:
+    """Bars before ``trade_start`` to feed so that every one of ``strategies`` is fully warm.
+
+    The most that any of them needs (each class's ``warmup_bars(params)``; see
+    the module docstring); None (the whole history) if one of them does not say.
+
+    Args:
+        strategies: (strategy name or class, params) pairs.
+    """
+    need = 0
+    for strategy, params in strategies:
+        rule = getattr(resolve_strategy(strategy), "warmup_bars", None)
+        if rule is None:
+            return None
+        need = max(need, int(rule(dict(params or {}))))
+    return need
+
+
 def resolve_strategy(strategy: str | type[bt.Strategy]) -> type[bt.Strategy]:
     """A strategy class from its name in ``STRATEGIES`` (or the class itself)."""
     if isinstance(strategy, str):
@@ -367,6 +412,7 @@ def run_backtest(
     preload: bool = True,
     *,
     forecast: pd.Series | None = None,
+    warmup: int | None = None,
     keep_cerebro: bool = False,
 ) -> BacktestResult:
     """Backtest one strategy on one instrument under ``execution``.
@@ -383,6 +429,8 @@ def run_backtest(
         risk_free: annual risk-free rate (decimal), constant or a Series by date.
         runonce, preload: Backtrader engine modes (results do not depend on them).
         forecast: next-close forecasts on exactly the bars' dates (ForecastStrategy).
+        warmup: bars before ``trade_start`` fed to Backtrader (None: all of them);
+            at least the strategy's own ``warmup_bars`` (see the module docstring).
         keep_cerebro: keep the engine, with the standard observers, in the
             result so that ``strategies.plotting`` can draw it.
     """
@@ -402,19 +450,30 @@ def run_backtest(
     if unknown:
         raise ValueError(f"{cls.__name__} has no parameter(s) {unknown}; known: {sorted(known)}")
 
-    feed = make_feed(bars, forecast)
+    start = bars.index[0] if trade_start is None else pd.Timestamp(trade_start)
+    first = int(bars.index.searchsorted(start))
+    fed = 0
+    if warmup is not None:
+        need = getattr(cls, "warmup_bars", lambda _: 0)(params)
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < need:
+            raise ValueError(
+                f"warmup must be a whole number of bars >= {need} "
+                f"(what {cls.__name__} needs with {params}), got {warmup!r}"
+            )
+        fed = max(first - warmup, 0)
+    feed = make_feed(bars, forecast, first=fed)
     if cls is ForecastStrategy and np.isnan(feed.p.dataname["forecast"].to_numpy()).all():
         raise ValueError(
             "ForecastStrategy needs a forecast: pass forecast=<Series on the bars' dates> "
             "or a 'forecast' column in bars (it is missing or all NaN)"
         )
-    start = bars.index[0] if trade_start is None else pd.Timestamp(trade_start)
-    first = int(bars.index.searchsorted(start))
     if first >= len(bars) - 1:
         raise ValueError(
             f"trade_start {start.date()} leaves fewer than 2 bars to trade "
             f"(bars end {bars.index[-1].date()})"
         )
+    dates = bars.index[fed:]
+    first -= fed
     params["trade_start"] = start
     if "allow_short" in known:
         params["allow_short"] = execution.allow_short
@@ -446,21 +505,21 @@ def run_backtest(
         slippage=execution.slippage,
     )
     cerebro.addstrategy(cls, **params)
-    cerebro.addanalyzer(_Recorder, _name="recorder", dates=bars.index)
+    cerebro.addanalyzer(_Recorder, _name="recorder", dates=dates)
     (strat,) = cerebro.run()
     recorder = strat.analyzers.recorder
 
-    if len(recorder.values) != len(bars):
+    if len(recorder.values) != len(dates):
         raise RuntimeError(
-            f"engine recorded {len(recorder.values)} bars for {len(bars)} input bars"
+            f"engine recorded {len(recorder.values)} bars for {len(dates)} input bars"
         )
-    equity_all = pd.Series(recorder.values, index=bars.index, name="equity", dtype=float)
-    units_all = pd.Series(recorder.units, index=bars.index, name="position", dtype=float)
+    equity_all = pd.Series(recorder.values, index=dates, name="equity", dtype=float)
+    units_all = pd.Series(recorder.units, index=dates, name="position", dtype=float)
     equity = equity_all.iloc[first:]
     positions = units_all.iloc[first:]
     returns = equity.pct_change().iloc[1:].rename("returns")
 
-    trades = recorder.trade_log(bars.index, float(bars["close"].iloc[-1]))
+    trades = recorder.trade_log(dates, float(bars["close"].iloc[-1]))
     orders = pd.DataFrame(recorder.orders, columns=list(ORDER_COLUMNS))
     orders = orders.astype({"size": float, "price": float, "value": float, "commission": float})
 

@@ -10,6 +10,7 @@ market order fills at the open of ``t + 1``.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 
 import backtrader as bt
 import numpy as np
@@ -17,6 +18,7 @@ import pandas as pd
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 BAR_COLUMNS = (*PRICE_COLUMNS, "volume")
+_ORDINAL_1970 = _dt.date(1970, 1, 1).toordinal()
 
 
 def _show(dates: pd.Index, limit: int = 5) -> str:
@@ -104,8 +106,9 @@ class ForecastData(bt.feeds.PandasData):
     """OHLCV bars plus a ``forecast`` line: the next-close forecast made at each bar's close.
 
     Rows are read from NumPy arrays prepared once in ``start`` instead of
-    ``DataFrame.iloc`` per field and row, which is what makes loading a long
-    history cheap; the values on every line are the same as PandasData's.
+    ``DataFrame.iloc`` per field and row, and a preloaded feed (Backtrader's
+    default) takes each column into its line in one step instead of bar by
+    bar; the values on every line are the same as PandasData's.
 
     Args:
         dataname: frame with columns open, high, low, close, volume and
@@ -127,8 +130,34 @@ class ForecastData(bt.feeds.PandasData):
                 continue
             values = frame.iloc[:, column].to_numpy(dtype=float)
             self._columns.append((getattr(self.lines, field), values))
-        self._datenums = [bt.date2num(ts) for ts in frame.index.to_pydatetime()]
+        self._datenums = date_numbers(frame.index)
         self._rows = len(frame)
+
+    def preload(self):
+        # Backtrader's preload calls load() once a bar to run filters, time zones and date
+        # bounds; with none of them every row is kept as it is, so the lines take the columns.
+        if (
+            self._filters
+            or self._ffilters
+            or self._tzinput
+            or self.fromdate != -math.inf
+            or self.todate != math.inf
+        ):
+            return super().preload()
+        first = self._idx + 1
+        rows = self._rows - first
+        columns = {id(line): values for line, values in self._columns}
+        columns[id(self.lines.datetime)] = self._datenums
+        for line in self.lines.lines:
+            values = columns.get(id(line))
+            # lines with no column (openinterest) stay NaN, as forward() leaves them
+            block = np.full(rows, np.nan) if values is None else values[first:]
+            line.array.frombytes(np.ascontiguousarray(block, dtype=np.float64).tobytes())
+            line.idx += rows
+            line.lencount += rows
+        self._idx += rows
+        self._last()
+        self.home()
 
     def _load(self):
         self._idx += 1
@@ -137,12 +166,12 @@ class ForecastData(bt.feeds.PandasData):
             return False
         for line, values in self._columns:
             line[0] = values[i]
-        self.lines.datetime[0] = self._datenums[i]
+        self.lines.datetime[0] = float(self._datenums[i])
         return True
 
 
 def make_feed(
-    bars: pd.DataFrame, forecast: pd.Series | None = None, name: str = ""
+    bars: pd.DataFrame, forecast: pd.Series | None = None, name: str = "", first: int = 0
 ) -> ForecastData:
     """A ``ForecastData`` feed for ``bars``; the forecast line is NaN when none is given.
 
@@ -151,6 +180,8 @@ def make_feed(
             when ``forecast`` is None.
         forecast: next-close forecasts on exactly the bars' dates.
         name: feed name shown on charts.
+        first: position of the first bar fed to Backtrader; the bars before it
+            (and their forecasts) are checked like the rest but not fed.
     """
     validate_bars(bars)
     frame = pd.DataFrame(index=bars.index)
@@ -160,7 +191,22 @@ def make_feed(
     if forecast is None and "forecast" in bars.columns:
         forecast = bars["forecast"]
     frame["forecast"] = np.nan if forecast is None else align_forecast(bars, forecast)
-    return ForecastData(dataname=frame, name=name)
+    if not 0 <= first < len(frame):
+        raise ValueError(f"first bar to feed must be in [0, {len(frame)}), got {first!r}")
+    return ForecastData(dataname=frame.iloc[first:], name=name)
+
+
+def date_numbers(index: pd.DatetimeIndex) -> np.ndarray:
+    """``bt.date2num`` of every date in ``index``, as float64, computed in one pass.
+
+    Daily bars sit at midnight, where Backtrader's float date is the
+    proleptic ordinal of the day exactly; other times go through
+    ``bt.date2num`` one by one so that the floats are the same bit for bit.
+    """
+    if len(index) and (index == index.normalize()).all():
+        days = index.to_numpy(dtype="datetime64[D]").astype(np.int64)
+        return (days + _ORDINAL_1970).astype(np.float64)
+    return np.array([bt.date2num(ts) for ts in index.to_pydatetime()], dtype=np.float64)
 
 
 def date_number(when: _dt.date | str | pd.Timestamp | None) -> float:

@@ -53,6 +53,11 @@ class ForecastStrategy(bt.Strategy):
         ("trade_start", None),
     )
 
+    @classmethod
+    def warmup_bars(cls, params: dict) -> int:
+        """No indicator to warm up: nothing before ``trade_start`` changes what it does."""
+        return 0
+
     def __init__(self):
         entry, exit_ = self.p.entry_threshold, self.p.exit_threshold
         if not (isinstance(entry, int | float) and math.isfinite(entry) and entry >= 0):

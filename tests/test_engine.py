@@ -1,4 +1,4 @@
-"""The engine against an independent pandas twin, no look-ahead, input errors, the chart."""
+"""The engine against a pandas twin, the warm-up trim, no look-ahead, input errors, the chart."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from strategies import ExecutionSettings, run_backtest
+from strategies import ExecutionSettings, run_backtest, warmup_bars
 from strategies.plotting import save_chart
 from tests.test_strategies import EXECUTION, THRESHOLDS, golden_bars, golden_forecast
 
@@ -81,12 +81,124 @@ def test_sma_crossover_matches_a_pandas_twin_on_gspc():
         cash=100_000, commission=0.001, commission_fixed=2.0, slippage=0.0005, percent=90
     )
     start = "2005-01-03"
-    result = run_backtest(bars, "sma_crossover", {"fast": 20, "slow": 50}, ex, trade_start=start)
+    # Backtrader sees only the warm-up before trade_start; the twin computes on the whole history.
+    result = run_backtest(
+        bars, "sma_crossover", {"fast": 20, "slow": 50}, ex, trade_start=start, warmup=50
+    )
+    assert warmup_bars([("sma_crossover", {"fast": 20, "slow": 50})]) == 50
     twin = pandas_sma_crossover(bars, 20, 50, start, ex)
     assert result.metrics["trades"] >= 20  # enough round trips for the check to bite
     assert result.metrics["rejected_orders"] == 0
     assert result.equity.index.equals(twin.index)
     np.testing.assert_allclose(result.equity.to_numpy(), twin.to_numpy(), rtol=1e-10, atol=0)
+
+
+WARMUP_PLAN = {
+    "forecast": ("forecast", {"entry_threshold": 0.001, "exit_threshold": -0.001}),
+    "forecast_long_short": ("forecast", {"entry_threshold": 0.001, "exit_threshold": -0.001}),
+    "sma_crossover": ("sma_crossover", {"fast": 20, "slow": 50}),
+    "ema_crossover": ("ema_crossover", {"fast": 12, "slow": 26}),
+    "buy_and_hold": ("buy_and_hold", {}),
+}
+
+
+@pytest.fixture(scope="module")
+def oos_case():
+    """GSPC 2003-2010, a noisy next-close forecast from 2007 on (NaN before, as in the stage)."""
+    bars = sample_bars("GSPC").loc["2003-01-01":"2010-12-31"]
+    start = bars.index[bars.index.searchsorted(pd.Timestamp("2007-01-03"))]
+    noise = np.random.default_rng(3).normal(0.0, 0.004, len(bars))
+    forecast = (bars["close"] * (1 + noise)).where(bars.index >= start).rename("noisy")
+    return bars, start, forecast
+
+
+def _run(bars, name, start, forecast, **kwargs):
+    strategy, params = WARMUP_PLAN[name]
+    ex = ExecutionSettings(
+        commission=0.001, slippage=0.0005, percent=95, allow_short=name.endswith("long_short")
+    )
+    return run_backtest(
+        bars,
+        strategy,
+        params,
+        ex,
+        trade_start=start,
+        forecast=forecast if strategy == "forecast" else None,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("name", list(WARMUP_PLAN))
+def test_warm_up_trim_gives_the_whole_history_backtest(oos_case, name):
+    bars, start, forecast = oos_case
+    warmup = warmup_bars(WARMUP_PLAN.values())
+    assert warmup == 260  # 10 x the EMA crossover's slow period, the most any strategy needs
+    whole = _run(bars, name, start, forecast)
+    trimmed = _run(bars, name, start, forecast, warmup=warmup)
+    assert whole.metrics["orders"] >= (1 if name == "buy_and_hold" else 10)
+    pd.testing.assert_frame_equal(trimmed.orders, whole.orders, check_exact=True)
+    pd.testing.assert_frame_equal(trimmed.trades, whole.trades, check_exact=True)
+    if name == "ema_crossover":
+        # The EMA seed differs (see strategies.engine): same fills, equity to a tiny tolerance.
+        np.testing.assert_allclose(trimmed.equity, whole.equity, rtol=1e-12, atol=0)
+        assert trimmed.equity.index.equals(whole.equity.index)
+    else:
+        pd.testing.assert_series_equal(trimmed.equity, whole.equity, check_exact=True)
+        pd.testing.assert_series_equal(trimmed.positions, whole.positions, check_exact=True)
+        assert trimmed.metrics == whole.metrics
+    # The trim is a cut: the bars before the warm-up are not fed at all.
+    first = int(bars.index.searchsorted(start)) - warmup
+    cut = _run(bars.iloc[first:], name, start, forecast.iloc[first:])
+    pd.testing.assert_series_equal(trimmed.equity, cut.equity, check_exact=True)
+    pd.testing.assert_frame_equal(trimmed.orders, cut.orders, check_exact=True)
+
+
+def test_ema_seed_weighs_less_than_exp_minus_18_after_the_warm_up(oos_case):
+    """Backtrader's own EMA started where the trimmed feed starts vs at the first bar."""
+    import backtrader as bt
+
+    from strategies.feeds import make_feed
+
+    class Average(bt.Strategy):
+        params = (("period", 26),)
+
+        def __init__(self):
+            self.average = bt.indicators.EMA(self.data.close, period=self.p.period)
+
+    def ema(bars: pd.DataFrame, period: int) -> pd.Series:
+        cerebro = bt.Cerebro(stdstats=False)
+        cerebro.adddata(make_feed(bars))
+        cerebro.addstrategy(Average, period=period)
+        (strat,) = cerebro.run()
+        return pd.Series(np.asarray(strat.average.array), index=bars.index)
+
+    bars, start, _ = oos_case
+    warmup = 10 * 26
+    first = int(bars.index.searchsorted(start)) - warmup
+    for period in (12, 26):
+        whole, trimmed = ema(bars, period), ema(bars.iloc[first:], period)
+        seed_at = trimmed.index[period - 1]
+        seed_gap = abs(trimmed[seed_at] - whole[seed_at])
+        # An EMA is linear in its start: the gap decays by exactly (1 - 2 / (p + 1)) a bar.
+        decay = (1 - 2 / (period + 1)) ** (warmup - period + 1)
+        assert decay < math.exp(-18)
+        gap = (trimmed - whole).loc[start:].abs()
+        # (plus what float rounding adds: a few ulp of the price, decaying the same way)
+        assert seed_gap > 0.1 and gap.max() <= decay * seed_gap + 1e-10
+        if period == 26:  # the slow average still differs, if only by about 2e-8
+            assert gap.max() > 0
+
+
+def test_warm_up_shorter_than_the_strategy_needs_is_an_error(oos_case):
+    bars, start, forecast = oos_case
+    with pytest.raises(ValueError, match=r"warmup must be a whole number of bars >= 260"):
+        _run(bars, "ema_crossover", start, forecast, warmup=100)
+    with pytest.raises(ValueError, match=r">= 50 .*SmaCrossover"):
+        _run(bars, "sma_crossover", start, forecast, warmup=49)
+    with pytest.raises(ValueError, match="warmup must be"):
+        _run(bars, "buy_and_hold", start, forecast, warmup=True)
+    # more warm-up than history just feeds everything
+    assert _run(bars, "buy_and_hold", start, forecast, warmup=10**6).equity.index[0] == start
 
 
 def test_nothing_before_t_moves_when_later_bars_change():
@@ -192,7 +304,9 @@ def test_headless_chart_is_a_png(tmp_path):
         save_chart(run_backtest(golden_bars(), "buy_and_hold", {}, EXECUTION), tmp_path / "x.png")
 
 
-def test_forecast_feed_loads_the_same_lines_as_pandasdata():
+@pytest.mark.parametrize("preload", [True, False])
+def test_forecast_feed_loads_the_same_lines_as_pandasdata(preload):
+    """Preloaded (whole columns at once) or bar by bar, the lines PandasData would load."""
     import backtrader as bt
 
     from strategies.feeds import make_feed
@@ -206,12 +320,22 @@ def test_forecast_feed_loads_the_same_lines_as_pandasdata():
             self.rows.append(
                 (d.datetime[0], d.open[0], d.high[0], d.low[0], d.close[0], d.volume[0])
             )
+            if hasattr(d, "forecast"):
+                self.rows[-1] += (d.forecast[0], d.openinterest[0])
 
     bars = sample_bars("GOOG").iloc[:300]
+    forecast = (bars["close"] * 1.01).where(bars.index >= bars.index[100]).rename("f")
+    feeds = (
+        make_feed(bars, forecast, first=40),
+        bt.feeds.PandasData(dataname=bars.iloc[40:], openinterest=None),
+    )
     rows = []
-    for feed in (make_feed(bars), bt.feeds.PandasData(dataname=bars, openinterest=None)):
-        cerebro = bt.Cerebro(stdstats=False)
+    for feed in feeds:
+        cerebro = bt.Cerebro(stdstats=False, preload=preload, runonce=preload)
         cerebro.adddata(feed)
         cerebro.addstrategy(Record)
         rows.append(cerebro.run()[0].rows)
-    assert len(rows[0]) == 300 and rows[0] == rows[1]
+    assert len(rows[0]) == 260 and [r[:6] for r in rows[0]] == rows[1]
+    fed_forecast = np.array([r[6] for r in rows[0]])
+    np.testing.assert_array_equal(fed_forecast, forecast.iloc[40:].to_numpy())
+    assert np.isnan([r[7] for r in rows[0]]).all()  # no open interest column: NaN
