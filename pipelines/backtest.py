@@ -16,8 +16,13 @@ data. Writes, under ``<run>/backtests/``:
 
 Strategy names: each forecaster column present in the file (``ForecastStrategy``
 on that column), then ``sma_crossover``, ``ema_crossover``, ``buy_and_hold``
-as configured. Every strategy trades from the instrument's ``oos_start`` to
-its ``oos_end`` under the same ``ExecutionSettings``.
+as configured, then ``lstm_seed<k>`` for each LSTM seed's own forecast column
+(the same ForecastStrategy; the report summarises them as mean ± std and
+keeps them out of its league and cost sweep). Every strategy trades from the
+instrument's ``oos_start`` to its ``oos_end`` under the same
+``ExecutionSettings`` and is fed the same bars: from
+``strategies.warmup_bars`` of the instrument's strategies before
+``oos_start`` (the warm-up convention of ``strategies.engine``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -36,13 +42,20 @@ import pandas as pd
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
 from pipelines.config import BacktestConfig, Config, ForecastersConfig
 from pipelines.errors import ConfigError, DataError
-from strategies.engine import BacktestResult, ExecutionSettings, execution_dict, run_backtest
+from strategies.engine import (
+    BacktestResult,
+    ExecutionSettings,
+    execution_dict,
+    run_backtest,
+    warmup_bars,
+)
 
 log = logging.getLogger("gatecast.backtest")
 
 FORECASTERS = tuple(ForecastersConfig.model_fields)
 BAR_COLUMNS = ("open", "high", "low", "close", "volume")
 CHARTED = ("sma_crossover",)
+SEED_COLUMN = re.compile(r"lstm_seed(\d+)")
 
 
 def execution_from_config(backtest: BacktestConfig) -> ExecutionSettings:
@@ -61,8 +74,23 @@ def execution_from_config(backtest: BacktestConfig) -> ExecutionSettings:
         raise ConfigError(f"backtest: {err}") from None
 
 
-def strategy_plan(cfg: Config, columns: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
-    """Strategy name -> (engine strategy, params) for a forecast file with ``columns``."""
+def seed_columns(columns: list[str]) -> list[str]:
+    """The per-seed LSTM forecast columns (``lstm_seed<k>``) among ``columns``, in seed order."""
+    seeds = [c for c in columns if SEED_COLUMN.fullmatch(c)]
+    return sorted(seeds, key=lambda c: int(SEED_COLUMN.fullmatch(c).group(1)))
+
+
+def strategy_plan(
+    cfg: Config, columns: list[str], seeds: bool = True
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Strategy name -> (engine strategy, params) for a forecast file with ``columns``.
+
+    Args:
+        cfg: the experiment.
+        columns: the forecast file's columns.
+        seeds: include a ForecastStrategy on each ``lstm_seed<k>`` column (after
+            the others), with the same parameters as ``lstm``.
+    """
     bt_cfg = cfg.backtest
     plan: dict[str, tuple[str, dict[str, Any]]] = {}
     thresholds = {
@@ -78,6 +106,9 @@ def strategy_plan(cfg: Config, columns: list[str]) -> dict[str, tuple[str, dict[
         plan["ema_crossover"] = ("ema_crossover", bt_cfg.ema_crossover.model_dump())
     if bt_cfg.buy_and_hold:
         plan["buy_and_hold"] = ("buy_and_hold", {})
+    if seeds and cfg.forecasters.lstm is not None:
+        for column in seed_columns(columns):
+            plan[column] = ("forecast", dict(thresholds))
     return plan
 
 
@@ -139,19 +170,21 @@ def _risk_free(cfg: Config, index: pd.DatetimeIndex) -> float | pd.Series:
 
 
 def run_backtests(
-    cfg: Config, forecasts_dir: Path | None = None, charts: bool = False
+    cfg: Config, forecasts_dir: Path | None = None, charts: bool = False, seeds: bool = True
 ) -> dict[str, dict[str, Any]]:
     """Run every configured strategy on every instrument's saved forecasts.
 
-    Returns ``{instrument: {"oos_start", "oos_end", "results": {strategy:
-    BacktestResult}}}``; nothing is written. With ``charts`` the results of
-    the charted strategies keep their engine for ``strategies.plotting``.
+    Returns ``{instrument: {"oos_start", "oos_end", "warmup", "results":
+    {strategy: BacktestResult}}}``; nothing is written. With ``charts`` the
+    results of the charted strategies keep their engine for
+    ``strategies.plotting``.
 
     Args:
         cfg: the experiment.
         forecasts_dir: where the train stage wrote its files (default
             ``<run_directory>/forecasts``).
         charts: keep the engines needed for the PNG charts.
+        seeds: also backtest each LSTM seed's forecasts (``lstm_seed<k>``).
     """
     forecasts_dir = Path(forecasts_dir or cfg.run_directory / "forecasts")
     summary = _read_summary(forecasts_dir)
@@ -168,7 +201,10 @@ def run_backtests(
                 f"{path}: oos_start {start.date()} from summary.json is not a bar date in the file"
             )
         bars = frame[[c for c in BAR_COLUMNS if c in frame.columns]]
-        plan = strategy_plan(cfg, list(frame.columns))
+        plan = strategy_plan(cfg, list(frame.columns), seeds=seeds)
+        # One warm-up for all: every strategy (and every rerun of it in the report's cost
+        # sweep, which leaves the seeds out; they need none) is fed the same bars.
+        warmup = warmup_bars(plan.values())
         missing = [n for n in cfg.forecasters.enabled() if n not in frame.columns]
         if missing:
             log.warning("%s: no forecast column for %s; skipped", path, ", ".join(missing))
@@ -186,6 +222,7 @@ def run_backtests(
                     trade_start=start,
                     risk_free=risk_free,
                     forecast=frame[name] if strategy == "forecast" else None,
+                    warmup=warmup,
                     keep_cerebro=charts and name in charted,
                 )
             except ValueError as err:
@@ -203,6 +240,7 @@ def run_backtests(
         out[instrument] = {
             "oos_start": str(start.date()),
             "oos_end": str(frame.index[-1].date()),
+            "warmup": warmup,
             "results": results,
         }
     return out
@@ -286,6 +324,7 @@ def write_backtests(cfg: Config, results: dict[str, dict[str, Any]]) -> Path:
         summary["instruments"][instrument] = {
             "oos_start": run["oos_start"],
             "oos_end": run["oos_end"],
+            "warmup_bars": run.get("warmup"),
             "strategies": strategies,
         }
     path = out_dir / "summary.json"

@@ -273,38 +273,18 @@ def _risk_free(cfg: Config, index: pd.DatetimeIndex) -> float | pd.Series:
     return load_risk_free(cfg, index)
 
 
-def backtest_seeds(cfg: Config, instruments: Sequence[InstrumentData]) -> None:
-    """Backtest each LSTM seed's own forecasts (``lstm_seed<k>``) where the stage did not.
+def check_seeds(instruments: Sequence[InstrumentData]) -> None:
+    """Raise DataError unless the backtest stage backtested every LSTM seed's own forecasts.
 
-    Same strategy, parameters, execution and dates as the ``lstm`` backtest.
+    The stage runs ``lstm_seed<k>`` like every strategy (same execution, dates
+    and bars as ``lstm``); the report only reads them.
     """
-    from pipelines.backtest import execution_from_config, strategy_plan
-    from strategies.engine import run_backtest
-
-    execution = execution_from_config(cfg.backtest)
     for inst in instruments:
         missing = [c for c in seed_columns(inst.frame) if c not in inst.runs]
-        if not missing or LSTM not in inst.runs:
-            continue
-        strategy, params = strategy_plan(cfg, [LSTM])[LSTM]
-        bars = inst.frame.loc[: inst.oos_end, ["open", "high", "low", "close", "volume"]]
-        rf = _risk_free(cfg, bars.index[bars.index >= inst.oos_start])
-        for column in missing:
-            result = run_backtest(
-                bars,
-                strategy,
-                params,
-                execution,
-                trade_start=inst.oos_start,
-                risk_free=rf,
-                forecast=inst.frame.loc[: inst.oos_end, column],
-            )
-            pnl = result.trades["pnl_net"].to_numpy(dtype=float) if len(result.trades) else None
-            inst.runs[column] = StrategyRun(
-                _float_dict(result.metrics),
-                result.equity,
-                result.returns,
-                pnl if pnl is not None else np.array([]),
+        if missing and LSTM in inst.runs:
+            raise DataError(
+                f"backtests of {inst.name} lack the LSTM seed(s) {', '.join(missing)} that its "
+                "forecast file has: rerun `python -m pipelines backtest --config ...`"
             )
 
 
@@ -326,7 +306,8 @@ def _sweep_one(
     if instrument is not None:
         update["data"] = cfg.data.model_copy(update={"instruments": [instrument]})
     out: dict[str, Any] = {}
-    for inst, run in run_backtests(cfg.model_copy(update=update), Path(forecasts_dir)).items():
+    swept = run_backtests(cfg.model_copy(update=update), Path(forecasts_dir), seeds=False)
+    for inst, run in swept.items():
         out[inst] = {
             name: (float(r.metrics["sharpe"]), r.returns) for name, r in run["results"].items()
         }
@@ -347,7 +328,7 @@ def cost_sweep(
     over processes (``spawn``: the parent may hold TensorFlow threads).
     """
     forecasts_dir = str(cfg.run_directory / "forecasts")
-    # The swept strategies are the backtest stage's (seeds are backtested by the report only).
+    # The swept strategies are the backtest stage's, less the LSTM seeds (not in the sweep).
     base = {
         inst.name: {
             n: (r.metrics.get("sharpe", math.nan), r.returns)
@@ -1329,8 +1310,7 @@ def report(
 
     with tracking.pipeline_run(cfg, STAGE, inputs=inputs, command=command) as run:
         t = time.perf_counter()
-        backtest_seeds(cfg, instruments)
-        t = lap("seeds", t)
+        check_seeds(instruments)
         sweep = cost_sweep(cfg, instruments, workers=workers, progress=progress)
         t = lap("cost_sweep", t)
         comparison = compare(cfg, instruments, sweep)

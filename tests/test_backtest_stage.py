@@ -16,7 +16,7 @@ from tests.test_engine import sample_bars
 
 REPO = Path(__file__).resolve().parent.parent
 FORECASTERS = ["random_walk", "sma", "ema", "kalman", "ols", "lstm"]
-STRATEGIES = [*FORECASTERS, "sma_crossover", "ema_crossover", "buy_and_hold"]
+STRATEGIES = [*FORECASTERS, "sma_crossover", "ema_crossover", "buy_and_hold", "lstm_seed0"]
 
 
 def write_forecasts(run_dir: Path, instruments=("GSPC", "GOOG"), oos_bar: int = 300) -> dict:
@@ -35,7 +35,7 @@ def write_forecasts(run_dir: Path, instruments=("GSPC", "GOOG"), oos_bar: int = 
         frame["kalman"] = close.rolling(3).mean()
         frame["ols"] = 2 * close - close.shift(1)
         frame["lstm"] = close * (1 + rng.normal(0, 0.005, len(close)))
-        frame["lstm_seed0"] = frame["lstm"]
+        frame["lstm_seed0"] = close * (1 + rng.normal(0, 0.005, len(close)))
         start = frame.index[oos_bar]
         frame.loc[frame.index < start, [*FORECASTERS, "lstm_seed0"]] = np.nan
         frame.to_parquet(out / f"{ticker}.parquet")
@@ -72,6 +72,7 @@ def test_stage_backtests_every_strategy_without_models(tmp_path):
     for ticker, entry in summary["instruments"].items():
         assert list(entry["strategies"]) == STRATEGIES
         assert entry["oos_start"] == summary_in[ticker]["oos_start"]
+        assert entry["warmup_bars"] == 10 * 20  # smoke: EMA crossover slow 20
         for name in STRATEGIES:
             record = json.loads((out / ticker / f"{name}.json").read_text())
             assert record["start"] == summary_in[ticker]["oos_start"]
@@ -111,17 +112,44 @@ def test_stage_metrics_equal_a_direct_run(tmp_path):
         fractional=bt.sizing.fractional,
         allow_short=bt.allow_short,
     )
-    direct = run_backtest(
-        frame[["open", "high", "low", "close", "volume"]],
-        "forecast",
-        {"entry_threshold": bt.entry_threshold, "exit_threshold": bt.exit_threshold},
-        execution,
-        trade_start=summary_in["GSPC"]["oos_start"],
-        forecast=frame["lstm"],
-    )
-    staged = results["GSPC"]["results"]["lstm"]
-    pd.testing.assert_series_equal(staged.equity, direct.equity)
-    assert staged.metrics["trades"] > 0
+    # The stage feeds only the warm-up before oos_start; the direct run feeds every bar.
+    for name in ("lstm", "lstm_seed0"):
+        direct = run_backtest(
+            frame[["open", "high", "low", "close", "volume"]],
+            "forecast",
+            {"entry_threshold": bt.entry_threshold, "exit_threshold": bt.exit_threshold},
+            execution,
+            trade_start=summary_in["GSPC"]["oos_start"],
+            forecast=frame[name],
+        )
+        staged = results["GSPC"]["results"][name]
+        pd.testing.assert_series_equal(staged.equity, direct.equity, check_exact=True)
+        pd.testing.assert_frame_equal(staged.orders, direct.orders, check_exact=True)
+        assert staged.metrics == direct.metrics and staged.metrics["trades"] > 0
+    assert results["GSPC"]["warmup"] == 200
+    assert len(frame.loc[: summary_in["GSPC"]["oos_start"]]) > 200 + 1  # so the trim bites
+    # The report's cost sweep reruns the stage without the seeds.
+    assert "lstm_seed0" not in run_backtests(cfg, seeds=False)["GSPC"]["results"]
+
+
+def test_report_reads_the_seed_backtests_of_the_stage(tmp_path):
+    from pipelines import report
+    from pipelines.backtest import main
+    from pipelines.config import load_config
+    from pipelines.errors import DataError
+
+    write_forecasts(tmp_path / "smoke")
+    args = ["--config", "configs/smoke.yaml", "--set", f"output_directory={tmp_path}"]
+    assert main([*args, "--no-charts"]) == 0
+    cfg = load_config("configs/smoke.yaml", overrides={"output_directory": str(tmp_path)})
+    instruments = report.load_instruments(cfg)
+    for inst in instruments:
+        assert report.seed_columns(inst.frame) == ["lstm_seed0"]
+        assert "lstm_seed0" in inst.runs
+    report.check_seeds(instruments)
+    del instruments[1].runs["lstm_seed0"]  # backtests from before the stage ran the seeds
+    with pytest.raises(DataError, match="GOOG lack the LSTM seed.*rerun `python -m pipelines"):
+        report.check_seeds(instruments)
 
 
 def test_missing_forecasts_are_a_clear_error(tmp_path, capsys):
