@@ -53,8 +53,9 @@ Warm-up (``run_backtest(..., warmup=...)``, ``warmup_bars``):
   crossover (whose averages are sums over the same windows; only a fast and
   slow average exactly equal on the first fed bar would lose the memory of
   the last cross); the EMA crossover's averages differ from the
-  whole-history ones by at most ``1.5e-8`` of the seed's error, which moves
-  a signal only if the two averages are that close on some bar.
+  whole-history ones by less than ``1.5e-8`` times the gap between the two
+  seeds, which moves a signal only if its fast and slow averages are that
+  close on some bar.
 
 Results (``BacktestResult``; the metrics come from ``strategies.metrics``):
 
@@ -111,7 +112,7 @@ import pandas as pd
 
 from strategies.buyhold import BuyAndHold
 from strategies.crossover import EmaCrossover, SmaCrossover
-from strategies.feeds import date_numbers, make_feed
+from strategies.feeds import date_numbers, make_feed, validate_bars
 from strategies.forecast import ForecastStrategy
 from strategies.metrics import compute_metrics
 
@@ -450,8 +451,14 @@ def run_backtest(
     if unknown:
         raise ValueError(f"{cls.__name__} has no parameter(s) {unknown}; known: {sorted(known)}")
 
+    validate_bars(bars)
     start = bars.index[0] if trade_start is None else pd.Timestamp(trade_start)
     first = int(bars.index.searchsorted(start))
+    if first >= len(bars) - 1:
+        raise ValueError(
+            f"trade_start {start.date()} leaves fewer than 2 bars to trade "
+            f"(bars end {bars.index[-1].date()})"
+        )
     fed = 0
     if warmup is not None:
         need = getattr(cls, "warmup_bars", lambda _: 0)(params)
@@ -466,11 +473,6 @@ def run_backtest(
         raise ValueError(
             "ForecastStrategy needs a forecast: pass forecast=<Series on the bars' dates> "
             "or a 'forecast' column in bars (it is missing or all NaN)"
-        )
-    if first >= len(bars) - 1:
-        raise ValueError(
-            f"trade_start {start.date()} leaves fewer than 2 bars to trade "
-            f"(bars end {bars.index[-1].date()})"
         )
     dates = bars.index[fed:]
     first -= fed
