@@ -12,10 +12,11 @@ adjusted, in three settings:
   (what the stage did before the warm-up trim).
 
 The strategies and settings run interleaved, in a rotating order, for several
-rounds; the median of each is reported, with bars per second counted over
-the bars fed. The forecast column is a 20-bar moving average of the closes
-computed with pandas beforehand, as a forecaster's saved output would be
-(NaN before the traded period in the ``oos`` settings). Goal: the forecast
+rounds, each after a full garbage collection; the median of each is
+reported, with bars per second counted over the bars fed. The forecast
+column is a 20-bar moving average of the closes computed with pandas
+beforehand, as a forecaster's saved output would be (NaN before the traded
+period in the ``oos`` settings). Goal: the forecast
 strategy costs at most 1.3x the SMA crossover, because it only reads a line.
 
 ``python -m benchmarks strategies [--rounds N] [--oos-bars N]``
@@ -24,6 +25,7 @@ strategy costs at most 1.3x the SMA crossover, because it only reads a line.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import statistics
@@ -79,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     def once(setting: str, name: str) -> tuple[float, int]:
         trade_start, fc, warm, _ = settings[setting]
         strategy, params = CASES[name]
+        # Each run leaves Backtrader's reference cycles behind; without a collection here a
+        # full collection of the earlier runs' garbage (0.1 s or more) lands in whichever
+        # run happens to cross the threshold.
+        gc.collect()
         t0 = time.perf_counter()
         result = run_backtest(
             bars, strategy, params, execution, trade_start=trade_start, forecast=fc, warmup=warm
