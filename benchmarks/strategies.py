@@ -16,8 +16,8 @@ rounds, each after a full garbage collection; the median of each is
 reported, with bars per second counted over the bars fed. The forecast
 column is a 20-bar moving average of the closes computed with pandas
 beforehand, as a forecaster's saved output would be (NaN before the traded
-period in the ``oos`` settings). Goal: the forecast
-strategy costs at most 1.3x the SMA crossover, because it only reads a line.
+period in the ``oos`` settings). Goal: the forecast strategy costs at most
+1.3x the SMA crossover, because it only reads a line.
 
 ``python -m benchmarks strategies [--rounds N] [--oos-bars N]``
 """
