@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Callable
 
 from pipelines.config import Config, load_config, parse_set
@@ -35,19 +36,72 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    # run_stage reads it: -v also means full tracebacks
+    log.setLevel(logging.DEBUG if verbose else logging.NOTSET)
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(args.config, overrides=parse_set(args.set) if args.set else None)
 
 
-def run_stage(body: Callable[[], int]) -> int:
-    """Run a stage body; a GatecastError becomes one clear line and exit code 2."""
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _notes(err: BaseException) -> list[str]:
+    # PEP 678 notes, e.g. the MLflow runs a failure ended (pipelines.tracking adds one)
+    return [_one_line(n) for n in getattr(err, "__notes__", ()) if str(n).strip()]
+
+
+def _stage_of(body: Callable[[], int]) -> str:
+    module = getattr(body, "__module__", None) or "stage"
+    return module.rsplit(".", 1)[-1]
+
+
+def run_stage(
+    body: Callable[[], int], stage: str | None = None, *, verbose: bool | None = None
+) -> int:
+    """Run a stage body; whatever stops it becomes one clear line on stderr and an exit code.
+
+    - ``GatecastError`` (bad data or config): ``error: <message>``, exit 2;
+    - any other exception: ``error: <stage> failed: <Type>: <message> (-v shows
+      the traceback)``, exit 1; with ``-v`` the traceback comes first instead;
+    - Ctrl-C (``KeyboardInterrupt``): ``interrupted: <stage> stopped``, exit 130.
+
+    Notes attached to the exception (PEP 678), such as the MLflow runs it
+    ended, go in the same line.
+
+    Args:
+        body: The stage's work; returns the exit code.
+        stage: The stage's name for the message; by default the last part of
+            the module that defines ``body`` (``pipelines.train`` -> ``train``).
+        verbose: Print tracebacks; by default whether ``setup_logging(True)`` ran.
+    """
+    stage = stage or _stage_of(body)
+    if verbose is None:
+        verbose = log.isEnabledFor(logging.DEBUG)
     try:
         return body()
     except GatecastError as err:
-        print(f"error: {err}", file=sys.stderr)
+        extra = _notes(err)
+        print(f"error: {err}" + (f" ({'; '.join(extra)})" if extra else ""), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        why = [_one_line(str(err))] if str(err).strip() else []
+        extra = why + _notes(err)
+        print(
+            f"interrupted: {stage} stopped" + (f" ({'; '.join(extra)})" if extra else ""),
+            file=sys.stderr,
+        )
         return 130
+    except Exception as err:
+        if verbose:
+            traceback.print_exc()
+        cause = _one_line(str(err)) or "(no message)"
+        extra = [*_notes(err)] if verbose else [*_notes(err), "-v shows the traceback"]
+        print(
+            f"error: {stage} failed: {type(err).__name__}: {cause}"
+            + (f" ({'; '.join(extra)})" if extra else ""),
+            file=sys.stderr,
+        )
+        return 1

@@ -38,25 +38,46 @@ Metric conventions (the train stage; the backtest stage uses the same idea)
 Ending runs
     Leaving a run's ``with`` block normally ends it FINISHED; an exception ends
     every run the block opened FAILED, and Ctrl-C (KeyboardInterrupt) KILLED,
-    so no run is ever left RUNNING.
+    so no run is ever left RUNNING. What a run had logged before it failed is
+    kept, and the exception leaves ``pipeline_run`` with a note (PEP 678)
+    saying how the runs ended and in which experiment, which the stage's
+    one-line error (``pipelines.cli.run_stage``) shows.
 
-Model
+Registered model (one per instrument)
     ``log_lstm_model`` logs the final walk-forward fold's LSTM (all seeds; the
     forecast is their mean, as in the ``lstm`` column) in MLflow's pyfunc
-    format with an input example and a signature, registers it as
-    ``<tracking.registered_model>-<INST>`` (one registered model per
-    instrument, e.g. ``gatecast-lstm-GSPC``) and moves the alias ``newest`` to
-    the new version. Load it with
-    ``mlflow.pyfunc.load_model("models:/gatecast-lstm-GSPC@newest")`` and call
-    ``predict(bars, params={"start": "2012-06-01"})``.
+    format with an input example and a signature, as a logged model of the
+    instrument's ``<INST>/lstm`` run, and registers it under the name
+
+        ``<tracking.registered_model>-<INST>``
+
+    (``tracking.registered_model`` from the config, default ``gatecast-lstm``:
+    ``gatecast-lstm-GSPC``, ``gatecast-lstm-ORCL``, ...). Every train run adds
+    a version and moves the alias ``newest`` to it; the alias is ``newest``
+    because MLflow reserves ``latest``. In any Python process with the same
+    tracking URI (``python -m pipelines.tracking uri`` prints it)::
+
+        import mlflow
+        model = mlflow.pyfunc.load_model("models:/gatecast-lstm-GSPC@newest")
+        forecasts = model.predict(bars, params={"start": "2012-06-01"})
+
+    ``bars`` has a ``date`` column and ``open, high, low, close, volume``; the
+    result has one row per forecast date with ``lstm`` (the next close) and
+    ``lstm_seed<k>``. A given version: ``models:/gatecast-lstm-GSPC/3``.
 
 Overhead
-    Metrics wait in the run's queue and reach the store in batches when the
-    run ends; params, tags and metrics share requests up to the store's batch
-    limits. Time spent inside this module's calls is added up
-    (``overhead_seconds``, ``overhead_by_call``; rendering PNGs counts as
+    A run costs a handful of store requests whatever it logs: one to create
+    it (its tags included), one to copy ``config.yaml``, one per other
+    artifact, one batch at the end with its params, tags and metrics (more
+    only past the store's limits: 100 params, 100 tags, 1000 items), one to
+    end it. Runs are created through the client, not ``mlflow.start_run``:
+    the experiment, the run context and the config file are resolved once per
+    stage. Time spent inside this module's calls is added up
+    (``overhead_seconds``, ``overhead_by_call``, ``overhead_call_counts``;
+    opening the store, a one-time cost per process, counts as ``open_store``;
+    rendering PNGs is matplotlib's work and counts apart as
     ``render_figure``), so the benchmark can report MLflow's share of a
-    stage's wall time.
+    stage's wall time and its cost per run.
 """
 
 from __future__ import annotations
@@ -89,10 +110,18 @@ import mlflow.pyfunc  # noqa: E402
 import numpy as np
 import pandas as pd
 import yaml
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import (
+    LoggedModelOutput,
+    LoggedModelStatus,
+    Metric,
+    Param,
+    RunStatus,
+    RunTag,
+)
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import Model, infer_signature
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from pipelines.config import REPO_ROOT, Config
 
@@ -107,6 +136,8 @@ DEFAULT_TRACKING_URI = f"sqlite:///{STORE_DIRECTORY / 'mlflow.db'}"
 DEFAULT_ARTIFACT_ROOT = STORE_DIRECTORY / "artifacts"
 # MLflow reserves the alias "latest"; "newest" always names the most recently trained version.
 LATEST_ALIAS = "newest"
+# PNGs logged with runs: enough to read a chart in the MLflow UI.
+FIGURE_DPI = 100
 
 # The REST API's limits per log_batch request (mlflow.utils.validation), which
 # every store accepts.
@@ -139,6 +170,7 @@ class _Clock:
         self.seconds = 0.0
         self.calls = 0
         self.by_call: dict[str, float] = {}
+        self.count_by_call: dict[str, int] = {}
         self._depth = 0
 
     @contextlib.contextmanager
@@ -154,6 +186,7 @@ class _Clock:
                 self.seconds += spent
                 self.calls += 1
                 self.by_call[what] = self.by_call.get(what, 0.0) + spent
+                self.count_by_call[what] = self.count_by_call.get(what, 0) + 1
 
 
 _CLOCK = _Clock()
@@ -183,11 +216,17 @@ def overhead_by_call() -> dict[str, float]:
     return dict(_CLOCK.by_call)
 
 
+def overhead_call_counts() -> dict[str, int]:
+    """How many calls of each kind ``overhead_by_call`` adds up (``start_run``: runs opened)."""
+    return dict(_CLOCK.count_by_call)
+
+
 def reset_overhead() -> None:
     """Start counting tracking time afresh."""
     _CLOCK.seconds = 0.0
     _CLOCK.calls = 0
     _CLOCK.by_call = {}
+    _CLOCK.count_by_call = {}
 
 
 # Store --------------------------------------------------------------------------------
@@ -339,6 +378,21 @@ def _key(text: str) -> str:
 
 
 @dataclass
+class _Store:
+    """What every run of one stage invocation shares: one client, the context, config.yaml.
+
+    Args:
+        client: The MlflowClient of the stage's store.
+        context_tags: MLflow's own run-context tags (user, source), resolved once.
+        config_file: The resolved config written once, copied into every run.
+    """
+
+    client: MlflowClient
+    context_tags: dict[str, str]
+    config_file: Path
+
+
+@dataclass
 class RunHandle:
     """One open MLflow run of a stage.
 
@@ -349,6 +403,8 @@ class RunHandle:
         tags: Tags every child run of this pipeline run inherits.
         params: Params every child run inherits (the flattened config).
         config_text: The resolved config as YAML (logged as ``config.yaml``).
+        tracking_uri: The store the run lives in.
+        experiment_name: The experiment's name.
     """
 
     run_id: str
@@ -358,7 +414,11 @@ class RunHandle:
     params: dict[str, str] = field(default_factory=dict)
     config_text: str = ""
     tracking_uri: str = ""
-    pending: list[Metric] = field(default_factory=list)
+    experiment_name: str = ""
+    pending: list[Metric] = field(default_factory=list, repr=False)
+    pending_params: dict[str, str] = field(default_factory=dict, repr=False)
+    pending_tags: dict[str, str] = field(default_factory=dict, repr=False)
+    store: _Store | None = field(default=None, repr=False)
 
     def queue(self, metrics: Sequence[Metric]) -> None:
         """Hold metrics until the run ends (or a full batch is waiting): one request each."""
@@ -367,9 +427,12 @@ class RunHandle:
             self.flush()
 
     def flush(self) -> None:
-        """Send the waiting metrics in batches of at most MAX_METRICS_PER_BATCH."""
-        waiting, self.pending = self.pending, []
-        _log_batch(self.run_id, metrics=waiting)
+        """Send the waiting params, tags and metrics, in as few batches as the limits allow."""
+        metrics, self.pending = self.pending, []
+        params, self.pending_params = self.pending_params, {}
+        tags, self.pending_tags = self.pending_tags, {}
+        if metrics or params or tags:
+            _log_batch(self.run_id, metrics, params, tags, self.store)
 
 
 _STACK: list[RunHandle] = []
@@ -392,22 +455,18 @@ def _end_status(exc: BaseException | None) -> str:
     return RunStatus.to_string(RunStatus.FAILED)
 
 
-def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _log_batch(
     run_id: str,
     metrics: Sequence[Metric] = (),
     params: Mapping[str, str] | None = None,
     tags: Mapping[str, str] | None = None,
+    store: _Store | None = None,
 ) -> None:
     """Params, tags and metrics in as few requests as the store's batch limits allow."""
     param_list = [Param(_key(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in (params or {}).items()]
     tag_list = [RunTag(_key(k), str(v)) for k, v in (tags or {}).items()]
     metric_list = list(metrics)
-    mlflow_client = client()
+    mlflow_client = store.client if store is not None else client()
     while param_list or tag_list or metric_list:
         p, param_list = (
             param_list[:MAX_PARAMS_TAGS_PER_BATCH],
@@ -421,16 +480,22 @@ def _log_batch(
 
 @contextlib.contextmanager
 def _open_run(
-    experiment_id: str, name: str, tags: Mapping[str, str], nested: bool
+    store: _Store, experiment_id: str, name: str, tags: Mapping[str, str]
 ) -> Iterator[str]:
-    """Start a run, yield its id, and always end it with the right status."""
+    """Create a run (tags included, one request), yield its id, always end it rightly.
+
+    Runs are created and ended through the client, not ``mlflow.start_run``: no
+    global active run, and none of the fluent API's per-run look-ups (the
+    experiment, the run context) that a stage has already made once.
+    """
     with _CLOCK.timing("start_run"):
-        run = mlflow.start_run(
-            experiment_id=experiment_id, run_name=name, nested=nested, tags=dict(tags)
+        run = store.client.create_run(
+            experiment_id, tags={**store.context_tags, **tags}, run_name=name
         )
+    run_id = run.info.run_id
     exc: BaseException | None = None
     try:
-        yield run.info.run_id
+        yield run_id
     except BaseException as err:
         exc = err
         raise
@@ -438,11 +503,20 @@ def _open_run(
         status = _end_status(exc)
         with _CLOCK.timing("end_run"):
             try:
-                mlflow.end_run(status=status)
+                store.client.set_terminated(run_id, status)
             except Exception as err:  # never hide the stage's own error behind this one
                 if exc is None:
                     raise
                 log.warning("could not mark MLflow run %s as %s: %s", name, status, err)
+
+
+def _context_tags() -> dict[str, str]:
+    """MLflow's run-context tags (``mlflow.user``, ``mlflow.source.*``), as start_run sets them."""
+    from mlflow.tracking.context.git_context import GitRunContext
+    from mlflow.tracking.context.registry import resolve_tags
+
+    # The commit comes from git_state(); MLflow's git context would import GitPython for it.
+    return {k: str(v) for k, v in resolve_tags({}, ignore=[GitRunContext]).items()}
 
 
 @contextlib.contextmanager
@@ -460,7 +534,8 @@ def pipeline_run(
     in the module docstring; ``inputs`` maps a label (e.g. ``GSPC.parquet``)
     to an input data file whose SHA-256 is recorded; ``tags`` adds the stage's
     own (e.g. the device). The run, and every child opened inside, ends
-    FINISHED, FAILED (exception) or KILLED (Ctrl-C).
+    FINISHED, FAILED (exception) or KILLED (Ctrl-C); an exception leaving the
+    block carries a note saying so and naming the experiment.
 
     Args:
         cfg: The resolved experiment config.
@@ -471,34 +546,60 @@ def pipeline_run(
     """
     if _STACK:
         raise RuntimeError(f"pipeline_run({stage!r}) inside the open run {_STACK[-1].name!r}")
-    with _CLOCK.timing("pipeline_run"):
-        uri = _use_store()
-        experiment_id = _experiment_id(client(), cfg.experiment_name, uri)
-        common = {
-            "gatecast.config": cfg.name,
-            "gatecast.seed": str(cfg.seed),
-            "gatecast.command": command or shlex.join(sys.orig_argv),
-            **git_state(),
-            **{f"gatecast.version.{k}": v for k, v in library_versions().items()},
-            **{k: str(v) for k, v in (tags or {}).items()},
+    with contextlib.ExitStack() as cleanup:
+        with _CLOCK.timing("open_store"):
+            # The first client of a process imports and opens the store (SQLAlchemy,
+            # MLflow's table models, the schema check): a one-time cost, timed apart.
+            uri = _use_store()
+            mlflow_client = MlflowClient(tracking_uri=uri)
+        with _CLOCK.timing("pipeline_run"):
+            experiment_id = _experiment_id(mlflow_client, cfg.experiment_name, uri)
+            common = {
+                "gatecast.config": cfg.name,
+                "gatecast.seed": str(cfg.seed),
+                "gatecast.command": command or shlex.join(sys.orig_argv),
+                **git_state(),
+                **{f"gatecast.version.{k}": v for k, v in library_versions().items()},
+                **{k: str(v) for k, v in (tags or {}).items()},
+            }
+            for label, path in (inputs or {}).items():
+                common[f"gatecast.input.{_key(label)}.sha256"] = sha256_file(path)
+                common[f"gatecast.input.{_key(label)}.path"] = str(path)
+            params = flatten_config(cfg)
+            text = config_yaml(cfg)
+            tmp = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="gatecast-")))
+            config_file = tmp / "config.yaml"
+            config_file.write_text(text)
+            store = _Store(mlflow_client, _context_tags(), config_file)
+        own = {
+            **common,
+            "gatecast.stage": stage,
+            "mlflow.note.content": f"gatecast `{stage}` stage of config `{cfg.name}`",
         }
-        for label, path in (inputs or {}).items():
-            common[f"gatecast.input.{_key(label)}.sha256"] = sha256_file(path)
-            common[f"gatecast.input.{_key(label)}.path"] = str(path)
-        params = flatten_config(cfg)
-        text = config_yaml(cfg)
-    own = {
-        **common,
-        "gatecast.stage": stage,
-        "mlflow.note.content": f"gatecast `{stage}` stage of config `{cfg.name}`",
-    }
-    with _open_run(experiment_id, stage, own, nested=False) as run_id:
-        handle = RunHandle(run_id, experiment_id, stage, common, params, text, uri)
-        with _on_stack(handle):
-            with _CLOCK.timing("pipeline_run"):
-                _log_batch(run_id, params=params)
-                mlflow.log_text(text, "config.yaml")
-            yield handle
+        with _open_run(store, experiment_id, stage, own) as run_id:
+            handle = RunHandle(
+                run_id,
+                experiment_id,
+                stage,
+                common,
+                params,
+                text,
+                uri,
+                cfg.experiment_name,
+                pending_params=dict(params),
+                store=store,
+            )
+            try:
+                with _on_stack(handle):
+                    with _CLOCK.timing("pipeline_run"):
+                        mlflow_client.log_artifact(run_id, str(config_file))
+                    yield handle
+            except BaseException as err:
+                err.add_note(
+                    f"MLflow: the {stage} run and the runs it opened are marked "
+                    f"{_end_status(err)} in experiment {cfg.experiment_name}"
+                )
+                raise
 
 
 @contextlib.contextmanager
@@ -506,12 +607,20 @@ def child_run(name: str, tags: Mapping[str, str] | None = None) -> Iterator[RunH
     """Open a child of the current pipeline run (e.g. ``GSPC/lstm``).
 
     The child inherits the parent's params, tags and ``config.yaml``; ``tags``
-    adds its own (``gatecast.instrument``, ``gatecast.forecaster``, ...).
+    adds its own (``gatecast.instrument``, ``gatecast.forecaster``, ...). Its
+    params go to the store with its metrics, in one batch, when it ends.
     """
     parent = active_run()
+    store = parent.store
+    assert store is not None
     own = {k: str(v) for k, v in (tags or {}).items()}
-    every = {**parent.tags, "gatecast.stage": _root().name, **own}
-    with _open_run(parent.experiment_id, name, every, nested=True) as run_id:
+    every = {
+        **parent.tags,
+        "gatecast.stage": _root().name,
+        **own,
+        MLFLOW_PARENT_RUN_ID: parent.run_id,
+    }
+    with _open_run(store, parent.experiment_id, name, every) as run_id:
         handle = RunHandle(
             run_id,
             parent.experiment_id,
@@ -520,17 +629,19 @@ def child_run(name: str, tags: Mapping[str, str] | None = None) -> Iterator[RunH
             parent.params,
             parent.config_text,
             parent.tracking_uri,
+            parent.experiment_name,
+            pending_params=dict(parent.params),
+            store=store,
         )
         with _on_stack(handle):
             with _CLOCK.timing("child_run"):
-                _log_batch(run_id, params=parent.params)
-                mlflow.log_text(parent.config_text, "config.yaml")
+                store.client.log_artifact(run_id, str(store.config_file))
             yield handle
 
 
 @contextlib.contextmanager
 def _on_stack(handle: RunHandle) -> Iterator[RunHandle]:
-    """Make ``handle`` the current run; on the way out send its waiting metrics."""
+    """Make ``handle`` the current run; on the way out send what it still holds."""
     _STACK.append(handle)
     failed = False
     try:
@@ -540,7 +651,7 @@ def _on_stack(handle: RunHandle) -> Iterator[RunHandle]:
         raise
     finally:
         try:
-            with _CLOCK.timing("log_metrics"):
+            with _CLOCK.timing("end_run_batch"):
                 handle.flush()
         except Exception as err:
             if not failed:
@@ -592,60 +703,76 @@ def log_metric_history(name: str, values: Sequence[float], first_step: int = 0) 
     active_run().queue(batch)
 
 
+def _run_client(handle: RunHandle) -> MlflowClient:
+    return handle.store.client if handle.store is not None else client()
+
+
 @_timed
 def log_params(params: Mapping[str, Any]) -> None:
-    """Log extra params to the current run (keys must not repeat the config's)."""
-    _log_batch(active_run().run_id, params={k: str(v) for k, v in params.items()})
+    """Log extra params to the current run (keys must not repeat the config's).
+
+    They reach the store with the run's metrics, in the same batch, when the run ends.
+    """
+    active_run().pending_params.update({k: str(v) for k, v in params.items()})
 
 
 @_timed
 def set_tags(tags: Mapping[str, Any]) -> None:
-    """Set tags on the current run."""
-    _log_batch(active_run().run_id, tags={k: str(v) for k, v in tags.items()})
+    """Set tags on the current run (sent with its metrics when the run ends)."""
+    active_run().pending_tags.update({k: str(v) for k, v in tags.items()})
 
 
 @_timed
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
     """Copy a file (or a directory's files) into the current run's artifacts."""
     path = Path(path)
-    run_id = active_run().run_id
+    run = active_run()
     if path.is_dir():
-        client().log_artifacts(run_id, str(path), artifact_path)
+        _run_client(run).log_artifacts(run.run_id, str(path), artifact_path)
     else:
-        client().log_artifact(run_id, str(path), artifact_path)
+        _run_client(run).log_artifact(run.run_id, str(path), artifact_path)
 
 
 @_timed
 def log_text(text: str, artifact_file: str) -> None:
     """Write ``text`` as the artifact ``artifact_file`` of the current run."""
-    client().log_text(active_run().run_id, text, artifact_file)
+    run = active_run()
+    _run_client(run).log_text(run.run_id, text, artifact_file)
 
 
 @_timed
 def log_dict(data: Mapping[str, Any], artifact_file: str) -> None:
     """Write ``data`` as a JSON (or YAML, by extension) artifact of the current run."""
-    client().log_dict(active_run().run_id, dict(data), artifact_file)
+    run = active_run()
+    _run_client(run).log_dict(run.run_id, dict(data), artifact_file)
 
 
 @_timed
 def log_dataframe(frame: pd.DataFrame, name: str, artifact_path: str | None = None) -> None:
     """Write ``frame`` (with its index) as the Parquet artifact ``<name>.parquet``."""
     filename = name if name.endswith(".parquet") else f"{name}.parquet"
+    run = active_run()
     with tempfile.TemporaryDirectory(prefix="gatecast-") as tmp:
         path = Path(tmp) / filename
         frame.to_parquet(path)
-        client().log_artifact(active_run().run_id, str(path), artifact_path)
+        _run_client(run).log_artifact(run.run_id, str(path), artifact_path)
 
 
-def log_figure(fig: Any, name: str, artifact_path: str | None = "plots") -> None:
-    """Save a matplotlib figure as the PNG artifact ``<artifact_path>/<name>.png``."""
+def log_figure(
+    fig: Any, name: str, artifact_path: str | None = "plots", dpi: int = FIGURE_DPI
+) -> None:
+    """Save a matplotlib figure as the PNG artifact ``<artifact_path>/<name>.png``.
+
+    Rendering is matplotlib's work, not MLflow's: it is timed apart as ``render_figure``.
+    """
     filename = name if name.endswith(".png") else f"{name}.png"
+    run = active_run()
     with tempfile.TemporaryDirectory(prefix="gatecast-") as tmp:
         path = Path(tmp) / filename
         with _CLOCK.timing("render_figure"):
-            fig.savefig(path, format="png", dpi=100)
+            fig.savefig(path, format="png", dpi=dpi)
         with _CLOCK.timing("log_figure"):
-            client().log_artifact(active_run().run_id, str(path), artifact_path)
+            _run_client(run).log_artifact(run.run_id, str(path), artifact_path)
 
 
 # The LSTM in MLflow's model format ------------------------------------------------------
@@ -759,6 +886,13 @@ def log_lstm_model(
 ) -> RegisteredModel:
     """Log the final fold's LSTM seeds as a pyfunc model and register it.
 
+    The model is written with ``mlflow.pyfunc.save_model`` (signature, input
+    example, pinned requirements, the package code) and its directory becomes
+    the artifacts of a logged model of the run, the steps of
+    ``mlflow.pyfunc.log_model`` without its serving-input check, which loads
+    the model back and predicts on the example only to confirm that it loads
+    (the tests load it in a fresh process and compare its forecasts).
+
     Args:
         cfg: The resolved config (names the registered model).
         instrument: The instrument the model was trained on.
@@ -768,35 +902,54 @@ def log_lstm_model(
     """
     name = registered_model_name(cfg, instrument)
     run = active_run()
+    mlflow_client = _run_client(run)
     example = example_bars.rename_axis("date").reset_index()
-    output = LstmPyfuncModel()
-    output.forecasters = list(forecasters)
-    signature = infer_signature(example, output.predict(None, example), params={"start": ""})
-    with tempfile.TemporaryDirectory(prefix="gatecast-model-") as tmp:
-        artifacts = {}
-        for k, forecaster in enumerate(forecasters):
-            artifacts[f"seed{k}"] = str(forecaster.save(Path(tmp) / f"seed{k}"))
-        # The pickled object is a bare instance of a class imported from this
-        # package (shipped in code_paths); MLflow's generic warning about
-        # pickled models says nothing useful here.
-        with _quiet("mlflow.pyfunc"):
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=LstmPyfuncModel(),
-                artifacts=artifacts,
-                code_paths=[str(REPO_ROOT / "models"), str(REPO_ROOT / "pipelines")],
-                input_example=(example, {"start": ""}),
-                signature=signature,
-                pip_requirements=_pip_requirements(),
-                tags={"gatecast.instrument": instrument, "gatecast.config": cfg.name},
-            )
-    mlflow_client = client()
+    ensemble = LstmPyfuncModel()
+    ensemble.forecasters = list(forecasters)
+    signature = infer_signature(example, ensemble.predict(None, example), params={"start": ""})
+    tags = {"gatecast.instrument": instrument, "gatecast.config": cfg.name}
+    logged = mlflow_client.create_logged_model(
+        run.experiment_id, name="model", source_run_id=run.run_id, tags=tags, params=run.params
+    )
+    try:
+        with tempfile.TemporaryDirectory(prefix="gatecast-model-") as tmp:
+            artifacts = {}
+            for k, forecaster in enumerate(forecasters):
+                artifacts[f"seed{k}"] = str(forecaster.save(Path(tmp) / "seeds" / f"seed{k}"))
+            local = Path(tmp) / "model"
+            # The pickled object is a bare instance of a class imported from this
+            # package (shipped in code_paths); MLflow's generic warning about
+            # pickled models says nothing useful here.
+            with _quiet("mlflow.pyfunc"):
+                mlflow.pyfunc.save_model(
+                    str(local),
+                    python_model=LstmPyfuncModel(),
+                    artifacts=artifacts,
+                    code_paths=[str(REPO_ROOT / "models"), str(REPO_ROOT / "pipelines")],
+                    input_example=(example, {"start": ""}),
+                    signature=signature,
+                    pip_requirements=_pip_requirements(),
+                    mlflow_model=Model(
+                        artifact_path=logged.artifact_location,
+                        run_id=run.run_id,
+                        model_uuid=logged.model_id,
+                        model_id=logged.model_id,
+                    ),
+                )
+            mlflow_client.log_model_artifacts(logged.model_id, str(local))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            mlflow_client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+        raise
+    mlflow_client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+    mlflow_client.log_outputs(run.run_id, [LoggedModelOutput(logged.model_id, step=0)])
+
     # Registered through the client, not log_model(registered_model_name=...),
     # whose progress lines go straight to stderr.
     try:
         mlflow_client.create_registered_model(
             name,
-            tags={"gatecast.instrument": instrument, "gatecast.config": cfg.name},
+            tags=tags,
             description=f"gatecast LSTM forecaster of {instrument} (config {cfg.name})",
         )
     except MlflowException as err:
@@ -804,14 +957,10 @@ def log_lstm_model(
             raise
     created = mlflow_client.create_model_version(
         name,
-        source=info.model_uri,
+        source=f"models:/{logged.model_id}",
         run_id=run.run_id,
-        model_id=info.model_id,
-        tags={
-            "gatecast.instrument": instrument,
-            "gatecast.config": cfg.name,
-            "gatecast.seeds": str(len(forecasters)),
-        },
+        model_id=logged.model_id,
+        tags={**tags, "gatecast.seeds": str(len(forecasters))},
     )
     version = str(created.version)
     mlflow_client.set_registered_model_alias(name, LATEST_ALIAS, version)

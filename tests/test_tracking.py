@@ -154,8 +154,13 @@ def test_parent_and_child_runs_carry_config_tags_metrics_and_artifacts(store, cf
     assert run.data.params["forecasters.lstm.units"] == "[8]"
     assert run.data.params["output_directory"] == str(tmp_path / "build")
 
+    # MLflow's own run context, as mlflow.start_run would set it
+    assert tags["mlflow.user"]
+    assert tags["mlflow.source.type"] == "LOCAL"
+
     sub = client.get_run(child.run_id)
     assert sub.info.status == "FINISHED"
+    assert sub.data.tags["mlflow.source.type"] == "LOCAL"
     assert sub.info.run_name == "GSPC/sma"
     assert sub.data.tags["mlflow.parentRunId"] == parent.run_id
     assert sub.data.tags["gatecast.instrument"] == "GSPC"
@@ -188,7 +193,10 @@ def test_parent_and_child_runs_carry_config_tags_metrics_and_artifacts(store, cf
 
 def test_an_exception_ends_every_open_run_failed(store, cfg):
     ids = {}
-    with pytest.raises(RuntimeError, match="boom"), tracking.pipeline_run(cfg, "train") as parent:
+    with (
+        pytest.raises(RuntimeError, match="boom") as caught,
+        tracking.pipeline_run(cfg, "train") as parent,
+    ):
         ids["parent"] = parent.run_id
         with tracking.child_run("GSPC/random_walk") as done:
             ids["done"] = done.run_id
@@ -196,12 +204,24 @@ def test_an_exception_ends_every_open_run_failed(store, cfg):
         with tracking.child_run("GSPC/lstm") as child:
             ids["child"] = child.run_id
             tracking.log_metrics({"rmse": 2.0})
+            tracking.log_params({"extra": "x"})
+            tracking.set_tags({"gatecast.note": "half done"})
             raise RuntimeError("boom")
     assert _status(ids["parent"]) == "FAILED"
     assert _status(ids["child"]) == "FAILED"
     assert _status(ids["done"]) == "FINISHED"
-    # metrics logged before the failure are kept
-    assert tracking.client().get_run(ids["child"]).data.metrics["rmse"] == 2.0
+    # the exception says so, for the stage's one-line error
+    assert caught.value.__notes__ == [
+        f"MLflow: the train run and the runs it opened are marked FAILED in experiment "
+        f"{cfg.experiment_name}"
+    ]
+    # what was logged before the failure is kept
+    failed = tracking.client().get_run(ids["child"])
+    assert failed.data.metrics["rmse"] == 2.0
+    assert failed.data.params["extra"] == "x"
+    assert failed.data.params["seed"] == "7"
+    assert failed.data.tags["gatecast.note"] == "half done"
+    assert tracking.client().get_run(ids["parent"]).data.params["forecasters.lstm.units"] == "[8]"
     assert mlflow.active_run() is None
     # and the next invocation starts cleanly
     with tracking.pipeline_run(cfg, "train") as again:
@@ -211,13 +231,14 @@ def test_an_exception_ends_every_open_run_failed(store, cfg):
 
 def test_ctrl_c_ends_the_runs_killed(store, cfg):
     ids = {}
-    with pytest.raises(KeyboardInterrupt), tracking.pipeline_run(cfg, "train") as parent:
+    with pytest.raises(KeyboardInterrupt) as caught, tracking.pipeline_run(cfg, "train") as parent:
         ids["parent"] = parent.run_id
         with tracking.child_run("GSPC/lstm") as child:
             ids["child"] = child.run_id
             raise KeyboardInterrupt
     assert _status(ids["parent"]) == "KILLED"
     assert _status(ids["child"]) == "KILLED"
+    assert caught.value.__notes__[-1].endswith(f"KILLED in experiment {cfg.experiment_name}")
 
 
 def test_logging_outside_a_run_is_a_clear_error(store):
@@ -230,3 +251,29 @@ def test_uri_command_prints_the_store(store, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == os.environ["MLFLOW_TRACKING_URI"]
     assert out[1] == str(store / "artifacts")
+
+
+def test_a_run_sends_params_tags_and_metrics_in_one_request(store, cfg, monkeypatch):
+    requests: dict[str, int] = {}
+    original = mlflow.MlflowClient.log_batch
+
+    def counting(self, run_id, *args, **kwargs):
+        requests[run_id] = requests.get(run_id, 0) + 1
+        return original(self, run_id, *args, **kwargs)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "log_batch", counting)
+    with (
+        tracking.pipeline_run(cfg, "train") as parent,
+        tracking.child_run("GSPC/lstm", tags={"gatecast.instrument": "GSPC"}) as child,
+    ):
+        tracking.log_metrics({"rmse": 1.0, "mae": 0.5})
+        for fold in range(4):
+            tracking.log_metric_history(f"loss/fold{fold}/seed0", np.linspace(1, 0, 15))
+            tracking.log_metrics({"fold/rmse": 1.0}, step=fold)
+        tracking.set_tags({"gatecast.seeds": "7,8"})
+        tracking.log_params({"extra": "1"})
+    assert requests == {parent.run_id: 1, child.run_id: 1}
+    run = tracking.client().get_run(child.run_id)
+    assert len(run.data.params) == len(tracking.flatten_config(cfg)) + 1
+    assert run.data.tags["gatecast.seeds"] == "7,8"
+    assert len(tracking.client().get_metric_history(child.run_id, "loss/fold3/seed0")) == 15

@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import mlflow.models
 import numpy as np
 import pandas as pd
 import pytest
@@ -152,6 +153,22 @@ def test_lstm_run_has_losses_plots_model_and_seed_metrics(store):
     assert str(version.version) == model["version"]
     assert version.run_id == run_id
     assert version.tags["gatecast.instrument"] == "GSPC"
+    # a logged model of the run, finished, with its signature and input example
+    assert version.source.startswith("models:/m-")
+    model_id = version.source.removeprefix("models:/")
+    logged = client.get_logged_model(model_id)
+    assert logged.source_run_id == run_id
+    assert str(logged.status) == "READY"
+    assert logged.params["forecasters.lstm.seeds"] == "2"
+    assert [o.model_id for o in run.outputs.model_outputs] == [model_id]
+    info = mlflow.models.get_model_info(model["uri"])
+    assert info.model_id == model_id
+    assert info.run_id == run_id
+    inputs = info.signature.inputs.input_names()
+    assert inputs == ["date", "open", "high", "low", "close", "volume"]
+    assert "lstm" in info.signature.outputs.input_names()
+    assert info.signature.params.to_dict()[0]["name"] == "start"
+    assert info.saved_input_example_info["type"] == "dataframe"
 
 
 def test_a_fresh_process_loads_the_registered_model_and_reproduces_the_forecasts(store, tmp_path):
@@ -242,11 +259,12 @@ def test_a_failure_midway_ends_the_runs_failed_and_a_rerun_succeeds(
     assert train.main(_classic_argv(out)) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    assert (
-        err.strip()
-        .splitlines()[-1]
-        .startswith("error: train failed: RuntimeError: simulated crash in the Kalman filter")
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(
+        "error: train failed: RuntimeError: simulated crash in the Kalman filter ("
     )
+    assert "marked FAILED in experiment gatecast-smoke" in line
+    assert line.endswith("-v shows the traceback)")
     assert not stale.exists()  # make must not take the stage for done
 
     runs = [
@@ -278,7 +296,9 @@ def test_ctrl_c_ends_the_runs_killed(store, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(KalmanForecaster, "fit", interrupt)
     started = time.time() * 1000
     assert train.main(_classic_argv(tmp_path / "build")) == 130
-    assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted"
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("interrupted: train stopped")
+    assert "marked KILLED in experiment gatecast-smoke" in line
     runs = [r for r in tracking.find_runs("gatecast-smoke") if r.info.start_time >= started - 1]
     by_name = {r.info.run_name: r.info.status for r in runs}
     assert by_name["train"] == "KILLED"

@@ -1,0 +1,122 @@
+"""pipelines.cli.run_stage: whatever stops a stage becomes one clear line and an exit code."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from pipelines import cli
+from pipelines.errors import DataError
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def test_an_unexpected_error_is_one_line_and_exit_code_1(capsys):
+    def body() -> int:
+        raise ZeroDivisionError("division by zero\n  in the   fold loop")
+
+    assert cli.run_stage(body, "backtest", verbose=False) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert _lines(captured.err) == [
+        "error: backtest failed: ZeroDivisionError: division by zero in the fold loop "
+        "(-v shows the traceback)"
+    ]
+
+
+def test_verbose_prints_the_traceback_before_the_line(capsys):
+    def body() -> int:
+        raise RuntimeError("boom")
+
+    assert cli.run_stage(body, "report", verbose=True) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):")
+    assert 'raise RuntimeError("boom")' in err
+    assert _lines(err)[-1] == "error: report failed: RuntimeError: boom"
+
+
+def test_the_stage_name_defaults_to_the_module_of_the_body(capsys):
+    def body() -> int:
+        raise KeyError("x")
+
+    body.__module__ = "pipelines.backtest"
+    assert cli.run_stage(body, verbose=False) == 1
+    assert _lines(capsys.readouterr().err) == [
+        "error: backtest failed: KeyError: 'x' (-v shows the traceback)"
+    ]
+
+
+def test_verbose_follows_setup_logging(capsys):
+    def body() -> int:
+        raise ValueError("bad")
+
+    try:
+        cli.setup_logging(verbose=True)
+        assert cli.run_stage(body, "data") == 1
+        assert "Traceback" in capsys.readouterr().err
+        cli.setup_logging(verbose=False)
+        assert cli.run_stage(body, "data") == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        assert _lines(err) == ["error: data failed: ValueError: bad (-v shows the traceback)"]
+    finally:
+        logging.getLogger("gatecast").setLevel(logging.NOTSET)
+
+
+def test_notes_on_the_exception_go_in_the_same_line(capsys):
+    def body() -> int:
+        err = OSError("disk full")
+        err.add_note("MLflow: the train run and the runs it opened are marked FAILED in x")
+        raise err
+
+    assert cli.run_stage(body, "train", verbose=False) == 1
+    assert _lines(capsys.readouterr().err) == [
+        "error: train failed: OSError: disk full (MLflow: the train run and the runs it "
+        "opened are marked FAILED in x; -v shows the traceback)"
+    ]
+
+
+def test_an_error_without_a_message_says_so(capsys):
+    def body() -> int:
+        raise RuntimeError
+
+    assert cli.run_stage(body, "train", verbose=False) == 1
+    assert _lines(capsys.readouterr().err) == [
+        "error: train failed: RuntimeError: (no message) (-v shows the traceback)"
+    ]
+
+
+def test_ctrl_c_is_one_line_and_exit_code_130(capsys):
+    def body() -> int:
+        raise KeyboardInterrupt
+
+    assert cli.run_stage(body, "train", verbose=True) == 130
+    assert _lines(capsys.readouterr().err) == ["interrupted: train stopped"]
+
+
+def test_gatecast_errors_keep_their_own_message_and_exit_code_2(capsys):
+    def body() -> int:
+        raise DataError("GSPC.csv row 12: close is not a number; fix the row or drop it")
+
+    assert cli.run_stage(body, "data", verbose=True) == 2
+    assert capsys.readouterr().err == (
+        "error: GSPC.csv row 12: close is not a number; fix the row or drop it\n"
+    )
+
+
+def test_a_body_that_succeeds_returns_its_code(capsys):
+    assert cli.run_stage(lambda: 0, "data") == 0
+    assert cli.run_stage(lambda: 3, "data") == 3
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("code", [0, 2])
+def test_system_exit_passes_through(code):
+    def body() -> int:
+        raise SystemExit(code)
+
+    with pytest.raises(SystemExit):
+        cli.run_stage(body, "data")
