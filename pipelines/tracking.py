@@ -206,6 +206,11 @@ def overhead_seconds() -> float:
     return _CLOCK.seconds
 
 
+def mlflow_seconds() -> float:
+    """``overhead_seconds`` less the time spent drawing figures (matplotlib, not MLflow)."""
+    return _CLOCK.seconds - _CLOCK.by_call.get("render_figure", 0.0)
+
+
 def overhead_calls() -> int:
     """Number of (outermost) tracking calls since the last ``reset_overhead``."""
     return _CLOCK.calls
