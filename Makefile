@@ -14,7 +14,8 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
 # What each stage reads: a change to any of these redoes the stage and those after it.
-COMMON       := pipelines/config.py pipelines/cli.py pipelines/errors.py pipelines/__main__.py
+COMMON       := pipelines/config.py pipelines/cli.py pipelines/errors.py pipelines/outputs.py \
+                pipelines/__main__.py
 DATA_INPUTS  := $(STAMP) $(CONFIG) $(wildcard data/sample/*.csv) pipelines/data.py $(COMMON)
 TRAIN_INPUTS := $(wildcard models/*.py) $(addprefix pipelines/,train.py walkforward.py \
                 tracking.py runtime.py charts.py)

@@ -30,10 +30,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +40,7 @@ import pandas as pd
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
 from pipelines.config import BacktestConfig, Config, ForecastersConfig
 from pipelines.errors import ConfigError, DataError
+from pipelines.outputs import atomic_write, read_stage_summary
 from strategies.engine import (
     BacktestResult,
     ExecutionSettings,
@@ -112,25 +111,8 @@ def strategy_plan(
     return plan
 
 
-def _read_summary(forecasts_dir: Path) -> dict[str, Any]:
-    path = forecasts_dir / "summary.json"
-    if not path.is_file():
-        raise DataError(
-            f"{path} not found: run `python -m pipelines train --config ...` first "
-            "(the backtest reads the saved out-of-sample forecasts)"
-        )
-    try:
-        summary = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON ({err}); rerun the train stage") from None
-    if not isinstance(summary, dict):
-        raise DataError(f"{path}: expected a mapping of instruments")
-    return summary
-
-
 def _instrument_entry(summary: dict[str, Any], instrument: str, path: Path) -> dict[str, Any]:
-    nested = summary.get("instruments")
-    entry = nested.get(instrument) if isinstance(nested, dict) else summary.get(instrument)
+    entry = summary["instruments"].get(instrument)
     if not isinstance(entry, dict):
         raise DataError(
             f"{path}: no entry for instrument {instrument!r}; rerun the train stage for this config"
@@ -187,7 +169,7 @@ def run_backtests(
         seeds: also backtest each LSTM seed's forecasts (``lstm_seed<k>``).
     """
     forecasts_dir = Path(forecasts_dir or cfg.run_directory / "forecasts")
-    summary = _read_summary(forecasts_dir)
+    summary = read_stage_summary(forecasts_dir / "summary.json", "train")
     execution = execution_from_config(cfg.backtest)
     out: dict[str, dict[str, Any]] = {}
     for instrument in cfg.data.instruments:
@@ -262,18 +244,8 @@ def _finite(value: Any) -> Any:
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON atomically: a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(_finite(payload), fh, indent=2, allow_nan=False)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; these are ordinary outputs
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def write_backtests(cfg: Config, results: dict[str, dict[str, Any]]) -> Path:

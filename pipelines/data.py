@@ -28,10 +28,8 @@ import json
 import logging
 import os
 import re
-import tempfile
 import unicodedata
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -43,6 +41,7 @@ import pandas as pd
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
 from pipelines.config import REPO_ROOT, Config
 from pipelines.errors import DataError
+from pipelines.outputs import atomic_write
 
 log = logging.getLogger("gatecast.data")
 
@@ -156,25 +155,12 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    _atomic_write(path, lambda tmp: df.to_parquet(tmp, engine="pyarrow"))
+    atomic_write(path, lambda tmp: df.to_parquet(tmp, engine="pyarrow"))
 
 
 def _write_json(obj: Any, path: Path) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
 
 
 # Column mapping ----------------------------------------------------------------

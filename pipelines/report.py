@@ -74,6 +74,7 @@ from pipelines import charts, stats
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
 from pipelines.config import REPO_ROOT, Config
 from pipelines.errors import DataError, GatecastError
+from pipelines.outputs import read_stage_summary
 
 log = logging.getLogger("gatecast.report")
 
@@ -168,21 +169,6 @@ class InstrumentData:
     fold_starts: list[pd.Timestamp] = field(default_factory=list)
 
 
-def _read_json(path: Path, stage: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise DataError(
-            f"{path} not found: run `python -m pipelines {stage} --config ...` first "
-            "(or `python -m pipelines run` for every stage)"
-        )
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON ({err}); rerun the {stage} stage") from None
-    if not isinstance(data, dict) or not isinstance(data.get("instruments"), dict):
-        raise DataError(f"{path}: expected an 'instruments' mapping; rerun the {stage} stage")
-    return data
-
-
 def _entry(summary: Mapping[str, Any], instrument: str, path: Path, stage: str) -> dict[str, Any]:
     entry = summary["instruments"].get(instrument)
     if not isinstance(entry, dict):
@@ -220,8 +206,8 @@ def load_instruments(cfg: Config) -> list[InstrumentData]:
     forecasts_dir = cfg.run_directory / "forecasts"
     backtests_dir = cfg.run_directory / "backtests"
     f_path, b_path = forecasts_dir / "summary.json", backtests_dir / "summary.json"
-    f_summary = _read_json(f_path, "train")
-    b_summary = _read_json(b_path, "backtest")
+    f_summary = read_stage_summary(f_path, "train")
+    b_summary = read_stage_summary(b_path, "backtest")
     out = []
     for name in cfg.data.instruments:
         f_entry = _entry(f_summary, name, f_path, "train")

@@ -33,7 +33,6 @@ import os
 import shlex
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -54,6 +53,7 @@ from pipelines.cli import config_from_args, run_stage, setup_logging, stage_pars
 from pipelines.config import REPO_ROOT, Config
 from pipelines.data import load_instrument, safe_child
 from pipelines.errors import DataError
+from pipelines.outputs import atomic_write
 from pipelines.walkforward import (
     Fold,
     WalkForwardResult,
@@ -343,18 +343,6 @@ def train_instrument(
 # Outputs ------------------------------------------------------------------------------
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _json_safe(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}
@@ -385,11 +373,11 @@ def write_outputs(
         for column, series in result.forecasts.items():
             frame[column] = series.reindex(frame.index).astype("float64")
         path = safe_child(out, result.name, ".parquet")
-        _atomic(path, lambda tmp, frame=frame: frame.to_parquet(tmp))
+        atomic_write(path, lambda tmp, frame=frame: frame.to_parquet(tmp))
         gates_path = None
         if result.gates is not None:
             gates_path = safe_child(out, result.name, ".gates.parquet")
-            _atomic(gates_path, lambda tmp, g=result.gates: g.to_parquet(tmp))
+            atomic_write(gates_path, lambda tmp, g=result.gates: g.to_parquet(tmp))
         oos = pd.DatetimeIndex(
             np.concatenate([_fold_dates(bars[result.name], f) for f in result.folds])
         )
@@ -415,7 +403,7 @@ def write_outputs(
             ),
         }
     summary = _json_safe({**header, "instruments": instruments})
-    _atomic(
+    atomic_write(
         out / "summary.json",
         lambda tmp: tmp.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n"),
     )

@@ -595,18 +595,6 @@ def test_path_safety_is_checked_again_past_the_config(tmp_path):
         fred_series("../../DTB3", cache_dir=tmp_path)
 
 
-def test_atomic_write_leaves_no_half_written_file(tmp_path):
-    target = tmp_path / "out" / "X.parquet"
-
-    def fail_midway(tmp: Path) -> None:
-        tmp.write_bytes(b"PAR1 half")
-        raise OSError("disk full")
-
-    with pytest.raises(OSError, match="disk full"):
-        data._atomic_write(target, fail_midway)
-    assert list((tmp_path / "out").iterdir()) == []
-
-
 # FRED through pandas-datareader, recorded responses ---------------------------------
 
 
