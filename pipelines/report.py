@@ -75,6 +75,7 @@ from pipelines.cli import config_from_args, run_stage, setup_logging, stage_pars
 from pipelines.config import REPO_ROOT, Config
 from pipelines.errors import DataError, GatecastError
 from pipelines.outputs import read_stage_summary
+from strategies.metrics import METRIC_KEYS
 
 log = logging.getLogger("gatecast.report")
 
@@ -85,22 +86,8 @@ POOLED = "pooled"
 RANDOM_WALK = "random_walk"
 TEMPLATE = "report.html.j2"
 
-TRADING_KEYS = (
-    "total_return",
-    "cagr",
-    "volatility",
-    "sharpe",
-    "sortino",
-    "calmar",
-    "max_drawdown",
-    "max_drawdown_duration",
-    "trades",
-    "win_rate",
-    "profit_factor",
-    "exposure",
-    "turnover",
-    "commissions",
-)
+# The backtest's metrics dict (strategies.metrics), less the order counts.
+TRADING_KEYS = tuple(k for k in METRIC_KEYS if k not in {"orders", "rejected_orders"})
 FORECAST_KEYS = (
     "rmse",
     "mae",
