@@ -9,6 +9,12 @@ the two ``keras.layers.LSTM`` variants. The process CPU time of each epoch is
 recorded too: on a shared machine it is less disturbed by other work than the
 wall time, though it also counts the time a second thread spends.
 
+An epoch is timed from ``on_epoch_begin`` to ``on_epoch_end`` inside
+``model.fit(epochs=1)``. The whole ``fit`` call is recorded as well but not
+ranked: after the last batch, releasing fit's ``tf.data`` iterator sometimes
+stalls for 0.1-0.3 s (the same for every model, seen on the 2-core CPU), which
+would decide the ratio by chance on a 0.4 s epoch.
+
 A second table times what the walk-forward does: a fresh ``LstmForecaster``
 (window 20, units [32], 5 epochs, batch 64) fit on 1000 bars, then fresh ones
 on 1000, 1250 and 900 bars. Only the first fit should pay XLA's compilation of
@@ -108,8 +114,12 @@ VARIANTS: dict[str, tuple[str, Callable[[], keras.Model]]] = {
         lambda: _model(keras.layers.RNN(NaiveLSTMCell(UNITS))),
     ),
     "gate_lstm": (
-        "GateLSTM, compile() defaults",
+        "GateLSTM, compile() defaults (row blocks: one per core)",
         lambda: _model(GateLSTM(UNITS)),
+    ),
+    "gate_lstm_1_block": (
+        "GateLSTM(batch_shards=1): one XLA loop over the whole batch, defaults",
+        lambda: _model(GateLSTM(UNITS, batch_shards=1)),
     ),
     "gate_lstm_no_xla": (
         "GateLSTM(jit_compile=False): the same loop without XLA, defaults",
@@ -119,11 +129,22 @@ VARIANTS: dict[str, tuple[str, Callable[[], keras.Model]]] = {
 BASELINES = ("keras_lstm", "keras_lstm_xla")
 
 
-def _epoch_seconds(model: keras.Model, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Wall and process CPU seconds of one training epoch."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
-    return time.perf_counter() - wall, time.process_time() - cpu
+class _EpochClock(keras.callbacks.Callback):
+    """Wall and process CPU time from ``on_epoch_begin`` to ``on_epoch_end``."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = (time.perf_counter(), time.process_time())
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds = (time.perf_counter() - self.start[0], time.process_time() - self.start[1])
+
+
+def _epoch_seconds(model: keras.Model, x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """Wall and process CPU seconds of one training epoch, and of the whole ``fit`` call."""
+    clock = _EpochClock()
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[clock])
+    return (*clock.seconds, time.perf_counter() - start)
 
 
 def run(samples: int, repeats: int, names: list[str]) -> dict:
@@ -135,11 +156,13 @@ def run(samples: int, repeats: int, names: list[str]) -> dict:
     warmup = {name: _epoch_seconds(model, x, y)[0] for name, model in models.items()}
     times: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}
+    fit_call: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(repeats):
         for name, model in models.items():
-            wall_s, cpu_s = _epoch_seconds(model, x, y)
+            wall_s, cpu_s, fit_s = _epoch_seconds(model, x, y)
             times[name].append(wall_s)
             cpu[name].append(cpu_s)
+            fit_call[name].append(fit_s)
     median = {name: statistics.median(t) for name, t in times.items()}
     median_cpu = {name: statistics.median(t) for name, t in cpu.items()}
     present = [b for b in BASELINES if b in median]
@@ -161,6 +184,7 @@ def run(samples: int, repeats: int, names: list[str]) -> dict:
         "variants": {
             name: {
                 "description": VARIANTS[name][0],
+                "layer_config": _layer_config(models[name]),
                 "warmup_epoch_s": warmup[name],
                 "median_epoch_s": median[name],
                 "epoch_s": times[name],
@@ -168,6 +192,7 @@ def run(samples: int, repeats: int, names: list[str]) -> dict:
                 "median_epoch_cpu_s": median_cpu[name],
                 "epoch_cpu_s": cpu[name],
                 "cpu_ratio_to_reference": median_cpu[name] / median_cpu[reference_cpu],
+                "fit_call_s": fit_call[name],
             }
             for name in names
         },
@@ -181,6 +206,19 @@ def run(samples: int, repeats: int, names: list[str]) -> dict:
             "machine": platform.machine(),
         },
     }
+
+
+def _layer_config(model: keras.Model) -> dict:
+    """The recurrent layer's settings that decide how it runs (e.g. GateLSTM's row blocks)."""
+    layer = model.layers[0]
+    config = {"class": type(layer).__name__}
+    if isinstance(layer, GateLSTM):
+        config.update(
+            jit_compile=layer.jit_compile,
+            batch_shards=layer.batch_shards,
+            row_blocks_used=layer._shards(BATCH) if layer.jit_compile else 1,
+        )
+    return config
 
 
 def _bars(n: int, seed: int = 0) -> pd.DataFrame:

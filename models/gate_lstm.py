@@ -181,16 +181,28 @@ def _backward_all_steps(
 
 _COMPILED: dict[Any, Any] = {}
 
+# With batch_shards=None, blocks of fewer rows than this are not worth a thread.
+MIN_AUTO_SHARD_ROWS = 16
+MAX_AUTO_SHARDS = 8
 
-def _xla_recurrence(return_sequences: bool) -> Any:
+
+def _xla_recurrence(return_sequences: bool, shards: int) -> Any:
     """``(inputs, kernel, recurrent_kernel, bias, h_0, c_0) -> (output, h_T, C_T)`` via XLA.
 
     TensorFlow backend only. The forward and the backward loop are each one XLA
     program (TensorFlow cannot differentiate an XLA-compiled while loop from
     outside it), joined by a custom gradient, so users get the compiled loop
     without changing how they compile their model.
+
+    The batch is cut into ``shards`` row blocks (fewer when it has fewer rows),
+    each run by its own call of the same programs. The calls do not depend on
+    each other, so TensorFlow's inter-op threads run them at the same time: a
+    step's matmul is too small to keep several CPU cores busy, several
+    independent loops are not. The rows do not interact, so the outputs are
+    those of one loop over the whole batch; the weight gradients are the sum of
+    the blocks' in a fixed order, so they are deterministic.
     """
-    key = ("recurrence", return_sequences)
+    key = ("recurrence", return_sequences, shards)
     if key in _COMPILED:
         return _COMPILED[key]
     import tensorflow as tf
@@ -202,10 +214,15 @@ def _xla_recurrence(return_sequences: bool) -> Any:
     def recurrence(inputs, kernel, recurrent_kernel, bias, h_0, c_0):
         # The gradient comes from `backward`; without stop_gradient TensorFlow would
         # also try to differentiate the compiled loop, which XLA cannot export.
-        saved = forward(
-            *(ops.stop_gradient(a) for a in (inputs, kernel, recurrent_kernel, bias, h_0, c_0))
+        inputs, kernel, recurrent_kernel, bias, h_0, c_0 = (
+            ops.stop_gradient(a) for a in (inputs, kernel, recurrent_kernel, bias, h_0, c_0)
         )
-        h_seq, c_seq = saved[0], saved[1]
+        split = _row_splitter(inputs, shards)
+        blocks = list(zip(split(inputs), split(h_0), split(c_0), strict=True))
+        saved = [forward(x, kernel, recurrent_kernel, bias, h, c) for x, h, c in blocks]
+        # Time major (steps, batch, units): the blocks join on the batch axis.
+        h_seq = _join([s[0] for s in saved], axis=1)
+        c_seq = _join([s[1] for s in saved], axis=1)
         output = ops.transpose(h_seq, (1, 0, 2)) if return_sequences else h_seq[-1]
 
         def grad(grad_output, grad_h, grad_c):
@@ -213,23 +230,85 @@ def _xla_recurrence(return_sequences: bool) -> Any:
             grad_output = ops.zeros_like(output) if grad_output is None else grad_output
             grad_h = ops.zeros_like(h_0) if grad_h is None else grad_h
             grad_c = ops.zeros_like(c_0) if grad_c is None else grad_c
-            return backward(
-                inputs,
-                kernel,
-                recurrent_kernel,
-                h_0,
-                c_0,
-                saved,
-                grad_output,
-                grad_h,
-                grad_c,
-                return_sequences,
+            parts = [
+                backward(
+                    x,
+                    kernel,
+                    recurrent_kernel,
+                    h,
+                    c,
+                    s,
+                    g_out,
+                    g_h,
+                    g_c,
+                    return_sequences,
+                )
+                for (x, h, c), s, g_out, g_h, g_c in zip(
+                    blocks, saved, split(grad_output), split(grad_h), split(grad_c), strict=True
+                )
+            ]
+            d_inputs, d_kernel, d_recurrent, d_bias, d_h_0, d_c_0 = zip(*parts, strict=True)
+            return (
+                _join(d_inputs, axis=0),
+                _sum(d_kernel),
+                _sum(d_recurrent),
+                _sum(d_bias),
+                _join(d_h_0, axis=0),
+                _join(d_c_0, axis=0),
             )
 
         return (output, h_seq[-1], c_seq[-1]), grad
 
     _COMPILED[key] = recurrence
     return recurrence
+
+
+def _row_splitter(inputs: Any, shards: int) -> Any:
+    """A function cutting (batch, ...) tensors into the same ``shards`` row blocks.
+
+    Block sizes differ by at most one row. With a batch size unknown while
+    tracing, the sizes are computed when the graph runs (blocks may be empty).
+    """
+    import tensorflow as tf
+
+    batch = inputs.shape[0]
+    if batch is not None:
+        shards = max(1, min(shards, batch))
+    if shards == 1:
+        return lambda tensor: [tensor]
+    if batch is not None:
+        sizes: Any = [(batch + shards - 1 - k) // shards for k in range(shards)]
+    else:
+        batch = tf.shape(inputs)[0]
+        sizes = (batch + shards - 1 - tf.range(shards)) // shards
+    return lambda tensor: tf.split(tensor, sizes, axis=0, num=shards)
+
+
+def _join(blocks: Any, axis: int) -> Any:
+    return blocks[0] if len(blocks) == 1 else ops.concatenate(list(blocks), axis=axis)
+
+
+def _sum(blocks: Any) -> Any:
+    total = blocks[0]
+    for block in blocks[1:]:
+        total = total + block
+    return total
+
+
+def default_batch_shards() -> int:
+    """Row blocks per batch that ``GateLSTM(batch_shards=None)`` aims for.
+
+    One per CPU core this process may use, at most ``MAX_AUTO_SHARDS``; 1 when
+    TensorFlow sees a GPU, where one loop over the whole batch is faster.
+    """
+    import os
+
+    import tensorflow as tf
+
+    if tf.config.list_logical_devices("GPU"):
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(MAX_AUTO_SHARDS, cores or 1))
 
 
 def _jit(function: Any) -> Any:
@@ -299,6 +378,11 @@ class GateLSTM(keras.layers.Layer):
             the model's own ``compile`` settings. Masked inputs, sequences of
             unknown length and other backends use ``keras.ops.scan`` with
             automatic differentiation.
+        batch_shards: With the XLA loop, cut each batch into this many row
+            blocks whose loops run at the same time on TensorFlow's inter-op
+            threads; the result is the same as one loop. None: one block per
+            CPU core (at most 8, and at least 16 rows each), or 1 when
+            TensorFlow sees a GPU. 1 runs one loop over the whole batch.
         seed: Seed of the dropout masks.
         **kwargs: Base layer arguments (``name``, ``dtype``, ...).
 
@@ -327,6 +411,7 @@ class GateLSTM(keras.layers.Layer):
         recurrent_constraint: Any = None,
         bias_constraint: Any = None,
         jit_compile: bool = True,
+        batch_shards: int | None = None,
         seed: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -357,6 +442,17 @@ class GateLSTM(keras.layers.Layer):
         self.recurrent_constraint = constraints.get(recurrent_constraint)
         self.bias_constraint = constraints.get(bias_constraint)
         self.jit_compile = bool(jit_compile)
+        if batch_shards is not None and (
+            isinstance(batch_shards, bool)
+            or not isinstance(batch_shards, int | np.integer)
+            or batch_shards < 1
+        ):
+            raise ValueError(
+                f"GateLSTM: `batch_shards` is the number of row blocks of a batch run at "
+                f"the same time and must be a positive integer or None (one per CPU "
+                f"core), got batch_shards={batch_shards!r}."
+            )
+        self.batch_shards = None if batch_shards is None else int(batch_shards)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed) if dropout > 0 else None
         self.supports_masking = True
@@ -457,7 +553,7 @@ class GateLSTM(keras.layers.Layer):
             seqs = _jit(_forward_all_steps)(inputs, kernel, recurrent_kernel, bias, h_0, c_0)
             return _batch_major_gates(seqs)
         if compiled:
-            recurrence = _xla_recurrence(self.return_sequences)
+            recurrence = _xla_recurrence(self.return_sequences, self._shards(inputs.shape[0]))
             return recurrence(inputs, kernel, recurrent_kernel, bias, h_0, c_0)
         return _recurrence(
             inputs,
@@ -470,6 +566,14 @@ class GateLSTM(keras.layers.Layer):
             self.return_sequences,
             collect_gates,
         )
+
+    def _shards(self, batch: int | None) -> int:
+        if self.batch_shards is not None:
+            return self.batch_shards
+        shards = default_batch_shards()
+        if batch is not None:
+            shards = min(shards, batch // MIN_AUTO_SHARD_ROWS)
+        return max(1, shards)
 
     def call(
         self,
@@ -536,6 +640,7 @@ class GateLSTM(keras.layers.Layer):
                 "recurrent_constraint": constraints.serialize(self.recurrent_constraint),
                 "bias_constraint": constraints.serialize(self.bias_constraint),
                 "jit_compile": self.jit_compile,
+                "batch_shards": self.batch_shards,
                 "seed": self.seed,
             }
         )

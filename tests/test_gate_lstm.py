@@ -17,6 +17,15 @@ from models.gate_lstm import GATE_NAMES, GateLSTM
 
 TOL = 1e-5
 
+# The three ways GateLSTM can run a sequence: keras.ops.scan with autodiff, one XLA
+# loop with the hand-written backward pass, and the XLA loop over row blocks run
+# side by side (6 rows in 4 blocks: 2, 2, 1, 1, so uneven blocks are covered).
+LOOPS = {
+    "scan": {"jit_compile": False},
+    "xla": {"jit_compile": True, "batch_shards": 1},
+    "xla-blocks": {"jit_compile": True, "batch_shards": 4},
+}
+
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
@@ -65,15 +74,13 @@ def _random_bias(layer: keras.layers.Layer, seed: int = 1) -> None:
     layer.set_weights([kernel, recurrent_kernel, bias])
 
 
-@pytest.mark.parametrize("jit_compile", [True, False])
+@pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("return_sequences", [False, True])
-def test_matches_keras_lstm_with_copied_weights(x, return_sequences, jit_compile):
+def test_matches_keras_lstm_with_copied_weights(x, return_sequences, loop):
     ref = keras.layers.LSTM(5, return_sequences=return_sequences, return_state=True)
     ref(x)
     _random_bias(ref)
-    layer = GateLSTM(
-        5, return_sequences=return_sequences, return_state=True, jit_compile=jit_compile
-    )
+    layer = GateLSTM(5, return_sequences=return_sequences, return_state=True, **LOOPS[loop])
     layer(x)
     layer.set_weights(ref.get_weights())
     ours, theirs = layer(x), ref(x)
@@ -81,7 +88,7 @@ def test_matches_keras_lstm_with_copied_weights(x, return_sequences, jit_compile
     for name, a, b in zip(("output", "h", "c"), ours, theirs, strict=True):
         assert a.shape == b.shape, name
         assert np.max(np.abs(np.asarray(a) - np.asarray(b))) <= TOL, name
-    plain = GateLSTM(5, return_sequences=return_sequences, jit_compile=jit_compile)
+    plain = GateLSTM(5, return_sequences=return_sequences, **LOOPS[loop])
     plain(x)
     plain.set_weights(ref.get_weights())
     np.testing.assert_allclose(np.asarray(plain(x)), np.asarray(theirs[0]), atol=TOL, rtol=0)
@@ -187,9 +194,9 @@ def test_stacked_layers_match_stacked_keras_lstm(x):
     np.testing.assert_allclose(np.asarray(ours(x)), np.asarray(ref(x)), atol=TOL, rtol=0)
 
 
-@pytest.mark.parametrize("jit_compile", [True, False])
+@pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("return_sequences", [False, True])
-def test_gradients_are_finite_and_match_keras(x, return_sequences, jit_compile):
+def test_gradients_are_finite_and_match_keras(x, return_sequences, loop):
     # Saturating inputs, and a loss that reaches the output, both returned states,
     # the inputs and the initial state: every gradient the layer hands back.
     x = tf.constant(x * np.float32(50.0))
@@ -198,9 +205,7 @@ def test_gradients_are_finite_and_match_keras(x, return_sequences, jit_compile):
     ref = keras.layers.LSTM(5, return_sequences=return_sequences, return_state=True)
     ref(x)
     _random_bias(ref)
-    layer = GateLSTM(
-        5, return_sequences=return_sequences, return_state=True, jit_compile=jit_compile
-    )
+    layer = GateLSTM(5, return_sequences=return_sequences, return_state=True, **LOOPS[loop])
     layer(x)
     layer.set_weights(ref.get_weights())
     probe = tf.constant(rng.normal(size=(6, 9, 5) if return_sequences else (6, 5)), "float32")
@@ -241,17 +246,23 @@ def _regression_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, x[:, -4:, 0].sum(axis=1, keepdims=True)
 
 
-def _compiled_model(seed: int) -> keras.Model:
+def _compiled_model(seed: int, batch_shards: int | None = None) -> keras.Model:
     keras.utils.set_random_seed(seed)
     model = keras.Sequential(
-        [keras.Input((12, 3)), GateLSTM(8, dropout=0.1), keras.layers.Dense(1)]
+        [
+            keras.Input((12, 3)),
+            GateLSTM(8, dropout=0.1, batch_shards=batch_shards),
+            keras.layers.Dense(1),
+        ]
     )
     model.compile(optimizer=keras.optimizers.Adam(0.02), loss="mse")
     return model
 
 
-def _fit(seed: int, epochs: int) -> tuple[keras.Model, list[float]]:
-    model = _compiled_model(seed)
+def _fit(
+    seed: int, epochs: int, batch_shards: int | None = None
+) -> tuple[keras.Model, list[float]]:
+    model = _compiled_model(seed, batch_shards)
     x, y = _regression_data()
     history = model.fit(x, y, batch_size=16, epochs=epochs, shuffle=True, verbose=0)
     return model, history.history["loss"]
@@ -277,20 +288,22 @@ def _run_python(script: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_training_is_deterministic_with_op_determinism():
+@pytest.mark.parametrize("batch_shards", [1, 3])
+def test_training_is_deterministic_with_op_determinism(batch_shards):
     # Op determinism is process-wide and cannot be switched off again, so it gets
-    # its own interpreter rather than leaking into the rest of the suite.
+    # its own interpreter rather than leaking into the rest of the suite. Row
+    # blocks run at the same time, but their weight gradients add up in one order.
     done = _run_python(
-        """
+        f"""
         import numpy as np, tensorflow as tf
         from tests.test_gate_lstm import _fit
         tf.config.experimental.enable_op_determinism()
-        first, loss_1 = _fit(seed=7, epochs=1)
-        second, loss_2 = _fit(seed=7, epochs=1)
+        first, loss_1 = _fit(seed=7, epochs=1, batch_shards={batch_shards})
+        second, loss_2 = _fit(seed=7, epochs=1, batch_shards={batch_shards})
         assert loss_1 == loss_2, (loss_1, loss_2)
         for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
             np.testing.assert_array_equal(a, b)
-        third, loss_3 = _fit(seed=8, epochs=1)
+        third, loss_3 = _fit(seed=8, epochs=1, batch_shards={batch_shards})
         assert loss_3 != loss_1, "the seed does not reach the model"
         print("identical")
         """
@@ -327,6 +340,7 @@ def test_get_config_round_trips():
         recurrent_regularizer=keras.regularizers.L2(0.01),
         bias_constraint="non_neg",
         jit_compile=False,
+        batch_shards=3,
         seed=11,
         name="gates",
     )
@@ -373,6 +387,51 @@ def test_save_and_load_in_this_and_a_fresh_process(x, tmp_path):
 def test_bad_units_are_a_clear_error(units):
     with pytest.raises(ValueError, match="units.*positive integer"):
         GateLSTM(units)
+
+
+@pytest.mark.parametrize("batch_shards", [0, -1, 1.5, True])
+def test_bad_batch_shards_is_a_clear_error(batch_shards):
+    with pytest.raises(ValueError, match="batch_shards.*positive integer or None"):
+        GateLSTM(4, batch_shards=batch_shards)
+
+
+def test_row_blocks_work_with_a_batch_size_unknown_while_tracing(x):
+    # Keras retraces with an unknown batch size for a last, smaller batch; then the
+    # block sizes are computed when the graph runs, including empty blocks.
+    whole, blocks = (
+        GateLSTM(5, return_sequences=True, batch_shards=1),
+        GateLSTM(5, return_sequences=True, batch_shards=4),
+    )
+    whole(x)
+    blocks(x)
+    blocks.set_weights(whole.get_weights())
+    spec = tf.TensorSpec((None, *x.shape[1:]), tf.float32)
+
+    def traced(layer: keras.layers.Layer) -> tf.types.experimental.ConcreteFunction:
+        @tf.function(input_signature=[spec])
+        def run(inputs):
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                loss = tf.reduce_sum(layer(inputs) ** 2)
+            return loss, tape.gradient(loss, [inputs, *layer.trainable_weights])
+
+        return run
+
+    for rows in (6, 5, 2):  # 2 rows in 4 blocks leaves two empty
+        expected = traced(whole)(x[:rows])
+        found = traced(blocks)(x[:rows])
+        for a, b in zip(tf.nest.flatten(found), tf.nest.flatten(expected), strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
+
+
+def test_automatic_row_blocks_follow_the_cores_and_the_batch(monkeypatch):
+    monkeypatch.setattr(gate_lstm, "default_batch_shards", lambda: 4)
+    layer = GateLSTM(4)
+    assert layer._shards(64) == 4
+    assert layer._shards(40) == 2  # at least MIN_AUTO_SHARD_ROWS (16) rows a block
+    assert layer._shards(8) == 1
+    assert layer._shards(None) == 4
+    assert GateLSTM(4, batch_shards=3)._shards(64) == 3
 
 
 def test_bad_dropout_is_a_clear_error():
