@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import weakref
 
 import pytest
 
@@ -120,3 +122,28 @@ def test_system_exit_passes_through(code):
 
     with pytest.raises(SystemExit):
         cli.run_stage(body, "data")
+
+
+class _Node:
+    """An object that can sit in a reference cycle and be watched through a weakref."""
+
+    def __init__(self) -> None:
+        self.other: _Node | None = None
+
+
+def test_a_stage_frees_garbage_then_freezes_survivors_and_collects_less_often():
+    threshold = gc.get_threshold()
+    try:
+        dropped = _Node()
+        dropped.other = _Node()
+        dropped.other.other = dropped  # a cycle: only the cyclic collector frees it
+        dropped_ref = weakref.ref(dropped)
+        del dropped
+        frozen_before = gc.get_freeze_count()
+        assert cli.run_stage(lambda: 0, "data") == 0
+        assert dropped_ref() is None, "unreachable objects must be freed, not frozen"
+        assert gc.get_freeze_count() > frozen_before
+        assert gc.get_threshold()[0] >= cli.GC_YOUNG_THRESHOLD
+        assert gc.get_threshold()[1:] == threshold[1:]
+    finally:
+        gc.set_threshold(*threshold)
