@@ -220,10 +220,14 @@ def _xla_recurrence(return_sequences: bool, shards: int) -> Any:
         split = _row_splitter(inputs, shards)
         blocks = list(zip(split(inputs), split(h_0), split(c_0), strict=True))
         saved = [forward(x, kernel, recurrent_kernel, bias, h, c) for x, h, c in blocks]
-        # Time major (steps, batch, units): the blocks join on the batch axis.
-        h_seq = _join([s[0] for s in saved], axis=1)
-        c_seq = _join([s[1] for s in saved], axis=1)
-        output = ops.transpose(h_seq, (1, 0, 2)) if return_sequences else h_seq[-1]
+        # Time major (steps, batch, units): the blocks join on the batch axis; only
+        # what is returned is joined (the backward pass keeps each block's own).
+        h_last = _join([s[0][-1] for s in saved], axis=0)
+        c_last = _join([s[1][-1] for s in saved], axis=0)
+        if return_sequences:
+            output = ops.transpose(_join([s[0] for s in saved], axis=1), (1, 0, 2))
+        else:
+            output = h_last
 
         def grad(grad_output, grad_h, grad_c):
             # Outputs nobody used arrive as None.
@@ -257,7 +261,7 @@ def _xla_recurrence(return_sequences: bool, shards: int) -> Any:
                 _join(d_c_0, axis=0),
             )
 
-        return (output, h_seq[-1], c_seq[-1]), grad
+        return (output, h_last, c_last), grad
 
     _COMPILED[key] = recurrence
     return recurrence

@@ -74,11 +74,11 @@ Registered model (one per instrument)
     ``lstm_seed<k>``. A given version: ``models:/gatecast-lstm-GSPC/3``.
 
 Overhead
-    A run costs a handful of store requests whatever it logs: one to create
-    it (its tags included), one to copy ``config.yaml``, one per other
-    artifact, one batch at the end with its params, tags and metrics (more
-    only past the store's limits: 100 params, 100 tags, 1000 items), one to
-    end it. Runs are created through the client, not ``mlflow.start_run``:
+    A run costs three store requests whatever it logs: one to create it (its
+    tags included), one batch at the end with its params, tags and metrics
+    (more only past the store's limits: 100 params, 100 tags, 1000 items),
+    one to end it. Artifacts (``config.yaml`` first) go straight to the
+    artifact location the store gave the run when it was created. Runs are created through the client, not ``mlflow.start_run``:
     the experiment, the run context and the config file are resolved once per
     stage. Time spent inside this module's calls is added up
     (``overhead_seconds``, ``overhead_by_call``, ``overhead_call_counts``;
@@ -130,6 +130,7 @@ from mlflow.entities import (
 )
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, infer_signature
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
@@ -435,6 +436,7 @@ class RunHandle:
         config_text: The resolved config as YAML (logged as ``config.yaml``).
         tracking_uri: The store the run lives in.
         experiment_name: The experiment's name.
+        artifact_uri: Where the run's artifacts go (from the store, when created).
     """
 
     run_id: str
@@ -445,10 +447,12 @@ class RunHandle:
     config_text: str = ""
     tracking_uri: str = ""
     experiment_name: str = ""
+    artifact_uri: str = ""
     pending: list[Metric] = field(default_factory=list, repr=False)
     pending_params: dict[str, str] = field(default_factory=dict, repr=False)
     pending_tags: dict[str, str] = field(default_factory=dict, repr=False)
     store: _Store | None = field(default=None, repr=False)
+    artifact_repository: Any = field(default=None, repr=False)
 
     def queue(self, metrics: Sequence[Metric]) -> None:
         """Hold metrics until the run ends (or a full batch is waiting): one request each."""
@@ -511,8 +515,8 @@ def _log_batch(
 @contextlib.contextmanager
 def _open_run(
     store: _Store, experiment_id: str, name: str, tags: Mapping[str, str]
-) -> Iterator[str]:
-    """Create a run (tags included, one request), yield its id, always end it rightly.
+) -> Iterator[tuple[str, str]]:
+    """Create a run (tags included, one request), yield its id and artifact URI, end it rightly.
 
     Runs are created and ended through the client, not ``mlflow.start_run``: no
     global active run, and none of the fluent API's per-run look-ups (the
@@ -525,7 +529,7 @@ def _open_run(
     run_id = run.info.run_id
     exc: BaseException | None = None
     try:
-        yield run_id
+        yield run_id, run.info.artifact_uri
     except BaseException as err:
         exc = err
         raise
@@ -606,7 +610,7 @@ def pipeline_run(
             "gatecast.stage": stage,
             "mlflow.note.content": f"gatecast `{stage}` stage of config `{cfg.name}`",
         }
-        with _open_run(store, experiment_id, stage, own) as run_id:
+        with _open_run(store, experiment_id, stage, own) as (run_id, artifact_uri):
             handle = RunHandle(
                 run_id,
                 experiment_id,
@@ -616,13 +620,14 @@ def pipeline_run(
                 text,
                 uri,
                 cfg.experiment_name,
+                artifact_uri=artifact_uri,
                 pending_params=dict(params),
                 store=store,
             )
             try:
                 with _on_stack(handle):
                     with _CLOCK.timing("pipeline_run"):
-                        mlflow_client.log_artifact(run_id, str(config_file))
+                        _artifacts(handle).log_artifact(str(config_file))
                     yield handle
             except BaseException as err:
                 err.add_note(
@@ -650,7 +655,7 @@ def child_run(name: str, tags: Mapping[str, str] | None = None) -> Iterator[RunH
         **own,
         MLFLOW_PARENT_RUN_ID: parent.run_id,
     }
-    with _open_run(store, parent.experiment_id, name, every) as run_id:
+    with _open_run(store, parent.experiment_id, name, every) as (run_id, artifact_uri):
         handle = RunHandle(
             run_id,
             parent.experiment_id,
@@ -660,12 +665,13 @@ def child_run(name: str, tags: Mapping[str, str] | None = None) -> Iterator[RunH
             parent.config_text,
             parent.tracking_uri,
             parent.experiment_name,
+            artifact_uri=artifact_uri,
             pending_params=dict(parent.params),
             store=store,
         )
         with _on_stack(handle):
             with _CLOCK.timing("child_run"):
-                store.client.log_artifact(run_id, str(store.config_file))
+                _artifacts(handle).log_artifact(str(store.config_file))
             yield handle
 
 
@@ -733,6 +739,20 @@ def log_metric_history(name: str, values: Sequence[float], first_step: int = 0) 
     active_run().queue(batch)
 
 
+def _artifacts(handle: RunHandle) -> Any:
+    """The artifact repository of ``handle``'s run, made once per run.
+
+    Built from the artifact URI the store returned when it created the run:
+    MlflowClient.log_artifact would first fetch the whole run (its tags and
+    params) from the store only to read that URI again.
+    """
+    if handle.artifact_repository is None:
+        handle.artifact_repository = get_artifact_repository(
+            handle.artifact_uri, tracking_uri=handle.tracking_uri
+        )
+    return handle.artifact_repository
+
+
 def _run_client(handle: RunHandle) -> MlflowClient:
     return handle.store.client if handle.store is not None else client()
 
@@ -756,11 +776,11 @@ def set_tags(tags: Mapping[str, Any]) -> None:
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
     """Copy a file (or a directory's files) into the current run's artifacts."""
     path = Path(path)
-    run = active_run()
+    repository = _artifacts(active_run())
     if path.is_dir():
-        _run_client(run).log_artifacts(run.run_id, str(path), artifact_path)
+        repository.log_artifacts(str(path), artifact_path)
     else:
-        _run_client(run).log_artifact(run.run_id, str(path), artifact_path)
+        repository.log_artifact(str(path), artifact_path)
 
 
 @_timed
@@ -785,7 +805,7 @@ def log_dataframe(frame: pd.DataFrame, name: str, artifact_path: str | None = No
     with tempfile.TemporaryDirectory(prefix="gatecast-") as tmp:
         path = Path(tmp) / filename
         frame.to_parquet(path)
-        _run_client(run).log_artifact(run.run_id, str(path), artifact_path)
+        _artifacts(run).log_artifact(str(path), artifact_path)
 
 
 def log_figure(
@@ -802,7 +822,7 @@ def log_figure(
         with _CLOCK.timing("render_figure"):
             fig.savefig(path, format="png", dpi=dpi)
         with _CLOCK.timing("log_figure"):
-            _run_client(run).log_artifact(run.run_id, str(path), artifact_path)
+            _artifacts(run).log_artifact(str(path), artifact_path)
 
 
 # The LSTM in MLflow's model format ------------------------------------------------------
