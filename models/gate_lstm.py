@@ -55,8 +55,8 @@ def _scan_steps(
     ``keras.layers.LSTM`` does, so the output there repeats the last kept one.
     """
 
-    # keras.ops.scan stacks the carry as its per-step output, so the gates ride
-    # in the carry when they are wanted.
+    # keras.ops.scan (TensorFlow backend) keeps per step what it carries, so the
+    # gates ride in the carry when they are wanted.
     def body(carry: tuple[Any, ...], xs: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         h_tm1, c_tm1 = carry[0], carry[1]
         z_x_t = xs if keep_time_major is None else xs[0]
@@ -145,15 +145,15 @@ def _backward_all_steps(
     h_seq, c_seq, gate_seq = saved
     c_prev = ops.concatenate([ops.expand_dims(c_0, 0), c_seq[:-1]], axis=0)
     h_prev = ops.concatenate([ops.expand_dims(h_0, 0), h_seq[:-1]], axis=0)
-    if return_sequences:
-        grad_h_seq = ops.transpose(grad_output, (1, 0, 2))
-    else:
-        grad_h_seq = ops.zeros_like(h_seq)
+    if not return_sequences:
+        # Only the last step's h is an output: its gradient joins dL/dh_T.
         grad_h = grad_h + grad_output
 
     def body(carry: tuple[Any, ...], xs: tuple[Any, ...]) -> tuple[tuple[Any, ...], ...]:
-        d_h, d_c = carry[0] + xs[0], carry[1]
-        _, gates, c_t, c_tm1 = xs
+        gates, c_t, c_tm1 = xs[:3]
+        d_h, d_c = carry[0], carry[1]
+        if return_sequences:  # dL/dh_t from the output at step t
+            d_h = d_h + xs[3]
         i_t, f_t, c_tilde, o_t = ops.split(gates, 4, axis=-1)
         tanh_c = ops.tanh(c_t)
         d_c = d_c + d_h * o_t * (1.0 - tanh_c * tanh_c)
@@ -166,10 +166,14 @@ def _backward_all_steps(
             ],
             axis=-1,
         )
+        # keras.ops.scan (TensorFlow backend) keeps per step what it carries, so
+        # d_z rides in the carry: dL/dh_{t-1}, dL/dC_{t-1} and dL/dz_t.
         new = (ops.matmul(d_z, ops.transpose(recurrent_kernel)), d_c * f_t, d_z)
         return new, new
 
-    xs = (grad_h_seq, gate_seq, c_seq, c_prev)
+    xs = (gate_seq, c_seq, c_prev)
+    if return_sequences:
+        xs = (*xs, ops.transpose(grad_output, (1, 0, 2)))
     init = (grad_h, grad_c, ops.zeros_like(gate_seq[0]))
     (d_h_0, d_c_0, _), (_, _, d_z) = ops.scan(body, init, xs, reverse=True)
     d_inputs = ops.einsum("tbg,fg->btf", d_z, kernel)
