@@ -78,14 +78,14 @@ Overhead
     tags included), one batch at the end with its params, tags and metrics
     (more only past the store's limits: 100 params, 100 tags, 1000 items),
     one to end it. Artifacts (``config.yaml`` first) go straight to the
-    artifact location the store gave the run when it was created. Runs are created through the client, not ``mlflow.start_run``:
-    the experiment, the run context and the config file are resolved once per
-    stage. Time spent inside this module's calls is added up
-    (``overhead_seconds``, ``overhead_by_call``, ``overhead_call_counts``;
-    opening the store, a one-time cost per process, counts as ``open_store``;
-    rendering PNGs is matplotlib's work and counts apart as
-    ``render_figure``), so the benchmark can report MLflow's share of a
-    stage's wall time and its cost per run.
+    artifact location the store gave the run when it was created. Runs are
+    created through the client, not ``mlflow.start_run``: the experiment, the
+    run context and the config file are resolved once per stage. Time spent
+    inside this module's calls is added up (``overhead_seconds``,
+    ``overhead_by_call``, ``overhead_call_counts``; opening the store, a
+    one-time cost per process, counts as ``open_store``; rendering PNGs is
+    matplotlib's work and counts apart as ``render_figure``), so the benchmark
+    can report MLflow's share of a stage's wall time and its cost per run.
 """
 
 from __future__ import annotations
@@ -855,6 +855,10 @@ def _bars_from_input(model_input: pd.DataFrame) -> pd.DataFrame:
     return frame.astype(np.float64)
 
 
+# The pyfunc model's one artifact: the seeds' forecasters, saved as seed0, seed1, ...
+SEEDS_ARTIFACT = "seeds"
+
+
 class LstmPyfuncModel(mlflow.pyfunc.PythonModel):
     """The final walk-forward fold's LSTM seeds as an MLflow pyfunc model.
 
@@ -868,8 +872,11 @@ class LstmPyfuncModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         from models.lstm import LstmForecaster
 
-        keys = sorted(context.artifacts, key=lambda k: int(k.removeprefix("seed")))
-        self.forecasters = [LstmForecaster.load(context.artifacts[k]) for k in keys]
+        # One artifact, a folder with seed0, seed1, ... in it (one copy for MLflow to
+        # make, not one per seed).
+        seeds = Path(context.artifacts[SEEDS_ARTIFACT])
+        folders = sorted(seeds.glob("seed*"), key=lambda p: int(p.name.removeprefix("seed")))
+        self.forecasters = [LstmForecaster.load(folder) for folder in folders]
 
     # MLflow infers no schema from a DataFrame hint; the signature logged with the model holds it.
     def predict(
@@ -879,6 +886,17 @@ class LstmPyfuncModel(mlflow.pyfunc.PythonModel):
         bars = _bars_from_input(model_input)
         frame = ensemble_forecast(self.forecasters, bars, pd.Timestamp(start) if start else None)
         return frame.rename_axis("date").reset_index()
+
+
+def _output_example(example: pd.DataFrame, seeds: int) -> pd.DataFrame:
+    """One row shaped as ``LstmPyfuncModel.predict`` returns it, for the model's signature.
+
+    The signature needs the output's columns and types, not forecasts, so the
+    model is not run for it (the tests check this schema against real output).
+    """
+    row = {"date": example["date"].iloc[-1:].to_numpy(), "lstm": [0.0]}
+    row.update({f"lstm_seed{k}": [0.0] for k in range(seeds)})
+    return pd.DataFrame(row)
 
 
 @dataclass(frozen=True)
@@ -981,18 +999,18 @@ def log_lstm_model(
     run = active_run()
     mlflow_client = _run_client(run)
     example = example_bars.rename_axis("date").reset_index()
-    ensemble = LstmPyfuncModel()
-    ensemble.forecasters = list(forecasters)
-    signature = infer_signature(example, ensemble.predict(None, example), params={"start": ""})
+    signature = infer_signature(
+        example, _output_example(example, len(forecasters)), params={"start": ""}
+    )
     tags = {"gatecast.instrument": instrument, "gatecast.config": cfg.name}
     logged = mlflow_client.create_logged_model(
         run.experiment_id, name="model", source_run_id=run.run_id, tags=tags, params=run.params
     )
     try:
         with tempfile.TemporaryDirectory(prefix="gatecast-model-") as tmp:
-            artifacts = {}
+            seeds = Path(tmp) / SEEDS_ARTIFACT
             for k, forecaster in enumerate(forecasters):
-                artifacts[f"seed{k}"] = str(forecaster.save(Path(tmp) / "seeds" / f"seed{k}"))
+                forecaster.save(seeds / f"seed{k}")
             local = Path(tmp) / "model"
             # The pickled object is a bare instance of a class imported from this
             # package (shipped in code_paths); MLflow's generic warning about
@@ -1001,7 +1019,7 @@ def log_lstm_model(
                 mlflow.pyfunc.save_model(
                     str(local),
                     python_model=LstmPyfuncModel(),
-                    artifacts=artifacts,
+                    artifacts={SEEDS_ARTIFACT: str(seeds)},
                     code_paths=[str(REPO_ROOT / "models"), str(REPO_ROOT / "pipelines")],
                     input_example=(example, {"start": ""}),
                     signature=signature,

@@ -188,6 +188,10 @@ def test_a_fresh_process_loads_the_registered_model_and_reproduces_the_forecasts
         bars = pd.read_parquet("bars.parquet")
         out = model.predict(bars, params={{"start": {last["test_start"]!r}}})
         out.to_parquet("predicted.parquet")
+        schema = model.metadata.get_output_schema()
+        pd.Series([str(c.type) for c in schema.inputs], index=schema.input_names()).to_json(
+            "output_schema.json"
+        )
         """
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -201,7 +205,14 @@ def test_a_fresh_process_loads_the_registered_model_and_reproduces_the_forecasts
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    predicted = pd.read_parquet(tmp_path / "predicted.parquet").set_index("date")
+    predicted = pd.read_parquet(tmp_path / "predicted.parquet")
+    # The signature's output schema is written without running the model: it must
+    # describe what predict really returns.
+    schema = pd.read_json(tmp_path / "output_schema.json", typ="series")
+    assert list(schema.index) == list(predicted.columns)
+    assert schema["date"] == "DataType.datetime"
+    assert set(schema.drop("date")) == {"DataType.double"}
+    predicted = predicted.set_index("date")
 
     logged = tracking.download_artifact(entry["runs"]["lstm"], "forecasts.parquet", tmp_path / "dl")
     logged = pd.read_parquet(logged)
