@@ -9,6 +9,8 @@ so the values plotted are the values the model computes.
 
 from __future__ import annotations
 
+import functools
+import operator
 from typing import Any
 
 import keras
@@ -265,9 +267,9 @@ def _xla_recurrence(return_sequences: bool, shards: int) -> Any:
             d_inputs, d_kernel, d_recurrent, d_bias, d_h_0, d_c_0 = zip(*parts, strict=True)
             return (
                 _join(d_inputs, axis=0),
-                _sum(d_kernel),
-                _sum(d_recurrent),
-                _sum(d_bias),
+                functools.reduce(operator.add, d_kernel),
+                functools.reduce(operator.add, d_recurrent),
+                functools.reduce(operator.add, d_bias),
                 _join(d_h_0, axis=0),
                 _join(d_c_0, axis=0),
             )
@@ -301,13 +303,6 @@ def _row_splitter(inputs: Any, shards: int) -> Any:
 
 def _join(blocks: Any, axis: int) -> Any:
     return blocks[0] if len(blocks) == 1 else ops.concatenate(list(blocks), axis=axis)
-
-
-def _sum(blocks: Any) -> Any:
-    total = blocks[0]
-    for block in blocks[1:]:
-        total = total + block
-    return total
 
 
 def default_batch_shards() -> int:

@@ -110,6 +110,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from unittest import mock
 from urllib.parse import unquote, urlparse
 
 # Before mlflow is imported: no download progress bars in the stage's console output.
@@ -960,16 +961,13 @@ def _no_requirement_check() -> Iterator[None]:
     When MLflow no longer has the function there, the check simply runs
     (``test_tracking`` fails then, so the skip is not lost unnoticed).
     """
-    module = importlib.import_module(_REQUIREMENT_CHECK[0])
-    if not hasattr(module, _REQUIREMENT_CHECK[1]):
+    module_name, function_name = _REQUIREMENT_CHECK
+    module = importlib.import_module(module_name)
+    if not hasattr(module, function_name):
         yield
         return
-    original = getattr(module, _REQUIREMENT_CHECK[1])
-    setattr(module, _REQUIREMENT_CHECK[1], lambda *args, **kwargs: None)
-    try:
+    with mock.patch.object(module, function_name, lambda *args, **kwargs: None):
         yield
-    finally:
-        setattr(module, _REQUIREMENT_CHECK[1], original)
 
 
 @_timed
