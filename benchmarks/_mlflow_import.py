@@ -1,28 +1,35 @@
 """The start of a benchmark's child process that times importing MLflow fairly.
 
-The stage's own modules are imported first: what they share with mlflow
-(pydantic, yaml, ...) is loaded whether or not the stage tracks anything, so
-only what ``pipelines.tracking`` adds (mlflow, mlflow.pyfunc and their
-imports) is charged to MLflow.
+The child imports what ``python -m pipelines <stage>`` imports, the way it
+imports it: with the cyclic garbage collector paused
+(``pipelines.cli.loading_code``), as ``pipelines.__main__`` and
+``pipelines.run`` import a stage. The stage's own modules are imported
+first: what they share with mlflow (pydantic, yaml, ...) is loaded whether or
+not the stage tracks anything, so only what ``pipelines.tracking`` adds
+(mlflow, mlflow.pyfunc and their imports) is charged to MLflow.
 """
 
 from __future__ import annotations
 
 
-def driver_head(stage_modules: list[str]) -> str:
+def driver_head(stage_modules: list[str], entry: str) -> str:
     """Python source that sets ``t0``, ``t1``, ``t2`` and imports ``pipelines.tracking``.
 
     ``t1 - t0``: NumPy, pandas, TensorFlow, Keras and ``stage_modules``;
-    ``t2 - t1``: ``import pipelines.tracking``.
+    ``t2 - t1``: ``import pipelines.tracking``. Then ``entry`` (the stage's
+    module, e.g. ``pipelines.run``) is imported as ``stage``.
     """
-    imports = "\n".join(f"import {module}" for module in stage_modules)
+    imports = "\n".join(f"    import {module}" for module in stage_modules)
     return f"""
-import json, sys, time
+import importlib, json, sys, time
+from pipelines.cli import loading_code
 t0 = time.perf_counter()
-import numpy, pandas, tensorflow, keras
+with loading_code():
+    import numpy, pandas, tensorflow, keras
 {imports}
-assert "mlflow" not in sys.modules, "a stage module imported mlflow before the timing"
-t1 = time.perf_counter()
-from pipelines import tracking  # mlflow, mlflow.pyfunc and what they import
-t2 = time.perf_counter()
+    assert "mlflow" not in sys.modules, "a stage module imported mlflow before the timing"
+    t1 = time.perf_counter()
+    from pipelines import tracking  # mlflow, mlflow.pyfunc and what they import
+    t2 = time.perf_counter()
+    stage = importlib.import_module({entry!r})
 """

@@ -59,10 +59,9 @@ STAGE_MODULES = [
 ]
 # Runs in the child process; prints one JSON line with its own measurements.
 _DRIVER = (
-    driver_head(STAGE_MODULES)
-    + """from pipelines import run
-tracking.reset_overhead()
-timing = run.run_stages(sys.argv[1:])
+    driver_head(STAGE_MODULES, "pipelines.run")
+    + """tracking.reset_overhead()
+timing = stage.run_stages(sys.argv[1:])
 t3 = time.perf_counter()
 print("GATECAST-BENCH " + json.dumps({
     "rc": timing.status,

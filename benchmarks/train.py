@@ -60,10 +60,9 @@ STAGE_MODULES = [
 ]
 # Runs in the child process; prints one JSON line with its own measurements.
 _DRIVER = (
-    driver_head(STAGE_MODULES)
-    + """from pipelines import train
-tracking.reset_overhead()
-rc = train.main(sys.argv[1:])
+    driver_head(STAGE_MODULES, "pipelines.train")
+    + """tracking.reset_overhead()
+rc = stage.main(sys.argv[1:])
 t3 = time.perf_counter()
 print("GATECAST-BENCH " + json.dumps({
     "rc": rc,

@@ -29,7 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if argv else 2
     args, rest = parser.parse_known_args(argv[:1])
-    module = importlib.import_module(STAGES[args.stage][0])
+    from pipelines.cli import loading_code
+
+    with loading_code():
+        module = importlib.import_module(STAGES[args.stage][0])
     return module.main(argv[1:])
 
 

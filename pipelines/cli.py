@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from pipelines.config import Config, load_config, parse_set
 from pipelines.errors import GatecastError
@@ -61,6 +62,28 @@ def _stage_of(body: Callable[[], int]) -> str:
 
 # Allocations between young-generation collections (Python's default is 700).
 GC_YOUNG_THRESHOLD = 10_000
+
+
+@contextlib.contextmanager
+def loading_code() -> Iterator[None]:
+    """Pause the cyclic garbage collector while heavy modules are imported.
+
+    Importing TensorFlow, pandas and MLflow allocates millions of objects, so
+    the collector runs dozens of times and each full pass walks everything
+    loaded so far: measured on the 2-core machine, importing a stage's modules
+    took 3.1-3.2 s with the collector paused against 4.1-4.5 s without it,
+    and then ``import mlflow`` 0.46-0.49 s against 0.75-0.82 s. What the
+    imports leave unreachable is freed by the next ``_settle_garbage_collector``
+    (every stage runs one first, through ``run_stage``). Nesting is fine; the
+    collector is back on only where it was on before.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _settle_garbage_collector() -> None:

@@ -1264,7 +1264,10 @@ def report(
     progress: bool = True,
 ) -> ReportResult:
     """Run the report stage: compare, write ``<report dir>/index.html``, log to MLflow."""
-    from pipelines import tracking
+    from pipelines.cli import loading_code
+
+    with loading_code():  # here, not at the top: the sweep's spawned workers never need mlflow
+        from pipelines import tracking
 
     started = time.perf_counter()
     instruments = load_instruments(cfg)

@@ -1,5 +1,10 @@
 """Stage ``run``: the whole job in one process: data, train, backtest, report.
 
+``--from STAGE`` starts later, on the saved outputs of the stages before it:
+``make all`` runs ``python -m pipelines run --from <the first stage whose
+inputs changed>``, so the stages it redoes share one process (one import of
+TensorFlow and MLflow) instead of starting one each.
+
 Each stage's own ``main`` is called in order with the same ``--config`` and
 ``--set`` arguments, exactly as ``python -m pipelines <stage>`` would run it;
 the first stage that fails stops the job with its exit code. At the end the
@@ -17,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
+from pipelines.cli import config_from_args, loading_code, run_stage, setup_logging, stage_parser
 from pipelines.config import REPO_ROOT
 
 log = logging.getLogger("gatecast.run")
@@ -94,7 +99,8 @@ def run_stages(
     for k, stage in enumerate(stages):
         if on_stage is not None:
             on_stage(k, stage)
-        module = importlib.import_module(REGISTRY[stage][0])
+        with loading_code():  # the stage's main collects what the imports left behind
+            module = importlib.import_module(REGISTRY[stage][0])
         before, started = _overhead(), time.perf_counter()
         status = module.main(list(stage_argv))
         timing.stages.append(
@@ -119,8 +125,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(
         "run", "The whole job: load the data, train every forecaster, backtest, report."
     )
+    parser.add_argument(
+        "--from",
+        dest="first",
+        choices=STAGES,
+        default=STAGES[0],
+        help="start at this stage, reusing the saved outputs of the ones before it "
+        "(make all passes the first stage whose inputs changed; default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
+    stages = STAGES[STAGES.index(args.first) :]
 
     def body() -> int:
         cfg = config_from_args(args)  # fail on a bad config before any stage starts
@@ -131,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
             stage_argv.append("-v")
 
         def banner(k: int, stage: str) -> None:
-            print(f"\n== [{k + 1}/{len(STAGES)}] {stage} ==", file=sys.stderr, flush=True)
+            print(f"\n== [{k + 1}/{len(stages)}] {stage} ==", file=sys.stderr, flush=True)
 
-        timing = run_stages(stage_argv, on_stage=banner)
+        timing = run_stages(stage_argv, stages, on_stage=banner)
         print("\n" + timing.table())
         if timing.status:
             failed = timing.stages[-1].stage

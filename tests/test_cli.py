@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib
 import logging
 import weakref
 
@@ -147,3 +148,23 @@ def test_a_stage_frees_garbage_then_freezes_survivors_and_collects_less_often():
         assert gc.get_threshold()[1:] == threshold[1:]
     finally:
         gc.set_threshold(*threshold)
+
+
+def test_loading_code_pauses_the_collector_and_restores_it_even_on_error():
+    assert gc.isenabled()
+    with cli.loading_code():
+        assert not gc.isenabled()
+        with cli.loading_code():
+            assert not gc.isenabled()
+        assert not gc.isenabled(), "an inner block must not switch the collector back on"
+    assert gc.isenabled()
+    with pytest.raises(ImportError), cli.loading_code():
+        importlib.import_module("gatecast_no_such_module")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with cli.loading_code():
+            pass
+        assert not gc.isenabled(), "a collector that was off must stay off"
+    finally:
+        gc.enable()
