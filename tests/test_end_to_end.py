@@ -140,3 +140,27 @@ def test_cost_sweep_reuse_equals_a_fresh_backtest(finished_run):
     lstm = sweep[(sweep["instrument"] == "GSPC") & (sweep["strategy"] == "lstm")]
     lstm = lstm.set_index("cost_bp")["sharpe"]
     assert lstm.loc[0.0] >= lstm.loc[base_bp] or math.isnan(lstm.loc[0.0])
+
+
+def test_run_from_a_later_stage_reuses_the_saved_outputs(finished_run, capsys):
+    # What `make all` runs when only the report's inputs changed: the report
+    # stage alone, on the train and backtest outputs already written.
+    _, cfg = finished_run
+    other = f"gatecast-e2e-from-{uuid.uuid4().hex[:8]}"
+    argv = ["run", "--config", "configs/smoke.yaml", "--from", "report"]
+    for item in [
+        f"output_directory={cfg.output_directory}",
+        f"report.directory={cfg.report_directory}",
+        f"tracking.experiment={other}",
+        "data.instruments=[GSPC]",
+        "forecasters.lstm.seeds=2",
+    ]:
+        argv += ["--set", item]
+    capsys.readouterr()
+    assert pipelines_main(argv) == 0
+    out = capsys.readouterr().out
+    table = out[out.rindex("\nstage ") + 1 :].splitlines()[1:]
+    ran = [line.split()[0] for line in table[: [r.split()[0] for r in table].index("total")]]
+    assert ran == ["report"]
+    parents = tracking.find_runs(other, include_children=False)
+    assert [r.data.tags["gatecast.stage"] for r in parents] == ["report"]
