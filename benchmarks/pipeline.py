@@ -1,6 +1,7 @@
 """Wall time of the whole job (``make all``) by stage, MLflow's share, and growth with instruments.
 
-Runs ``python -m pipelines run`` in a fresh process per measurement, with the
+Runs ``python -m pipelines run`` (what ``make all`` runs when every stage is
+out of date, as on a fresh clone) in a fresh process per measurement, with the
 build and report directories in a temporary folder and a throwaway SQLite
 MLflow store (created before the first measurement, so no run pays for
 MLflow's schema migrations), so nothing of the project's own outputs or
@@ -10,7 +11,8 @@ store is touched. Inside that process it records:
   the time spent inside ``pipelines.tracking`` calls during it;
 - the time to import mlflow (``pipelines.tracking``, after NumPy, pandas,
   TensorFlow and the stages' other modules, which load what they share with
-  mlflow, such as pydantic, whether or not they track anything);
+  mlflow, such as pydantic, whether or not they track anything), imported
+  with the garbage collector paused, as ``python -m pipelines`` imports a stage;
 
 and, from outside, the whole process's wall time (imports included, as a user
 sees it). Then the same job with the first 1 and 2 instruments of the config

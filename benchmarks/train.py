@@ -5,7 +5,8 @@ SQLite store and measures, inside that process:
 
 - ``import mlflow``: importing ``pipelines.tracking`` (mlflow, mlflow.pyfunc)
   after TensorFlow and the stage's other modules, so that packages the stage
-  loads anyway (pydantic, yaml, ...) are not charged to MLflow;
+  loads anyway (pydantic, yaml, ...) are not charged to MLflow, with the
+  garbage collector paused as ``python -m pipelines train`` imports them;
 - the time inside ``pipelines.tracking``'s calls (counted by the module
   itself), split into what a process pays once (opening the store: importing
   SQLAlchemy and MLflow's table models, the schema check), what each run
