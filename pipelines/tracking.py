@@ -20,20 +20,21 @@ Store
 
 Run layout (what the MLflow UI shows)
     - one experiment per config: ``cfg.experiment_name`` (``gatecast-<name>``);
-    - one parent run per stage invocation, named after the stage (``train``,
-      ``backtest``, ``report``), tag ``gatecast.stage``;
+    - one parent run per invocation of a tracked stage, named after the stage
+      (``train``, ``report``; the data and backtest stages write files only,
+      and the report logs the backtests' results), tag ``gatecast.stage``;
     - one child run per instrument x forecaster (train) or instrument x
-      strategy (backtest), named ``<INST>/<forecaster or strategy>``, tags
+      strategy (report), named ``<INST>/<forecaster or strategy>``, tags
       ``gatecast.instrument`` and ``gatecast.forecaster`` / ``gatecast.strategy``.
 
     Every run, parent and child, carries the resolved config as params
     (flattened keys such as ``forecasters.lstm.units``) and as the artifact
     ``config.yaml``, and the tags ``gatecast.git.commit``, ``gatecast.git.dirty``,
-    ``gatecast.command``, ``gatecast.version.<library>``, ``gatecast.device``,
-    ``gatecast.device_name``, ``gatecast.seed`` and
-    ``gatecast.input.<file>.sha256`` for every input data file.
+    ``gatecast.command``, ``gatecast.version.<library>``, ``gatecast.seed`` and
+    ``gatecast.input.<file>.sha256`` for every input data file; the train
+    stage's runs also ``gatecast.device`` and ``gatecast.device_name``.
 
-Metric conventions (the train stage; the backtest stage uses the same idea)
+Metric conventions (the train stage; the report stage uses the same idea)
     - whole out-of-sample period: plain names (``rmse``, ``dm_pvalue``, ...),
       logged once at step 0, identical names across forecasters/strategies so
       the compare view lines them up;
