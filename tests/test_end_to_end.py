@@ -142,15 +142,16 @@ def test_cost_sweep_reuse_equals_a_fresh_backtest(finished_run):
     assert lstm.loc[0.0] >= lstm.loc[base_bp] or math.isnan(lstm.loc[0.0])
 
 
-def test_run_from_a_later_stage_reuses_the_saved_outputs(finished_run, capsys):
+def test_run_from_a_later_stage_reuses_the_saved_outputs(finished_run, capsys, tmp_path):
     # What `make all` runs when only the report's inputs changed: the report
-    # stage alone, on the train and backtest outputs already written.
+    # stage alone, on the train and backtest outputs already written. Its
+    # report and runs go elsewhere, so the other tests' run is left as it was.
     _, cfg = finished_run
     other = f"gatecast-e2e-from-{uuid.uuid4().hex[:8]}"
     argv = ["run", "--config", "configs/smoke.yaml", "--from", "report"]
     for item in [
         f"output_directory={cfg.output_directory}",
-        f"report.directory={cfg.report_directory}",
+        f"report.directory={tmp_path}",
         f"tracking.experiment={other}",
         "data.instruments=[GSPC]",
         "forecasters.lstm.seeds=2",
@@ -164,3 +165,4 @@ def test_run_from_a_later_stage_reuses_the_saved_outputs(finished_run, capsys):
     assert ran == ["report"]
     parents = tracking.find_runs(other, include_children=False)
     assert [r.data.tags["gatecast.stage"] for r in parents] == ["report"]
+    assert (tmp_path / cfg.name / "index.html").is_file()
