@@ -11,6 +11,26 @@ not the stage tracks anything, so only what ``pipelines.tracking`` adds
 
 from __future__ import annotations
 
+# What the train stage imports besides numpy, pandas, TensorFlow and Keras.
+TRAIN_STAGE_MODULES = [
+    "pipelines.cli",
+    "pipelines.charts",
+    "pipelines.data",
+    "pipelines.outputs",
+    "pipelines.runtime",
+    "pipelines.walkforward",
+    "models.lstm",
+    "models.baselines",
+    "models.metrics",
+]
+# What the whole job (``pipelines run``) imports on top of that.
+ALL_STAGE_MODULES = [
+    *TRAIN_STAGE_MODULES,
+    "pipelines.backtest",
+    "pipelines.report",
+    "pipelines.stats",
+]
+
 
 def driver_head(stage_modules: list[str], entry: str) -> str:
     """Python source that sets ``t0``, ``t1``, ``t2`` and imports ``pipelines.tracking``.

@@ -43,31 +43,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._mlflow_import import driver_head
+from benchmarks._mlflow_import import ALL_STAGE_MODULES, driver_head
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "pipeline.json"
 GOAL_SECONDS = 180.0
 GOAL_MLFLOW_SHARE = 0.03
 
-# Imported before timing the MLflow import (see benchmarks._mlflow_import).
-STAGE_MODULES = [
-    "pipelines.cli",
-    "pipelines.charts",
-    "pipelines.data",
-    "pipelines.outputs",
-    "pipelines.runtime",
-    "pipelines.walkforward",
-    "pipelines.backtest",
-    "pipelines.report",
-    "pipelines.stats",
-    "models.lstm",
-    "models.baselines",
-    "models.metrics",
-]
 # Runs in the child process; prints one JSON line with its own measurements.
 _DRIVER = (
-    driver_head(STAGE_MODULES, "pipelines.run")
+    driver_head(ALL_STAGE_MODULES, "pipelines.run")
     + """tracking.reset_overhead()
 timing = stage.run_stages(sys.argv[1:])
 t3 = time.perf_counter()

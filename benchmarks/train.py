@@ -40,28 +40,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._mlflow_import import driver_head
+from benchmarks._mlflow_import import TRAIN_STAGE_MODULES, driver_head
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 GOAL = 0.03
 TINY_LSTM = ["forecasters.lstm.units=[4]", "forecasters.lstm.epochs=1"]
 
-# Imported before timing the MLflow import (see benchmarks._mlflow_import).
-STAGE_MODULES = [
-    "pipelines.cli",
-    "pipelines.charts",
-    "pipelines.data",
-    "pipelines.outputs",
-    "pipelines.runtime",
-    "pipelines.walkforward",
-    "models.lstm",
-    "models.baselines",
-    "models.metrics",
-]
 # Runs in the child process; prints one JSON line with its own measurements.
 _DRIVER = (
-    driver_head(STAGE_MODULES, "pipelines.train")
+    driver_head(TRAIN_STAGE_MODULES, "pipelines.train")
     + """tracking.reset_overhead()
 rc = stage.main(sys.argv[1:])
 t3 = time.perf_counter()
