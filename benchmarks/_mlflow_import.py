@@ -1,12 +1,14 @@
-"""The start of a benchmark's child process that times importing MLflow fairly.
+"""The start of a benchmark's child process that times importing the tracking code fairly.
 
 The child imports what ``python -m pipelines <stage>`` imports, the way it
 imports it: with the cyclic garbage collector paused
 (``pipelines.cli.loading_code``), as ``pipelines.__main__`` and
 ``pipelines.run`` import a stage. The stage's own modules are imported
-first: what they share with mlflow (pydantic, yaml, ...) is loaded whether or
-not the stage tracks anything, so only what ``pipelines.tracking`` adds
-(mlflow, mlflow.pyfunc and their imports) is charged to MLflow.
+first: what they share with the tracking code (pydantic, yaml, ...) is loaded
+whether or not the stage tracks anything, so only what ``pipelines.tracking``
+adds is charged to MLflow. mlflow itself is imported by the writer process
+(``pipelines.recorder``), not here; the driver records whether the stage's
+process imported it after all (``mlflow_in_stage_process``).
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ def driver_head(stage_modules: list[str], entry: str) -> str:
     """Python source that sets ``t0``, ``t1``, ``t2`` and imports ``pipelines.tracking``.
 
     ``t1 - t0``: NumPy, pandas, TensorFlow, Keras and ``stage_modules``;
-    ``t2 - t1``: ``import pipelines.tracking``. Then ``entry`` (the stage's
-    module, e.g. ``pipelines.run``) is imported as ``stage``.
+    ``t2 - t1``: ``import pipelines.tracking`` (which does not import mlflow).
+    Then ``entry`` (the stage's module, e.g. ``pipelines.run``) is imported
+    as ``stage``.
     """
     imports = "\n".join(f"    import {module}" for module in stage_modules)
     return f"""

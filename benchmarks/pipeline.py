@@ -9,13 +9,24 @@ store is touched. Inside that process it records:
 
 - each stage's wall time (``data``, ``train``, ``backtest``, ``report``) and
   the time spent inside ``pipelines.tracking`` calls during it;
-- the time to import mlflow (``pipelines.tracking``, after NumPy, pandas,
-  TensorFlow and the stages' other modules, which load what they share with
-  mlflow, such as pydantic, whether or not they track anything), imported
-  with the garbage collector paused, as ``python -m pipelines`` imports a stage;
+- the time to import ``pipelines.tracking`` (after NumPy, pandas,
+  TensorFlow and the stages' other modules, with the garbage collector
+  paused, as ``python -m pipelines`` imports a stage); mlflow itself is
+  imported by the writer process (``pipelines.recorder``), and the run
+  records whether the stage's process imported it after all;
+- MLflow's share: the time the stages' process spends inside
+  ``pipelines.tracking`` (starting the writer, handing operations over,
+  saving the LSTM seeds, waiting for an id or for the writer at the end of a
+  stage) plus that import, over the whole wall time; and apart, the writer
+  process's CPU time, spent on the other core;
 
 and, from outside, the whole process's wall time (imports included, as a user
-sees it). Then the same job with the first 1 and 2 instruments of the config
+sees it). Then the full config ``--inline-repeat`` times (default 1) with
+``tracking.writer=inline``, every MLflow request made in the stages' own
+process, as before the writer process existed: the difference of wall times
+is what the writer saves (a few seconds, within the run-to-run noise of one
+pair, so it is printed as measured, not as a goal). Then the same job with
+the first 1 and 2 instruments of the config
 (the full config gives the last point), to show how wall time grows with the
 number of instruments. Goals: the whole default run under 3 minutes on the
 2-core CPU machine, MLflow's share at most 3%, growth no faster than linear.
@@ -62,6 +73,9 @@ print("GATECAST-BENCH " + json.dumps({
     "mlflow_import_seconds": t2 - t1,
     "stages": {s.stage: {"seconds": s.seconds, "mlflow_seconds": s.mlflow_seconds}
                for s in timing.stages},
+    "by_call": tracking.overhead_by_call(),
+    "writer": tracking.writer_stats(),
+    "mlflow_in_stage_process": "mlflow" in sys.modules,
 }))
 """
 )
@@ -133,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs of the full config (default: %(default)s)"
     )
+    parser.add_argument(
+        "--inline-repeat",
+        type=int,
+        default=1,
+        help="runs of the full config with tracking.writer=inline (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     instruments = _instruments(args.config)
     counts = sorted({int(c) for c in args.counts.split(",") if c.strip()} - {len(instruments)})
@@ -156,6 +176,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         # the median by MLflow's share (the upper one of an even count)
         full = sorted(repeats, key=lambda r: r["mlflow_share"])[len(repeats) // 2]
+        inline = []
+        for k in range(max(args.inline_repeat, 0)):
+            inline.append(measure(args.config, [*args.set, "tracking.writer=inline"], store))
+            print(
+                f"  inline run {k + 1}: {inline[-1]['wall_seconds']:.1f} s, "
+                f"MLflow {100 * inline[-1]['mlflow_share']:.2f}%",
+                flush=True,
+            )
         scaling = {len(instruments): full}
         for count in counts:
             subset = "[" + ",".join(instruments[:count]) + "]"
@@ -182,6 +210,22 @@ def main(argv: list[str] | None = None) -> int:
         f"= {100 * full['mlflow_share']:.2f}% of the run "
         f"(goal <= {100 * GOAL_MLFLOW_SHARE:.0f}%: {goal_share})"
     )
+    by_call = full.get("by_call", {})
+    waited = by_call.get("settle", 0.0) + by_call.get("wait_for_id", 0.0)
+    print(
+        f"    of which waiting for the writer {waited:.2f} s; the writer process's CPU time "
+        f"{full['writer'].get('cpu_seconds', 0.0):.2f} s (on the other core); mlflow imported "
+        f"in the stages' process: {'yes' if full['mlflow_in_stage_process'] else 'no'}"
+    )
+    if inline:
+        typical = sorted(inline, key=lambda r: r["wall_seconds"])[len(inline) // 2]
+        median_wall = sorted(r["wall_seconds"] for r in repeats)[len(repeats) // 2]
+        print(
+            f"  with tracking.writer=inline (every request in the stages' process; "
+            f"median of {len(inline)}): {typical['wall_seconds']:.1f} s, MLflow "
+            f"{100 * typical['mlflow_share']:.2f}%; the writer process's runs: median "
+            f"{median_wall:.1f} s ({typical['wall_seconds'] - median_wall:+.1f} s for inline)"
+        )
     if len(repeats) > 1:
         shares = ", ".join(f"{100 * r['mlflow_share']:.2f}%" for r in repeats)
         walls = ", ".join(f"{r['wall_seconds']:.1f}" for r in repeats)
@@ -213,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
                 "repeats": [
                     {"wall_seconds": r["wall_seconds"], "mlflow_share": r["mlflow_share"]}
                     for r in repeats
+                ],
+                "inline": [
+                    {"wall_seconds": r["wall_seconds"], "mlflow_share": r["mlflow_share"]}
+                    for r in inline
                 ],
                 "scaling": {str(k): v["wall_seconds"] for k, v in sorted(scaling.items())},
                 "scaling_instruments": {str(k): instruments[:k] for k in sorted(scaling)},

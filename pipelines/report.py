@@ -1237,7 +1237,12 @@ class ReportResult:
     verdicts: dict[str, list[str]] = field(default_factory=dict)
 
 
-def _log_to_mlflow(comparison: Comparison, directory: Path) -> None:
+def _log_strategy_runs(comparison: Comparison) -> None:
+    """One child run per instrument x strategy (and the pooled rows on the report run).
+
+    Handed to the recorder before the charts are drawn, so the writer
+    process stores them while this process renders.
+    """
     from pipelines import tracking
 
     for row in comparison.league.to_dict(orient="records"):
@@ -1252,7 +1257,6 @@ def _log_to_mlflow(comparison: Comparison, directory: Path) -> None:
         }
         with tracking.child_run(f"{row['instrument']}/{row['strategy']}", tags=tags):
             tracking.log_metrics(numeric)
-    tracking.log_artifact(directory, "report")
 
 
 def report(
@@ -1266,7 +1270,7 @@ def report(
     """Run the report stage: compare, write ``<report dir>/index.html``, log to MLflow."""
     from pipelines.cli import loading_code
 
-    with loading_code():  # here, not at the top: the sweep's spawned workers never need mlflow
+    with loading_code():  # here, not at the top: the sweep's spawned workers never track
         from pipelines import tracking
 
     started = time.perf_counter()
@@ -1291,6 +1295,8 @@ def report(
         t = lap("cost_sweep", t)
         comparison = compare(cfg, instruments, sweep)
         t = lap("statistics", t)
+        _log_strategy_runs(comparison)
+        t = lap("mlflow", t)
         target.parent.mkdir(parents=True, exist_ok=True)
         build = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         build.chmod(0o755)  # mkdtemp's 0700 would outlive the rename
@@ -1302,8 +1308,7 @@ def report(
             shutil.rmtree(build, ignore_errors=True)
             raise
         t = lap("render", t)
-        _log_to_mlflow(comparison, target)
-        t = lap("mlflow", t)
+        tracking.log_artifact(target, "report")
         log.info("report phases: %s", ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
         tracking.log_metrics(
             {

@@ -75,8 +75,8 @@ class PipelineTiming:
 
 
 def _overhead() -> float:
-    # Only once the train or report stage has imported tracking (and mlflow); drawing
-    # the figures it logs is matplotlib's time, not MLflow's.
+    # Only once the train or report stage has imported tracking; drawing the
+    # figures it logs is matplotlib's time, not MLflow's.
     tracking = sys.modules.get("pipelines.tracking")
     return tracking.mlflow_seconds() if tracking else 0.0
 

@@ -1,4 +1,4 @@
-"""MLflow tracking for every stage: the one module of gatecast that imports mlflow.
+"""MLflow tracking for every stage: what the stages call (``pipelines.recorder`` talks to MLflow).
 
 Store
     By default an embedded store inside the repository, whatever the working
@@ -74,35 +74,49 @@ Registered model (one per instrument)
     result has one row per forecast date with ``lstm`` (the next close) and
     ``lstm_seed<k>``. A given version: ``models:/gatecast-lstm-GSPC/3``.
 
+Where the work is done
+    This module never imports mlflow. Each call becomes an operation for the
+    recorder (``pipelines.recorder``), which by default runs in a writer
+    process of its own (config key ``tracking.writer``: ``process``, or
+    ``inline`` to do the work in the stage's process). The stage hands an
+    operation over and goes on; it waits only for an id it reads
+    (``RunHandle.run_id``, ``RegisteredModel.version``) and, at the end of
+    ``pipeline_run``, until every run is written and ended. An MLflow
+    failure reaches the stage as ``TrackingError`` at its next tracking call,
+    or at the end of the block; the run concerned ends FAILED.
+
 Overhead
     A run costs three store requests whatever it logs: one to create it (its
     tags included), one batch at the end with its params, tags and metrics
     (more only past the store's limits: 100 params, 100 tags, 1000 items),
     one to end it. Artifacts (``config.yaml`` first) go straight to the
-    artifact location the store gave the run when it was created. Runs are
-    created through the client, not ``mlflow.start_run``: the experiment, the
-    run context and the config file are resolved once per stage. Time spent
-    inside this module's calls is added up (``overhead_seconds``,
-    ``overhead_by_call``, ``overhead_call_counts``; opening the store, a
-    one-time cost per process, counts as ``open_store``; rendering PNGs is
-    matplotlib's work and counts apart as ``render_figure``), so the benchmark
-    can report MLflow's share of a stage's wall time and its cost per run.
+    artifact location the store gave the run when it was created. Time the
+    stage's process spends inside this module's calls is added up
+    (``overhead_seconds``, ``overhead_by_call``, ``overhead_call_counts``:
+    handing operations over, and waiting for ids and for the writer at the
+    end of a stage as ``wait_for_id`` and ``settle``; starting the writer
+    counts as ``open_store``; rendering PNGs is matplotlib's work and counts
+    apart as ``render_figure``), so the benchmark can report MLflow's share
+    of a stage's wall time; ``writer_stats`` gives the writer's own CPU time.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import functools
 import hashlib
-import importlib
 import importlib.metadata
+import io
+import itertools
 import json
 import logging
+import multiprocessing
 import os
 import re
 import shlex
-import sqlite3
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -111,38 +125,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from unittest import mock
 from urllib.parse import unquote, urlparse
 
-# Before mlflow is imported: no download progress bars in the stage's console output.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-import mlflow  # noqa: E402
-import mlflow.pyfunc  # noqa: E402
 import numpy as np
 import pandas as pd
 import yaml
-from mlflow.entities import (
-    LoggedModelOutput,
-    LoggedModelStatus,
-    Metric,
-    Param,
-    RunStatus,
-    RunTag,
-)
-from mlflow.exceptions import MlflowException
-from mlflow.models import Model, infer_signature
-from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from pipelines.config import REPO_ROOT, Config
 
 log = logging.getLogger("gatecast.tracking")
-
-# MLflow's own INFO lines (store migrations, "View run at ...") would drown the stage's output.
-for _name in ("mlflow", "alembic"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
 
 STORE_DIRECTORY = REPO_ROOT / "mlruns"
 DEFAULT_TRACKING_URI = f"sqlite:///{STORE_DIRECTORY / 'mlflow.db'}"
@@ -284,54 +275,6 @@ def artifact_root(uri: str | None = None) -> Path | None:
     return path.parent / "artifacts" if path is not None else None
 
 
-def client() -> MlflowClient:
-    """An MlflowClient on the current tracking (and registry) URI."""
-    return MlflowClient(tracking_uri=tracking_uri())
-
-
-def _use_store() -> str:
-    uri = tracking_uri()
-    path = _sqlite_path(uri)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_ahead_log(path)
-    mlflow.set_tracking_uri(uri)
-    return uri
-
-
-def _write_ahead_log(path: Path) -> None:
-    """Switch the SQLite database at ``path`` (created if missing) to WAL journal mode.
-
-    The mode is stored in the file, so this is a no-op after the first time.
-    Any error is left to MLflow's own opening of the store, which reports it
-    with the URI.
-    """
-    try:
-        with contextlib.closing(sqlite3.connect(path, timeout=20)) as connection:
-            connection.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.Error as err:
-        log.debug("could not switch %s to WAL journal mode: %s", path, err)
-
-
-def _experiment_id(mlflow_client: MlflowClient, name: str, uri: str) -> str:
-    """The id of experiment ``name``, created (or restored from the trash) when needed."""
-    experiment = mlflow_client.get_experiment_by_name(name)
-    if experiment is not None:
-        if experiment.lifecycle_stage == "deleted":
-            mlflow_client.restore_experiment(experiment.experiment_id)
-        return experiment.experiment_id
-    root = artifact_root(uri)
-    location = (root / name).as_uri() if root is not None else None
-    try:
-        return mlflow_client.create_experiment(name, artifact_location=location)
-    except MlflowException:
-        # another process created it between the lookup and the create
-        experiment = mlflow_client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
-
-
 # Run context --------------------------------------------------------------------------
 
 
@@ -410,65 +353,221 @@ def _key(text: str) -> str:
     return _KEY_BAD_CHARS.sub("_", text)
 
 
-@dataclass
-class _Store:
-    """What every run of one stage invocation shares: one client, the context, config.yaml.
+# Handing operations to the recorder -------------------------------------------------------
 
-    Args:
-        client: The MlflowClient of the stage's store.
-        context_tags: MLflow's own run-context tags (user, source), resolved once.
-        config_file: The resolved config written once, copied into every run.
+
+class TrackingError(RuntimeError):
+    """MLflow could not record something (the message names the operation and the run)."""
+
+
+class _Inline:
+    """The recorder in this process: each operation is done when it is handed over."""
+
+    def __init__(self) -> None:
+        from pipelines.cli import loading_code
+
+        with loading_code():
+            from pipelines.recorder import Recorder
+
+        self.recorder = Recorder()
+
+    def send(self, op: str, *args: Any) -> None:
+        self.recorder.handle(op, args)
+
+    def ask(self, op: str, *args: Any) -> Any:
+        return self.recorder.handle(op, args)
+
+    def raise_reported(self) -> None:
+        """Errors are raised where they happen here: nothing is waiting."""
+
+    def close(self) -> None:
+        self.recorder.abandon()
+
+
+class _Writer:
+    """The recorder in a writer process (``python -m pipelines.recorder``), fed over a pipe.
+
+    ``send`` hands an operation over and returns; ``ask`` waits for the answer
+    (after everything handed over before it). A failed operation that nobody
+    waits for is reported by the writer at once and raised here, as a
+    ``TrackingError``, by the next ``send``, ``ask`` or ``raise_reported``.
     """
 
-    client: MlflowClient
-    context_tags: dict[str, str]
-    config_file: Path
+    def __init__(self) -> None:
+        here, there = multiprocessing.Pipe()
+        path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.recorder", str(there.fileno())],
+            pass_fds=(there.fileno(),),
+            env={**os.environ, "PYTHONPATH": path},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+        there.close()
+        self.connection = here
+        self.seq = 0
+        self.reported: list[str] = []
+        self.stats: dict[str, float] = {}
+
+    def alive(self) -> bool:
+        return self.process.poll() is None and not self.connection.closed
+
+    def _gone(self) -> TrackingError:
+        code = self.process.poll()
+        said = f"; it reported: {self.reported[0]}" if self.reported else ""
+        return TrackingError(
+            f"the MLflow writer process (pid {self.process.pid}) exited with code {code}"
+            f"{said}: the runs it had open may show as RUNNING in the MLflow UI"
+        )
+
+    def _post(self, op: str, args: tuple[Any, ...], wants_answer: bool) -> int:
+        self.seq += 1
+        try:
+            self.connection.send((self.seq, op, args, wants_answer))
+        except (OSError, ValueError) as err:
+            raise self._gone() from err
+        return self.seq
+
+    def _receive(self) -> tuple[str, int, Any]:
+        try:
+            message = self.connection.recv()
+        except (EOFError, OSError) as err:
+            raise self._gone() from err
+        if message[0] == "error":
+            self.reported.append(message[2])
+        return message
+
+    def raise_reported(self) -> None:
+        while self.alive() and self.connection.poll():
+            self._receive()
+        if self.reported:
+            first, self.reported = self.reported[0], []
+            raise TrackingError(first)
+
+    def send(self, op: str, *args: Any) -> None:
+        self._post(op, args, False)
+
+    def ask(self, op: str, *args: Any) -> Any:
+        seq = self._post(op, args, True)
+        while True:
+            kind, answered, payload = self._receive()
+            if kind == "err" and answered == seq:
+                raise TrackingError(payload)
+            if kind == "ok" and answered == seq:
+                return payload
+
+    def close(self) -> None:
+        """Let the writer finish what it was handed, then stop it."""
+        try:
+            if self.alive():
+                self.stats = self._ask_close()
+            self.process.wait(timeout=60)
+        except (TrackingError, subprocess.TimeoutExpired) as err:
+            log.warning("the MLflow writer process did not stop cleanly: %s", err)
+            self.process.kill()
+        finally:
+            self.connection.close()
+
+    def _ask_close(self) -> dict[str, float]:
+        return self.ask("close")
 
 
-@dataclass
+_WRITER: _Writer | None = None
+_INLINE: _Inline | None = None
+
+
+def _channel(mode: str) -> _Writer | _Inline:
+    """The recorder for ``tracking.writer`` = ``mode``, started the first time."""
+    global _WRITER, _INLINE
+    if mode == "inline":
+        if _INLINE is None:
+            _INLINE = _Inline()
+        return _INLINE
+    if _WRITER is None or not _WRITER.alive():
+        _WRITER = _Writer()
+    return _WRITER
+
+
+@atexit.register
+def close_writer() -> None:
+    """Stop the writer process (after it has done what it was handed), if one runs."""
+    global _WRITER
+    if _WRITER is not None:
+        _WRITER.close()
+        _WRITER = None
+
+
+def writer_stats() -> dict[str, float]:
+    """What the writer process said at the end of the last stage (``cpu_seconds`` so far)."""
+    return dict(_LAST_SETTLE)
+
+
+_LAST_SETTLE: dict[str, float] = {}
+_TOKENS = itertools.count(1)
+
+
+# Runs ---------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
 class RunHandle:
-    """One open MLflow run of a stage.
+    """One open run of a stage (its MLflow id is asked for only when read).
 
     Args:
-        run_id: The MLflow run id.
-        experiment_id: The experiment it belongs to.
+        token: How this process names the run to the recorder.
         name: Its run name (``train``, ``GSPC/lstm``, ...).
         tags: Tags every child run of this pipeline run inherits.
         params: Params every child run inherits (the flattened config).
         config_text: The resolved config as YAML (logged as ``config.yaml``).
         tracking_uri: The store the run lives in.
         experiment_name: The experiment's name.
-        artifact_uri: Where the run's artifacts go (from the store, when created).
+        channel: The recorder the run's operations go to.
+        spool: A folder of this stage for files handed to the recorder.
     """
 
-    run_id: str
-    experiment_id: str
+    token: int
     name: str
-    tags: dict[str, str] = field(default_factory=dict)
-    params: dict[str, str] = field(default_factory=dict)
-    config_text: str = ""
-    tracking_uri: str = ""
-    experiment_name: str = ""
-    artifact_uri: str = ""
-    pending: list[Metric] = field(default_factory=list, repr=False)
+    tags: dict[str, str]
+    params: dict[str, str]
+    config_text: str
+    tracking_uri: str
+    experiment_name: str
+    channel: _Writer | _Inline = field(repr=False)
+    spool: Path = field(repr=False)
+    pending: list[tuple[str, float, int, int]] = field(default_factory=list, repr=False)
     pending_params: dict[str, str] = field(default_factory=dict, repr=False)
     pending_tags: dict[str, str] = field(default_factory=dict, repr=False)
-    store: _Store | None = field(default=None, repr=False)
-    artifact_repository: Any = field(default=None, repr=False)
+    _ids: dict[str, str] = field(default_factory=dict, repr=False)
 
-    def queue(self, metrics: Sequence[Metric]) -> None:
+    def _answer(self, what: str) -> str:
+        if what not in self._ids:
+            with _CLOCK.timing("wait_for_id"):
+                self._ids[what] = self.channel.ask(what, self.token)
+        return self._ids[what]
+
+    @property
+    def run_id(self) -> str:
+        """The MLflow run id (waits for the recorder to have created the run)."""
+        return self._answer("run_id")
+
+    @property
+    def experiment_id(self) -> str:
+        """The MLflow experiment id."""
+        return self._answer("experiment_id")
+
+    def queue(self, metrics: Sequence[tuple[str, float, int, int]]) -> None:
         """Hold metrics until the run ends (or a full batch is waiting): one request each."""
         self.pending.extend(metrics)
         if len(self.pending) >= MAX_METRICS_PER_BATCH:
             self.flush()
 
     def flush(self) -> None:
-        """Send the waiting params, tags and metrics, in as few batches as the limits allow."""
+        """Hand the waiting params, tags and metrics to the recorder, as one batch."""
         metrics, self.pending = self.pending, []
         params, self.pending_params = self.pending_params, {}
         tags, self.pending_tags = self.pending_tags, {}
         if metrics or params or tags:
-            _log_batch(self.run_id, metrics, params, tags, self.store)
+            self.channel.send("batch", self.token, metrics, params, tags)
 
 
 _STACK: list[RunHandle] = []
@@ -478,81 +577,41 @@ def active_run() -> RunHandle:
     """The innermost run opened by ``pipeline_run`` or ``child_run``."""
     if not _STACK:
         raise RuntimeError("no gatecast run is open: use `with tracking.pipeline_run(cfg, stage)`")
-    return _STACK[-1]
+    active = _STACK[-1]
+    active.channel.raise_reported()
+    return active
 
 
 def _end_status(exc: BaseException | None) -> str:
     if exc is None:
-        return RunStatus.to_string(RunStatus.FINISHED)
+        return "FINISHED"
     if isinstance(exc, KeyboardInterrupt):
-        return RunStatus.to_string(RunStatus.KILLED)
+        return "KILLED"
     if isinstance(exc, SystemExit) and exc.code in (0, None):
-        return RunStatus.to_string(RunStatus.FINISHED)
-    return RunStatus.to_string(RunStatus.FAILED)
+        return "FINISHED"
+    return "FAILED"
 
 
-def _log_batch(
-    run_id: str,
-    metrics: Sequence[Metric] = (),
-    params: Mapping[str, str] | None = None,
-    tags: Mapping[str, str] | None = None,
-    store: _Store | None = None,
-) -> None:
-    """Params, tags and metrics in as few requests as the store's batch limits allow."""
-    param_list = [Param(_key(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in (params or {}).items()]
-    tag_list = [RunTag(_key(k), str(v)) for k, v in (tags or {}).items()]
-    metric_list = list(metrics)
-    mlflow_client = store.client if store is not None else client()
-    while param_list or tag_list or metric_list:
-        p, param_list = (
-            param_list[:MAX_PARAMS_TAGS_PER_BATCH],
-            param_list[MAX_PARAMS_TAGS_PER_BATCH:],
-        )
-        t, tag_list = tag_list[:MAX_PARAMS_TAGS_PER_BATCH], tag_list[MAX_PARAMS_TAGS_PER_BATCH:]
-        room = MAX_METRICS_PER_BATCH - len(p) - len(t)
-        m, metric_list = metric_list[:room], metric_list[room:]
-        mlflow_client.log_batch(run_id, metrics=m, params=p, tags=t)
+def _source_name() -> str:
+    # MLflow's default run context: the script that started this process.
+    return sys.argv[0] if sys.argv and sys.argv[0] else "<console>"
 
 
-@contextlib.contextmanager
-def _open_run(
-    store: _Store, experiment_id: str, name: str, tags: Mapping[str, str]
-) -> Iterator[tuple[str, str]]:
-    """Create a run (tags included, one request), yield its id and artifact URI, end it rightly.
-
-    Runs are created and ended through the client, not ``mlflow.start_run``: no
-    global active run, and none of the fluent API's per-run look-ups (the
-    experiment, the run context) that a stage has already made once.
-    """
-    with _CLOCK.timing("start_run"):
-        run = store.client.create_run(
-            experiment_id, tags={**store.context_tags, **tags}, run_name=name
-        )
-    run_id = run.info.run_id
-    exc: BaseException | None = None
-    try:
-        yield run_id, run.info.artifact_uri
-    except BaseException as err:
-        exc = err
-        raise
-    finally:
-        status = _end_status(exc)
-        with _CLOCK.timing("end_run"):
-            try:
-                store.client.set_terminated(run_id, status)
-            except Exception as err:  # never hide the stage's own error behind this one
-                if exc is None:
-                    raise
-                log.warning("could not mark MLflow run %s as %s: %s", name, status, err)
+def _mlflow_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
 
 
-def _context_tags() -> dict[str, str]:
-    """MLflow's run-context tags (``mlflow.user``, ``mlflow.source.*``), as start_run sets them."""
-    from mlflow.tracking.context.git_context import GitRunContext
-    from mlflow.tracking.context.registry import resolve_tags
-
-    # The commit comes from git_state(); MLflow's git context would import GitPython for it.
-    return {k: str(v) for k, v in resolve_tags({}, ignore=[GitRunContext]).items()}
+def _close(handle: RunHandle, exc: BaseException | None) -> None:
+    """Hand over what the run still holds and end it; keep the stage's own error first."""
+    status = _end_status(exc)
+    with _CLOCK.timing("end_run"):
+        try:
+            handle.flush()
+            handle.channel.send("end", handle.token, status)
+        except Exception as err:
+            if exc is None:
+                raise
+            log.warning("could not mark MLflow run %s as %s: %s", handle.name, status, err)
 
 
 @contextlib.contextmanager
@@ -571,7 +630,9 @@ def pipeline_run(
     to an input data file whose SHA-256 is recorded; ``tags`` adds the stage's
     own (e.g. the device). The run, and every child opened inside, ends
     FINISHED, FAILED (exception) or KILLED (Ctrl-C); an exception leaving the
-    block carries a note saying so and naming the experiment.
+    block carries a note saying so and naming the experiment. When the block
+    is left, the recorder has written everything (the stage waits for it), and
+    an MLflow failure it reported is raised as ``TrackingError``.
 
     Args:
         cfg: The resolved experiment config.
@@ -582,61 +643,89 @@ def pipeline_run(
     """
     if _STACK:
         raise RuntimeError(f"pipeline_run({stage!r}) inside the open run {_STACK[-1].name!r}")
-    with contextlib.ExitStack() as cleanup:
-        with _CLOCK.timing("open_store"):
-            # The first client of a process imports and opens the store (SQLAlchemy,
-            # MLflow's table models, the schema check): a one-time cost, timed apart.
-            uri = _use_store()
-            mlflow_client = MlflowClient(tracking_uri=uri)
-        with _CLOCK.timing("pipeline_run"):
-            experiment_id = _experiment_id(mlflow_client, cfg.experiment_name, uri)
-            common = {
-                "gatecast.config": cfg.name,
-                "gatecast.seed": str(cfg.seed),
-                "gatecast.command": command or shlex.join(sys.orig_argv),
-                **git_state(),
-                **{f"gatecast.version.{k}": v for k, v in library_versions().items()},
-                **{k: str(v) for k, v in (tags or {}).items()},
-            }
-            for label, path in (inputs or {}).items():
-                common[f"gatecast.input.{_key(label)}.sha256"] = sha256_file(path)
-                common[f"gatecast.input.{_key(label)}.path"] = str(path)
-            params = flatten_config(cfg)
-            text = config_yaml(cfg)
-            tmp = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="gatecast-")))
-            config_file = tmp / "config.yaml"
-            config_file.write_text(text)
-            store = _Store(mlflow_client, _context_tags(), config_file)
+    with _CLOCK.timing("open_store"):
+        # The first stage of a process starts the writer, which imports mlflow
+        # and opens the store on its own while this process goes on.
+        channel = _channel(cfg.tracking.writer)
+    with _CLOCK.timing("pipeline_run"):
+        uri = tracking_uri()
+        common = {
+            "gatecast.config": cfg.name,
+            "gatecast.seed": str(cfg.seed),
+            "gatecast.command": command or shlex.join(sys.orig_argv),
+            **git_state(),
+            **{f"gatecast.version.{k}": v for k, v in library_versions().items()},
+            **{k: str(v) for k, v in (tags or {}).items()},
+        }
+        for label, path in (inputs or {}).items():
+            common[f"gatecast.input.{_key(label)}.sha256"] = sha256_file(path)
+            common[f"gatecast.input.{_key(label)}.path"] = str(path)
+        params = flatten_config(cfg)
+        text = config_yaml(cfg)
         own = {
             **common,
             "gatecast.stage": stage,
             "mlflow.note.content": f"gatecast `{stage}` stage of config `{cfg.name}`",
         }
-        with _open_run(store, experiment_id, stage, own) as (run_id, artifact_uri):
-            handle = RunHandle(
-                run_id,
-                experiment_id,
-                stage,
-                common,
-                params,
-                text,
+        handle = RunHandle(
+            next(_TOKENS),
+            stage,
+            common,
+            params,
+            text,
+            uri,
+            cfg.experiment_name,
+            channel,
+            Path(tempfile.mkdtemp(prefix="gatecast-spool-")),
+            pending_params=dict(params),
+        )
+    exc: BaseException | None = None
+    try:
+        with _CLOCK.timing("pipeline_run"):
+            channel.send(
+                "open_stage",
+                handle.token,
+                _mlflow_environment(),
                 uri,
                 cfg.experiment_name,
-                artifact_uri=artifact_uri,
-                pending_params=dict(params),
-                store=store,
+                stage,
+                own,
+                text,
+                _source_name(),
             )
-            try:
-                with _on_stack(handle):
-                    with _CLOCK.timing("pipeline_run"):
-                        _artifacts(handle).log_artifact(str(config_file))
-                    yield handle
-            except BaseException as err:
-                err.add_note(
-                    f"MLflow: the {stage} run and the runs it opened are marked "
-                    f"{_end_status(err)} in experiment {cfg.experiment_name}"
-                )
+        with _on_stack(handle):
+            yield handle
+    except BaseException as err:
+        exc = err
+        raise
+    finally:
+        try:
+            _close(handle, exc)
+            _settle(channel, exc)
+        except BaseException as err:
+            if exc is None:
+                exc = err
                 raise
+        finally:
+            shutil.rmtree(handle.spool, ignore_errors=True)
+            if exc is not None:
+                exc.add_note(
+                    f"MLflow: the {stage} run and the runs it opened are marked "
+                    f"{_end_status(exc)} in experiment {cfg.experiment_name}"
+                )
+
+
+def _settle(channel: _Writer | _Inline, exc: BaseException | None) -> None:
+    """Wait until the recorder has written and ended every run handed to it."""
+    global _LAST_SETTLE
+    with _CLOCK.timing("settle"):
+        try:
+            _LAST_SETTLE = channel.ask("settle") or {}
+            channel.raise_reported()
+        except Exception as err:
+            if exc is None:
+                raise
+            log.warning("MLflow: %s", err)
 
 
 @contextlib.contextmanager
@@ -648,60 +737,41 @@ def child_run(name: str, tags: Mapping[str, str] | None = None) -> Iterator[RunH
     params go to the store with its metrics, in one batch, when it ends.
     """
     parent = active_run()
-    store = parent.store
-    assert store is not None
     own = {k: str(v) for k, v in (tags or {}).items()}
-    every = {
-        **parent.tags,
-        "gatecast.stage": _root().name,
-        **own,
-        MLFLOW_PARENT_RUN_ID: parent.run_id,
-    }
-    with _open_run(store, parent.experiment_id, name, every) as (run_id, artifact_uri):
-        handle = RunHandle(
-            run_id,
-            parent.experiment_id,
-            name,
-            {**parent.tags, **own},
-            parent.params,
-            parent.config_text,
-            parent.tracking_uri,
-            parent.experiment_name,
-            artifact_uri=artifact_uri,
-            pending_params=dict(parent.params),
-            store=store,
-        )
+    every = {**parent.tags, "gatecast.stage": _STACK[0].name, **own}
+    handle = RunHandle(
+        next(_TOKENS),
+        name,
+        {**parent.tags, **own},
+        parent.params,
+        parent.config_text,
+        parent.tracking_uri,
+        parent.experiment_name,
+        parent.channel,
+        parent.spool,
+        pending_params=dict(parent.params),
+    )
+    with _CLOCK.timing("start_run"):
+        parent.channel.send("open_child", handle.token, parent.token, name, every)
+    exc: BaseException | None = None
+    try:
         with _on_stack(handle):
-            with _CLOCK.timing("child_run"):
-                _artifacts(handle).log_artifact(str(store.config_file))
             yield handle
+    except BaseException as err:
+        exc = err
+        raise
+    finally:
+        _close(handle, exc)
 
 
 @contextlib.contextmanager
 def _on_stack(handle: RunHandle) -> Iterator[RunHandle]:
-    """Make ``handle`` the current run; on the way out send what it still holds."""
+    """Make ``handle`` the current run."""
     _STACK.append(handle)
-    failed = False
     try:
         yield handle
-    except BaseException:
-        failed = True
-        raise
     finally:
-        try:
-            with _CLOCK.timing("end_run_batch"):
-                handle.flush()
-        except Exception as err:
-            if not failed:
-                raise
-            # keep the stage's own error, which is what the user needs to see
-            log.warning("could not log the last metrics of MLflow run %s: %s", handle.name, err)
-        finally:
-            _STACK.remove(handle)
-
-
-def _root() -> RunHandle:
-    return _STACK[0]
+        _STACK.remove(handle)
 
 
 # Logging ------------------------------------------------------------------------------
@@ -726,7 +796,7 @@ def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
     """
     now = int(time.time() * 1000)
     batch = [
-        Metric(_key(k), v, now, int(step or 0))
+        (_key(k), v, now, int(step or 0))
         for k, raw in metrics.items()
         if (v := _finite_float(raw)) is not None
     ]
@@ -737,26 +807,8 @@ def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
 def log_metric_history(name: str, values: Sequence[float], first_step: int = 0) -> None:
     """Log a whole history (e.g. the loss of every epoch) as one metric, in one batch."""
     now = int(time.time() * 1000)
-    batch = [Metric(_key(name), float(v), now, first_step + k) for k, v in enumerate(values)]
+    batch = [(_key(name), float(v), now, first_step + k) for k, v in enumerate(values)]
     active_run().queue(batch)
-
-
-def _artifacts(handle: RunHandle) -> Any:
-    """The artifact repository of ``handle``'s run, made once per run.
-
-    Built from the artifact URI the store returned when it created the run:
-    MlflowClient.log_artifact would first fetch the whole run (its tags and
-    params) from the store only to read that URI again.
-    """
-    if handle.artifact_repository is None:
-        handle.artifact_repository = get_artifact_repository(
-            handle.artifact_uri, tracking_uri=handle.tracking_uri
-        )
-    return handle.artifact_repository
-
-
-def _run_client(handle: RunHandle) -> MlflowClient:
-    return handle.store.client if handle.store is not None else client()
 
 
 @_timed
@@ -776,27 +828,27 @@ def set_tags(tags: Mapping[str, Any]) -> None:
 
 @_timed
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
-    """Copy a file (or a directory's files) into the current run's artifacts."""
-    path = Path(path)
-    repository = _artifacts(active_run())
-    if path.is_dir():
-        repository.log_artifacts(str(path), artifact_path)
-    else:
-        repository.log_artifact(str(path), artifact_path)
+    """Copy a file (or a directory's files) into the current run's artifacts.
+
+    The copy is made by the recorder before the stage's run ends: leave the
+    file in place until then.
+    """
+    run = active_run()
+    run.channel.send("artifact", run.token, str(Path(path).resolve()), artifact_path)
 
 
 @_timed
 def log_text(text: str, artifact_file: str) -> None:
     """Write ``text`` as the artifact ``artifact_file`` of the current run."""
     run = active_run()
-    _run_client(run).log_text(run.run_id, text, artifact_file)
+    run.channel.send("text", run.token, text, artifact_file)
 
 
 @_timed
 def log_dict(data: Mapping[str, Any], artifact_file: str) -> None:
     """Write ``data`` as a JSON (or YAML, by extension) artifact of the current run."""
     run = active_run()
-    _run_client(run).log_dict(run.run_id, dict(data), artifact_file)
+    run.channel.send("dict", run.token, dict(data), artifact_file)
 
 
 @_timed
@@ -804,10 +856,7 @@ def log_dataframe(frame: pd.DataFrame, name: str, artifact_path: str | None = No
     """Write ``frame`` (with its index) as the Parquet artifact ``<name>.parquet``."""
     filename = name if name.endswith(".parquet") else f"{name}.parquet"
     run = active_run()
-    with tempfile.TemporaryDirectory(prefix="gatecast-") as tmp:
-        path = Path(tmp) / filename
-        frame.to_parquet(path)
-        _artifacts(run).log_artifact(str(path), artifact_path)
+    run.channel.send("dataframe", run.token, frame, filename, artifact_path)
 
 
 def log_figure(
@@ -819,12 +868,11 @@ def log_figure(
     """
     filename = name if name.endswith(".png") else f"{name}.png"
     run = active_run()
-    with tempfile.TemporaryDirectory(prefix="gatecast-") as tmp:
-        path = Path(tmp) / filename
-        with _CLOCK.timing("render_figure"):
-            fig.savefig(path, format="png", dpi=dpi)
-        with _CLOCK.timing("log_figure"):
-            _artifacts(run).log_artifact(str(path), artifact_path)
+    png = io.BytesIO()
+    with _CLOCK.timing("render_figure"):
+        fig.savefig(png, format="png", dpi=dpi)
+    with _CLOCK.timing("log_figure"):
+        run.channel.send("file_bytes", run.token, png.getvalue(), filename, artifact_path)
 
 
 # The LSTM in MLflow's model format ------------------------------------------------------
@@ -861,117 +909,34 @@ def _bars_from_input(model_input: pd.DataFrame) -> pd.DataFrame:
 SEEDS_ARTIFACT = "seeds"
 
 
-class LstmPyfuncModel(mlflow.pyfunc.PythonModel):
-    """The final walk-forward fold's LSTM seeds as an MLflow pyfunc model.
-
-    ``predict(bars, params={"start": "YYYY-MM-DD"})`` takes bars with a ``date``
-    column and ``open, high, low, close, volume``, and returns one row per
-    forecast date ``t >= start`` (every date with enough history when
-    ``start`` is empty): ``date``, ``lstm`` (mean of the seeds: the forecast
-    of the next close) and ``lstm_seed<k>``.
-    """
-
-    def load_context(self, context: Any) -> None:
-        from models.lstm import LstmForecaster
-
-        # One artifact, a folder with seed0, seed1, ... in it (one copy for MLflow to
-        # make, not one per seed).
-        seeds = Path(context.artifacts[SEEDS_ARTIFACT])
-        folders = sorted(seeds.glob("seed*"), key=lambda p: int(p.name.removeprefix("seed")))
-        self.forecasters = [LstmForecaster.load(folder) for folder in folders]
-
-    # MLflow infers no schema from a DataFrame hint; the signature logged with the model holds it.
-    def predict(
-        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-    ) -> pd.DataFrame:
-        start = (params or {}).get("start") or None
-        bars = _bars_from_input(model_input)
-        frame = ensemble_forecast(self.forecasters, bars, pd.Timestamp(start) if start else None)
-        return frame.rename_axis("date").reset_index()
-
-
-def _output_example(example: pd.DataFrame, seeds: int) -> pd.DataFrame:
-    """One row shaped as ``LstmPyfuncModel.predict`` returns it, for the model's signature.
-
-    The signature needs the output's columns and types, not forecasts, so the
-    model is not run for it (the tests check this schema against real output).
-    """
-    row = {"date": example["date"].iloc[-1:].to_numpy(), "lstm": [0.0]}
-    row.update({f"lstm_seed{k}": [0.0] for k in range(seeds)})
-    return pd.DataFrame(row)
-
-
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class RegisteredModel:
-    """Where ``log_lstm_model`` put the model.
+    """Where ``log_lstm_model`` put the model (its version is asked for only when read).
 
     Args:
         name: Registered model name.
-        version: The new version.
-        alias: The alias moved to it.
+        alias: The alias moved to the new version.
         model_uri: ``models:/<name>@<alias>``.
     """
 
     name: str
-    version: str
     alias: str
     model_uri: str
+    _ask: Callable[[], str] = field(repr=False)
+    _version: str | None = field(default=None, repr=False)
 
-
-@contextlib.contextmanager
-def _quiet(logger: str) -> Iterator[None]:
-    target = logging.getLogger(logger)
-    level = target.level
-    target.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        target.setLevel(level)
+    @property
+    def version(self) -> str:
+        """The new version (waits for the recorder to have registered it)."""
+        if self._version is None:
+            with _CLOCK.timing("wait_for_id"):
+                self._version = str(self._ask())
+        return self._version
 
 
 def registered_model_name(cfg: Config, instrument: str) -> str:
     """``<tracking.registered_model>-<INST>``, e.g. ``gatecast-lstm-GSPC``."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", f"{cfg.tracking.registered_model}-{instrument}")
-
-
-@functools.cache
-def _pip_requirements() -> tuple[str, ...]:
-    # Pinned from this environment; spelling them out skips MLflow's slow
-    # requirement inference (a subprocess that imports TensorFlow). Read once
-    # per process: importlib.metadata parses each package's metadata again on
-    # every call (15 ms for the set).
-    names = ("mlflow", "tensorflow", "keras", "numpy", "pandas", "pyarrow", "pydantic", "pyyaml")
-    out = []
-    for name in names:
-        try:
-            out.append(f"{name}=={importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            out.append(name)
-    return tuple(out)
-
-
-# MLflow's function that compares a model's requirements with the installed
-# packages, looked up by save_model in this module (see _no_requirement_check).
-_REQUIREMENT_CHECK = ("mlflow.utils.environment", "warn_dependency_requirement_mismatches")
-
-
-@contextlib.contextmanager
-def _no_requirement_check() -> Iterator[None]:
-    """Skip MLflow's check of the model's requirements against this environment.
-
-    ``_pip_requirements`` reads the pins from this very environment, so the
-    check cannot find a mismatch, and its first call in a process costs
-    0.3-0.7 s (``importlib.metadata`` reads every installed distribution).
-    When MLflow no longer has the function there, the check simply runs
-    (``test_tracking`` fails then, so the skip is not lost unnoticed).
-    """
-    module_name, function_name = _REQUIREMENT_CHECK
-    module = importlib.import_module(module_name)
-    if not hasattr(module, function_name):
-        yield
-        return
-    with mock.patch.object(module, function_name, lambda *args, **kwargs: None):
-        yield
 
 
 @_timed
@@ -981,14 +946,11 @@ def log_lstm_model(
     forecasters: Sequence[Any],
     example_bars: pd.DataFrame,
 ) -> RegisteredModel:
-    """Log the final fold's LSTM seeds as a pyfunc model and register it.
+    """Log the final fold's LSTM seeds as a pyfunc model of the current run and register it.
 
-    The model is written with ``mlflow.pyfunc.save_model`` (signature, input
-    example, pinned requirements, the package code) and its directory becomes
-    the artifacts of a logged model of the run, the steps of
-    ``mlflow.pyfunc.log_model`` without its serving-input check, which loads
-    the model back and predicts on the example only to confirm that it loads
-    (the tests load it in a fresh process and compare its forecasts).
+    The seeds are saved here (Keras); the recorder writes the MLflow model
+    around them (signature, input example, pinned requirements, the package
+    code; ``pipelines.recorder.Recorder.log_model``) and registers it.
 
     Args:
         cfg: The resolved config (names the registered model).
@@ -999,84 +961,38 @@ def log_lstm_model(
     """
     name = registered_model_name(cfg, instrument)
     run = active_run()
-    mlflow_client = _run_client(run)
-    example = example_bars.rename_axis("date").reset_index()
-    signature = infer_signature(
-        example, _output_example(example, len(forecasters)), params={"start": ""}
+    seeds = Path(tempfile.mkdtemp(prefix="model-", dir=run.spool)) / SEEDS_ARTIFACT
+    for k, forecaster in enumerate(forecasters):
+        forecaster.save(seeds / f"seed{k}")
+    model_token = next(_TOKENS)
+    spec = {
+        "name": name,
+        "instrument": instrument,
+        "config": cfg.name,
+        "params": run.params,
+        "seeds": str(seeds),
+        "n_seeds": len(forecasters),
+        "example": example_bars.rename_axis("date").reset_index(),
+        "description": f"gatecast LSTM forecaster of {instrument} (config {cfg.name})",
+    }
+    channel = run.channel
+    channel.send("log_model", run.token, model_token, spec)
+    return RegisteredModel(
+        name,
+        LATEST_ALIAS,
+        f"models:/{name}@{LATEST_ALIAS}",
+        functools.partial(channel.ask, "model_version", model_token),
     )
-    tags = {"gatecast.instrument": instrument, "gatecast.config": cfg.name}
-    logged = mlflow_client.create_logged_model(
-        run.experiment_id, name="model", source_run_id=run.run_id, tags=tags, params=run.params
-    )
-    try:
-        with tempfile.TemporaryDirectory(prefix="gatecast-model-") as tmp:
-            seeds = Path(tmp) / SEEDS_ARTIFACT
-            for k, forecaster in enumerate(forecasters):
-                forecaster.save(seeds / f"seed{k}")
-            local = Path(tmp) / "model"
-            # The pickled object is a bare instance of a class imported from this
-            # package (shipped in code_paths); MLflow's generic warning about
-            # pickled models says nothing useful here.
-            with _quiet("mlflow.pyfunc"), _no_requirement_check():
-                mlflow.pyfunc.save_model(
-                    str(local),
-                    python_model=LstmPyfuncModel(),
-                    artifacts={SEEDS_ARTIFACT: str(seeds)},
-                    code_paths=[str(REPO_ROOT / "models"), str(REPO_ROOT / "pipelines")],
-                    input_example=(example, {"start": ""}),
-                    signature=signature,
-                    pip_requirements=list(_pip_requirements()),
-                    mlflow_model=Model(
-                        artifact_path=logged.artifact_location,
-                        run_id=run.run_id,
-                        model_uuid=logged.model_id,
-                        model_id=logged.model_id,
-                    ),
-                )
-            mlflow_client.log_model_artifacts(logged.model_id, str(local))
-    except BaseException:
-        with contextlib.suppress(Exception):
-            mlflow_client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
-        raise
-    mlflow_client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
-    mlflow_client.log_outputs(run.run_id, [LoggedModelOutput(logged.model_id, step=0)])
-
-    # Registered through the client, not log_model(registered_model_name=...),
-    # whose progress lines go straight to stderr. The registered model exists
-    # after the first train run: add the version straight away, and create the
-    # model only when the store says it is missing (asking first, or creating
-    # it and catching "already exists", loads every earlier version of it).
-    def new_version() -> Any:
-        return mlflow_client.create_model_version(
-            name,
-            source=f"models:/{logged.model_id}",
-            run_id=run.run_id,
-            model_id=logged.model_id,
-            tags={**tags, "gatecast.seeds": str(len(forecasters))},
-        )
-
-    try:
-        created = new_version()
-    except MlflowException as err:
-        if err.error_code not in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
-            raise
-        try:
-            mlflow_client.create_registered_model(
-                name,
-                tags=tags,
-                description=f"gatecast LSTM forecaster of {instrument} (config {cfg.name})",
-            )
-        except MlflowException as again:  # another process registered it meanwhile
-            if again.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
-                raise
-        created = new_version()
-    version = str(created.version)
-    mlflow_client.set_registered_model_alias(name, LATEST_ALIAS, version)
-    set_tags({"gatecast.registered_model": name, "gatecast.registered_version": version})
-    return RegisteredModel(name, version, LATEST_ALIAS, f"models:/{name}@{LATEST_ALIAS}")
 
 
-# Queries (tests, the report stage) ---------------------------------------------------------
+# Queries (tests, the tracking CLI): in this process, after the stages have settled ----------
+
+
+def client() -> Any:
+    """An ``mlflow.MlflowClient`` on the current tracking (and registry) URI."""
+    from pipelines import recorder
+
+    return recorder.client(tracking_uri())
 
 
 def find_runs(
@@ -1086,42 +1002,25 @@ def find_runs(
 
     Returns ``mlflow.entities.Run`` objects; an unknown experiment gives ``[]``.
     """
-    mlflow_client = client()
-    experiment = mlflow_client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        return []
-    runs = mlflow_client.search_runs(
-        [experiment.experiment_id],
-        filter_string=filter_string,
-        order_by=["attributes.start_time DESC"],
-        max_results=5000,
+    from pipelines import recorder
+
+    return recorder.find_runs(
+        tracking_uri(), experiment_name, filter_string, include_children=include_children
     )
-    if include_children:
-        return list(runs)
-    return [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
 
 
 def child_runs(parent_run_id: str) -> list[Any]:
     """The child runs of a parent run, by run name."""
-    parent = client().get_run(parent_run_id)
-    runs = client().search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
-        max_results=5000,
-    )
-    return sorted(runs, key=lambda r: r.info.run_name)
+    from pipelines import recorder
+
+    return recorder.child_runs(tracking_uri(), parent_run_id)
 
 
 def download_artifact(run_id: str, artifact_path: str, destination: str | Path) -> Path:
     """Download one artifact of a run into ``destination``; returns its local path."""
-    return Path(
-        mlflow.artifacts.download_artifacts(
-            run_id=run_id,
-            artifact_path=artifact_path,
-            dst_path=str(destination),
-            tracking_uri=tracking_uri(),
-        )
-    )
+    from pipelines import recorder
+
+    return recorder.download_artifact(tracking_uri(), run_id, artifact_path, destination)
 
 
 def load_model(model_uri: str) -> Any:
@@ -1129,8 +1028,18 @@ def load_model(model_uri: str) -> Any:
 
     E.g. ``load_model("models:/gatecast-lstm-GSPC@newest")``.
     """
-    _use_store()
-    return mlflow.pyfunc.load_model(model_uri)
+    from pipelines import recorder
+
+    return recorder.load_model(tracking_uri(), model_uri)
+
+
+def __getattr__(name: str) -> Any:
+    # Models logged before the recorder existed pickled pipelines.tracking.LstmPyfuncModel.
+    if name == "LstmPyfuncModel":
+        from pipelines.recorder import LstmPyfuncModel
+
+        return LstmPyfuncModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # `python -m pipelines.tracking ui` -------------------------------------------------------

@@ -120,7 +120,8 @@ class InstrumentResult:
         forecasts: Column name -> out-of-sample forecasts (``lstm`` and
             ``lstm_seed<k>`` for the LSTM).
         metrics: Column name -> forecast metrics on the common dates.
-        runs: Forecaster name -> MLflow child run id.
+        runs: Forecaster name -> its MLflow child run (the id is read when the
+            outputs are written, so training never waits for the store).
         gates: The LSTM's gate activations over the out-of-sample dates (or None).
         model: The registered LSTM (or None).
     """
@@ -129,7 +130,7 @@ class InstrumentResult:
     folds: list[Fold]
     forecasts: dict[str, pd.Series] = field(default_factory=dict)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
-    runs: dict[str, str] = field(default_factory=dict)
+    runs: dict[str, tracking.RunHandle] = field(default_factory=dict)
     gates: pd.DataFrame | None = None
     model: tracking.RegisteredModel | None = None
 
@@ -329,7 +330,7 @@ def train_instrument(
     for name in cfg.forecasters.enabled():
         tags = {"gatecast.instrument": instrument, "gatecast.forecaster": name}
         with tracking.child_run(f"{instrument}/{name}", tags=tags) as run:
-            result.runs[name] = run.run_id
+            result.runs[name] = run
             if name == LSTM:
                 columns, metrics, gates, model = _run_lstm(cfg, instrument, bars, folds, tick)
                 result.gates, result.model = gates, model
@@ -390,7 +391,7 @@ def write_outputs(
             "columns": list(result.forecasts),
             "folds": [f.as_dict() for f in result.folds],
             "metrics": result.metrics,
-            "runs": result.runs,
+            "runs": {name: run.run_id for name, run in result.runs.items()},
             "model": (
                 {
                     "name": result.model.name,

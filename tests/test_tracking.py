@@ -5,7 +5,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -16,7 +20,7 @@ import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pipelines import tracking
+from pipelines import recorder, tracking
 from pipelines.config import REPO_ROOT, load_config
 
 
@@ -35,16 +39,26 @@ def store(module_store: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return module_store
 
 
-@pytest.fixture
-def cfg(tmp_path: Path, request: pytest.FixtureRequest):
+def _config(tmp_path: Path, experiment: str, writer: str = "process"):
     return load_config(
         "configs/smoke.yaml",
         overrides={
             "output_directory": str(tmp_path / "build"),
             "data": {"instruments": ["GSPC"]},
-            "tracking": {"experiment": f"gatecast-test-{request.node.name}"},
+            "tracking": {"experiment": f"gatecast-test-{experiment}", "writer": writer},
         },
     )
+
+
+@pytest.fixture
+def cfg(tmp_path: Path, request: pytest.FixtureRequest):
+    return _config(tmp_path, request.node.name)
+
+
+@pytest.fixture
+def inline_cfg(tmp_path: Path, request: pytest.FixtureRequest):
+    """The recorder in the test's own process (``tracking.writer: inline``)."""
+    return _config(tmp_path, request.node.name, writer="inline")
 
 
 def _status(run_id: str) -> str:
@@ -82,11 +96,11 @@ def test_the_skipped_requirement_check_is_the_one_save_model_calls():
     # If MLflow moves or renames the check, the skip silently stops working: fail here.
     from mlflow.utils import environment
 
-    module_name, function_name = tracking._REQUIREMENT_CHECK
+    module_name, function_name = recorder._REQUIREMENT_CHECK
     assert module_name == environment.__name__
     original = getattr(environment, function_name)
     assert function_name in environment._process_pip_requirements.__code__.co_names
-    with tracking._no_requirement_check():
+    with recorder._no_requirement_check():
         assert getattr(environment, function_name)(["surely-not-installed==1.0"]) is None
     assert getattr(environment, function_name) is original
 
@@ -120,7 +134,9 @@ def test_flatten_config_gives_every_key():
     assert params["experiment_name"] == "gatecast-smoke"
 
 
-def test_parent_and_child_runs_carry_config_tags_metrics_and_artifacts(store, cfg, tmp_path):
+@pytest.mark.parametrize("writer", ["process", "inline"])
+def test_parent_and_child_runs_carry_config_tags_metrics_and_artifacts(store, tmp_path, writer):
+    cfg = _config(tmp_path, f"layout-{writer}", writer)
     data_file = REPO_ROOT / "data" / "sample" / "GSPC.csv"
     tracking.reset_overhead()
     with (
@@ -280,7 +296,9 @@ def test_uri_command_prints_the_store(store, capsys):
     assert out[1] == str(store / "artifacts")
 
 
-def test_a_run_sends_params_tags_and_metrics_in_one_request(store, cfg, monkeypatch):
+def test_a_run_sends_params_tags_and_metrics_in_one_request(store, inline_cfg, monkeypatch):
+    # inline: the recorder's requests are made in this process, where they can be counted
+    cfg = inline_cfg
     requests: dict[str, int] = {}
     original = mlflow.MlflowClient.log_batch
 
@@ -304,3 +322,87 @@ def test_a_run_sends_params_tags_and_metrics_in_one_request(store, cfg, monkeypa
     assert len(run.data.params) == len(tracking.flatten_config(cfg)) + 1
     assert run.data.tags["gatecast.seeds"] == "7,8"
     assert len(tracking.client().get_metric_history(child.run_id, "loss/fold3/seed0")) == 15
+
+
+def test_a_failure_in_the_writer_reaches_the_stage_and_fails_its_run(store, cfg, tmp_path):
+    missing = tmp_path / "not-there.txt"
+    ids = {}
+    with (
+        pytest.raises(tracking.TrackingError, match=r"artifact of run GSPC/sma") as caught,
+        tracking.pipeline_run(cfg, "train") as parent,
+    ):
+        ids["parent"] = parent.run_id
+        with tracking.child_run("GSPC/sma") as child:
+            ids["child"] = child.run_id
+            tracking.log_artifact(missing)
+    assert "not-there.txt" in str(caught.value)
+    assert _status(ids["child"]) == "FAILED"
+    assert _status(ids["parent"]) == "FAILED"
+    assert caught.value.__notes__[-1].startswith("MLflow: the train run and the runs it opened")
+
+
+def test_the_stage_process_never_imports_mlflow(store, tmp_path):
+    # What the stages run in their own process; mlflow lives in the writer process.
+    code = f"""
+import sys
+from pipelines import tracking
+from pipelines.config import load_config
+cfg = load_config("configs/smoke.yaml", overrides={{
+    "output_directory": {str(tmp_path / "build")!r},
+    "tracking": {{"experiment": "gatecast-test-no-mlflow"}}}})
+with tracking.pipeline_run(cfg, "train") as parent:
+    with tracking.child_run("GSPC/sma"):
+        tracking.log_metrics({{"rmse": 1.0}})
+print(parent.run_id)
+assert "mlflow" not in sys.modules, "the stage's process imported mlflow"
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_id = done.stdout.split()[-1]
+    assert _status(run_id) == "FINISHED"
+    assert [r.data.metrics for r in tracking.child_runs(run_id)] == [{"rmse": 1.0}]
+
+
+def test_runs_of_a_killed_stage_end_killed(store, tmp_path):
+    # SIGKILL gives the stage no chance to end its runs: the writer sees its pipe
+    # close and ends them KILLED.
+    code = f"""
+import os, signal
+from pipelines import tracking
+from pipelines.config import load_config
+cfg = load_config("configs/smoke.yaml", overrides={{
+    "output_directory": {str(tmp_path / "build")!r},
+    "tracking": {{"experiment": "gatecast-test-killed"}}}})
+with tracking.pipeline_run(cfg, "train") as parent:
+    with tracking.child_run("GSPC/lstm") as child:
+        print(parent.run_id, child.run_id, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
+    ids = done.stdout.split()
+    assert len(ids) == 2, done.stdout
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and {_status(i) for i in ids} == {"RUNNING"}:
+        time.sleep(0.2)
+    assert [_status(i) for i in ids] == ["KILLED", "KILLED"]
+
+
+def test_a_dead_writer_is_a_clear_error(store, cfg):
+    with (
+        pytest.raises(tracking.TrackingError, match="writer process .* exited"),
+        tracking.pipeline_run(cfg, "train") as parent,
+    ):
+        assert parent.run_id  # the writer is up
+        tracking._WRITER.process.kill()
+        tracking._WRITER.process.wait()
+        with tracking.child_run("GSPC/sma"):
+            tracking.log_metrics({"rmse": 1.0})
+    # the next stage starts a new writer
+    with tracking.pipeline_run(cfg, "train") as again:
+        pass
+    assert _status(again.run_id) == "FINISHED"
