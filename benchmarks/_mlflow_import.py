@@ -35,12 +35,15 @@ ALL_STAGE_MODULES = [
 
 
 def driver_head(stage_modules: list[str], entry: str) -> str:
-    """Python source that sets ``t0``, ``t1``, ``t2`` and imports ``pipelines.tracking``.
+    """Python source that sets ``t0``, ``t1``, ``t2`` and starts the tracking code.
 
-    ``t1 - t0``: NumPy, pandas, TensorFlow, Keras and ``stage_modules``;
-    ``t2 - t1``: ``import pipelines.tracking`` (which does not import mlflow).
-    Then ``entry`` (the stage's module, e.g. ``pipelines.run``) is imported
-    as ``stage``.
+    As ``python -m pipelines`` starts a tracked stage: the tracking code and
+    the writer process first, then TensorFlow and the stage's modules, which
+    the writer's start-up overlaps. ``t1 - t0``: NumPy, pandas, PyYAML and
+    the config module, which the stage needs whether or not it tracks; ``t2 -
+    t1``: ``import pipelines.tracking`` and ``tracking.start_writer()`` (no
+    mlflow in this process). Then TensorFlow, Keras, ``stage_modules`` and
+    ``entry`` (the stage's module, e.g. ``pipelines.run``), imported as ``stage``.
     """
     imports = "\n".join(f"    import {module}" for module in stage_modules)
     return f"""
@@ -48,11 +51,13 @@ import importlib, json, sys, time
 from pipelines.cli import loading_code
 t0 = time.perf_counter()
 with loading_code():
-    import numpy, pandas, tensorflow, keras
-{imports}
-    assert "mlflow" not in sys.modules, "a stage module imported mlflow before the timing"
+    import numpy, pandas, yaml, pipelines.config
     t1 = time.perf_counter()
-    from pipelines import tracking  # mlflow, mlflow.pyfunc and what they import
+    from pipelines import tracking
+    tracking.start_writer()
     t2 = time.perf_counter()
+    import tensorflow, keras
+{imports}
     stage = importlib.import_module({entry!r})
+    assert "mlflow" not in sys.modules, "a stage module imported mlflow"
 """

@@ -15,6 +15,9 @@ STAGES = {
     "run": ("pipelines.run", "the whole job: data, train, backtest, report"),
 }
 
+# Stages that track runs in MLflow (``pipelines.tracking``).
+TRACKED = {"train", "report", "run"}
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -32,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.cli import loading_code
 
     with loading_code():
+        if args.stage in TRACKED and not {"-h", "--help"} & set(argv[1:]):
+            # The writer imports mlflow and opens the store on the other core
+            # while this process imports TensorFlow.
+            from pipelines import tracking
+
+            tracking.start_writer()
         module = importlib.import_module(STAGES[args.stage][0])
     return module.main(argv[1:])
 

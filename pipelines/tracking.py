@@ -114,12 +114,15 @@ import json
 import logging
 import multiprocessing
 import os
+import pickle
+import queue
 import re
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -380,17 +383,19 @@ class _Inline:
     def raise_reported(self) -> None:
         """Errors are raised where they happen here: nothing is waiting."""
 
-    def close(self) -> None:
-        self.recorder.abandon()
-
 
 class _Writer:
     """The recorder in a writer process (``python -m pipelines.recorder``), fed over a pipe.
 
-    ``send`` hands an operation over and returns; ``ask`` waits for the answer
-    (after everything handed over before it). A failed operation that nobody
-    waits for is reported by the writer at once and raised here, as a
+    ``send`` pickles an operation and hands it over; a thread of this process
+    writes it to the pipe, so the stage never blocks while the writer is busy
+    (a pipe holds about 200 KB). ``ask`` waits for the answer (after
+    everything handed over before it). A failed operation that nobody waits
+    for is reported by the writer at once and raised here, as a
     ``TrackingError``, by the next ``send``, ``ask`` or ``raise_reported``.
+    The writer runs at a lower CPU priority (``nice`` +10): on a machine
+    whose cores the stage keeps busy, it works in the gaps and catches up at
+    the end of the stage, when the stage waits for it.
     """
 
     def __init__(self) -> None:
@@ -407,10 +412,21 @@ class _Writer:
         self.connection = here
         self.seq = 0
         self.reported: list[str] = []
-        self.stats: dict[str, float] = {}
+        self.broken: BaseException | None = None
+        self.outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self.sender = threading.Thread(target=self._send_all, name="gatecast-mlflow", daemon=True)
+        self.sender.start()
+
+    def _send_all(self) -> None:
+        while (data := self.outbox.get()) is not None:
+            try:
+                self.connection.send_bytes(data)
+            except (OSError, ValueError) as err:  # the writer is gone; the stage hears of it
+                self.broken = err
+                return
 
     def alive(self) -> bool:
-        return self.process.poll() is None and not self.connection.closed
+        return self.process.poll() is None and self.broken is None and not self.connection.closed
 
     def _gone(self) -> TrackingError:
         code = self.process.poll()
@@ -421,11 +437,10 @@ class _Writer:
         )
 
     def _post(self, op: str, args: tuple[Any, ...], wants_answer: bool) -> int:
+        if self.broken is not None or self.connection.closed:
+            raise self._gone() from self.broken
         self.seq += 1
-        try:
-            self.connection.send((self.seq, op, args, wants_answer))
-        except (OSError, ValueError) as err:
-            raise self._gone() from err
+        self.outbox.put(pickle.dumps((self.seq, op, args, wants_answer), pickle.HIGHEST_PROTOCOL))
         return self.seq
 
     def _receive(self) -> tuple[str, int, Any]:
@@ -438,8 +453,11 @@ class _Writer:
         return message
 
     def raise_reported(self) -> None:
-        while self.alive() and self.connection.poll():
+        # A writer that died leaves its pipe readable: recv then says so (TrackingError).
+        while not self.connection.closed and self.connection.poll():
             self._receive()
+        if self.broken is not None:
+            raise self._gone() from self.broken
         if self.reported:
             first, self.reported = self.reported[0], []
             raise TrackingError(first)
@@ -460,16 +478,15 @@ class _Writer:
         """Let the writer finish what it was handed, then stop it."""
         try:
             if self.alive():
-                self.stats = self._ask_close()
+                self.ask("close")
             self.process.wait(timeout=60)
         except (TrackingError, subprocess.TimeoutExpired) as err:
             log.warning("the MLflow writer process did not stop cleanly: %s", err)
             self.process.kill()
         finally:
+            self.outbox.put(None)
+            self.sender.join(timeout=5)
             self.connection.close()
-
-    def _ask_close(self) -> dict[str, float]:
-        return self.ask("close")
 
 
 _WRITER: _Writer | None = None
@@ -479,13 +496,22 @@ _INLINE: _Inline | None = None
 def _channel(mode: str) -> _Writer | _Inline:
     """The recorder for ``tracking.writer`` = ``mode``, started the first time."""
     global _WRITER, _INLINE
-    if mode == "inline":
+    if mode == "inline" or os.name == "nt":  # the writer's pipe is a POSIX file descriptor
         if _INLINE is None:
             _INLINE = _Inline()
         return _INLINE
     if _WRITER is None or not _WRITER.alive():
         _WRITER = _Writer()
     return _WRITER
+
+
+def start_writer() -> None:
+    """Start the writer process now, so it imports mlflow while the stage imports TensorFlow.
+
+    ``python -m pipelines`` calls this before it imports a tracked stage; the
+    writer opens the store of ``tracking_uri()`` as soon as it is up.
+    """
+    _channel("process")
 
 
 @atexit.register
