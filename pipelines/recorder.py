@@ -8,21 +8,25 @@ does (the same split as Qlib's recorder).
 
 Where the recorder runs (config key ``tracking.writer``)
     ``process`` (the default): in a writer process of its own,
-    ``python -m pipelines.recorder FD``, which the first tracked stage of a
-    process starts and every later stage of it reuses. The stage hands an
-    operation over a pipe and goes on at once; the writer imports mlflow,
-    opens the store and does the SQLAlchemy work on another core while the
-    stage trains or renders. The stage waits for it only when it needs an
-    answer (a run id, a model version) and at its end, when every run it
-    opened is written and ended before the stage returns. An MLflow failure
-    in the writer reaches the stage at its next tracking call (or at its end)
-    as a ``TrackingError`` that names the operation and the run, and the run
-    it concerned ends FAILED. If the stage's process dies, the writer sees
-    its pipe close and ends the runs still open KILLED.
+    ``python -m pipelines.recorder FD``, which ``python -m pipelines`` starts
+    before it imports a tracked stage (else the first ``pipeline_run`` of a
+    process does) and every later stage of the process reuses. The stage
+    hands an operation over a pipe and goes on at once; the writer imports
+    mlflow, opens the store and does the SQLAlchemy work on another core
+    while the stage imports TensorFlow, trains or renders, at ``nice`` +10 so
+    that it takes only the CPU time the stage leaves idle. The stage waits
+    for it only when it needs an answer (a run id, a model version) and at
+    its end, when every run it opened is written and ended before the stage
+    returns. An MLflow failure in the writer reaches the stage at its next
+    tracking call (or at its end) as a ``TrackingError`` that names the
+    operation and the run, and that run and its stage's run end FAILED. If
+    the stage's process dies, the writer sees its pipe close and ends the
+    runs still open KILLED.
 
     ``inline``: in the stage's own process, each operation done on the spot
     (errors are raised by the call that caused them). For debugging, and the
-    baseline ``python -m benchmarks.pipeline --inline-tracking`` compares with.
+    baseline that ``python -m benchmarks.pipeline`` compares with
+    (``--inline-repeat``).
 
 Also here: the pyfunc form of the LSTM (``LstmPyfuncModel``) and the
 read-only queries (``find_runs``, ``child_runs``, ``download_artifact``,

@@ -78,8 +78,9 @@ Where the work is done
     This module never imports mlflow. Each call becomes an operation for the
     recorder (``pipelines.recorder``), which by default runs in a writer
     process of its own (config key ``tracking.writer``: ``process``, or
-    ``inline`` to do the work in the stage's process). The stage hands an
-    operation over and goes on; it waits only for an id it reads
+    ``inline`` to do the work in the stage's process; ``start_writer``
+    starts it early, as ``python -m pipelines`` does before importing
+    TensorFlow). The stage hands an operation over and goes on; it waits only for an id it reads
     (``RunHandle.run_id``, ``RegisteredModel.version``) and, at the end of
     ``pipeline_run``, until every run is written and ended. An MLflow
     failure reaches the stage as ``TrackingError`` at its next tracking call,
