@@ -168,3 +168,34 @@ def test_loading_code_pauses_the_collector_and_restores_it_even_on_error():
         assert not gc.isenabled(), "a collector that was off must stay off"
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize(
+    ("argv", "starts"),
+    [
+        (["train", "--config", "c.yaml"], True),
+        (["run", "--config", "c.yaml"], True),
+        (["report", "--config", "c.yaml"], True),
+        (["data", "--config", "c.yaml"], False),
+        (["backtest", "--config", "c.yaml"], False),
+        (["train", "--help"], False),
+    ],
+)
+def test_tracked_stages_start_the_mlflow_writer_before_their_imports(monkeypatch, argv, starts):
+    import types
+
+    from pipelines import __main__ as entry
+    from pipelines import tracking
+
+    events: list[str] = []
+    monkeypatch.setattr(tracking, "start_writer", lambda: events.append("writer"))
+
+    def stage_module(name: str) -> types.SimpleNamespace:
+        events.append(f"import {name}")
+        return types.SimpleNamespace(main=lambda rest: events.append(f"main {rest}") or 0)
+
+    monkeypatch.setattr(entry.importlib, "import_module", stage_module)
+    assert entry.main(argv) == 0
+    stage = entry.STAGES[argv[0]][0]
+    expected = ["writer"] if starts else []
+    assert events == [*expected, f"import {stage}", f"main {argv[1:]}"]
