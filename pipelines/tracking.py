@@ -720,14 +720,13 @@ def pipeline_run(
                 text,
                 _source_name(),
             )
-        with _on_stack(handle):
+        with _running(handle):
             yield handle
     except BaseException as err:
         exc = err
         raise
     finally:
         try:
-            _close(handle, exc)
             _settle(channel, exc)
         except BaseException as err:
             if exc is None:
@@ -780,25 +779,23 @@ def child_run(name: str, tags: Mapping[str, str] | None = None) -> Iterator[RunH
     )
     with _CLOCK.timing("start_run"):
         parent.channel.send("open_child", handle.token, parent.token, name, every)
+    with _running(handle):
+        yield handle
+
+
+@contextlib.contextmanager
+def _running(handle: RunHandle) -> Iterator[RunHandle]:
+    """Make ``handle`` the current run; on the way out, end it (status from the exception)."""
+    _STACK.append(handle)
     exc: BaseException | None = None
     try:
-        with _on_stack(handle):
-            yield handle
+        yield handle
     except BaseException as err:
         exc = err
         raise
     finally:
-        _close(handle, exc)
-
-
-@contextlib.contextmanager
-def _on_stack(handle: RunHandle) -> Iterator[RunHandle]:
-    """Make ``handle`` the current run."""
-    _STACK.append(handle)
-    try:
-        yield handle
-    finally:
         _STACK.remove(handle)
+        _close(handle, exc)
 
 
 # Logging ------------------------------------------------------------------------------

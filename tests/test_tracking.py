@@ -341,24 +341,31 @@ def test_a_failure_in_the_writer_reaches_the_stage_and_fails_its_run(store, cfg,
     assert caught.value.__notes__[-1].startswith("MLflow: the train run and the runs it opened")
 
 
-def test_the_stage_process_never_imports_mlflow(store, tmp_path):
-    # What the stages run in their own process; mlflow lives in the writer process.
+def _run_stage_script(tmp_path: Path, experiment: str, body: str) -> subprocess.CompletedProcess:
+    """Run ``body`` in a fresh Python with ``cfg`` (the smoke config) and ``tracking`` set up."""
     code = f"""
-import sys
+import os, signal, sys
 from pipelines import tracking
 from pipelines.config import load_config
 cfg = load_config("configs/smoke.yaml", overrides={{
     "output_directory": {str(tmp_path / "build")!r},
-    "tracking": {{"experiment": "gatecast-test-no-mlflow"}}}})
+    "tracking": {{"experiment": {experiment!r}}}}})
+{body}"""
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_the_stage_process_never_imports_mlflow(store, tmp_path):
+    # What the stages run in their own process; mlflow lives in the writer process.
+    body = """
 with tracking.pipeline_run(cfg, "train") as parent:
     with tracking.child_run("GSPC/sma"):
-        tracking.log_metrics({{"rmse": 1.0}})
+        tracking.log_metrics({"rmse": 1.0})
 print(parent.run_id)
 assert "mlflow" not in sys.modules, "the stage's process imported mlflow"
 """
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
-    )
+    done = _run_stage_script(tmp_path, "gatecast-test-no-mlflow", body)
     assert done.returncode == 0, done.stderr[-3000:]
     run_id = done.stdout.split()[-1]
     assert _status(run_id) == "FINISHED"
@@ -368,21 +375,13 @@ assert "mlflow" not in sys.modules, "the stage's process imported mlflow"
 def test_runs_of_a_killed_stage_end_killed(store, tmp_path):
     # SIGKILL gives the stage no chance to end its runs: the writer sees its pipe
     # close and ends them KILLED.
-    code = f"""
-import os, signal
-from pipelines import tracking
-from pipelines.config import load_config
-cfg = load_config("configs/smoke.yaml", overrides={{
-    "output_directory": {str(tmp_path / "build")!r},
-    "tracking": {{"experiment": "gatecast-test-killed"}}}})
+    body = """
 with tracking.pipeline_run(cfg, "train") as parent:
     with tracking.child_run("GSPC/lstm") as child:
         print(parent.run_id, child.run_id, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
 """
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
-    )
+    done = _run_stage_script(tmp_path, "gatecast-test-killed", body)
     assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
     ids = done.stdout.split()
     assert len(ids) == 2, done.stdout
