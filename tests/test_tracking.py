@@ -405,3 +405,14 @@ def test_a_dead_writer_is_a_clear_error(store, cfg):
     with tracking.pipeline_run(cfg, "train") as again:
         pass
     assert _status(again.run_id) == "FINISHED"
+
+
+def test_a_store_the_writer_cannot_open_is_a_clear_error(cfg, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "bogus-scheme://nowhere")
+    with (
+        pytest.raises(tracking.TrackingError, match="open_stage .*bogus-scheme://") as caught,
+        tracking.pipeline_run(cfg, "train"),
+        tracking.child_run("GSPC/sma"),
+    ):
+        tracking.log_metrics({"rmse": 1.0})
+    assert caught.value.__notes__[-1].startswith("MLflow: the train run and the runs it opened")
