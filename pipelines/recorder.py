@@ -377,7 +377,7 @@ class Recorder:
         run = self._run(token)
         run.client.log_text(run.run_id, text, artifact_file)
 
-    def dict(self, token: int, data: Mapping[str, Any], artifact_file: str) -> None:
+    def mapping(self, token: int, data: Mapping[str, Any], artifact_file: str) -> None:
         """``data`` as a JSON (or YAML, by extension) artifact."""
         run = self._run(token)
         run.client.log_dict(run.run_id, dict(data), artifact_file)

@@ -525,7 +525,7 @@ def close_writer() -> None:
 
 
 def writer_stats() -> dict[str, float]:
-    """What the writer process said at the end of the last stage (``cpu_seconds`` so far)."""
+    """The writer process's ``cpu_seconds`` so far, as of the end of the last stage ({} inline)."""
     return dict(_LAST_SETTLE)
 
 
@@ -746,7 +746,9 @@ def _settle(channel: _Writer | _Inline, exc: BaseException | None) -> None:
     global _LAST_SETTLE
     with _CLOCK.timing("settle"):
         try:
-            _LAST_SETTLE = channel.ask("settle") or {}
+            done = channel.ask("settle")
+            # inline, the figure would be this process's own CPU time
+            _LAST_SETTLE = done if isinstance(channel, _Writer) else {}
             channel.raise_reported()
         except Exception as err:
             if exc is None:
@@ -872,7 +874,7 @@ def log_text(text: str, artifact_file: str) -> None:
 def log_dict(data: Mapping[str, Any], artifact_file: str) -> None:
     """Write ``data`` as a JSON (or YAML, by extension) artifact of the current run."""
     run = active_run()
-    run.channel.send("dict", run.token, dict(data), artifact_file)
+    run.channel.send("mapping", run.token, dict(data), artifact_file)
 
 
 @_timed
