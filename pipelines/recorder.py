@@ -165,18 +165,25 @@ def _use_environment(environment: Mapping[str, str]) -> None:
 # The recorder -----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Stage:
+    """What a stage's run and its children share: store, experiment, context tags, config."""
+
+    client: MlflowClient
+    tracking_uri: str
+    experiment_id: str
+    context: Mapping[str, str]
+    config_file: Path
+
+
 @dataclass
 class _Run:
     """A run the recorder created: its id, where its artifacts go, how it is going."""
 
     name: str
     run_id: str
-    experiment_id: str
     artifact_uri: str
-    client: MlflowClient
-    tracking_uri: str
-    config_file: Path
-    context: Mapping[str, str]
+    stage: _Stage
     parent: _Run | None = None
     failed: bool = False
     ended: bool = False
@@ -190,9 +197,13 @@ class _Run:
         """
         if self.repository is None:
             self.repository = get_artifact_repository(
-                self.artifact_uri, tracking_uri=self.tracking_uri
+                self.artifact_uri, tracking_uri=self.stage.tracking_uri
             )
         return self.repository
+
+    @property
+    def client(self) -> MlflowClient:
+        return self.stage.client
 
 
 class Recorder:
@@ -211,12 +222,16 @@ class Recorder:
         self._versions: dict[int, str] = {}
         self._files = Path(tempfile.mkdtemp(prefix="gatecast-recorder-"))
 
+    def _run_of(self, args: Sequence[Any]) -> _Run | None:
+        """The run an operation concerns (its first argument is the run's token), if created."""
+        return self._runs.get(args[0]) if args and isinstance(args[0], int) else None
+
     def handle(self, op: str, args: Sequence[Any]) -> Any:
         """Carry out operation ``op``; a failure marks its run (and the stage's run) failed."""
         try:
             return getattr(self, op)(*args)
         except Exception:
-            run = self._runs.get(args[0]) if args and isinstance(args[0], int) else None
+            run = self._run_of(args)
             if run is None and op == "open_child":
                 run = self._runs.get(args[1])
             while run is not None:
@@ -226,7 +241,7 @@ class Recorder:
 
     def describe(self, op: str, args: Sequence[Any]) -> str:
         """``<op> of run <name>``, for an error message."""
-        run = self._runs.get(args[0]) if args and isinstance(args[0], int) else None
+        run = self._run_of(args)
         if run is not None:
             return f"{op} of run {run.name}"
         if op == "open_stage" and len(args) > 4:
@@ -260,60 +275,43 @@ class Recorder:
         if key not in self._clients:
             self._clients[key] = client(uri)
         mlflow_client = self._clients[key]
-        experiment_id = _experiment_id(mlflow_client, experiment_name, uri)
         folder = self._files / f"stage-{token}"
         folder.mkdir()
         config_file = folder / "config.yaml"
         config_file.write_text(config_text)
         if self._context is None:
             self._context = _context_tags()
-        context = {**self._context, MLFLOW_SOURCE_NAME: source_name}
-        self._create(token, name, experiment_id, mlflow_client, uri, config_file, context, tags)
+        stage = _Stage(
+            mlflow_client,
+            uri,
+            _experiment_id(mlflow_client, experiment_name, uri),
+            {**self._context, MLFLOW_SOURCE_NAME: source_name},
+            config_file,
+        )
+        self._create(token, name, stage, tags)
 
     def open_child(self, token: int, parent_token: int, name: str, tags: Mapping[str, str]) -> None:
         """Create a child run of ``parent_token``'s run, with the parent's config.yaml."""
         parent = self._run(parent_token)
         every = {**tags, MLFLOW_PARENT_RUN_ID: parent.run_id}
-        self._create(
-            token,
-            name,
-            parent.experiment_id,
-            parent.client,
-            parent.tracking_uri,
-            parent.config_file,
-            parent.context,
-            every,
-            parent,
-        )
+        self._create(token, name, parent.stage, every, parent)
 
     def _create(
         self,
         token: int,
         name: str,
-        experiment_id: str,
-        mlflow_client: MlflowClient,
-        uri: str,
-        config_file: Path,
-        context: Mapping[str, str],
+        stage: _Stage,
         tags: Mapping[str, str],
         parent: _Run | None = None,
     ) -> None:
         # One request, tags included: not mlflow.start_run, whose per-run look-ups
         # (the experiment, the run context) were made once for the stage.
-        created = mlflow_client.create_run(experiment_id, tags={**context, **tags}, run_name=name)
-        run = _Run(
-            name,
-            created.info.run_id,
-            experiment_id,
-            created.info.artifact_uri,
-            mlflow_client,
-            uri,
-            config_file,
-            context,
-            parent,
+        created = stage.client.create_run(
+            stage.experiment_id, tags={**stage.context, **tags}, run_name=name
         )
+        run = _Run(name, created.info.run_id, created.info.artifact_uri, stage, parent)
         self._runs[token] = run
-        run.artifacts().log_artifact(str(config_file))
+        run.artifacts().log_artifact(str(stage.config_file))
 
     def batch(
         self,
@@ -420,7 +418,7 @@ class Recorder:
         )
         tags = {"gatecast.instrument": spec["instrument"], "gatecast.config": spec["config"]}
         logged = run.client.create_logged_model(
-            run.experiment_id,
+            run.stage.experiment_id,
             name="model",
             source_run_id=run.run_id,
             tags=tags,
@@ -497,7 +495,7 @@ class Recorder:
         return self._run(token).run_id
 
     def experiment_id(self, token: int) -> str:
-        return self._run(token).experiment_id
+        return self._run(token).stage.experiment_id
 
     def model_version(self, model_token: int) -> str:
         if model_token not in self._versions:

@@ -545,7 +545,6 @@ class RunHandle:
         name: Its run name (``train``, ``GSPC/lstm``, ...).
         tags: Tags every child run of this pipeline run inherits.
         params: Params every child run inherits (the flattened config).
-        config_text: The resolved config as YAML (logged as ``config.yaml``).
         tracking_uri: The store the run lives in.
         experiment_name: The experiment's name.
         channel: The recorder the run's operations go to.
@@ -556,7 +555,6 @@ class RunHandle:
     name: str
     tags: dict[str, str]
     params: dict[str, str]
-    config_text: str
     tracking_uri: str
     experiment_name: str
     channel: _Writer | _Inline = field(repr=False)
@@ -699,7 +697,6 @@ def pipeline_run(
             stage,
             common,
             params,
-            text,
             uri,
             cfg.experiment_name,
             channel,
@@ -772,7 +769,6 @@ def child_run(name: str, tags: Mapping[str, str] | None = None) -> Iterator[RunH
         name,
         {**parent.tags, **own},
         parent.params,
-        parent.config_text,
         parent.tracking_uri,
         parent.experiment_name,
         parent.channel,
