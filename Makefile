@@ -13,15 +13,23 @@ REPORT := reports/$(NAME)/index.html
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-# What each stage reads: a change to any of these redoes the stage and those after it.
-COMMON       := pipelines/config.py pipelines/cli.py pipelines/errors.py pipelines/outputs.py \
-                pipelines/__main__.py
-DATA_INPUTS  := $(STAMP) $(CONFIG) $(wildcard data/sample/*.csv) pipelines/data.py $(COMMON)
-TRAIN_INPUTS := $(wildcard models/*.py) $(addprefix pipelines/,train.py walkforward.py \
-                tracking.py runtime.py charts.py)
-BT_INPUTS    := $(wildcard strategies/*.py) pipelines/backtest.py
-REPORT_INPUTS := $(addprefix pipelines/,report.py stats.py charts.py tracking.py) \
-                 $(wildcard pipelines/templates/*)
+# What each stage reads: its config, its input files and the code it runs. The code is
+# derived from the imports (`python -m pipelines.depends`, standard library only) into
+# build/.stage-code.mk, made again whenever a module changes; a change to any of these
+# redoes the stage and those after it.
+CODE_FILES   := $(shell find core models strategies pipelines -name '*.py' -not -path '*/__pycache__/*')
+STAGE_CODE   := build/.stage-code.mk
+ENTRY        := pipelines/__main__.py pipelines/run.py
+DATA_INPUTS   = $(STAMP) $(CONFIG) $(wildcard data/sample/*.csv) $(ENTRY) $(DATA_CODE)
+TRAIN_INPUTS  = $(TRAIN_CODE)
+BT_INPUTS     = $(BACKTEST_CODE)
+REPORT_INPUTS = $(REPORT_CODE) $(wildcard pipelines/templates/*)
+
+$(STAGE_CODE): $(CODE_FILES)
+	@mkdir -p $(@D) && $(PYTHON) -m pipelines.depends > $@.tmp && mv $@.tmp $@
+ifeq ($(filter help setup clean clean-runs,$(MAKECMDGOALS)),)
+-include $(STAGE_CODE)
+endif
 
 export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -86,9 +94,10 @@ test: $(STAMP) ## Run the test suite
 test-fast: $(STAMP) ## Run the tests not marked slow
 	$(PY) -m pytest -m "not slow"
 
-lint: $(STAMP) ## ruff check and format check
+lint: $(STAMP) ## ruff check and format check, and the import-linter contracts (the layering)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 format: $(STAMP) ## Apply ruff's formatting and safe fixes
 	$(PY) -m ruff check --fix .

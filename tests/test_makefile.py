@@ -24,6 +24,7 @@ INPUT_GLOBS = [
     "pipelines/*.py",
     "pipelines/templates/*",
     "models/*.py",
+    "core/*.py",
     "strategies/*.py",
 ]
 

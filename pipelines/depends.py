@@ -1,0 +1,102 @@
+"""The code each stage runs, derived from its imports: the Makefile's prerequisites.
+
+``python -m pipelines.depends`` prints one make variable per stage, for
+example ``TRAIN_CODE := core/__init__.py ... pipelines/train.py``: the files
+of every project module that the stage's module imports, directly or through
+other project modules, with their packages' ``__init__.py``. The Makefile
+includes that output, so a change to any module a stage runs redoes that
+stage (and, through the stage files, the ones after it), and a new module is
+picked up without anyone editing a list.
+
+Imports are read from the source with :mod:`ast` (every ``import`` statement,
+including those inside functions), so nothing is imported and only the
+standard library is needed: make can run this before the virtual environment
+exists. A module named only in a string (``importlib.import_module``) is not
+seen; the stages do not load their own code that way.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("core", "models", "strategies", "pipelines")
+# make variable -> the stage's module
+STAGES = {
+    "DATA_CODE": "pipelines.data",
+    "TRAIN_CODE": "pipelines.train",
+    "BACKTEST_CODE": "pipelines.backtest",
+    "REPORT_CODE": "pipelines.report",
+}
+
+
+def module_file(module: str, root: Path = ROOT) -> Path | None:
+    """The source file of a project module, or None when it is not one."""
+    if module.split(".")[0] not in PACKAGES:
+        return None
+    base = root.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported(module: str, path: Path, root: Path) -> set[str]:
+    """Project modules named by the import statements of one module."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.add(base)
+            # `from package import module` names a module; `from module import name` does not
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return {name for name in found if module_file(name, root)}
+
+
+def _with_parents(module: str) -> list[str]:
+    parts = module.split(".")
+    return [".".join(parts[: k + 1]) for k in range(len(parts))]
+
+
+def code_files(start: str, root: Path = ROOT) -> list[Path]:
+    """Files of ``start`` and every project module it imports, transitively, sorted."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        module = todo.pop()
+        for name in _with_parents(module):
+            if name in seen or module_file(name, root) is None:
+                continue
+            seen.add(name)
+            path = module_file(name, root)
+            assert path is not None
+            todo.extend(_imported(name, path, root) - seen)
+    return sorted(path for name in seen if (path := module_file(name, root)))
+
+
+def make_variables(stages: dict[str, str] = STAGES, root: Path = ROOT) -> Iterable[str]:
+    """``NAME := file ...`` for each stage, paths relative to ``root``."""
+    for variable, module in stages.items():
+        files = " ".join(str(p.relative_to(root)) for p in code_files(module, root))
+        yield f"{variable} := {files}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    del argv  # no options: the output depends on the source tree only
+    print("# written by `python -m pipelines.depends`; do not edit")
+    for line in make_variables():
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

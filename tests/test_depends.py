@@ -1,0 +1,81 @@
+"""The Makefile's prerequisites are derived from the imports (pipelines.depends)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipelines import depends
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_every_kind_of_import_is_followed_and_nothing_else(tmp_path: Path):
+    _write(
+        tmp_path,
+        {
+            "core/__init__.py": "",
+            "core/bars.py": "import numpy\n",
+            "models/__init__.py": "",
+            "models/a.py": "from . import b\nfrom .c import thing\n",
+            "models/b.py": "def f():\n    import core.bars  # lazy\n",
+            "models/c.py": "from models.sub.d import x\nthing = 1\n",
+            "models/sub/__init__.py": "",
+            "models/sub/d.py": "x = 1\n",
+            "models/unused.py": "import models.a\n",
+            "pipelines/__init__.py": "",
+            "pipelines/stage.py": "from models import a\nimport strategies.nothing_here\n",
+        },
+    )
+    found = [str(p.relative_to(tmp_path)) for p in depends.code_files("pipelines.stage", tmp_path)]
+    assert found == [
+        "core/__init__.py",
+        "core/bars.py",
+        "models/__init__.py",
+        "models/a.py",
+        "models/b.py",
+        "models/c.py",
+        "models/sub/__init__.py",
+        "models/sub/d.py",
+        "pipelines/__init__.py",
+        "pipelines/stage.py",
+    ]
+
+
+def test_the_stages_code_follows_what_they_import():
+    code = {
+        name: {str(p.relative_to(REPO_ROOT)) for p in depends.code_files(module)}
+        for name, module in depends.STAGES.items()
+    }
+    assert {"pipelines/train.py", "models/gate_lstm.py", "models/lstm.py"} <= code["TRAIN_CODE"]
+    assert "strategies/engine.py" in code["BACKTEST_CODE"]
+    assert "pipelines/report.py" in code["REPORT_CODE"]
+    assert not any(path.startswith(("models/", "strategies/")) for path in code["DATA_CODE"])
+    assert "pipelines/report.py" not in code["TRAIN_CODE"] | code["BACKTEST_CODE"]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_reads_the_derived_prerequisites(tmp_path: Path):
+    target = tmp_path / "forecasts" / "summary.json"
+    done = subprocess.run(
+        ["make", "--no-print-directory", "-p", "-q", str(target), f"BUILD={tmp_path}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    rule = next(line for line in done.stdout.splitlines() if line.startswith(f"{target}:"))
+    prerequisites = set(rule.split(":", 1)[1].split())
+    expected = {str(p.relative_to(REPO_ROOT)) for p in depends.code_files("pipelines.train")}
+    assert expected <= prerequisites
+    assert "pipelines/report.py" not in prerequisites
