@@ -3,24 +3,47 @@
 Every section is a pydantic model with ``extra="forbid"``, so a misspelled key
 is an error that names it and suggests the closest valid key. Paths in the
 config are relative to the repository root, whatever the working directory.
+
+Stricter than YAML where YAML is lenient: a key given twice is an error;
+integers and booleans are strict (``true`` is not an integer, ``"on"`` not a
+boolean); dates stay text until pydantic reads them, so ``2012-13-45`` is an
+error naming its key; a document whose aliases expand past
+``MAX_CONFIG_VALUES`` values is refused before anything walks it. Every
+error names the file or ``--set`` item and the key, echoes at most
+``MAX_ECHO`` characters of what it was given, and ends the stage with exit
+code 2 (``pipelines.cli.run_stage``).
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+import reprlib
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipelines.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._^=-]{0,63}$")
+# A config has about a hundred values; far more means aliases that multiply (an alias bomb).
+MAX_CONFIG_VALUES = 10_000
+# Characters of a user's input echoed in an error message.
+MAX_ECHO = 200
 
 
 class _Section(BaseModel):
@@ -73,21 +96,25 @@ class DataConfig(_Section):
 class FeaturesConfig(_Section):
     """Model inputs built from the bars (known at each bar's close)."""
 
-    window: int = Field(30, ge=2, le=512, description="bars of history per LSTM sample")
-    use_volume: bool = True
-    use_range: bool = True
+    window: StrictInt = Field(30, ge=2, le=512, description="bars of history per LSTM sample")
+    use_volume: StrictBool = True
+    use_range: StrictBool = True
 
 
 class WalkForwardConfig(_Section):
     """Walk-forward splits: every forecaster is refit on each fold's training segment."""
 
     scheme: Literal["expanding", "rolling"] = "expanding"
-    train_bars: int = Field(
+    train_bars: StrictInt = Field(
         750, ge=50, description="first (expanding) or every (rolling) train length"
     )
-    test_bars: int = Field(250, ge=1, description="out-of-sample bars per fold = retrain frequency")
-    folds: int | None = Field(None, ge=1, description="keep only the last N folds; null = all")
-    embargo: int = Field(0, ge=0, description="bars dropped between train end and test start")
+    test_bars: StrictInt = Field(
+        250, ge=1, description="out-of-sample bars per fold = retrain frequency"
+    )
+    folds: StrictInt | None = Field(
+        None, ge=1, description="keep only the last N folds; null = all"
+    )
+    embargo: StrictInt = Field(0, ge=0, description="bars dropped between train end and test start")
 
 
 class RandomWalkConfig(_Section):
@@ -95,31 +122,42 @@ class RandomWalkConfig(_Section):
 
 
 class SmaForecasterConfig(_Section):
-    window: int = Field(20, ge=1)
+    window: StrictInt = Field(20, ge=1)
 
 
 class EmaForecasterConfig(_Section):
-    span: int = Field(20, ge=1)
+    span: StrictInt = Field(20, ge=1)
 
 
 class KalmanConfig(_Section):
-    trend: bool = False
+    trend: StrictBool = False
 
 
 class OlsConfig(_Section):
-    lags: int = Field(5, ge=1, le=100)
-    window: int | None = Field(None, ge=10, description="rolling window in bars; null = expanding")
+    lags: StrictInt = Field(5, ge=1, le=100)
+    window: StrictInt | None = Field(
+        None, ge=10, description="rolling window in bars; null = expanding"
+    )
+
+    @model_validator(mode="after")
+    def _window_holds_the_regression(self) -> OlsConfig:
+        if self.window is not None and self.window <= self.lags + 1:
+            raise ValueError(
+                f"window ({self.window}) must be greater than lags + 1 ({self.lags + 1}): a "
+                "rolling regression on the lags and a constant needs more pairs than unknowns"
+            )
+        return self
 
 
 class LstmConfig(_Section):
-    units: list[int] = Field(default_factory=lambda: [32], min_length=1)
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(64, ge=1)
+    units: list[StrictInt] = Field(default_factory=lambda: [32], min_length=1)
+    epochs: StrictInt = Field(20, ge=1)
+    batch_size: StrictInt = Field(64, ge=1)
     learning_rate: float = Field(1e-3, gt=0, lt=1)
     dropout: float = Field(0.0, ge=0, lt=1)
-    patience: int = Field(3, ge=1)
+    patience: StrictInt = Field(3, ge=1)
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
-    seeds: int = Field(1, ge=1, le=50, description="independent seeds reported as mean ± std")
+    seeds: StrictInt = Field(1, ge=1, le=50, description="independent seeds reported as mean ± std")
 
     @field_validator("units")
     @classmethod
@@ -146,12 +184,12 @@ class ForecastersConfig(_Section):
 
 class SizingConfig(_Section):
     percent: float = Field(95.0, gt=0, le=100, description="percent of equity per position")
-    fractional: bool = False
+    fractional: StrictBool = False
 
 
 class CrossoverConfig(_Section):
-    fast: int = Field(ge=1)
-    slow: int = Field(ge=2)
+    fast: StrictInt = Field(ge=1)
+    slow: StrictInt = Field(ge=2)
 
     @model_validator(mode="after")
     def _fast_below_slow(self) -> CrossoverConfig:
@@ -170,20 +208,23 @@ class BacktestConfig(_Section):
     sizing: SizingConfig = SizingConfig()
     entry_threshold: float = Field(0.0, ge=0, description="expected return needed to go long")
     exit_threshold: float = Field(0.0, le=0, description="expected return below which to exit")
-    allow_short: bool = False
+    allow_short: StrictBool = False
     sma_crossover: CrossoverConfig | None = CrossoverConfig(fast=20, slow=50)
     ema_crossover: CrossoverConfig | None = CrossoverConfig(fast=12, slow=26)
-    buy_and_hold: bool = True
+    buy_and_hold: StrictBool = True
 
 
 class BootstrapConfig(_Section):
-    samples: int = Field(1000, ge=100)
-    block: int = Field(20, ge=1, description="stationary-bootstrap mean block length in bars")
+    samples: StrictInt = Field(1000, ge=100)
+    block: StrictInt = Field(20, ge=1, description="stationary-bootstrap mean block length in bars")
 
 
 class ReportConfig(_Section):
     directory: str = "reports"
-    cost_sweep_bp: list[float] = Field(default_factory=lambda: [0, 5, 10, 20, 30, 50])
+    cost_sweep_bp: list[Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: [0, 5, 10, 20, 30, 50],
+        description="commissions in basis points (>= 0) for the cost sweep",
+    )
     bootstrap: BootstrapConfig = BootstrapConfig()
     significance: float = Field(0.05, gt=0, lt=0.5)
 
@@ -191,6 +232,18 @@ class ReportConfig(_Section):
 class TrackingConfig(_Section):
     experiment: str | None = Field(None, description="MLflow experiment; null = gatecast-<name>")
     registered_model: str = "gatecast-lstm"
+
+    @field_validator("experiment", "registered_model")
+    @classmethod
+    def _plain_name(cls, name: str | None) -> str | None:
+        # The experiment names a folder of the artifact store: it must stay inside it.
+        if name is not None and (not _NAME.match(name) or ".." in name):
+            raise ValueError(
+                "use letters, digits and '.', '_', '-', '^', '=' only (no path separators, "
+                "no '..'), at most 64 characters"
+            )
+        return name
+
     writer: Literal["process", "inline"] = Field(
         "process",
         description="where MLflow's writes are done: a writer process of their own, so a "
@@ -202,9 +255,9 @@ class Config(_Section):
     """One experiment."""
 
     name: str
-    seed: int = Field(42, ge=0)
+    seed: StrictInt = Field(42, ge=0)
     device: Literal["auto", "cpu", "gpu"] = "auto"
-    deterministic: bool = True
+    deterministic: StrictBool = True
     output_directory: str = "build"
     data: DataConfig
     features: FeaturesConfig = FeaturesConfig()
@@ -245,6 +298,87 @@ class Config(_Section):
 # Loading ----------------------------------------------------------------------
 
 
+def echo(value: Any, limit: int = MAX_ECHO) -> str:
+    """``repr(value)`` cut to ``limit`` characters, so an error stays short whatever the input."""
+    shorter = reprlib.Repr()
+    shorter.maxstring = shorter.maxother = limit
+    shorter.maxlevel, shorter.maxlist, shorter.maxdict = 3, 8, 8
+    text = shorter.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, made strict: no duplicate keys, no implicit dates."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {echo(key)} is given twice (first on line {seen[key] + 1}); keep one",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+# Dates stay text: pydantic then reads them with an error that names the key.
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _expanded_values(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """How many values ``node`` stands for once every alias is expanded."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_nodes:
+        raise yaml.YAMLError("an alias refers to the mapping or list that contains it")
+    open_nodes.add(id(node))
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    else:
+        children = []
+    for child in children:
+        total += _expanded_values(child, sizes, open_nodes)
+        if total > MAX_CONFIG_VALUES:
+            break
+    open_nodes.discard(id(node))
+    sizes[id(node)] = total
+    return total
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """One YAML document read strictly; ``ConfigError`` naming ``source`` if it is not valid."""
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_values(node, {}, set()) > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"{source}: its aliases expand to more than {MAX_CONFIG_VALUES:,} values; "
+                "a config needs far fewer (write the values out, or use fewer aliases)"
+            )
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        what = echo(err.problem or err.context or "", MAX_ECHO).strip("'\"")
+        raise ConfigError(f"{source}: not valid YAML: {what}{where}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML: {echo(str(err)).strip(chr(39))}") from None
+    finally:
+        loader.dispose()
+
+
 def _suggest(key: str, model: type[BaseModel] | None) -> str:
     if model is None:
         return ""
@@ -278,9 +412,8 @@ def _format(err: ValidationError, source: str) -> str:
         elif e["type"] == "missing":
             lines.append(f"{source}: missing required key {key!r}")
         else:
-            given = e.get("input")
             msg = e["msg"].removeprefix("Value error, ")
-            lines.append(f"{source}: {key}: {msg} (got {given!r})")
+            lines.append(f"{source}: {key}: {msg} (got {echo(e.get('input'))})")
     return "\n".join(lines)
 
 
@@ -309,9 +442,13 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     if not p.is_file():
         raise ConfigError(f"config file {str(path)!r} not found; see configs/ for examples")
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{p}: not valid YAML: {err}") from None
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{p}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+            "save the file as UTF-8"
+        ) from None
+    raw = parse_yaml(text, str(p)) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a mapping of keys at the top level")
     raw.setdefault("name", p.stem)
@@ -328,7 +465,12 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
-    """``["a.b=3", "c=x"]`` -> ``{"a": {"b": 3}, "c": "x"}`` (values parsed as YAML)."""
+    """``["a.b=3", "c=x"]`` -> ``{"a": {"b": 3}, "c": "x"}``.
+
+    Values are read as YAML (strictly, as config files are); a value that is
+    not valid YAML is taken as a string, so ``data.date_format=%m/%d/%Y`` is
+    the text it looks like.
+    """
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -340,5 +482,8 @@ def parse_set(items: list[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: {part!r} was already set to a value")
-        node[leaf] = yaml.safe_load(value)
+        try:
+            node[leaf] = parse_yaml(value, f"--set {item}")
+        except ConfigError:
+            node[leaf] = value
     return out

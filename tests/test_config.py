@@ -98,8 +98,7 @@ def test_every_bad_key_is_reported_at_once():
     [
         (
             {"forecasters": {"lstm": {"epochs": "many"}}},
-            "forecasters.lstm.epochs: Input should be a valid integer, unable to parse string "
-            "as an integer (got 'many')",
+            "forecasters.lstm.epochs: Input should be a valid integer (got 'many')",
         ),
         (
             {"forecasters": {"lstm": {"epochs": 0}}},
@@ -258,3 +257,131 @@ def test_stage_errors_become_one_line_and_exit_code_2(capsys):
 
     assert cli.run_stage(body) == 2
     assert capsys.readouterr().err == "error: f.yaml: unknown key 'x'\n"
+
+
+# Strict where YAML is lenient; every bad config one line and exit code 2 --------------
+
+
+def stage_exit(tmp_path: Path, capsys, text: str | bytes, *sets: str) -> tuple[int, str]:
+    """Run a stage's config loading as ``python -m pipelines <stage>`` does: code and stderr."""
+    path = tmp_path / "c.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    argv = ["--config", str(path)]
+    for item in sets:
+        argv += ["--set", item]
+    args = cli.stage_parser("data", "test").parse_args(argv)
+    code = cli.run_stage(lambda: cli.config_from_args(args) and 0, "data")
+    return code, capsys.readouterr().err
+
+
+GOOD = "data:\n  instruments: [GSPC]\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "sets", "expected"),
+    [
+        (
+            GOOD + "  end: 2012-13-45\n",
+            (),
+            "data.end: Input should be a valid date or datetime, "
+            "month value is outside expected range of 1-12 (got '2012-13-45')",
+        ),
+        (
+            GOOD,
+            ("data.end=2012-02-30",),
+            "data.end: Input should be a valid date or datetime, "
+            "day value is outside expected range (got '2012-02-30')",
+        ),
+        (GOOD, ("seed=[1,",), "seed: Input should be a valid integer (got '[1,')"),
+        (
+            GOOD,
+            ("seed=!!python/object/apply:os.system [echo hi]",),
+            "seed: Input should be a "
+            "valid integer (got '!!python/object/apply:os.system [echo hi]')",
+        ),
+        (GOOD + "seed: true\n", (), "seed: Input should be a valid integer (got True)"),
+        (
+            GOOD + "deterministic: 'on'\n",
+            (),
+            "deterministic: Input should be a valid boolean (got 'on')",
+        ),
+        (
+            GOOD + "report:\n  cost_sweep_bp: [0, -5]\n",
+            (),
+            "report.cost_sweep_bp.1: Input should be greater than or equal to 0 (got -5)",
+        ),
+        (
+            GOOD + "forecasters:\n  ols: {lags: 50, window: 10}\n",
+            (),
+            "forecasters.ols: window "
+            "(10) must be greater than lags + 1 (51): a rolling regression on the lags and a "
+            "constant needs more pairs than unknowns (got {'lags': 50, 'window': 10})",
+        ),
+        (
+            GOOD + "seed: 1\nseed: 2\n",
+            (),
+            "not valid YAML: key 'seed' is given twice (first "
+            "on line 3); keep one (line 4, column 1)",
+        ),
+        (
+            GOOD + "tracking:\n  experiment: ../../../x\n",
+            (),
+            "tracking.experiment: use "
+            "letters, digits and '.', '_', '-', '^', '=' only (no path separators, no '..'), at "
+            "most 64 characters (got '../../../x')",
+        ),
+        (GOOD + "tracking:\n  experiment: /tmp/x\n", (), "tracking.experiment: use letters"),
+    ],
+)
+def test_bad_configs_end_with_one_line_naming_the_key_and_exit_code_2(
+    tmp_path, capsys, text, sets, expected
+):
+    code, err = stage_exit(tmp_path, capsys, text, *sets)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert expected in err
+
+
+def test_a_set_value_that_is_not_yaml_is_taken_as_a_string(tmp_path, capsys):
+    assert parse_set(["data.date_format=%m/%d/%Y"]) == {"data": {"date_format": "%m/%d/%Y"}}
+    path = tmp_path / "c.yaml"
+    path.write_text(GOOD)
+    args = cli.stage_parser("data", "test").parse_args(
+        ["--config", str(path), "--set", "data.date_format=%m/%d/%Y"]
+    )
+    assert cli.config_from_args(args).data.date_format == "%m/%d/%Y"
+
+
+def test_a_config_that_is_not_utf8_names_the_byte_and_the_fix(tmp_path, capsys):
+    code, err = stage_exit(tmp_path, capsys, GOOD.encode() + b"# caf\xe9\n")
+    assert code == 2
+    assert err == (
+        f"error: {tmp_path / 'c.yaml'}: not UTF-8 text (byte 0xe9 at offset 33); "
+        "save the file as UTF-8\n"
+    )
+
+
+def test_an_alias_bomb_is_refused_quickly_with_a_short_error(tmp_path, capsys):
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    for k in range(1, 9):  # 9**9 values once expanded, about 1 KB of YAML
+        levels.append(f"{chr(97 + k)}: &{chr(97 + k)} [{', '.join([f'*{chr(96 + k)}'] * 9)}]")
+    text = "\n".join(levels) + "\n" + GOOD
+    assert len(text) < 1100
+    code, err = stage_exit(tmp_path, capsys, text)
+    assert code == 2
+    assert err == (
+        f"error: {tmp_path / 'c.yaml'}: its aliases expand to more than 10,000 values; a "
+        "config needs far fewer (write the values out, or use fewer aliases)\n"
+    )
+
+
+def test_error_text_echoes_at_most_a_few_hundred_characters(tmp_path, capsys):
+    code, err = stage_exit(tmp_path, capsys, GOOD + "device: " + "x" * 100_000 + "\n")
+    assert code == 2
+    assert "device: Input should be" in err
+    assert len(err) < 600
+
+
+def test_dates_in_a_config_file_are_still_dates():
+    cfg = parse_config(minimal(data={"instruments": ["A"], "start": "2010-01-04"}), "f.yaml")
+    assert cfg.data.start.isoformat() == "2010-01-04"
