@@ -1,4 +1,4 @@
-"""Classic moving-average crossovers with Backtrader's own indicators."""
+"""Classic moving-average crossovers with Backtrader's own indicators, long or long-short."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ from strategies.feeds import date_number
 
 
 class _MovingAverageCrossover(bt.Strategy):
-    params = (("fast", 20), ("slow", 50), ("trade_start", None))
+    params = (
+        ("fast", 20),  # bars in the fast average
+        ("slow", 50),  # bars in the slow average (> fast)
+        ("allow_short", False),  # reverse into a short on a downward cross
+        ("trade_start", None),  # first date on which a cross may be acted on
+    )
 
     _average = bt.indicators.SMA
     # Bars of warm-up per bar of the slow period (see warmup_bars).
@@ -37,23 +42,32 @@ class _MovingAverageCrossover(bt.Strategy):
     def next(self):
         if self._dt[0] < self._first:
             return
-        if self.position.size:
-            if self._cross[0] < 0:
+        cross, size = self._cross[0], self.position.size
+        if cross > 0 and size <= 0:
+            if size < 0:
                 self.close()
-        elif self._cross[0] > 0:
             self.buy()
+        elif cross < 0 and size >= 0:
+            if size > 0:
+                self.close()
+            if self.p.allow_short:
+                self.sell()
 
 
 class SmaCrossover(_MovingAverageCrossover):
-    """Long-only fast/slow simple-moving-average crossover (Backtrader's MA_CrossOver rules).
+    """Fast/slow simple-moving-average crossover (Backtrader's MA_CrossOver rules), long or short.
 
     Buy logic:
-      - No position is open and the ``fast`` SMA of the close crosses above
-        the ``slow`` SMA on this bar (``bt.indicators.CrossOver`` is +1).
+      - Flat and the ``fast`` SMA of the close crosses above the ``slow`` SMA
+        on this bar (``bt.indicators.CrossOver`` is +1): buy.
+      - Short (with ``allow_short``) on that cross: buy to cover, then buy
+        again to go long (two orders, same fill).
 
     Sell logic:
-      - A position is open and the ``fast`` SMA crosses below the ``slow``
-        SMA (``CrossOver`` is -1): sell the whole position.
+      - Long and the ``fast`` SMA crosses below the ``slow`` SMA (``CrossOver``
+        is -1): sell the whole position; with ``allow_short``, sell again to
+        go short (two orders, same fill).
+      - Flat and ``allow_short`` on that cross: sell short.
 
     Order execution:
       - Market orders sized by the engine's sizer, filled at the next bar's
@@ -68,6 +82,8 @@ class SmaCrossover(_MovingAverageCrossover):
     Args:
         fast: bars in the fast average.
         slow: bars in the slow average (> fast).
+        allow_short: go short on a downward cross (set by the engine from
+            ``ExecutionSettings.allow_short``).
         trade_start: first date on which a cross may be acted on.
     """
 
@@ -75,18 +91,20 @@ class SmaCrossover(_MovingAverageCrossover):
 
 
 class EmaCrossover(_MovingAverageCrossover):
-    """Long-only fast/slow exponential-moving-average crossover.
+    """Fast/slow exponential-moving-average crossover, long or long-short.
 
     The averages are ``bt.indicators.EMA`` (smoothing ``2 / (period + 1)``,
     seeded with the simple average of the first ``period`` closes).
 
     Buy logic:
-      - No position is open and the ``fast`` EMA crosses above the ``slow``
-        EMA on this bar (``bt.indicators.CrossOver`` is +1).
+      - Flat and the ``fast`` EMA crosses above the ``slow`` EMA on this bar
+        (``bt.indicators.CrossOver`` is +1): buy; short (with
+        ``allow_short``): buy to cover, then buy again to go long.
 
     Sell logic:
-      - A position is open and the ``fast`` EMA crosses below the ``slow``
-        EMA (``CrossOver`` is -1): sell the whole position.
+      - Long and the ``fast`` EMA crosses below the ``slow`` EMA (``CrossOver``
+        is -1): sell the whole position; with ``allow_short``, sell again to
+        go short. Flat and ``allow_short``: sell short.
 
     Order execution:
       - Market orders sized by the engine's sizer, filled at the next bar's
@@ -99,6 +117,7 @@ class EmaCrossover(_MovingAverageCrossover):
     Args:
         fast: span of the fast average in bars.
         slow: span of the slow average in bars (> fast).
+        allow_short: go short on a downward cross.
         trade_start: first date on which a cross may be acted on.
     """
 

@@ -27,7 +27,7 @@ Execution (``ExecutionSettings``, identical for every strategy):
   (``100 - percent`` percent) can still leave too little cash: Backtrader then
   rejects the order (status ``Margin``), it is logged in ``orders`` and
   counted in ``rejected_orders``, and the strategy simply stays flat.
-- Short sales (``allow_short``, forecast strategies only) credit the sale
+- Short sales (``allow_short``: forecast strategies and the crossovers) credit the sale
   proceeds to cash (Backtrader's ``shortcash``); equity = cash + units x close.
 - No strategy acts on a bar before ``trade_start`` (the out-of-sample start).
   Indicators may warm up on the earlier bars, which only uses past data.
@@ -149,7 +149,7 @@ class ExecutionSettings:
         slippage: fraction of the price the fill moves against the order.
         percent: percent of equity put into each new position (0 < p <= 100).
         fractional: trade fractional units (else whole units, floored).
-        allow_short: let forecast strategies go short.
+        allow_short: let forecast strategies and the crossovers go short.
     """
 
     cash: float = 100_000.0

@@ -136,6 +136,23 @@ SMA_FINAL = 9935.42749
 EMA_FILLS = [(d(15), 49, 103 * 1.01)]
 EMA_FINAL = 4896.43253 + 49 * 103  # 9943.43253
 
+# Long-short SMA(2)/SMA(4), no trade_start: the same crosses (t9 down, t14 up, t18 down), each
+# acted on. Sizes from equity at the signal's close, as the forecast strategy's.
+SMA_LONG_SHORT_FILLS = [
+    # t9 down from flat: short floor(10000 * 0.5 / 104) = 48, filled at t10's open
+    (d(10), -48, 103 * 0.99),
+    # t14 up: cover 48; equity 14888.66544 - 48*102 = 9992.66544 -> floor(4996.33 / 102) = 48
+    (d(15), 48, 103 * 1.01),
+    (d(15), 48, 103 * 1.01),
+    # t18 down: sell 48; equity 4889.79856 + 48*105 = 9929.79856 -> floor(4964.90 / 105) = 47
+    (d(19), -48, 104 * 0.99),
+    (d(19), -47, 104 * 0.99),
+]
+# cash: 10000 + 48*101.97 - 5.89456 = 14888.66544; - 48*104.03 - 5.99344 = 9889.232
+# - 48*104.03 - 5.99344 = 4889.79856; + 48*102.96 - 5.94208 = 9825.93648
+# + 47*102.96 - 5.83912 = 14659.21736; final value: 14659.21736 - 47 * 103 = 9818.21736
+SMA_LONG_SHORT_FINAL = 9818.21736
+
 # Buy and hold from t10: floor(10000 * 0.5 / 100) = 50, filled at t11 capped at its high 100.6
 BUY_HOLD_FILLS = [(d(11), 50, 100.6)]
 BUY_HOLD_FINAL = 10_000 - 50 * 100.6 - commission(50, 100.6) + 50 * 103  # 10113.97
@@ -161,6 +178,14 @@ CASES = {
     ),
     "sma_crossover": ("sma_crossover", WINDOWS, EXECUTION, None, SMA_FILLS, SMA_FINAL),
     "ema_crossover": ("ema_crossover", WINDOWS, EXECUTION, None, EMA_FILLS, EMA_FINAL),
+    "sma_crossover_long_short": (
+        "sma_crossover",
+        WINDOWS,
+        LONG_SHORT,
+        None,
+        SMA_LONG_SHORT_FILLS,
+        SMA_LONG_SHORT_FINAL,
+    ),
     "buy_and_hold": ("buy_and_hold", {}, EXECUTION, d(10), BUY_HOLD_FILLS, BUY_HOLD_FINAL),
 }
 
