@@ -70,6 +70,13 @@ class DataConfig(_Section):
     date_format: str | None = None
     null_rows: Literal["drop", "error"] = "drop"
     unsorted_rows: Literal["sort", "error"] = "sort"
+    long_gaps: Literal["warn", "error"] = Field(
+        "warn", description="a gap of more than max_gap_days inside daily bars: warn or refuse"
+    )
+    max_gap_days: StrictInt = Field(31, ge=1, description="calendar days; longer is a long gap")
+    periods_per_year: float | None = Field(
+        None, gt=0, description="bars per year; null = 252 for daily equity bars, else measured"
+    )
     cache_directory: str = "data/cache"
     risk_free: RiskFreeConfig = RiskFreeConfig()
 
