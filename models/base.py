@@ -9,7 +9,7 @@ bar's open.
 
 Bars are a ``pandas.DataFrame`` with a strictly increasing, tz-naive
 ``DatetimeIndex`` named ``date`` and float columns ``open``, ``high``, ``low``,
-``close``, ``volume`` (see ``pipelines.data``).
+``close``, ``volume``: the contract of ``core.bars``, which checks it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from typing import ClassVar, Self
 
 import pandas as pd
 
-BAR_COLUMNS = ("open", "high", "low", "close", "volume")
+from core.bars import BAR_COLUMNS
+
+__all__ = ["BAR_COLUMNS", "Forecaster"]
 
 
 class Forecaster(ABC):

@@ -7,8 +7,9 @@ the forecast of ``close[t+1]`` computed from ``bars.loc[:t]`` only, indexed by
 segment at once); each method below is causal by construction, and
 ``tests/test_baselines.py`` proves it by changing every bar after a cut date.
 
-The Kalman and OLS forecasters work on log prices / log returns, so prices
-must be positive; every forecaster needs finite closes.
+Every forecaster checks its bars against the contract of ``core.bars`` (finite,
+positive prices on strictly increasing dates); the Kalman and OLS forecasters
+rely on it, working on log prices / log returns.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from statsmodels.regression.rolling import RollingOLS
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 from statsmodels.tsa.statespace.structural import UnobservedComponents
 
+from core.bars import validate_bars
 from models.base import Forecaster
 
 log = logging.getLogger(__name__)
@@ -47,25 +49,13 @@ __all__ = [
 # Shared input checks -----------------------------------------------------------
 
 
-def _closes(bars: pd.DataFrame, who: str, *, positive: bool = False) -> pd.Series:
-    """The validated ``close`` column of ``bars`` as float64."""
-    if not isinstance(bars, pd.DataFrame) or "close" not in bars.columns:
-        raise ValueError(f"{who}: expected a bars DataFrame with a 'close' column")
-    if not isinstance(bars.index, pd.DatetimeIndex):
-        raise ValueError(f"{who}: bars need a DatetimeIndex, got {type(bars.index).__name__}")
-    if not bars.index.is_monotonic_increasing or not bars.index.is_unique:
-        raise ValueError(f"{who}: bar dates must be strictly increasing (sorted, no repeats)")
-    close = bars["close"].astype("float64")
-    values = close.to_numpy()
-    bad = ~np.isfinite(values) | ((values <= 0) if positive else False)
-    if bad.any():
-        first = close.index[np.argmax(bad)]
-        need = "positive and finite" if positive else "finite"
-        raise ValueError(
-            f"{who}: close on {first.date()} is {float(values[np.argmax(bad)])}; closes must be "
-            f"{need} ({int(bad.sum())} bad rows): drop or repair those bars first"
-        )
-    return close
+def _closes(bars: pd.DataFrame, who: str) -> pd.Series:
+    """The ``close`` column of ``bars`` as float64, after the bars contract's checks.
+
+    Only ``close`` must be there; every bar column present is checked (``core.bars``).
+    """
+    validate_bars(bars, who, columns=("close",))
+    return bars["close"].astype("float64")
 
 
 def _first_position(close: pd.Series, start: pd.Timestamp, min_history: int, who: str) -> int:
@@ -85,8 +75,8 @@ def _first_position(close: pd.Series, start: pd.Timestamp, min_history: int, who
     return first
 
 
-def _check_train(train: pd.DataFrame, need: int, who: str, *, positive: bool = False) -> None:
-    close = _closes(train, who, positive=positive)
+def _check_train(train: pd.DataFrame, need: int, who: str) -> None:
+    close = _closes(train, who)
     if len(close) < need:
         raise ValueError(
             f"{who}: the training segment has {len(close)} bars, needs at least {need}; "
@@ -285,7 +275,7 @@ class KalmanForecaster(Forecaster):
 
     def fit(self, train: pd.DataFrame) -> Self:
         who = f"kalman(trend={self.trend})"
-        _check_train(train, self.required_train_bars(), who, positive=True)
+        _check_train(train, self.required_train_bars(), who)
         model = self._model(train["close"].to_numpy(dtype="float64"))
         if self.variances is not None:
             self.params_ = pd.Series(
@@ -316,7 +306,7 @@ class KalmanForecaster(Forecaster):
         who = f"kalman(trend={self.trend})"
         if not hasattr(self, "params_"):
             raise ValueError(f"{who}: call fit() before predict()")
-        close = _closes(bars, who, positive=True)
+        close = _closes(bars, who)
         first = _first_position(close, start, self.min_history, who)
         model = self._model(close.to_numpy())
         result = model.filter(self.params_.to_numpy() * _LOG_SCALE**2)
@@ -416,7 +406,7 @@ class OlsForecaster(Forecaster):
         return self.min_history
 
     def fit(self, train: pd.DataFrame) -> Self:
-        _check_train(train, self.required_train_bars(), self._who(), positive=True)
+        _check_train(train, self.required_train_bars(), self._who())
         close = train["close"].to_numpy(dtype="float64")
         r, features = self._design(close)
         y = r[self.lags + 1 :]
@@ -430,7 +420,7 @@ class OlsForecaster(Forecaster):
 
     def predict(self, bars: pd.DataFrame, start: pd.Timestamp) -> pd.Series:
         who = self._who()
-        close = _closes(bars, who, positive=True)
+        close = _closes(bars, who)
         first = _first_position(close, start, self.min_history, who)
         values = close.to_numpy()
         coef, features = self._coefficients(values)

@@ -23,7 +23,7 @@ from typing import Any, Self
 import numpy as np
 import pandas as pd
 
-from models.base import BAR_COLUMNS
+from core.bars import BAR_COLUMNS, validate_bars
 
 RETURN = "log_return"
 VOLUME = "log_volume_change"
@@ -39,29 +39,11 @@ def feature_columns(*, use_volume: bool = True, use_range: bool = True) -> list[
 
 
 def check_bars(bars: pd.DataFrame, what: str = "bars") -> None:
-    """Raise ValueError unless ``bars`` is a usable bars frame (see ``models.base``)."""
-    if not isinstance(bars, pd.DataFrame):
-        raise ValueError(f"{what}: expected a pandas DataFrame of bars, got {type(bars).__name__}")
-    missing = [c for c in BAR_COLUMNS if c not in bars.columns]
-    if missing:
-        raise ValueError(
-            f"{what}: missing column(s) {missing}; bars need columns {list(BAR_COLUMNS)} "
-            "(load them with pipelines.data)"
-        )
-    if not isinstance(bars.index, pd.DatetimeIndex):
-        raise ValueError(f"{what}: the index must be a DatetimeIndex of bar dates")
-    if not bars.index.is_monotonic_increasing or not bars.index.is_unique:
-        raise ValueError(f"{what}: bar dates must be strictly increasing (sort and deduplicate)")
-    prices = bars[["open", "high", "low", "close"]].to_numpy(dtype=float)
-    bad = ~(np.isfinite(prices) & (prices > 0)).all(axis=1)
-    volume = bars["volume"].to_numpy(dtype=float)
-    bad |= ~(np.isfinite(volume) & (volume >= 0))
-    if bad.any():
-        first = bars.index[np.argmax(bad)]
-        raise ValueError(
-            f"{what}: {int(bad.sum())} bar(s) with a non-positive or missing price or a negative "
-            f"or missing volume, first on {first.date()}; clean the data file"
-        )
+    """Raise ValueError (``core.bars.BarsError``) unless ``bars`` keeps the bars contract.
+
+    Features read every bar column, so every one must be there.
+    """
+    validate_bars(bars, what, columns=BAR_COLUMNS)
 
 
 def build_features(

@@ -1,15 +1,55 @@
-"""Stage outputs: written atomically, read back with errors that say which stage to rerun."""
+"""Stage files: safe names, paths as messages show them, atomic writes, summaries read back.
+
+One copy of each helper the stages share: :func:`safe_child` turns an
+instrument or dataset name into a file name inside a folder, :func:`shown`
+writes a path relative to the repository, :func:`write_json` and
+:func:`write_parquet` write through :func:`atomic_write`, and
+:func:`read_stage_summary` reads a stage's ``summary.json`` back with errors that
+say which stage to rerun.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pipelines.config import REPO_ROOT
 from pipelines.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Checked again here although the config restricts names too: a name is never a path.
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._^=-]{0,63}$")
+
+
+def safe_child(directory: Path, name: str, suffix: str = "") -> Path:
+    """``directory / (name + suffix)``, refusing a name that is not a plain ticker.
+
+    The name is matched against the ticker pattern and the joined path is checked
+    to stay inside ``directory`` (without following symlinks the user made).
+    """
+    if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name:
+        raise DataError(
+            f"{name!r} is not a plain instrument or dataset name: use letters, digits and "
+            "'.', '_', '-', '^', '=' only (it becomes a file name, never a path)"
+        )
+    base = Path(os.path.abspath(directory))
+    path = Path(os.path.abspath(base / f"{name}{suffix}"))
+    if not path.is_relative_to(base) or path == base:
+        raise DataError(f"{name!r} would point outside {base}; use a plain instrument name")
+    return path
+
+
+def shown(path: str | Path) -> str:
+    """A path as messages and summaries write it: relative to the repository when inside it."""
+    path = Path(os.path.abspath(path))
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -28,6 +68,17 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """``payload`` as indented JSON (strict: NaN or infinity is an error), written atomically."""
+    text = json.dumps(payload, indent=2, allow_nan=False) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    """``frame`` as Parquet (pyarrow, index kept), written atomically."""
+    atomic_write(path, lambda tmp: frame.to_parquet(tmp, engine="pyarrow"))
 
 
 def read_stage_summary(path: Path, stage: str) -> dict[str, Any]:

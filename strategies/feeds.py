@@ -16,8 +16,9 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 
-PRICE_COLUMNS = ("open", "high", "low", "close")
-BAR_COLUMNS = (*PRICE_COLUMNS, "volume")
+from core import bars as core_bars
+from core.bars import PRICE_COLUMNS
+
 _ORDINAL_1970 = _dt.date(1970, 1, 1).toordinal()
 
 
@@ -28,37 +29,14 @@ def _show(dates: pd.Index, limit: int = 5) -> str:
 
 
 def validate_bars(bars: pd.DataFrame) -> None:
-    """Raise ValueError unless ``bars`` is a clean daily OHLC frame.
+    """Raise ValueError (``core.bars.BarsError``) unless ``bars`` can feed a backtest.
 
-    Args:
-        bars: frame with a strictly increasing, tz-naive DatetimeIndex and
-            float columns open, high, low, close (volume optional).
+    The bars contract of ``core.bars`` for the columns a feed reads (open, high,
+    low, close; volume is optional and 0 when absent), and at least two bars.
     """
-    if not isinstance(bars, pd.DataFrame):
-        raise ValueError(f"bars must be a pandas DataFrame, got {type(bars).__name__}")
-    if not isinstance(bars.index, pd.DatetimeIndex):
-        raise ValueError(
-            "bars must be indexed by date (a DatetimeIndex); "
-            "use bars.set_index(pd.to_datetime(bars['date']))"
-        )
-    if bars.index.tz is not None:
-        raise ValueError("bars index must be tz-naive; use bars.tz_localize(None)")
+    core_bars.validate_bars(bars, "bars", columns=PRICE_COLUMNS)
     if len(bars) < 2:
-        raise ValueError(f"bars need at least 2 rows to backtest, got {len(bars)}")
-    if not bars.index.is_monotonic_increasing or bars.index.has_duplicates:
-        dup = bars.index[bars.index.duplicated()]
-        hint = f" (repeated dates: {_show(dup)})" if len(dup) else ""
-        raise ValueError(f"bars index must be strictly increasing{hint}; sort and deduplicate it")
-    missing = [c for c in PRICE_COLUMNS if c not in bars.columns]
-    if missing:
-        raise ValueError(f"bars lack column(s) {missing}; expected {list(BAR_COLUMNS)}")
-    prices = bars.loc[:, list(PRICE_COLUMNS)]
-    bad = ~np.isfinite(prices.to_numpy(dtype=float)).all(axis=1)
-    if bad.any():
-        raise ValueError(f"bars have missing or infinite prices on {_show(bars.index[bad])}")
-    nonpos = (prices <= 0).any(axis=1).to_numpy()
-    if nonpos.any():
-        raise ValueError(f"bars have zero or negative prices on {_show(bars.index[nonpos])}")
+        raise core_bars.BarsError(f"bars need at least 2 rows to backtest, got {len(bars)}")
 
 
 def align_forecast(bars: pd.DataFrame, forecast: pd.Series) -> pd.Series:

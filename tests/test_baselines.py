@@ -312,12 +312,20 @@ def test_bad_parameters_are_clear_errors(make, message):
 def test_bad_closes_are_clear_errors(bars):
     broken = bars.copy()
     broken.iloc[40, broken.columns.get_loc("close")] = np.nan
-    with pytest.raises(ValueError, match=r"close on \d{4}-\d\d-\d\d is nan"):
+    day = f"{bars.index[40]:%Y-%m-%d}"
+    with pytest.raises(ValueError, match=rf"prices on {day}: column 'close' is nan"):
         SmaForecaster(5).predict(broken, broken.index[100])
     negative = bars.copy()
     negative.iloc[40, negative.columns.get_loc("close")] = -1.0
-    with pytest.raises(ValueError, match="positive and finite"):
+    with pytest.raises(ValueError, match=rf"{day}: column 'close' has non-positive price -1.0"):
         OlsForecaster(lags=2).fit(negative)
+    with pytest.raises(ValueError, match=rf"{day}: column 'close' has non-positive price -1.0"):
+        SmaForecaster(5).predict(negative, negative.index[100])  # one contract for every baseline
+    closes_only = bars[["close"]]
+    pd.testing.assert_series_equal(  # a baseline needs no more than the closes
+        RandomWalkForecaster().fit(closes_only).predict(closes_only, bars.index[100]),
+        RandomWalkForecaster().fit(bars).predict(bars, bars.index[100]),
+    )
     with pytest.raises(ValueError, match="no bars on or after start"):
         RandomWalkForecaster().predict(bars, bars.index[-1] + pd.Timedelta(days=5))
     with pytest.raises(ValueError, match="call fit"):

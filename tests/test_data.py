@@ -472,10 +472,12 @@ def test_validate_bars_rejects_what_the_contract_forbids():
     nan.iloc[4, 3] = np.nan
     with pytest.raises(DataError) as err:
         validate_bars(nan, "x")
-    assert str(err.value) == "x: 2020-01-08: column 'close' is missing (NaN)"
+    assert str(err.value) == "x: missing or infinite prices on 2020-01-08: column 'close' is nan"
     with pytest.raises(DataError) as err:
         validate_bars(good.iloc[[0, 2, 1]], "x")
-    assert str(err.value) == "x: dates are not increasing: 2020-01-03 comes after 2020-01-06"
+    assert str(err.value) == (
+        "x: dates are not strictly increasing: 2020-01-03 comes after 2020-01-06"
+    )
     with pytest.raises(DataError, match="duplicate timestamp 2020-01-02"):
         validate_bars(good.iloc[[0, 0, 1]], "x")
     with pytest.raises(DataError, match=r"missing column\(s\) \['volume'\]"):

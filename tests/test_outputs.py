@@ -1,4 +1,4 @@
-"""Stage outputs: atomic writes and the summary reader's errors."""
+"""Stage files: safe names, shown paths, atomic writes (JSON, Parquet), summaries read back."""
 
 from __future__ import annotations
 
@@ -6,10 +6,20 @@ import json
 import stat
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
+from pipelines.config import REPO_ROOT
 from pipelines.errors import DataError
-from pipelines.outputs import atomic_write, read_stage_summary
+from pipelines.outputs import (
+    atomic_write,
+    read_stage_summary,
+    safe_child,
+    shown,
+    write_json,
+    write_parquet,
+)
 
 
 def test_atomic_write_leaves_no_half_written_file(tmp_path):
@@ -72,3 +82,35 @@ def test_summary_is_returned_as_written(tmp_path):
     payload = {"instruments": {"GSPC": {"oos_start": "2015-01-02"}}, "experiment": "x"}
     path.write_text(json.dumps(payload))
     assert read_stage_summary(path, "train") == payload
+
+
+def test_shown_is_relative_to_the_repository_when_inside_it(tmp_path):
+    assert shown(REPO_ROOT / "data" / "sample" / "GSPC.csv") == "data/sample/GSPC.csv"
+    assert shown(tmp_path / "x.csv") == str(tmp_path / "x.csv")
+    assert shown(REPO_ROOT / "build" / ".." / "configs") == "configs"
+
+
+def test_safe_child_joins_a_plain_name_and_refuses_a_path(tmp_path):
+    assert safe_child(tmp_path, "BRK.B", ".csv") == tmp_path / "BRK.B.csv"
+    with pytest.raises(DataError, match=r"^'\.\./x' is not a plain instrument or dataset name"):
+        safe_child(tmp_path, "../x", ".csv")
+
+
+def test_write_json_is_atomic_indented_and_refuses_nan(tmp_path):
+    path = tmp_path / "out" / "summary.json"
+    write_json(path, {"a": [1, 2.5], "b": "x"})
+    assert path.read_text() == json.dumps({"a": [1, 2.5], "b": "x"}, indent=2) + "\n"
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        write_json(path, {"a": float("nan")})
+    assert json.loads(path.read_text()) == {"a": [1, 2.5], "b": "x"}  # the old file stays
+    assert [p.name for p in path.parent.iterdir()] == ["summary.json"]
+
+
+def test_write_parquet_round_trips_the_frame_and_its_index(tmp_path):
+    frame = pd.DataFrame(
+        {"close": np.array([1.5, 2.5]), "volume": np.array([0.0, 3.0])},
+        index=pd.DatetimeIndex(["2020-01-02", "2020-01-03"], name="date"),
+    )
+    path = tmp_path / "X.parquet"
+    write_parquet(path, frame)
+    pd.testing.assert_frame_equal(pd.read_parquet(path), frame)
