@@ -80,6 +80,10 @@ class LoadInfo:
         price_series: which prices the bars carry, in words.
         volume: ``"file"`` or why it is 0.
         sorted_rows: rows that were out of date order and got sorted.
+        separator: the CSV field separator found in the header (``,`` or ``;``).
+        decimal: the decimal mark of the numbers (``.``, or ``,`` with ``;``).
+        long_gaps: gaps longer than ``data.max_gap_days`` between two bars, as
+            ``"<first> to <second> (<days> days)"``.
         notes: other logged decisions (time-zone offsets dropped, ...).
     """
 
@@ -89,6 +93,9 @@ class LoadInfo:
     price_series: str = ""
     volume: str = "file"
     sorted_rows: int = 0
+    separator: str = ","
+    decimal: str = "."
+    long_gaps: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 

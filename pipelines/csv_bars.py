@@ -276,6 +276,11 @@ def read_csv_file(
     info = LoadInfo(source=source)
     raw, lines, cols, sep = _read_table(path, source)
     info.rows_read = len(raw)
+    if sep == ";":
+        info.separator, info.decimal = ";", ","
+        note = "';' separators and decimal commas (read as a European export)"
+        log.info("%s: %s", source, note)
+        info.notes.append(note)
     frame = _numbers(raw, cols, sep, lines, source)
 
     date_text = raw[cols["date"]].fillna("").astype(str)

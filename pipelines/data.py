@@ -19,6 +19,8 @@ Run the stage with ``python -m pipelines data --config configs/default.yaml``.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import date
 from pathlib import Path
@@ -28,17 +30,20 @@ import numpy as np
 import pandas as pd
 
 from core.bars import format_timestamp
+from core.periods import DAYS_PER_YEAR, bar_interval, is_daily_equity, periods_per_year
 from pipelines.bar_policies import LoadInfo, check_contract
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
 from pipelines.config import Config
 from pipelines.csv_bars import read_csv_bars, read_csv_file
-from pipelines.errors import DataError
+from pipelines.errors import ConfigError, DataError
 from pipelines.online import fred_bars, fred_series, yfinance_bars
 from pipelines.outputs import safe_child, shown, write_json, write_parquet
 
 __all__ = [
     "DataError",
     "LoadInfo",
+    "bars_per_year",
+    "check_one_interval",
     "describe",
     "fred_bars",
     "fred_series",
@@ -52,6 +57,8 @@ __all__ = [
     "safe_child",
     "validate_bars",
 ]
+
+log = logging.getLogger("gatecast.data")
 
 # Consecutive trading days further apart than this count as a calendar gap in the summary.
 GAP_DAYS = 4
@@ -140,6 +147,7 @@ def _load(cfg: Config, name: str) -> tuple[pd.DataFrame, LoadInfo]:
     )
     if bars.empty:
         raise DataError(f"{info.source}: no bars{span}; the data covers {full_range}")
+    _check_gaps(bars, cfg, info)
     need = min_bars_required(cfg)
     if len(bars) < need:
         wf = cfg.walkforward
@@ -152,14 +160,85 @@ def _load(cfg: Config, name: str) -> tuple[pd.DataFrame, LoadInfo]:
     return bars, info
 
 
+def _check_gaps(bars: pd.DataFrame, cfg: Config, info: LoadInfo) -> None:
+    """Gaps longer than ``data.max_gap_days`` between two bars: warned (named) or refused."""
+    limit = cfg.data.max_gap_days
+    days = np.diff(bars.index.asi8) / 86_400e9
+    where = np.flatnonzero(days > limit)
+    if not len(where):
+        return
+    info.long_gaps = [
+        f"{format_timestamp(bars.index[k])} to {format_timestamp(bars.index[k + 1])} "
+        f"({days[k]:.0f} days)"
+        for k in where
+    ]
+    shown_gaps = "; ".join(info.long_gaps[:3]) + (
+        f"; and {len(where) - 3} more" if len(where) > 3 else ""
+    )
+    message = (
+        f"{info.source}: {len(where)} gap(s) of more than {limit} days between bars: {shown_gaps}"
+    )
+    if cfg.data.long_gaps == "error":
+        raise DataError(
+            f"{message}; fill the missing bars, narrow data.start/end, or set data.long_gaps: "
+            "warn (or a larger data.max_gap_days) to accept them"
+        )
+    log.warning("%s (data.long_gaps: error refuses such files)", message)
+
+
+def check_one_interval(bars: Mapping[str, pd.DataFrame]) -> str:
+    """The one bar interval of a run's instruments; ConfigError naming them if they differ.
+
+    Annualised figures and pooled statistics need every instrument on the same
+    clock: a run mixing hourly and daily bars would pool returns of different
+    frequencies.
+    """
+    intervals = {name: bar_interval(frame.index) for name, frame in bars.items()}
+    if len(set(intervals.values())) > 1:
+        listed = ", ".join(f"{name} {interval}" for name, interval in intervals.items())
+        raise ConfigError(
+            f"data.instruments: bars of different intervals in one run ({listed}); put "
+            "instruments of each interval in a config of their own"
+        )
+    return next(iter(intervals.values()), "-")
+
+
+def bars_per_year(cfg: Config, bars: Mapping[str, pd.DataFrame]) -> float:
+    """The run's bars per year, used by every annualised figure (see :mod:`core.periods`).
+
+    ``data.periods_per_year`` when set; 252 when every instrument has daily
+    equity bars; otherwise measured over all instruments together: their bars
+    less one each, over their spans in years. Instruments of different
+    intervals are refused (:func:`check_one_interval`).
+    """
+    check_one_interval(bars)
+    if cfg.data.periods_per_year is not None:
+        return float(cfg.data.periods_per_year)
+    frames = list(bars.values())
+    if frames and all(is_daily_equity(f.index) for f in frames):
+        return periods_per_year(frames[0].index)
+    steps = sum(len(f) - 1 for f in frames)
+    years = sum((f.index[-1] - f.index[0]) / pd.Timedelta(days=DAYS_PER_YEAR) for f in frames)
+    if steps < 1 or years <= 0:
+        raise ConfigError(
+            "data.periods_per_year: too few bars to measure bars per year; set it in the config"
+        )
+    return steps / years
+
+
 def load_instrument(cfg: Config, instrument: str) -> pd.DataFrame:
     """Validated bars of one instrument from ``data.source``, with data.start/end applied."""
     return _load(cfg, instrument)[0]
 
 
 def load_universe(cfg: Config) -> dict[str, pd.DataFrame]:
-    """Validated bars of every instrument in ``data.instruments``, in config order."""
-    return {name: load_instrument(cfg, name) for name in cfg.data.instruments}
+    """Validated bars of every instrument in ``data.instruments``, in config order.
+
+    Instruments of different bar intervals are refused (:func:`check_one_interval`).
+    """
+    bars = {name: load_instrument(cfg, name) for name in cfg.data.instruments}
+    check_one_interval(bars)
+    return bars
 
 
 def load_risk_free(cfg: Config, index: pd.DatetimeIndex) -> pd.Series:
@@ -194,16 +273,6 @@ def load_risk_free(cfg: Config, index: pd.DatetimeIndex) -> pd.Series:
 # The data stage ----------------------------------------------------------------
 
 
-def _interval(index: pd.DatetimeIndex) -> str:
-    if len(index) < 2:
-        return "-"
-    if (index == index.normalize()).all():
-        return "daily"
-    step = pd.Series(index).diff().median()
-    minutes = int(step.total_seconds() // 60)
-    return f"{minutes // 60}h" if minutes % 60 == 0 else f"{minutes}min"
-
-
 def describe(bars: pd.DataFrame, info: LoadInfo) -> dict[str, Any]:
     """Summary of one instrument's bars: size, date range, interval and calendar gaps."""
     days = bars.index.normalize().unique()
@@ -212,7 +281,7 @@ def describe(bars: pd.DataFrame, info: LoadInfo) -> dict[str, Any]:
         "bars": len(bars),
         "first": format_timestamp(bars.index[0]),
         "last": format_timestamp(bars.index[-1]),
-        "interval": _interval(bars.index),
+        "interval": bar_interval(bars.index),
         f"gaps_over_{GAP_DAYS}_days": int((gaps > GAP_DAYS).sum()),
         "largest_gap_days": int(gaps.max()) if len(gaps) else 0,
         **asdict(info),
@@ -253,6 +322,7 @@ def run(cfg: Config) -> dict[str, Any]:
         cached = fred_series(rf.series, cache_dir=cfg.resolve(cfg.data.cache_directory))
         first, last = (format_timestamp(cached.index[i]) for i in (0, -1))
         risk_free.update(series=rf.series, first=first, last=last)
+    per_year = bars_per_year(cfg, {name: bars for name, (bars, _) in loaded.items()})
     out_dir = cfg.run_directory / "data"
     rows = {}
     for name, (bars, info) in loaded.items():
@@ -262,13 +332,26 @@ def run(cfg: Config) -> dict[str, Any]:
     summary = {
         "config": cfg.name,
         "min_bars_required": min_bars_required(cfg),
+        "interval": next(iter(rows.values()))["interval"],
+        "periods_per_year": per_year,
         "instruments": rows,
         "risk_free": risk_free,
     }
     write_json(out_dir / "summary.json", summary)
     print(_table(rows))
-    print(f"wrote {len(rows)} instrument(s) and summary.json to {out_dir}")
+    notes = [f"{name}: {note}" for name, row in rows.items() for note in row["notes"]]
+    notes += [f"{name}: long gap {gap}" for name, row in rows.items() for gap in row["long_gaps"]]
+    for note in notes:
+        print(f"note: {note}")
+    print(f"bars per year: {per_year:g} ({_per_year_source(cfg, summary['interval'])})")
+    print(f"wrote {len(rows)} instrument(s) and summary.json to {shown(out_dir)}")
     return summary
+
+
+def _per_year_source(cfg: Config, interval: str) -> str:
+    if cfg.data.periods_per_year is not None:
+        return "data.periods_per_year"
+    return "daily equity bars" if interval == "daily" else f"{interval} bars, measured"
 
 
 def main(argv: list[str] | None = None) -> int:

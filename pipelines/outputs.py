@@ -4,8 +4,8 @@ One copy of each helper the stages share: :func:`safe_child` turns an
 instrument or dataset name into a file name inside a folder, :func:`shown`
 writes a path relative to the repository, :func:`write_json` and
 :func:`write_parquet` write through :func:`atomic_write`, and
-:func:`read_stage_summary` reads a stage's ``summary.json`` back with errors that
-say which stage to rerun.
+:func:`read_stage_summary` and :func:`read_stage_parquet` read a stage's files back
+with errors that say which stage to rerun.
 """
 
 from __future__ import annotations
@@ -100,3 +100,24 @@ def read_stage_summary(path: Path, stage: str) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("instruments"), dict):
         raise DataError(f"{path}: expected an 'instruments' mapping; rerun the {stage} stage")
     return data
+
+
+def read_stage_parquet(path: Path, stage: str) -> pd.DataFrame:
+    """A Parquet file a stage wrote; a missing, truncated or corrupt one names the stage to rerun.
+
+    Args:
+        path: the file.
+        stage: the stage that writes it.
+    """
+    import pandas as pd
+    import pyarrow
+
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError, pyarrow.ArrowException) as err:
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        raise DataError(
+            f"{shown(path)}: not a readable Parquet file ({reason}); it is written by the "
+            f"{stage} stage: rerun it (`python -m pipelines {stage} --config ...`, or "
+            f"`make {stage}`)"
+        ) from None

@@ -873,3 +873,122 @@ def test_data_stage_with_a_fred_risk_free_rate_records_it(tmp_path, capsys):
         "last": "2020-01-31",
     }
     assert "ABC" in capsys.readouterr().out
+
+
+# Bars per year, intervals, long gaps, European files (issue: right numbers on any bars) ----
+
+
+def _fit_windows(cfg):
+    """Windows small enough for the short files of these tests."""
+    return cfg.model_copy(
+        update={
+            "features": cfg.features.model_copy(update={"window": 2}),
+            "walkforward": cfg.walkforward.model_copy(update={"train_bars": 50, "test_bars": 1}),
+        }
+    )
+
+
+def _hourly_csv(tmp_path: Path, name: str, days: int = 20) -> Path:
+    stamps = [
+        d + pd.Timedelta(hours=h)
+        for d in pd.bdate_range("2018-01-08", periods=days)
+        for h in range(24)
+    ]
+    rows = [(1.2, 1.21, 1.19, 1.2 + 0.001 * (k % 5), 0) for k in range(len(stamps))]
+    lines = ["Date,Open,High,Low,Close,Volume"] + [
+        f"{t:%Y-%m-%d %H:%M:%S},{o},{h},{lo},{c},{v}"
+        for t, (o, h, lo, c, v) in zip(stamps, rows, strict=True)
+    ]
+    return write(tmp_path, "\n".join(lines) + "\n", name)
+
+
+def test_summary_states_bars_per_year_of_daily_equity_bars(tmp_path, capsys):
+    rows = [ROWS[i % 10] for i in range(60)]
+    dates = [f"{d:%Y-%m-%d}" for d in pd.bdate_range("2020-01-02", periods=60)]
+    yahoo(tmp_path, rows=rows, dates=dates, name="ABC.csv")
+    summary = data.run(_fit_windows(small_config(tmp_path)))
+    assert summary["interval"] == "daily"
+    assert summary["periods_per_year"] == 252
+    assert "bars per year: 252 (daily equity bars)" in capsys.readouterr().out
+
+
+def test_hourly_bars_are_measured_and_the_summary_says_so(tmp_path, capsys):
+    _hourly_csv(tmp_path, "EURUSD.csv")
+    cfg = _fit_windows(small_config(tmp_path, instruments=["EURUSD"]))
+    summary = data.run(cfg)
+    bars = pd.read_parquet(tmp_path / "build" / "smoke" / "data" / "EURUSD.parquet")
+    years = (bars.index[-1] - bars.index[0]) / pd.Timedelta(days=365.25)
+    assert summary["interval"] == "1h"
+    assert summary["periods_per_year"] == pytest.approx((len(bars) - 1) / years)
+    assert "(1h bars, measured)" in capsys.readouterr().out
+    cfg = _fit_windows(small_config(tmp_path, instruments=["EURUSD"], periods_per_year=6048))
+    assert data.run(cfg)["periods_per_year"] == 6048
+
+
+def test_instruments_of_different_intervals_are_a_config_error_naming_them(tmp_path, capsys):
+    _hourly_csv(tmp_path, "EURUSD.csv")
+    rows = [ROWS[i % 10] for i in range(60)]
+    dates = [f"{d:%Y-%m-%d}" for d in pd.bdate_range("2020-01-02", periods=60)]
+    yahoo(tmp_path, rows=rows, dates=dates, name="ABC.csv")
+    argv = ["--config", "configs/smoke.yaml", "--set", f"output_directory={tmp_path / 'out'}"]
+    argv += ["--set", f"data.directory={tmp_path}", "--set", "data.instruments=[ABC, EURUSD]"]
+    argv += ["--set", "data.start=null", "--set", "data.end=null"]
+    argv += ["--set", "features.window=2", "--set", "walkforward.train_bars=50"]
+    argv += ["--set", "walkforward.test_bars=1"]
+    assert data.main(argv) == 2
+    assert capsys.readouterr().err == (
+        "error: data.instruments: bars of different intervals in one run (ABC daily, EURUSD "
+        "1h); put instruments of each interval in a config of their own\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def _gapped(tmp_path: Path) -> list[str]:
+    days = list(pd.bdate_range("2020-01-02", periods=30)) + list(
+        pd.bdate_range("2020-05-04", periods=30)
+    )
+    rows = [ROWS[i % 10] for i in range(60)]
+    yahoo(tmp_path, rows=rows, dates=[f"{d:%Y-%m-%d}" for d in days], name="ABC.csv")
+    return [f"{days[29]:%Y-%m-%d}", f"{days[30]:%Y-%m-%d}"]
+
+
+def test_a_gap_of_months_is_warned_with_its_dates(tmp_path, caplog, capsys):
+    first, second = _gapped(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="gatecast.data"):
+        summary = data.run(_fit_windows(small_config(tmp_path)))
+    gap = f"{first} to {second} (82 days)"
+    assert summary["instruments"]["ABC"]["long_gaps"] == [gap]
+    assert f"1 gap(s) of more than 31 days between bars: {gap}" in caplog.text
+    assert f"note: ABC: long gap {gap}" in capsys.readouterr().out
+
+
+def test_a_gap_of_months_is_refused_under_the_error_policy(tmp_path):
+    first, second = _gapped(tmp_path)
+    cfg = _fit_windows(small_config(tmp_path, long_gaps="error"))
+    with pytest.raises(DataError) as err:
+        data.run(cfg)
+    assert str(err.value).endswith(
+        f"ABC.csv: 1 gap(s) of more than 31 days between bars: {first} to {second} (82 days); "
+        "fill the missing bars, narrow data.start/end, or set data.long_gaps: warn (or a larger "
+        "data.max_gap_days) to accept them"
+    )
+    assert not (tmp_path / "build").exists()
+    cfg = _fit_windows(small_config(tmp_path, long_gaps="error", max_gap_days=100))
+    assert data.run(cfg)["instruments"]["ABC"]["long_gaps"] == []
+
+
+def test_semicolon_files_are_logged_and_noted_in_the_summary(tmp_path, caplog, capsys):
+    lines = ["Date;Open;High;Low;Close;Volume"]
+    for k, d in enumerate(pd.bdate_range("2020-01-02", periods=60)):
+        o, h, lo, c, _, v = ROWS[k % 10]
+        prices = ";".join(f"{x:.2f}".replace(".", ",") for x in (o, h, lo, c))
+        lines.append(f"{d:%Y-%m-%d};{prices};{v}")
+    write(tmp_path, "\n".join(lines) + "\n", "ABC.csv")
+    with caplog.at_level(logging.INFO, logger="gatecast.data"):
+        summary = data.run(_fit_windows(small_config(tmp_path)))
+    row = summary["instruments"]["ABC"]
+    assert (row["separator"], row["decimal"]) == (";", ",")
+    note = "';' separators and decimal commas (read as a European export)"
+    assert note in row["notes"]
+    assert note in caplog.text
+    assert f"note: ABC: {note}" in capsys.readouterr().out

@@ -14,6 +14,7 @@ from pipelines.config import REPO_ROOT
 from pipelines.errors import DataError
 from pipelines.outputs import (
     atomic_write,
+    read_stage_parquet,
     read_stage_summary,
     safe_child,
     shown,
@@ -114,3 +115,30 @@ def test_write_parquet_round_trips_the_frame_and_its_index(tmp_path):
     path = tmp_path / "X.parquet"
     write_parquet(path, frame)
     pd.testing.assert_frame_equal(pd.read_parquet(path), frame)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "missing"])
+def test_a_damaged_parquet_names_the_file_and_the_stage_to_rerun(tmp_path, damage):
+    path = tmp_path / "GSPC.parquet"
+    pd.DataFrame({"close": np.arange(100.0)}).to_parquet(path)
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"PAR1" + b"\x00" * 64)
+    else:
+        path.unlink()
+    with pytest.raises(DataError) as err:
+        read_stage_parquet(path, "data")
+    message = str(err.value)
+    assert message.startswith(f"{path}: not a readable Parquet file (")
+    assert message.endswith(
+        "it is written by the data stage: rerun it (`python -m pipelines data --config ...`, "
+        "or `make data`)"
+    )
+    assert len(message) < 500
+
+
+def test_a_sound_parquet_reads_back(tmp_path):
+    frame = pd.DataFrame({"close": np.arange(3.0)})
+    frame.to_parquet(tmp_path / "x.parquet")
+    pd.testing.assert_frame_equal(read_stage_parquet(tmp_path / "x.parquet", "data"), frame)
