@@ -134,7 +134,7 @@ class GateLSTMCell(keras.layers.Layer, DropoutRNNCell):
     Example:
 
     >>> x = np.random.random((32, 10, 8)).astype("float32")
-    >>> keras.layers.RNN(GateLSTMCell(4))(x).shape
+    >>> tuple(keras.layers.RNN(GateLSTMCell(4))(x).shape)
     (32, 4)
 
     Args:
@@ -333,9 +333,9 @@ class GateLSTM(keras.layers.RNN):
     Example:
 
     >>> x = np.random.random((32, 10, 8)).astype("float32")
-    >>> GateLSTM(4)(x).shape
+    >>> tuple(GateLSTM(4)(x).shape)
     (32, 4)
-    >>> keras.layers.Bidirectional(GateLSTM(4, return_sequences=True))(x).shape
+    >>> tuple(keras.layers.Bidirectional(GateLSTM(4, return_sequences=True))(x).shape)
     (32, 10, 8)
 
     Args:
