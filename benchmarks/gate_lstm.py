@@ -4,10 +4,15 @@ Every variant trains the same model shape (an LSTM layer of 64 units on
 (60 steps, 8 features) windows, a Dense(1) head, batch 64, Adam, MSE) on the
 same data. After one warm-up epoch each (tracing and compiling), epochs are
 timed interleaved, ABCD ABCD ..., so drifts in machine load hit every variant
-alike; the table reports median epoch times and their ratios to the faster of
-the two ``keras.layers.LSTM`` variants. The process CPU time of each epoch is
-recorded too: on a shared machine it is less disturbed by other work than the
-wall time, though it also counts the time a second thread spends.
+alike. That whole interleaved comparison is repeated ``--repeat`` times
+(rounds, 5 by default), each round starting with a different variant; a
+round's ratio is a variant's median epoch time over that of
+``keras.layers.LSTM`` in a model compiled with ``jit_compile=True``, and the
+table reports the minimum, median and maximum of the rounds' ratios, so the
+spread shows how far one figure can be trusted. The process CPU time of each
+epoch is recorded and compared the same way: on a shared machine it is less
+disturbed by other work than the wall time, though it also counts the time a
+second thread spends.
 
 An epoch is timed from ``on_epoch_begin`` to ``on_epoch_end`` inside
 ``model.fit(epochs=1)``. The whole ``fit`` call is recorded as well but not
@@ -21,8 +26,8 @@ on 1000, 1250 and 900 bars. Only the first fit should pay XLA's compilation of
 the GateLSTM loop; the refits reuse it whatever their training length.
 Results go to ``benchmarks/results/gate_lstm.json``.
 
-Usage: ``python -m benchmarks gate_lstm`` or
-``python -m benchmarks.gate_lstm [--quick] [--repeats N] [--samples N] [--skip-refit]``.
+Usage: ``python -m benchmarks gate_lstm`` or ``python -m benchmarks.gate_lstm
+[--quick] [--repeat N] [--epochs N] [--samples N] [--skip-refit]``.
 """
 
 from __future__ import annotations
@@ -122,11 +127,12 @@ VARIANTS: dict[str, tuple[str, Callable[[], keras.Model]]] = {
         lambda: _model(GateLSTM(UNITS, batch_shards=1)),
     ),
     "gate_lstm_no_xla": (
-        "GateLSTM(jit_compile=False): the same loop without XLA, defaults",
+        "GateLSTM(jit_compile=False): Keras's generic RNN loop over GateLSTMCell, defaults",
         lambda: _model(GateLSTM(UNITS, jit_compile=False)),
     ),
 }
-BASELINES = ("keras_lstm", "keras_lstm_xla")
+# The reference of every ratio: keras.layers.LSTM in a model compiled with jit_compile=True.
+REFERENCE = "keras_lstm_xla"
 
 
 class _EpochClock(keras.callbacks.Callback):
@@ -147,27 +153,24 @@ def _epoch_seconds(model: keras.Model, x: np.ndarray, y: np.ndarray) -> tuple[fl
     return (*clock.seconds, time.perf_counter() - start)
 
 
-def run(samples: int, repeats: int, names: list[str]) -> dict:
+def run(samples: int, epochs: int, rounds: int, names: list[str]) -> dict:
+    """Time ``epochs`` interleaved epochs per variant, ``rounds`` times over."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(samples, STEPS, FEATURES)).astype("float32")
     y = x[:, -5:, 0].mean(axis=1, keepdims=True)
     keras.utils.set_random_seed(0)
     models = {name: VARIANTS[name][1]() for name in names}
     warmup = {name: _epoch_seconds(model, x, y)[0] for name, model in models.items()}
-    times: dict[str, list[float]] = {name: [] for name in names}
-    cpu: dict[str, list[float]] = {name: [] for name in names}
-    fit_call: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(repeats):
-        for name, model in models.items():
-            wall_s, cpu_s, fit_s = _epoch_seconds(model, x, y)
-            times[name].append(wall_s)
-            cpu[name].append(cpu_s)
-            fit_call[name].append(fit_s)
-    median = {name: statistics.median(t) for name, t in times.items()}
-    median_cpu = {name: statistics.median(t) for name, t in cpu.items()}
-    present = [b for b in BASELINES if b in median]
-    reference = min(present, key=median.__getitem__) if present else names[0]
-    reference_cpu = min(present, key=median_cpu.__getitem__) if present else names[0]
+    # name -> round -> one (wall s, cpu s, fit call s) per epoch
+    timed: dict[str, list[list[tuple[float, float, float]]]] = {n: [] for n in names}
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in names:
+            timed[name].append([])
+        for _ in range(epochs):
+            for name in order:
+                timed[name][r].append(_epoch_seconds(models[name], x, y))
+    reference = REFERENCE if REFERENCE in names else names[0]
     import tensorflow as tf
 
     return {
@@ -178,22 +181,11 @@ def run(samples: int, repeats: int, names: list[str]) -> dict:
             "features": FEATURES,
             "units": UNITS,
         },
-        "repeats": repeats,
+        "rounds": rounds,
+        "epochs_per_round": epochs,
         "reference": reference,
-        "reference_cpu": reference_cpu,
         "variants": {
-            name: {
-                "description": VARIANTS[name][0],
-                "layer_config": _layer_config(models[name]),
-                "warmup_epoch_s": warmup[name],
-                "median_epoch_s": median[name],
-                "epoch_s": times[name],
-                "ratio_to_reference": median[name] / median[reference],
-                "median_epoch_cpu_s": median_cpu[name],
-                "epoch_cpu_s": cpu[name],
-                "cpu_ratio_to_reference": median_cpu[name] / median_cpu[reference_cpu],
-                "fit_call_s": fit_call[name],
-            }
+            name: _variant_result(name, models[name], warmup[name], timed, reference)
             for name in names
         },
         "environment": {
@@ -205,6 +197,38 @@ def run(samples: int, repeats: int, names: list[str]) -> dict:
             "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
             "machine": platform.machine(),
         },
+    }
+
+
+def _variant_result(
+    name: str, model: keras.Model, warmup_s: float, timed: dict, reference: str
+) -> dict:
+    """One variant's times, and its per-round ratios to ``reference`` summarised."""
+
+    def round_medians(variant: str, column: int) -> list[float]:
+        return [statistics.median(t[column] for t in epochs) for epochs in timed[variant]]
+
+    def spread(ratios: list[float]) -> dict:
+        return {
+            "min": min(ratios),
+            "median": statistics.median(ratios),
+            "max": max(ratios),
+            "per_round": ratios,
+        }
+
+    wall, cpu = round_medians(name, 0), round_medians(name, 1)
+    ref_wall, ref_cpu = round_medians(reference, 0), round_medians(reference, 1)
+    return {
+        "description": VARIANTS[name][0],
+        "layer_config": _layer_config(model),
+        "warmup_epoch_s": warmup_s,
+        "median_epoch_s": statistics.median(t[0] for r in timed[name] for t in r),
+        "median_epoch_cpu_s": statistics.median(t[1] for r in timed[name] for t in r),
+        "ratio_to_reference": spread([a / b for a, b in zip(wall, ref_wall, strict=True)]),
+        "cpu_ratio_to_reference": spread([a / b for a, b in zip(cpu, ref_cpu, strict=True)]),
+        "epoch_s": [[t[0] for t in r] for r in timed[name]],
+        "epoch_cpu_s": [[t[1] for t in r] for r in timed[name]],
+        "fit_call_s": [[t[2] for t in r] for r in timed[name]],
     }
 
 
@@ -283,36 +307,45 @@ def _print_table(result: dict) -> None:
     print(
         f"epoch = {shape['samples_per_epoch']} samples, batch {shape['batch']}, "
         f"{shape['steps']} steps x {shape['features']} features, {shape['units']} units; "
-        f"median of {result['repeats']} interleaved epochs; "
+        f"{result['rounds']} rounds of {result['epochs_per_round']} interleaved epochs; "
         f"gpus: {result['environment']['gpus'] or 'none'}"
     )
     print(
-        f"{'variant':<18} {'median s':>9} {'warm-up s':>10} {'ratio':>7} "
-        f"{'cpu s':>7} {'cpu ratio':>9}  description"
+        f"{'variant':<18} {'median s':>9} {'warm-up s':>10} {'ratio min/med/max':>20} "
+        f"{'cpu ratio min/med/max':>22}  description"
     )
+
+    def spread(summary: dict) -> str:
+        return f"{summary['min']:.2f}/{summary['median']:.2f}/{summary['max']:.2f}"
+
     for name, row in result["variants"].items():
         print(
             f"{name:<18} {row['median_epoch_s']:>9.3f} {row['warmup_epoch_s']:>10.2f} "
-            f"{row['ratio_to_reference']:>7.2f} {row['median_epoch_cpu_s']:>7.3f} "
-            f"{row['cpu_ratio_to_reference']:>9.2f}  {row['description']}"
+            f"{spread(row['ratio_to_reference']):>20} "
+            f"{spread(row['cpu_ratio_to_reference']):>22}  {row['description']}"
         )
     print(
-        f"ratio = median epoch wall time / that of {result['reference']}; "
-        f"cpu ratio = median epoch CPU time / that of {result['reference_cpu']}"
+        f"ratio = a round's median epoch wall time / that of {result['reference']} in the "
+        f"same round (cpu ratio: CPU time); min, median and max over the rounds"
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gate_lstm", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="512 samples, 3 repeats")
-    parser.add_argument("--repeats", type=int, default=None, help="timed epochs per variant")
+    parser.add_argument("--quick", action="store_true", help="512 samples, 3 epochs a round")
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="rounds of the whole interleaved comparison"
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="timed epochs per round")
     parser.add_argument("--samples", type=int, default=None, help="samples per epoch")
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--skip-refit", action="store_true", help="no fresh-forecaster timings")
     args = parser.parse_args(argv)
+    if args.repeat < 1 or (args.epochs is not None and args.epochs < 1):
+        parser.error("--repeat and --epochs must be at least 1")
     samples = args.samples or (512 if args.quick else 2048)
-    repeats = args.repeats or (3 if args.quick else 15)
-    result = run(samples, repeats, args.variants)
+    epochs = args.epochs or (3 if args.quick else 5)
+    result = run(samples, epochs, args.repeat, args.variants)
     _print_table(result)
     if not args.skip_refit:
         result["refit"] = refit()

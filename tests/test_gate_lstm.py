@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import doctest
+import io
+import json
 import os
 import subprocess
 import sys
 import textwrap
+import zipfile
+from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import gate_lstm
-from models.gate_lstm import GATE_NAMES, GateLSTM
+from models import gate_lstm, gate_lstm_xla
+from models.gate_lstm import GATE_NAMES, GateLSTM, GateLSTMCell
 
 TOL = 1e-5
 
@@ -28,37 +34,43 @@ LOOPS = {
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
+    return 0.5 * (1.0 + np.tanh(0.5 * z))  # = 1 / (1 + exp(-z)), without overflow
+
+
+def numpy_step(
+    x_t: np.ndarray,
+    h_tm1: np.ndarray,
+    c_tm1: np.ndarray,
+    kernel: np.ndarray,
+    recurrent_kernel: np.ndarray,
+    bias: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The six equations for one step, in float64, with W_g·[h_{t-1}, x_t] literally."""
+    # W_g acts on the concatenation [h_{t-1}, x_t]; Keras stores its two blocks apart.
+    w = np.concatenate([recurrent_kernel, kernel], axis=0).astype(np.float64)
+    hx = np.concatenate([h_tm1, x_t], axis=1).astype(np.float64)
+    z_i, z_f, z_c, z_o = np.split(hx @ w + bias.astype(np.float64), 4, axis=1)  # i, f, C, o
+    f_t = _sigmoid(z_f)
+    i_t = _sigmoid(z_i)
+    c_tilde = np.tanh(z_c)
+    c_t = f_t * c_tm1.astype(np.float64) + i_t * c_tilde
+    o_t = _sigmoid(z_o)
+    h_t = o_t * np.tanh(c_t)
+    return dict(zip(GATE_NAMES, (i_t, f_t, c_tilde, o_t, c_t, h_t), strict=True))
 
 
 def numpy_lstm(
     x: np.ndarray, kernel: np.ndarray, recurrent_kernel: np.ndarray, bias: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """The six equations, step by step, in float64, with W_g·[h_{t-1}, x_t] literally."""
-    x = x.astype(np.float64)
+    """``numpy_step`` over every step of ``x`` from zero states: (batch, steps, units) each."""
     batch, steps, _ = x.shape
     units = recurrent_kernel.shape[0]
-    # W_g acts on the concatenation [h_{t-1}, x_t]; Keras stores its two blocks apart.
-    w = np.concatenate([recurrent_kernel, kernel], axis=0).astype(np.float64)
-    b = bias.astype(np.float64)
-
-    def gate(k: int) -> tuple[np.ndarray, np.ndarray]:  # Keras order: i, f, C, o
-        return w[:, k * units : (k + 1) * units], b[k * units : (k + 1) * units]
-
-    (w_i, b_i), (w_f, b_f), (w_c, b_c), (w_o, b_o) = (gate(k) for k in range(4))
-    h = np.zeros((batch, units))
-    c = np.zeros((batch, units))
+    step = {"h": np.zeros((batch, units)), "c": np.zeros((batch, units))}
     out = {name: np.zeros((batch, steps, units)) for name in GATE_NAMES}
     for t in range(steps):
-        hx = np.concatenate([h, x[:, t, :]], axis=1)
-        f_t = _sigmoid(hx @ w_f + b_f)
-        i_t = _sigmoid(hx @ w_i + b_i)
-        c_tilde = np.tanh(hx @ w_c + b_c)
-        c = f_t * c + i_t * c_tilde
-        o_t = _sigmoid(hx @ w_o + b_o)
-        h = o_t * np.tanh(c)
-        for name, value in zip(GATE_NAMES, (i_t, f_t, c_tilde, o_t, c, h), strict=True):
-            out[name][:, t, :] = value
+        step = numpy_step(x[:, t, :], step["h"], step["c"], kernel, recurrent_kernel, bias)
+        for name in GATE_NAMES:
+            out[name][:, t, :] = step[name]
     return out
 
 
@@ -72,6 +84,36 @@ def _random_bias(layer: keras.layers.Layer, seed: int = 1) -> None:
     kernel, recurrent_kernel, bias = layer.get_weights()
     bias = np.random.default_rng(seed).normal(scale=0.5, size=bias.shape).astype("float32")
     layer.set_weights([kernel, recurrent_kernel, bias])
+
+
+def _outputs_and_grads(
+    layer: keras.layers.Layer, x: np.ndarray, initial_state: list | None = None, training=True
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Every output of ``layer`` (or model) on ``x``, and the gradients of a loss that
+    reaches each output, with respect to ``x``, the initial states and the weights."""
+    x = tf.constant(x)
+    states = [tf.constant(s) for s in initial_state or []]
+    kwargs = {"initial_state": states} if states else {}
+    probes = np.random.default_rng(3)
+    with tf.GradientTape() as tape:
+        tape.watch([x, *states])
+        outputs = tf.nest.flatten(layer(x, training=training, **kwargs))
+        loss = tf.add_n(
+            [tf.reduce_sum(o * probes.normal(size=o.shape).astype("float32")) for o in outputs]
+        )
+    grads = tape.gradient(loss, [x, *states, *layer.trainable_weights])
+    return [o.numpy() for o in outputs], [g.numpy() for g in grads]
+
+
+def _assert_twins(ours: tuple[list, list], theirs: tuple[list, list]) -> None:
+    """The same outputs (within TOL) and finite gradients (within 1e-4) as the twin's."""
+    (outputs, grads), (ref_outputs, ref_grads) = ours, theirs
+    for k, (a, b) in enumerate(zip(outputs, ref_outputs, strict=True)):
+        assert a.shape == b.shape, f"output {k}"
+        np.testing.assert_allclose(a, b, atol=TOL, rtol=0, err_msg=f"output {k}")
+    for k, (a, b) in enumerate(zip(grads, ref_grads, strict=True)):
+        assert np.all(np.isfinite(a)), f"gradient {k}"
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4, err_msg=f"gradient {k}")
 
 
 @pytest.mark.parametrize("loop", LOOPS)
@@ -192,6 +234,109 @@ def test_stacked_layers_match_stacked_keras_lstm(x):
     ref, ours = stacked(keras.layers.LSTM), stacked(GateLSTM)
     ours.set_weights(ref.get_weights())
     np.testing.assert_allclose(np.asarray(ours(x)), np.asarray(ref(x)), atol=TOL, rtol=0)
+    _assert_twins(_outputs_and_grads(ours, x), _outputs_and_grads(ref, x))
+
+
+def test_stacked_cells_match_keras_stacked_cells(x):
+    ours = keras.layers.RNN([GateLSTMCell(6), GateLSTMCell(3)], return_sequences=True)
+    ref = keras.layers.RNN([keras.layers.LSTMCell(6), keras.layers.LSTMCell(3)], True)
+    ref(x)
+    ours(x)
+    ours.set_weights(ref.get_weights())
+    _assert_twins(_outputs_and_grads(ours, x), _outputs_and_grads(ref, x))
+
+
+def test_cell_step_matches_numpy_equations_on_awkward_inputs():
+    rng = np.random.default_rng(4)
+    x_t = rng.normal(size=(6, 4)).astype("float32")
+    x_t[1] = [1e4, -1e4, 1e4, -1e4]  # every gate saturated: sigmoid exactly 0 or 1
+    x_t[2] = [1e-38, -1e-38, 1e-45, 0.0]  # subnormal float32
+    x_t[3] = 0.0
+    h_tm1 = rng.uniform(-1, 1, size=(6, 5)).astype("float32")
+    c_tm1 = rng.normal(size=(6, 5)).astype("float32")
+    c_tm1[4] = [1e4, -1e4, 3e3, -3e3, 0.0]  # a cell state far from the usual range
+    cell = GateLSTMCell(5)
+    assert cell.state_size == [5, 5] and cell.output_size == 5
+    cell.build((None, 4))
+    _random_bias(cell)
+    ref = numpy_step(x_t, h_tm1, c_tm1, *cell.get_weights())
+    output, (h_t, c_t) = cell(x_t, [h_tm1, c_tm1])
+    np.testing.assert_array_equal(np.asarray(output), np.asarray(h_t))
+    np.testing.assert_allclose(np.asarray(h_t), ref["h"], atol=TOL, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(c_t), ref["c"], atol=TOL, rtol=1e-5)
+    assert np.all(np.isin(ref["f"][1], [0.0, 1.0])), "the large row did not saturate"
+
+
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_rnn_of_the_cell_matches_keras_lstm(x, return_sequences):
+    x = x * np.float32(50.0)  # saturating
+    rng = np.random.default_rng(2)
+    state = [rng.normal(size=(6, 5)).astype("float32") for _ in range(2)]
+    ref = keras.layers.LSTM(5, return_sequences=return_sequences, return_state=True)
+    ours = keras.layers.RNN(GateLSTMCell(5), return_sequences=return_sequences, return_state=True)
+    ref(x)
+    ours(x)
+    _random_bias(ref)
+    ours.set_weights(ref.get_weights())
+    _assert_twins(_outputs_and_grads(ours, x, state), _outputs_and_grads(ref, x, state))
+
+
+@pytest.mark.parametrize("loop", ["scan", "xla-blocks"])
+@pytest.mark.parametrize(
+    "merge_mode, return_state, masked",
+    [("concat", False, False), ("sum", True, False), ("concat", False, True)],
+)
+def test_bidirectional_matches_keras(x, loop, merge_mode, return_state, masked):
+    x = x.copy()
+    if masked:
+        x[:, -2:, :] = 0.0
+        x[1, 3, :] = 0.0
+
+    def bidirectional(layer: keras.layers.Layer) -> keras.Model:
+        inputs = keras.Input((9, 4))
+        hidden = keras.layers.Masking(0.0)(inputs) if masked else inputs
+        wrapped = keras.layers.Bidirectional(layer, merge_mode=merge_mode)
+        return keras.Model(inputs, wrapped(hidden))
+
+    options = {"return_sequences": not return_state, "return_state": return_state}
+    ref = bidirectional(keras.layers.LSTM(5, **options))
+    ours = bidirectional(GateLSTM(5, **options, **LOOPS[loop]))
+    _random_bias(ref.layers[-1].forward_layer, seed=1)
+    _random_bias(ref.layers[-1].backward_layer, seed=2)
+    ours.set_weights(ref.get_weights())
+    _assert_twins(_outputs_and_grads(ours, x), _outputs_and_grads(ref, x))
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("option", ["go_backwards", "stateful"])
+def test_go_backwards_and_stateful_match_keras(x, loop, option):
+    ref = keras.layers.LSTM(5, return_sequences=True, return_state=True, **{option: True})
+    ours = GateLSTM(5, return_sequences=True, return_state=True, **{option: True}, **LOOPS[loop])
+    ref(x)
+    ours(x)
+    _random_bias(ref)
+    ours.set_weights(ref.get_weights())
+    if option == "stateful":
+        ref.reset_state()
+        ours.reset_state()
+    for _ in range(2):  # stateful: the second call starts where the first ended
+        _assert_twins(_outputs_and_grads(ours, x), _outputs_and_grads(ref, x))
+
+
+def test_the_fast_path_runs_where_it_can():
+    x = np.ones((3, 5, 7), "float32")  # a shape no other test uses: the first call traces
+    traced = gate_lstm_xla.trace_count()
+    GateLSTM(2, jit_compile=False)(x)
+    GateLSTM(2)(x, mask=np.ones((3, 5), bool))
+    keras.layers.RNN(GateLSTMCell(2))(x)
+    assert gate_lstm_xla.trace_count() == traced, "only the generic loop should have run"
+    GateLSTM(2)(x)
+    assert gate_lstm_xla.trace_count() > traced, "the XLA loop did not run"
+
+
+def test_docstring_examples_run():
+    result = doctest.testmod(gate_lstm, extraglobs={"np": np, "keras": keras})
+    assert result.attempted >= 3 and result.failed == 0
 
 
 @pytest.mark.parametrize("loop", LOOPS)
@@ -350,17 +495,32 @@ def test_get_config_round_trips():
     assert clone.units == 7 and clone.return_state and clone.dropout == 0.25
     revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert isinstance(revived, GateLSTM) and revived.get_config() == config
+    cell = GateLSTMCell(4, dropout=0.2, unit_forget_bias=False, bias_regularizer="l1", seed=2)
+    cell_config = cell.get_config()
+    assert GateLSTMCell.from_config(cell_config).get_config() == cell_config
+    revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(cell))
+    assert isinstance(revived, GateLSTMCell) and revived.get_config() == cell_config
 
 
-def _small_model() -> keras.Model:
+def _small_model(kind: str = "layer", lstm=GateLSTM, cell=GateLSTMCell) -> keras.Model:
+    """Two recurrent layers and a Dense head; ``lstm`` and ``cell`` swap in Keras's twins."""
     keras.utils.set_random_seed(5)
     inputs = keras.Input((9, 4))
-    hidden = GateLSTM(6, return_sequences=True, kernel_regularizer="l2")(inputs)
-    return keras.Model(inputs, keras.layers.Dense(1)(GateLSTM(3, dropout=0.1)(hidden)))
+    if kind == "layer":
+        first = lstm(6, return_sequences=True, kernel_regularizer="l2")
+        second = lstm(3, dropout=0.1)
+    elif kind == "cell":
+        first = keras.layers.RNN(cell(6, kernel_regularizer="l2"), return_sequences=True)
+        second = keras.layers.RNN(cell(3, dropout=0.1))
+    else:
+        first = keras.layers.Bidirectional(lstm(6, return_sequences=True), merge_mode="sum")
+        second = keras.layers.Bidirectional(lstm(3, dropout=0.1))
+    return keras.Model(inputs, keras.layers.Dense(1)(second(first(inputs))))
 
 
-def test_save_and_load_in_this_and_a_fresh_process(x, tmp_path):
-    model = _small_model()
+@pytest.mark.parametrize("kind", ["layer", "cell", "bidirectional"])
+def test_save_and_load_in_this_and_a_fresh_process(x, tmp_path, kind):
+    model = _small_model(kind)
     path = tmp_path / "model.keras"
     model.save(path)
     expected = np.asarray(model(x))
@@ -373,20 +533,69 @@ def test_save_and_load_in_this_and_a_fresh_process(x, tmp_path):
     done = _run_python(
         f"""
         import numpy as np, keras
-        import models.gate_lstm  # registers gatecast>GateLSTM
+        import models.gate_lstm  # registers gatecast>GateLSTM and gatecast>GateLSTMCell
+        from tests.test_gate_lstm import _outputs_and_grads
         model = keras.saving.load_model({str(path)!r})
         x = np.load({str(tmp_path / "x.npy")!r})
         np.save({str(tmp_path / "out.npy")!r}, np.asarray(model(x)))
+        outputs, grads = _outputs_and_grads(model, x, training=False)
+        np.savez({str(tmp_path / "twin.npz")!r}, *outputs, *grads)
         """
     )
     assert done.returncode == 0, done.stderr[-3000:]
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
+    twin = _small_model(kind, keras.layers.LSTM, keras.layers.LSTMCell)
+    twin.set_weights(model.get_weights())
+    ref = _outputs_and_grads(twin, x, training=False)
+    with np.load(tmp_path / "twin.npz") as found:
+        arrays = [found[f"arr_{k}"] for k in range(len(found.files))]
+    _assert_twins((arrays[: len(ref[0])], arrays[len(ref[0]) :]), ref)
+
+
+def _as_written_before_the_cell(source: Path, target: Path) -> None:
+    """Rewrite a .keras file into the layout of the GateLSTM that had no cell: its three
+    weights on the layer (layers/<name>/vars), no RNN keys in its config."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for item in old.infolist():
+            data = old.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                for layer in config["config"]["layers"]:
+                    if layer["class_name"] == "GateLSTM":
+                        for key in ("go_backwards", "stateful", "unroll", "zero_output_for_mask"):
+                            del layer["config"][key]
+                data = json.dumps(config).encode()
+            elif item.filename == "model.weights.h5":
+                buffer = io.BytesIO(data)
+                with h5py.File(buffer, "r+") as weights:
+                    for name in weights["layers"]:
+                        if f"{name}/cell" in weights["layers"]:
+                            layer = weights["layers"][name]
+                            del layer["vars"]
+                            layer.move("cell/vars", "vars")
+                            del layer["cell"]
+                data = buffer.getvalue()
+            new.writestr(item, data)
+
+
+def test_files_written_before_the_cell_still_load(x, tmp_path):
+    model = _small_model()
+    expected = np.asarray(model(x))
+    model.save(tmp_path / "new.keras")
+    _as_written_before_the_cell(tmp_path / "new.keras", tmp_path / "old.keras")
+    with zipfile.ZipFile(tmp_path / "old.keras") as old, old.open("model.weights.h5") as file:
+        layer = h5py.File(io.BytesIO(file.read()), "r")["layers/gate_lstm"]
+        assert "cell" not in layer and sorted(layer["vars"]) == ["0", "1", "2"]
+    loaded = keras.saving.load_model(tmp_path / "old.keras")
+    np.testing.assert_array_equal(np.asarray(loaded(x)), expected)
 
 
 @pytest.mark.parametrize("units", [0, -3, 2.5, True, "8"])
 def test_bad_units_are_a_clear_error(units):
     with pytest.raises(ValueError, match="units.*positive integer"):
         GateLSTM(units)
+    with pytest.raises(ValueError, match="GateLSTMCell.*units.*positive integer"):
+        GateLSTMCell(units)
 
 
 @pytest.mark.parametrize("batch_shards", [0, -1, 1.5, True])
@@ -425,7 +634,7 @@ def test_row_blocks_work_with_a_batch_size_unknown_while_tracing(x):
 
 
 def test_automatic_row_blocks_follow_the_cores_and_the_batch(monkeypatch):
-    monkeypatch.setattr(gate_lstm, "default_batch_shards", lambda: 4)
+    monkeypatch.setattr(gate_lstm_xla, "default_batch_shards", lambda: 4)
     layer = GateLSTM(4)
     assert layer._shards(64) == 4
     assert layer._shards(40) == 2  # at least MIN_AUTO_SHARD_ROWS (16) rows a block
@@ -480,12 +689,12 @@ def test_fresh_layers_reuse_the_compiled_programs():
     # as arguments, a fresh layer of the same shapes traces (and compiles) nothing.
     x, y = _regression_data()
     _fit(seed=1, epochs=1)
-    traced = gate_lstm._trace_count()
+    traced = gate_lstm_xla.trace_count()
     assert traced > 0
     model, _ = _fit(seed=2, epochs=1)
     model.predict(x, batch_size=16, verbose=0)
-    assert gate_lstm._trace_count() == traced
+    assert gate_lstm_xla.trace_count() == traced
     wider = keras.Sequential([keras.Input((12, 3)), GateLSTM(9), keras.layers.Dense(1)])
     wider.compile(optimizer="adam", loss="mse")
     wider.fit(x, y, batch_size=16, epochs=1, verbose=0)
-    assert gate_lstm._trace_count() > traced, "a new shape must be traced: the count can move"
+    assert gate_lstm_xla.trace_count() > traced, "a new shape must be traced: the count can move"
