@@ -5,7 +5,7 @@
 (other backends, masks, sequences of unknown length) and the layer falls back
 to Keras's generic RNN loop over ``GateLSTMCell``.
 
-The forward pass is ``models.gate_lstm.scan_steps``, the cell's own step
+The forward pass is ``models.gate_lstm_cell.scan_steps``, the cell's own step
 function over time, compiled by XLA; it keeps every step's gates, from which
 ``_backward_all_steps`` runs backpropagation through time written out from the
 six equations. A ``tf.custom_gradient`` joins the two, so users get the
@@ -26,7 +26,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from models.gate_lstm import scan_steps
+from models.gate_lstm_cell import scan_steps
 
 
 def lstm(

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from models import gate_lstm
+from models import gate_lstm_xla
 from models.features import StandardScaler, build_features, next_log_return, supervised_windows
 from models.lstm import LstmForecaster, _whole_batches
 
@@ -206,11 +206,11 @@ def test_training_on_padded_batches_equals_training_on_a_partial_batch(bars):
 def test_a_refit_on_another_segment_length_compiles_nothing_new(bars, fitted):
     # Each walk-forward fold fits a fresh model on a longer training segment; with
     # whole batches every fit presents the shapes the first one compiled for.
-    traced = gate_lstm._trace_count()
+    traced = gate_lstm_xla.trace_count()
     longer = LstmForecaster(units=[6], seed=4, **SMALL).fit(bars.iloc[: TRAIN + 37])
     batch = SMALL["batch_size"]
     assert longer.n_fit_samples_ % batch != fitted.n_fit_samples_ % batch
-    assert gate_lstm._trace_count() == traced
+    assert gate_lstm_xla.trace_count() == traced
 
 
 def test_save_and_load_reproduce_forecasts(bars, fitted, tmp_path):
