@@ -215,6 +215,11 @@ def test_report_reads_the_cost_sweep_of_the_stage(tmp_path):
         DataError, match=r"backtests/summary.json.*cost_sweep_bp.*pipelines backtest"
     ):
         load_cost_sweep(other, instruments)
+    # equity files from before the stage wrote each date's risk-free rate are refused too
+    path = tmp_path / "smoke" / "backtests" / "GSPC" / "sma_equity.parquet"
+    pd.read_parquet(path).drop(columns="risk_free").to_parquet(path)
+    with pytest.raises(DataError, match=r"sma_equity.parquet: no 'risk_free' column; rerun"):
+        load_instruments(cfg)
 
 
 def test_missing_forecasts_are_a_clear_error(tmp_path, capsys):
