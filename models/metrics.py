@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["diebold_mariano", "forecast_metrics"]
+__all__ = ["diebold_mariano", "forecast_metrics", "theil_u2"]
 
 ArrayLike = np.ndarray | pd.Series | Sequence[float]
 
@@ -111,6 +111,20 @@ def diebold_mariano(
     return float(statistic), p_value
 
 
+def theil_u2(errors: ArrayLike, random_walk_errors: ArrayLike) -> float:
+    """Theil's U2: ``rmse(errors) / rmse(random_walk_errors)``; < 1 beats the random walk.
+
+    NaN when the random walk's RMSE is 0 (nothing to compare with). The errors
+    are on the same dates; their scale cancels, so errors divided by any one
+    positive number (e.g. the random walk's RMSE, to pool instruments) give
+    the same ratio.
+    """
+    e = _as_float_array(errors, "errors")
+    e_rw = _as_float_array(random_walk_errors, "random_walk_errors")
+    rmse, rmse_rw = float(np.sqrt(np.mean(e**2))), float(np.sqrt(np.mean(e_rw**2)))
+    return rmse / rmse_rw if rmse_rw > 0 else math.nan
+
+
 def forecast_metrics(
     actual: pd.Series,
     forecast: pd.Series,
@@ -167,7 +181,6 @@ def forecast_metrics(
     errors = f - y
     rw_errors = rw - y
     rmse = float(np.sqrt(np.mean(errors**2)))
-    rmse_rw = float(np.sqrt(np.mean(rw_errors**2)))
     mae = float(np.mean(np.abs(errors)))
 
     mase = math.nan
@@ -195,7 +208,7 @@ def forecast_metrics(
         "n": len(y),
         "rmse": rmse,
         "mae": mae,
-        "theil_u2": rmse / rmse_rw if rmse_rw > 0 else math.nan,
+        "theil_u2": theil_u2(errors, rw_errors),
         "mase": mase,
         "directional_accuracy": accuracy,
         "directional_n": directional_n,

@@ -5,14 +5,20 @@ Reads ``<run>/forecasts/<INST>.parquet`` and ``<run>/forecasts/summary.json``
 data. Writes, under ``<run>/backtests/``:
 
 - ``<INST>/<strategy>.json``: instrument, strategy, parameters, execution,
-  measured period and the metrics dict (non-finite numbers as ``null``);
+  measured period, the metrics dict and the cost sweep's Sharpe ratios
+  (non-finite numbers as ``null``);
 - ``<INST>/<strategy>_equity.parquet`` (``equity``, ``returns``,
-  ``position`` by date), ``<INST>/<strategy>_trades.parquet``,
-  ``<INST>/<strategy>_orders.parquet``;
+  ``position`` and ``risk_free``, the annual risk-free rate of the date, by
+  date), ``<INST>/<strategy>_trades.parquet``, ``<INST>/<strategy>_orders.parquet``;
+- ``<INST>/<strategy>_cost_sweep.parquet``: the daily returns at each
+  commission of ``report.cost_sweep_bp`` (one column per point, named by its
+  bp, e.g. ``"10"``), for every strategy but the LSTM seeds;
 - ``<INST>/<strategy>.png``: Backtrader's chart, for the LSTM (or the first
   forecaster present) and the SMA crossover;
 - ``summary.json``, written last and atomically, so its presence means the
-  stage finished.
+  stage finished. It lists every file above under each strategy's ``files``,
+  the metrics, the sweep's Sharpe ratios by bp (``cost_sweep``), and the
+  swept points (``cost_sweep_bp``).
 
 Strategy names: each forecaster column present in the file (``ForecastStrategy``
 on that column), then ``sma_crossover``, ``ema_crossover``, ``buy_and_hold``
@@ -23,6 +29,10 @@ instrument's ``oos_start`` to its ``oos_end`` under the same
 ``ExecutionSettings`` and is fed the same bars: from
 ``strategies.warmup_bars`` of the instrument's strategies before
 ``oos_start`` (the warm-up convention of ``strategies.engine``).
+
+Each (instrument, strategy) is one unit of work, ``pipelines.backtest_unit``:
+a plain function of its inputs that returns its results; this module builds
+the units from the files, runs them in a loop and writes what they return.
 """
 
 from __future__ import annotations
@@ -30,31 +40,28 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from tqdm import tqdm
 
+from pipelines.backtest_unit import BacktestUnit, StrategyBacktest, run_unit
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
 from pipelines.config import BacktestConfig, Config, ForecastersConfig
+from pipelines.data import load_risk_free
 from pipelines.errors import ConfigError, DataError
 from pipelines.outputs import atomic_write, read_stage_summary
-from strategies.engine import (
-    BacktestResult,
-    ExecutionSettings,
-    execution_dict,
-    run_backtest,
-    warmup_bars,
-)
+from pipelines.strategy_names import LSTM, cost_label, seed_columns, strategy_kind
+from strategies.engine import ExecutionSettings, execution_dict, warmup_bars
 
 log = logging.getLogger("gatecast.backtest")
 
 FORECASTERS = tuple(ForecastersConfig.model_fields)
 BAR_COLUMNS = ("open", "high", "low", "close", "volume")
 CHARTED = ("sma_crossover",)
-SEED_COLUMN = re.compile(r"lstm_seed(\d+)")
 
 
 def execution_from_config(backtest: BacktestConfig) -> ExecutionSettings:
@@ -73,22 +80,21 @@ def execution_from_config(backtest: BacktestConfig) -> ExecutionSettings:
         raise ConfigError(f"backtest: {err}") from None
 
 
-def seed_columns(columns: list[str]) -> list[str]:
-    """The per-seed LSTM forecast columns (``lstm_seed<k>``) among ``columns``, in seed order."""
-    seeds = [c for c in columns if SEED_COLUMN.fullmatch(c)]
-    return sorted(seeds, key=lambda c: int(SEED_COLUMN.fullmatch(c).group(1)))
+def sweep_points(cfg: Config) -> list[float]:
+    """The cost sweep's commissions in bp: ``report.cost_sweep_bp``, sorted, without repeats."""
+    return sorted({float(bp) for bp in cfg.report.cost_sweep_bp})
 
 
-def strategy_plan(
-    cfg: Config, columns: list[str], seeds: bool = True
-) -> dict[str, tuple[str, dict[str, Any]]]:
+def strategy_plan(cfg: Config, columns: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
     """Strategy name -> (engine strategy, params) for a forecast file with ``columns``.
+
+    A ForecastStrategy on each forecaster column present, the configured
+    crossovers and buy-and-hold, then one on each ``lstm_seed<k>`` column with
+    the same parameters as ``lstm``.
 
     Args:
         cfg: the experiment.
         columns: the forecast file's columns.
-        seeds: include a ForecastStrategy on each ``lstm_seed<k>`` column (after
-            the others), with the same parameters as ``lstm``.
     """
     bt_cfg = cfg.backtest
     plan: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -105,7 +111,7 @@ def strategy_plan(
         plan["ema_crossover"] = ("ema_crossover", bt_cfg.ema_crossover.model_dump())
     if bt_cfg.buy_and_hold:
         plan["buy_and_hold"] = ("buy_and_hold", {})
-    if seeds and cfg.forecasters.lstm is not None:
+    if cfg.forecasters.lstm is not None:
         for column in seed_columns(columns):
             plan[column] = ("forecast", dict(thresholds))
     return plan
@@ -137,95 +143,128 @@ def _read_forecasts(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _risk_free(cfg: Config, index: pd.DatetimeIndex) -> float | pd.Series:
-    rf = cfg.data.risk_free
-    if rf.source == "constant":
-        return rf.rate
-    try:
-        from pipelines.data import load_risk_free
-    except ImportError as err:
-        raise ConfigError(
-            f"data.risk_free.source=fred needs pipelines.data.load_risk_free ({err}); "
-            "use source: constant"
-        ) from None
-    return load_risk_free(cfg, index)
+@dataclass
+class InstrumentBacktests:
+    """The units of one instrument and, once run, their results.
+
+    Args:
+        instrument: the instrument.
+        path: its forecast file (named in errors).
+        oos_start, oos_end: the out-of-sample period traded.
+        warmup: bars fed before ``oos_start`` to every strategy.
+        risk_free: annual risk-free rate on each date from ``oos_start``.
+        units: strategy name -> its unit, in plan order.
+        results: strategy name -> what its unit returned.
+    """
+
+    instrument: str
+    path: Path
+    oos_start: pd.Timestamp
+    oos_end: pd.Timestamp
+    warmup: int | None
+    risk_free: pd.Series
+    units: dict[str, BacktestUnit]
+    results: dict[str, StrategyBacktest] = field(default_factory=dict)
+
+
+def plan_instrument(
+    cfg: Config, instrument: str, forecasts_dir: Path, summary: dict[str, Any], charts: bool
+) -> InstrumentBacktests:
+    """Read one instrument's forecasts and build a unit per strategy (nothing is run)."""
+    path = forecasts_dir / f"{instrument}.parquet"
+    entry = _instrument_entry(summary, instrument, forecasts_dir / "summary.json")
+    frame = _read_forecasts(path)
+    start, end = pd.Timestamp(entry["oos_start"]), pd.Timestamp(entry["oos_end"])
+    frame = frame.loc[:end]
+    if start not in frame.index:
+        raise DataError(
+            f"{path}: oos_start {start.date()} from summary.json is not a bar date in the file"
+        )
+    bars = frame[[c for c in BAR_COLUMNS if c in frame.columns]]
+    plan = strategy_plan(cfg, list(frame.columns))
+    # One warm-up for all: every strategy and every point of its cost sweep is fed the same bars.
+    warmup = warmup_bars(plan.values())
+    missing = [n for n in cfg.forecasters.enabled() if n not in frame.columns]
+    if missing:
+        log.warning("%s: no forecast column for %s; skipped", path, ", ".join(missing))
+    forecast_names = [n for n in plan if plan[n][0] == "forecast"]
+    charted = {*CHARTED, LSTM if LSTM in forecast_names else next(iter(forecast_names), "")}
+    risk_free = load_risk_free(cfg, bars.index[bars.index >= start])
+    execution = execution_from_config(cfg.backtest)
+    sweep = tuple(sweep_points(cfg))
+    units = {
+        name: BacktestUnit(
+            instrument=instrument,
+            name=name,
+            bars=bars,
+            strategy=strategy,
+            params=params,
+            execution=execution,
+            trade_start=start,
+            warmup=warmup,
+            risk_free=risk_free,
+            forecast=frame[name] if strategy == "forecast" else None,
+            # the seeds are summarised as mean ± std, not compared across costs
+            cost_sweep_bp=() if strategy_kind(name) == "seed" else sweep,
+            chart=charts and name in charted,
+        )
+        for name, (strategy, params) in plan.items()
+    }
+    return InstrumentBacktests(instrument, path, start, frame.index[-1], warmup, risk_free, units)
+
+
+def _log_result(instrument: str, name: str, result: StrategyBacktest) -> None:
+    m = result.backtest.metrics
+    log.info(
+        "%s %-14s total %+7.2f%%  sharpe %6.2f  maxdd %6.2f%%  trades %d",
+        instrument,
+        name,
+        100 * m["total_return"],
+        m["sharpe"],
+        100 * m["max_drawdown"],
+        m["trades"],
+    )
 
 
 def run_backtests(
-    cfg: Config, forecasts_dir: Path | None = None, charts: bool = False, seeds: bool = True
-) -> dict[str, dict[str, Any]]:
-    """Run every configured strategy on every instrument's saved forecasts.
+    cfg: Config, forecasts_dir: Path | None = None, charts: bool = False, progress: bool = True
+) -> list[InstrumentBacktests]:
+    """Run every configured strategy, with its cost sweep, on every instrument's forecasts.
 
-    Returns ``{instrument: {"oos_start", "oos_end", "warmup", "results":
-    {strategy: BacktestResult}}}``; nothing is written. With ``charts`` the
-    results of the charted strategies keep their engine for
-    ``strategies.plotting``.
+    Nothing is written. Every unit is planned (so bad inputs stop the stage
+    before any backtest runs), then run in order.
 
     Args:
         cfg: the experiment.
         forecasts_dir: where the train stage wrote its files (default
             ``<run_directory>/forecasts``).
-        charts: keep the engines needed for the PNG charts.
-        seeds: also backtest each LSTM seed's forecasts (``lstm_seed<k>``).
+        charts: draw Backtrader's chart of the charted strategies.
+        progress: show a progress bar on a terminal.
     """
     forecasts_dir = Path(forecasts_dir or cfg.run_directory / "forecasts")
     summary = read_stage_summary(forecasts_dir / "summary.json", "train")
-    execution = execution_from_config(cfg.backtest)
-    out: dict[str, dict[str, Any]] = {}
-    for instrument in cfg.data.instruments:
-        path = forecasts_dir / f"{instrument}.parquet"
-        entry = _instrument_entry(summary, instrument, forecasts_dir / "summary.json")
-        frame = _read_forecasts(path)
-        start, end = pd.Timestamp(entry["oos_start"]), pd.Timestamp(entry["oos_end"])
-        frame = frame.loc[:end]
-        if start not in frame.index:
-            raise DataError(
-                f"{path}: oos_start {start.date()} from summary.json is not a bar date in the file"
-            )
-        bars = frame[[c for c in BAR_COLUMNS if c in frame.columns]]
-        plan = strategy_plan(cfg, list(frame.columns), seeds=seeds)
-        # One warm-up for all: every strategy (and every rerun of it in the report's cost
-        # sweep, which leaves the seeds out; they need none) is fed the same bars.
-        warmup = warmup_bars(plan.values())
-        missing = [n for n in cfg.forecasters.enabled() if n not in frame.columns]
-        if missing:
-            log.warning("%s: no forecast column for %s; skipped", path, ", ".join(missing))
-        forecast_names = [n for n in plan if plan[n][0] == "forecast"]
-        charted = {*CHARTED, "lstm" if "lstm" in forecast_names else next(iter(forecast_names), "")}
-        risk_free = _risk_free(cfg, bars.index[bars.index >= start])
-        results: dict[str, BacktestResult] = {}
-        for name, (strategy, params) in plan.items():
-            try:
-                results[name] = run_backtest(
-                    bars,
-                    strategy,
-                    params,
-                    execution,
-                    trade_start=start,
-                    risk_free=risk_free,
-                    forecast=frame[name] if strategy == "forecast" else None,
-                    warmup=warmup,
-                    keep_cerebro=charts and name in charted,
-                )
-            except ValueError as err:
-                raise DataError(f"{path}: strategy {name!r}: {err}") from None
-            m = results[name].metrics
-            log.info(
-                "%s %-14s total %+7.2f%%  sharpe %6.2f  maxdd %6.2f%%  trades %d",
-                instrument,
-                name,
-                100 * m["total_return"],
-                m["sharpe"],
-                100 * m["max_drawdown"],
-                m["trades"],
-            )
-        out[instrument] = {
-            "oos_start": str(start.date()),
-            "oos_end": str(frame.index[-1].date()),
-            "warmup": warmup,
-            "results": results,
-        }
-    return out
+    planned = [
+        plan_instrument(cfg, instrument, forecasts_dir, summary, charts)
+        for instrument in cfg.data.instruments
+    ]
+    total = sum(len(p.units) for p in planned)
+    # disable=None: a bar on a terminal, nothing in logs and CI
+    with tqdm(
+        total=total,
+        desc="backtests",
+        unit="strategy",
+        disable=None if progress else True,
+        file=sys.stderr,
+    ) as bar:
+        for inst in planned:
+            for name, unit in inst.units.items():
+                try:
+                    inst.results[name] = run_unit(unit)
+                except ValueError as err:
+                    raise DataError(f"{inst.path}: strategy {name!r}: {err}") from None
+                _log_result(inst.instrument, name, inst.results[name])
+                bar.update()
+    return planned
 
 
 def _finite(value: Any) -> Any:
@@ -248,55 +287,78 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def write_backtests(cfg: Config, results: dict[str, dict[str, Any]]) -> Path:
-    """Write every result under ``<run>/backtests/``; return the path of summary.json."""
-    from strategies.plotting import save_chart
+def _write_strategy(
+    out_dir: Path, inst: InstrumentBacktests, name: str, execution: dict[str, Any]
+) -> dict[str, Any]:
+    """Write one strategy's files; return its entry of summary.json."""
+    instrument, unit_result = inst.instrument, inst.results[name]
+    result = unit_result.backtest
+    prefix = f"{instrument}/{name}"
+    sweep = {cost_label(bp): sharpe for bp, sharpe in unit_result.sweep_sharpe.items()}
+    record = {
+        "instrument": instrument,
+        "strategy": name,
+        "class": result.strategy,
+        "params": result.params,
+        "execution": execution,
+        "start": str(result.equity.index[0].date()),
+        "end": str(result.equity.index[-1].date()),
+        "metrics": result.metrics,
+        "cost_sweep": sweep,
+    }
+    _write_json(out_dir / f"{prefix}.json", record)
+    equity = pd.DataFrame(
+        {
+            "equity": result.equity,
+            "returns": result.returns,
+            "position": result.positions,
+            "risk_free": inst.risk_free.reindex(result.equity.index),
+        }
+    )
+    equity.to_parquet(out_dir / f"{prefix}_equity.parquet")
+    result.trades.to_parquet(out_dir / f"{prefix}_trades.parquet", index=False)
+    result.orders.to_parquet(out_dir / f"{prefix}_orders.parquet", index=False)
+    files = {
+        "metrics": f"{prefix}.json",
+        "equity": f"{prefix}_equity.parquet",
+        "trades": f"{prefix}_trades.parquet",
+        "orders": f"{prefix}_orders.parquet",
+    }
+    if sweep:
+        returns = unit_result.sweep_returns.rename(columns=cost_label)
+        returns.to_parquet(out_dir / f"{prefix}_cost_sweep.parquet")
+        files["cost_sweep"] = f"{prefix}_cost_sweep.parquet"
+    if unit_result.chart_png is not None:
+        (out_dir / f"{prefix}.png").write_bytes(unit_result.chart_png)
+        files["chart"] = f"{prefix}.png"
+    return {
+        "class": result.strategy,
+        "metrics": result.metrics,
+        "cost_sweep": sweep,
+        "files": files,
+    }
 
+
+def write_backtests(cfg: Config, instruments: list[InstrumentBacktests]) -> Path:
+    """Write every result under ``<run>/backtests/``; return the path of summary.json."""
     out_dir = cfg.run_directory / "backtests"
     execution = execution_dict(execution_from_config(cfg.backtest))
     summary: dict[str, Any] = {
         "name": cfg.name,
         "execution": execution,
         "risk_free": cfg.data.risk_free.model_dump(),
+        "cost_sweep_bp": sweep_points(cfg),
         "instruments": {},
     }
-    for instrument, run in results.items():
-        inst_dir = out_dir / instrument
-        inst_dir.mkdir(parents=True, exist_ok=True)
-        strategies: dict[str, Any] = {}
-        for name, result in run["results"].items():
-            record = {
-                "instrument": instrument,
-                "strategy": name,
-                "class": result.strategy,
-                "params": result.params,
-                "execution": execution,
-                "start": str(result.equity.index[0].date()),
-                "end": str(result.equity.index[-1].date()),
-                "metrics": result.metrics,
-            }
-            _write_json(inst_dir / f"{name}.json", record)
-            equity = pd.DataFrame(
-                {"equity": result.equity, "returns": result.returns, "position": result.positions}
-            )
-            equity.to_parquet(inst_dir / f"{name}_equity.parquet")
-            result.trades.to_parquet(inst_dir / f"{name}_trades.parquet", index=False)
-            result.orders.to_parquet(inst_dir / f"{name}_orders.parquet", index=False)
-            files = {
-                "metrics": f"{instrument}/{name}.json",
-                "equity": f"{instrument}/{name}_equity.parquet",
-                "trades": f"{instrument}/{name}_trades.parquet",
-                "orders": f"{instrument}/{name}_orders.parquet",
-            }
-            if result.cerebro is not None:
-                save_chart(result, inst_dir / f"{name}.png")
-                files["chart"] = f"{instrument}/{name}.png"
-                result.cerebro = None  # the engine holds every line; free it once drawn
-            strategies[name] = {"class": result.strategy, "metrics": result.metrics, "files": files}
-        summary["instruments"][instrument] = {
-            "oos_start": run["oos_start"],
-            "oos_end": run["oos_end"],
-            "warmup_bars": run.get("warmup"),
+    for inst in instruments:
+        (out_dir / inst.instrument).mkdir(parents=True, exist_ok=True)
+        strategies = {
+            name: _write_strategy(out_dir, inst, name, execution) for name in inst.results
+        }
+        summary["instruments"][inst.instrument] = {
+            "oos_start": str(inst.oos_start.date()),
+            "oos_end": str(inst.oos_end.date()),
+            "warmup_bars": inst.warmup,
             "strategies": strategies,
         }
     path = out_dir / "summary.json"
@@ -305,7 +367,10 @@ def write_backtests(cfg: Config, results: dict[str, dict[str, Any]]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = stage_parser("backtest", "Backtest every configured strategy on the saved forecasts.")
+    parser = stage_parser(
+        "backtest",
+        "Backtest every configured strategy, and its cost sweep, on the saved forecasts.",
+    )
     parser.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)

@@ -6,7 +6,8 @@ Conventions, used everywhere in the report:
   the risk-free rate when one is configured (the caller subtracts it).
 - A *per-period* Sharpe ratio is ``mean / std`` (``ddof=1``) of those daily
   returns; the *annualised* one multiplies by ``sqrt(252)``, which is the
-  convention of quantstats and so of the backtest metrics.
+  convention of quantstats. Both come from ``core.periods``, as do the
+  backtest metrics' (``sharpe_ratio`` is re-exported here for the report).
 - Skewness and kurtosis are the sample moments from ``scipy.stats`` (kurtosis
   is Pearson's, 3 for a normal distribution), as in Bailey & López de Prado.
 
@@ -28,7 +29,21 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
-PERIODS_PER_YEAR = 252
+from core.periods import PERIODS_PER_YEAR, annualise_sharpe, per_period_sharpe, sharpe_ratio
+
+__all__ = [
+    "BreakEven",
+    "SharpeDifference",
+    "break_even_cost",
+    "deflated_sharpe_ratio",
+    "expected_max_sharpe",
+    "probabilistic_sharpe_ratio",
+    "psr_from_moments",
+    "seed_summary",
+    "sharpe_difference_ci",
+    "sharpe_ratio",
+    "stationary_bootstrap_indices",
+]
 
 
 def _clean(returns: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -36,22 +51,6 @@ def _clean(returns: Sequence[float] | np.ndarray) -> np.ndarray:
     if arr.ndim != 1:
         raise ValueError(f"returns must be one-dimensional, got shape {arr.shape}")
     return arr[np.isfinite(arr)]
-
-
-def sharpe_ratio(returns: Sequence[float] | np.ndarray, periods: int | None = None) -> float:
-    """Sharpe ratio of (excess) returns: per period, or annualised with ``periods``.
-
-    Returns NaN for fewer than two returns or a zero standard deviation (a
-    strategy that never trades has no defined Sharpe ratio).
-    """
-    r = _clean(returns)
-    if r.size < 2:
-        return float("nan")
-    sd = r.std(ddof=1)
-    if not np.isfinite(sd) or sd <= 1e-15 * max(1.0, np.abs(r).max()):
-        return float("nan")
-    sr = r.mean() / sd
-    return float(sr * np.sqrt(periods)) if periods else float(sr)
 
 
 def psr_from_moments(
@@ -181,12 +180,6 @@ class SharpeDifference:
         return bool(self.low > 0 or self.high < 0)
 
 
-def _sharpe_rows(x: np.ndarray) -> np.ndarray:
-    sd = x.std(axis=1, ddof=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(sd > 0, x.mean(axis=1) / sd, np.nan) * np.sqrt(PERIODS_PER_YEAR)
-
-
 def sharpe_difference_ci(
     strategy: Sequence[float] | np.ndarray,
     benchmark: Sequence[float] | np.ndarray,
@@ -220,7 +213,8 @@ def sharpe_difference_ci(
         nan = float("nan")
         return SharpeDifference(estimate, nan, nan, level, nan, 0)
     idx = stationary_bootstrap_indices(a.size, samples, block, np.random.default_rng(seed))
-    diffs = _sharpe_rows(a[idx]) - _sharpe_rows(b[idx])
+    annual = [annualise_sharpe(per_period_sharpe(x[idx], axis=1)) for x in (a, b)]
+    diffs = annual[0] - annual[1]
     diffs = diffs[np.isfinite(diffs)]
     if diffs.size == 0:
         nan = float("nan")

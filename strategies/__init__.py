@@ -1,41 +1,42 @@
 """gatecast strategies: Backtrader feeds, strategies and the backtest engine (no keras, no mlflow).
 
 Conventions of execution and metrics: see the docstring of ``strategies.engine``.
+
+The names below are loaded when first used (PEP 562), so a module that needs
+only ``strategies.metrics`` (the report stage) does not import Backtrader.
 """
 
-from strategies.buyhold import BuyAndHold
-from strategies.crossover import EmaCrossover, SmaCrossover
-from strategies.engine import (
-    STRATEGIES,
-    BacktestResult,
-    ExecutionSettings,
-    PercentCommission,
-    PercentOfEquitySizer,
-    resolve_strategy,
-    run_backtest,
-    warmup_bars,
-)
-from strategies.feeds import ForecastData, align_forecast, make_feed, validate_bars
-from strategies.forecast import ForecastStrategy
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from strategies.metrics import METRIC_KEYS, compute_metrics
 
-__all__ = [
-    "METRIC_KEYS",
-    "STRATEGIES",
-    "BacktestResult",
-    "BuyAndHold",
-    "EmaCrossover",
-    "ExecutionSettings",
-    "ForecastData",
-    "ForecastStrategy",
-    "PercentCommission",
-    "PercentOfEquitySizer",
-    "SmaCrossover",
-    "align_forecast",
-    "compute_metrics",
-    "make_feed",
-    "resolve_strategy",
-    "run_backtest",
-    "validate_bars",
-    "warmup_bars",
-]
+# public name -> the module that defines it
+_LAZY = {
+    "BuyAndHold": "strategies.buyhold",
+    "EmaCrossover": "strategies.crossover",
+    "SmaCrossover": "strategies.crossover",
+    "STRATEGIES": "strategies.engine",
+    "BacktestResult": "strategies.engine",
+    "ExecutionSettings": "strategies.engine",
+    "PercentCommission": "strategies.engine",
+    "PercentOfEquitySizer": "strategies.engine",
+    "resolve_strategy": "strategies.engine",
+    "run_backtest": "strategies.engine",
+    "warmup_bars": "strategies.engine",
+    "ForecastData": "strategies.feeds",
+    "align_forecast": "strategies.feeds",
+    "make_feed": "strategies.feeds",
+    "validate_bars": "strategies.feeds",
+    "ForecastStrategy": "strategies.forecast",
+}
+
+__all__ = ["METRIC_KEYS", "compute_metrics", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'strategies' has no attribute {name!r}")

@@ -2,10 +2,12 @@
 
 Every definition and convention (periods per year, risk-free handling, what
 counts as a trade, exposure, turnover) is written once, in the docstring of
-``strategies.engine``. Return statistics come from ``quantstats.stats``,
-called on returns prepared here: quantstats turns a non-zero annual ``rf``
-into a daily rate only when it is positive, so the excess returns are formed
-here and passed with ``rf=0``.
+``strategies.engine``. The Sharpe ratio and the periods per year are
+``core.periods``'s (the report uses the same ones); CAGR, volatility and
+Sortino come from ``quantstats.stats``, called on returns prepared here:
+quantstats turns a non-zero annual ``rf`` into a daily rate only when it is
+positive, so the excess returns are formed here and passed with ``rf=0``.
+``win_rate`` and ``profit_factor`` are also what the report's pooled rows use.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 import pandas as pd
 import quantstats.stats as qs
 
-PERIODS_PER_YEAR = 252
+from core.periods import PERIODS_PER_YEAR, sharpe_ratio
 
 METRIC_KEYS = (
     "total_return",
@@ -76,6 +78,34 @@ def _ratio(value: float) -> float:
     return float(value) if np.isfinite(value) else float("nan")
 
 
+def win_rate(pnl: np.ndarray) -> float:
+    """Share of trades with a positive net profit; NaN without a trade.
+
+    Args:
+        pnl: the net profit (``pnl_net``) of every trade.
+    """
+    pnl = np.asarray(pnl, dtype=float)
+    return float((pnl > 0).mean()) if pnl.size else float("nan")
+
+
+def profit_factor(pnl: np.ndarray) -> float:
+    """Sum of the winning trades' net profit over the losers' |sum|.
+
+    Infinite with winners and no loser, NaN without a trade or with neither.
+
+    Args:
+        pnl: the net profit (``pnl_net``) of every trade.
+    """
+    pnl = np.asarray(pnl, dtype=float)
+    wins = pnl[pnl > 0].sum()
+    losses = -pnl[pnl < 0].sum()
+    if pnl.size == 0:
+        return float("nan")
+    if losses == 0:
+        return float("inf") if wins > 0 else float("nan")
+    return float(wins / losses)
+
+
 def compute_metrics(
     equity: pd.Series,
     positions: pd.Series,
@@ -107,25 +137,15 @@ def compute_metrics(
     volatility = float(qs.volatility(returns, periods=PERIODS_PER_YEAR, prepare_returns=False))
     # A flat strategy's excess returns are constant up to float noise: neither ratio is defined
     # (its Sortino would be -sqrt(252) for any positive rate, an artifact of the formula).
-    flat = float(excess.std(ddof=1)) <= 1e-15 * max(1.0, float(excess.abs().max()))
-    if flat:
-        sharpe = sortino = float("nan")
+    sharpe = sharpe_ratio(excess.to_numpy(), PERIODS_PER_YEAR)
+    if math.isnan(sharpe):
+        sortino = float("nan")
     else:
-        sharpe = _ratio(qs.sharpe(excess, rf=0.0, periods=PERIODS_PER_YEAR))
         sortino = _ratio(qs.sortino(excess, rf=0.0, periods=PERIODS_PER_YEAR))
     max_drawdown, duration = drawdown_stats(equity)
     calmar = cagr / abs(max_drawdown) if max_drawdown < 0 else float("nan")
 
     pnl = trades["pnl_net"].to_numpy(dtype=float) if len(trades) else np.array([])
-    wins = pnl[pnl > 0].sum()
-    losses = -pnl[pnl < 0].sum()
-    if pnl.size == 0:
-        profit_factor = float("nan")
-    elif losses == 0:
-        profit_factor = float("inf") if wins > 0 else float("nan")
-    else:
-        profit_factor = float(wins / losses)
-    win_rate = float((pnl > 0).mean()) if pnl.size else float("nan")
 
     filled = orders[orders["status"] == "filled"] if len(orders) else orders
     traded_value = float(filled["value"].sum()) if len(filled) else 0.0
@@ -142,8 +162,8 @@ def compute_metrics(
         "max_drawdown": max_drawdown,
         "max_drawdown_duration": duration,
         "trades": len(trades),
-        "win_rate": win_rate,
-        "profit_factor": profit_factor,
+        "win_rate": win_rate(pnl),
+        "profit_factor": profit_factor(pnl),
         "exposure": exposure,
         "turnover": float(turnover),
         "commissions": float(filled["commission"].sum()) if len(filled) else 0.0,

@@ -9,7 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from strategies.metrics import METRIC_KEYS, compute_metrics, daily_risk_free, drawdown_stats
+from strategies.metrics import (
+    METRIC_KEYS,
+    compute_metrics,
+    daily_risk_free,
+    drawdown_stats,
+    profit_factor,
+    win_rate,
+)
 
 DATES = pd.bdate_range("2024-03-04", periods=6, name="date")
 EQUITY = pd.Series([100.0, 110.0, 99.0, 99.0, 121.0, 110.0], index=DATES)
@@ -102,3 +109,15 @@ def test_profit_factor_without_losses_is_infinite():
 def test_equity_must_stay_positive():
     with pytest.raises(ValueError, match="not positive"):
         compute_metrics(EQUITY * [1, 1, 1, 0, 1, 1], POSITIONS, TRADES, ORDERS)
+
+
+def test_win_rate_and_profit_factor_by_hand():
+    pnl = np.array([30.0, -10.0, 0.0, 20.0, -15.0])
+    assert win_rate(pnl) == pytest.approx(2 / 5)  # a zero trade is not a win
+    assert profit_factor(pnl) == pytest.approx(50 / 25)
+    assert math.isnan(win_rate(np.array([]))) and math.isnan(profit_factor(np.array([])))
+    assert math.isnan(profit_factor(np.array([0.0, 0.0])))  # neither wins nor losses
+    assert profit_factor(np.array([-1.0])) == 0.0
+    # the metrics dict uses exactly these (the report's pooled rows too)
+    m = compute_metrics(EQUITY, POSITIONS, pd.DataFrame({"pnl_net": pnl}), ORDERS)
+    assert m["win_rate"] == win_rate(pnl) and m["profit_factor"] == profit_factor(pnl)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +85,21 @@ def test_stage_backtests_every_strategy_without_models(tmp_path):
             )
             trades = pd.read_parquet(out / ticker / f"{name}_trades.parquet")
             assert record["metrics"]["trades"] == len(trades)
+            assert equity["risk_free"].eq(0.0).all()  # smoke: a constant rate of 0
+            # the cost sweep: every strategy but the seeds, at every point of the config
+            item = entry["strategies"][name]
+            if name == "lstm_seed0":
+                assert item["cost_sweep"] == {} and "cost_sweep" not in item["files"]
+                continue
+            assert list(item["cost_sweep"]) == ["0", "10", "50"]
+            # the configured commission (10 bp) is the stage's own backtest
+            assert item["cost_sweep"]["10"] == record["metrics"]["sharpe"]
+            sweep = pd.read_parquet(out / item["files"]["cost_sweep"])
+            assert list(sweep.columns) == ["0", "10", "50"]
+            pd.testing.assert_series_equal(
+                sweep["10"], equity["returns"].iloc[1:], check_names=False, check_exact=True
+            )
+        assert summary["cost_sweep_bp"] == [0.0, 10.0, 50.0]
         # the random walk forecasts no change: it never trades
         assert entry["strategies"]["random_walk"]["metrics"]["trades"] == 0
         for charted in ("lstm", "sma_crossover"):
@@ -100,7 +117,7 @@ def test_stage_metrics_equal_a_direct_run(tmp_path):
         "configs/smoke.yaml",
         overrides={"output_directory": str(tmp_path), "data": {"instruments": ["GSPC"]}},
     )
-    results = run_backtests(cfg)
+    (planned,) = run_backtests(cfg, progress=False)
     frame = pd.read_parquet(tmp_path / "smoke" / "forecasts" / "GSPC.parquet")
     bt = cfg.backtest
     execution = ExecutionSettings(
@@ -122,34 +139,87 @@ def test_stage_metrics_equal_a_direct_run(tmp_path):
             trade_start=summary_in["GSPC"]["oos_start"],
             forecast=frame[name],
         )
-        staged = results["GSPC"]["results"][name]
+        staged = planned.results[name].backtest
         pd.testing.assert_series_equal(staged.equity, direct.equity, check_exact=True)
         pd.testing.assert_frame_equal(staged.orders, direct.orders, check_exact=True)
         assert staged.metrics == direct.metrics and staged.metrics["trades"] > 0
-    assert results["GSPC"]["warmup"] == 200
+    assert planned.warmup == 200
     assert len(frame.loc[: summary_in["GSPC"]["oos_start"]]) > 200 + 1  # so the trim bites
-    # The report's cost sweep reruns the stage without the seeds.
-    assert "lstm_seed0" not in run_backtests(cfg, seeds=False)["GSPC"]["results"]
+    # Each cost-sweep point is the same backtest with only the commission changed.
+    for bp in (0.0, 50.0):
+        direct = run_backtest(
+            frame[["open", "high", "low", "close", "volume"]],
+            "forecast",
+            {"entry_threshold": bt.entry_threshold, "exit_threshold": bt.exit_threshold},
+            dataclasses.replace(execution, commission=bp / 1e4),
+            trade_start=summary_in["GSPC"]["oos_start"],
+            forecast=frame["lstm"],
+        )
+        swept = planned.results["lstm"]
+        assert swept.sweep_sharpe[bp] == direct.metrics["sharpe"]
+        pd.testing.assert_series_equal(
+            swept.sweep_returns[bp], direct.returns, check_names=False, check_exact=True
+        )
+    sharpes = planned.results["lstm"].sweep_sharpe
+    assert sharpes[0.0] > sharpes[10.0] > sharpes[50.0]  # costs only take away
+    assert planned.results["lstm_seed0"].sweep_sharpe == {}  # the seeds are not swept
 
 
 def test_report_reads_the_seed_backtests_of_the_stage(tmp_path):
-    from pipelines import report
     from pipelines.backtest import main
     from pipelines.config import load_config
     from pipelines.errors import DataError
+    from pipelines.report_inputs import check_seeds, load_instruments
+    from pipelines.strategy_names import seed_columns
 
     write_forecasts(tmp_path / "smoke")
     args = ["--config", "configs/smoke.yaml", "--set", f"output_directory={tmp_path}"]
     assert main([*args, "--no-charts"]) == 0
     cfg = load_config("configs/smoke.yaml", overrides={"output_directory": str(tmp_path)})
-    instruments = report.load_instruments(cfg)
+    instruments = load_instruments(cfg)
     for inst in instruments:
-        assert report.seed_columns(inst.frame) == ["lstm_seed0"]
+        assert seed_columns(inst.frame.columns) == ["lstm_seed0"]
         assert "lstm_seed0" in inst.runs
-    report.check_seeds(instruments)
+    check_seeds(instruments)
     del instruments[1].runs["lstm_seed0"]  # backtests from before the stage ran the seeds
     with pytest.raises(DataError, match="GOOG lack the LSTM seed.*rerun `python -m pipelines"):
-        report.check_seeds(instruments)
+        check_seeds(instruments)
+
+
+def test_report_reads_the_cost_sweep_of_the_stage(tmp_path):
+    from pipelines.backtest import main
+    from pipelines.config import load_config
+    from pipelines.errors import DataError
+    from pipelines.report_inputs import load_cost_sweep, load_instruments
+
+    write_forecasts(tmp_path / "smoke", instruments=("GSPC",))
+    args = ["--config", "configs/smoke.yaml", "--set", f"output_directory={tmp_path}"]
+    args += ["--set", "data.instruments=[GSPC]"]
+    assert main([*args, "--no-charts"]) == 0
+    overrides = {"output_directory": str(tmp_path), "data": {"instruments": ["GSPC"]}}
+    cfg = load_config("configs/smoke.yaml", overrides=overrides)
+    instruments = load_instruments(cfg)
+    sweep = load_cost_sweep(cfg, instruments)
+    assert list(sweep) == [0.0, 10.0, 50.0]
+    runs = instruments[0].runs
+    assert list(sweep[10.0]["GSPC"]) == [n for n in runs if n != "lstm_seed0"]
+    for name, (sharpe, returns) in sweep[10.0]["GSPC"].items():
+        expected = runs[name].metrics["sharpe"]
+        assert sharpe == expected or (math.isnan(sharpe) and math.isnan(expected)), name
+        np.testing.assert_array_equal(returns.to_numpy(), runs[name].returns.to_numpy())
+    # a config whose sweep the stage did not run is refused, naming the file and the fix
+    other = load_config(
+        "configs/smoke.yaml", overrides={**overrides, "report": {"cost_sweep_bp": [0, 20]}}
+    )
+    with pytest.raises(
+        DataError, match=r"backtests/summary.json.*cost_sweep_bp.*pipelines backtest"
+    ):
+        load_cost_sweep(other, instruments)
+    # equity files from before the stage wrote each date's risk-free rate are refused too
+    path = tmp_path / "smoke" / "backtests" / "GSPC" / "sma_equity.parquet"
+    pd.read_parquet(path).drop(columns="risk_free").to_parquet(path)
+    with pytest.raises(DataError, match=r"sma_equity.parquet: no 'risk_free' column; rerun"):
+        load_instruments(cfg)
 
 
 def test_missing_forecasts_are_a_clear_error(tmp_path, capsys):

@@ -13,6 +13,7 @@ import pytest
 
 from pipelines import report, tracking
 from pipelines.__main__ import main as pipelines_main
+from pipelines.backtest import run_backtests
 from pipelines.config import load_config, parse_set
 
 pytestmark = pytest.mark.slow
@@ -128,10 +129,11 @@ def test_cost_sweep_reuse_equals_a_fresh_backtest(finished_run):
     sweep = pd.read_csv(cfg.report_directory / "cost_sweep.csv")
     base_bp = 1e4 * cfg.backtest.commission
     reused = sweep[(sweep["instrument"] == "GSPC") & np.isclose(sweep["cost_bp"], base_bp)]
-    fresh = report._sweep_one(cfg, str(cfg.run_directory / "forecasts"), cfg.backtest.commission)
-    assert len(reused) == len(fresh["GSPC"])
+    fresh = {b.instrument: b for b in run_backtests(cfg, progress=False)}["GSPC"]
+    swept = {name: r for name, r in fresh.results.items() if r.sweep_sharpe}
+    assert len(reused) == len(swept)
     for row in reused.itertuples():
-        expected = fresh["GSPC"][row.strategy][0]
+        expected = swept[row.strategy].backtest.metrics["sharpe"]
         if math.isnan(expected):
             assert math.isnan(row.sharpe)
         else:

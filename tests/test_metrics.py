@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from models.metrics import diebold_mariano, forecast_metrics
+from models.metrics import diebold_mariano, forecast_metrics, theil_u2
 
 # Diebold-Mariano ----------------------------------------------------------------------
 
@@ -187,3 +187,14 @@ def test_forecast_metrics_refuses_mismatched_or_missing_forecasts():
     gappy.iloc[2] = np.nan
     with pytest.raises(ValueError, match=r"'toy' is missing on 1 scored dates"):
         forecast_metrics(actual, gappy, random_walk)
+
+
+def test_theil_u2_by_hand_and_scale_free():
+    e = np.array([-0.5, 1.5, -2, 0.5, -1])
+    e_rw = np.array([-1, 1, -2, 0, -1.0])
+    assert theil_u2(e, e_rw) == pytest.approx(math.sqrt(7.75 / 7), rel=1e-14)
+    # dividing both by one positive number (how the report pools instruments) changes nothing
+    assert theil_u2(e / 3.7, e_rw / 3.7) == pytest.approx(theil_u2(e, e_rw), rel=1e-14)
+    assert math.isnan(theil_u2(e, np.zeros(5)))  # a perfect random walk: nothing to beat
+    actual, forecast, random_walk = _example()
+    assert forecast_metrics(actual, forecast, random_walk)["theil_u2"] == theil_u2(e, e_rw)

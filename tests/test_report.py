@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import base64
 import math
 import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -16,8 +18,9 @@ import pandas as pd
 import pytest
 
 from models.metrics import forecast_metrics
-from pipelines import report, stats
+from pipelines import comparison, report, report_inputs, stats
 from pipelines.config import load_config
+from pipelines.verdict import verdict
 from strategies.metrics import compute_metrics
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -29,7 +32,7 @@ def _equity(returns: np.ndarray, dates: pd.DatetimeIndex) -> pd.Series:
     return pd.Series(100_000 * np.concatenate([[1.0], np.cumprod(1 + returns)]), index=dates)
 
 
-def _run(equity: pd.Series, pnl: list[float]) -> report.StrategyRun:
+def _run(equity: pd.Series, pnl: list[float]) -> report_inputs.StrategyRun:
     trades = pd.DataFrame({"pnl_net": pd.Series(pnl, dtype=float)})
     orders = pd.DataFrame(
         {
@@ -40,7 +43,7 @@ def _run(equity: pd.Series, pnl: list[float]) -> report.StrategyRun:
     )
     positions = pd.Series(1.0, index=equity.index)
     metrics = {k: float(v) for k, v in compute_metrics(equity, positions, trades, orders).items()}
-    return report.StrategyRun(metrics, equity, equity.pct_change().iloc[1:], np.array(pnl))
+    return report_inputs.StrategyRun(metrics, equity, equity.pct_change().iloc[1:], np.array(pnl))
 
 
 def make_instrument(name: str, seed: int, days: int = 260, start: str = "2020-01-01"):
@@ -79,7 +82,7 @@ def make_instrument(name: str, seed: int, days: int = 260, start: str = "2020-01
         },
         index=oos,
     )
-    return report.InstrumentData(
+    return report_inputs.InstrumentData(
         name=name,
         frame=frame,
         oos_start=oos[0],
@@ -122,7 +125,7 @@ def instruments():
 
 
 def test_league_rows_and_statistics(cfg, instruments):
-    comp = report.compare(cfg, instruments, make_sweep(instruments))
+    comp = comparison.compare(cfg, instruments, make_sweep(instruments))
     league = comp.league
     assert set(league["instrument"]) == {"AAA", "BBB", "pooled"}
     assert comp.n_trials == 12  # 6 strategy configurations (seeds included) x 2 instruments
@@ -144,7 +147,7 @@ def test_league_rows_and_statistics(cfg, instruments):
 
 
 def test_break_even_from_the_sweep(cfg, instruments):
-    comp = report.compare(cfg, instruments, make_sweep(instruments))
+    comp = comparison.compare(cfg, instruments, make_sweep(instruments))
     aaa = comp.league[comp.league["instrument"] == "AAA"].set_index("strategy")
     for name in ("lstm", "sma", "sma_crossover"):
         edge0 = aaa.loc[name, "sharpe"] - aaa.loc["buy_and_hold", "sharpe"]
@@ -160,7 +163,7 @@ def test_break_even_from_the_sweep(cfg, instruments):
 
 
 def test_seeds_mean_and_std(cfg, instruments):
-    comp = report.compare(cfg, instruments, None)
+    comp = comparison.compare(cfg, instruments, None)
     sharpes = [instruments[0].runs[f"lstm_seed{k}"].metrics["sharpe"] for k in (0, 1)]
     mean, std = comp.seeds["AAA"]["sharpe"]
     assert mean == pytest.approx(np.mean(sharpes)) and std == pytest.approx(np.std(sharpes, ddof=1))
@@ -173,14 +176,14 @@ def test_pooled_is_a_calendar_time_equal_weight_portfolio(cfg):
         [0.01, 0.02, -0.01], index=pd.to_datetime(["2020-01-02", "2020-01-03", "2020-01-06"])
     )
     b = pd.Series([0.03, 0.00], index=pd.to_datetime(["2020-01-03", "2020-01-07"]))
-    pooled = report.pooled_returns({"A": a, "B": b})
+    pooled = comparison.pooled_returns({"A": a, "B": b})
     expected = [0.01, 0.025, -0.01, 0.0]
     np.testing.assert_allclose(pooled.to_numpy(), expected)
 
 
 def test_pooled_run_sums_trades_and_uses_pooled_returns(cfg, instruments):
     runs = [inst.runs["lstm"] for inst in instruments]
-    pooled = report._pooled_run(cfg, runs)
+    pooled = comparison.pooled_run(cfg, runs)
     assert pooled.metrics["trades"] == sum(r.metrics["trades"] for r in runs)
     pnl = np.concatenate([r.trades_pnl for r in runs])
     assert pooled.metrics["win_rate"] == pytest.approx((pnl > 0).mean())
@@ -194,12 +197,84 @@ def test_pooled_forecast_metrics_are_scale_free(instruments):
     doubled = make_instrument("AAA", 1)
     for col in ("open", "high", "low", "close", "random_walk", "sma", "lstm"):
         doubled.frame[col] *= 1000.0
-    one = report.pooled_forecast_metrics([instruments[0]], "lstm")
-    scaled = report.pooled_forecast_metrics([doubled], "lstm")
+    one = comparison.pooled_forecast_metrics([instruments[0]], "lstm")
+    scaled = comparison.pooled_forecast_metrics([doubled], "lstm")
     assert one["theil_u2"] == pytest.approx(instruments[0].forecast_metrics["lstm"]["theil_u2"])
     assert scaled["theil_u2"] == pytest.approx(one["theil_u2"])
     assert scaled["dm_statistic"] == pytest.approx(one["dm_statistic"])
     assert math.isnan(one["rmse"])
+
+
+def test_excess_returns_use_each_backtests_risk_free_rate(cfg, instruments):
+    from strategies.metrics import daily_risk_free
+
+    inst = instruments[0]
+    rate = pd.Series(0.0, index=inst.runs["lstm"].equity.index)
+    rate.iloc[100:] = 0.05  # the rate moves mid-period: a constant would not see it
+    for run in inst.runs.values():
+        run.risk_free = rate
+    league = comparison.compare(cfg, instruments, None).league
+    row = league.set_index(["instrument", "strategy"]).loc[("AAA", "lstm")]
+    r = inst.runs["lstm"].returns
+    excess = (r - daily_risk_free(rate, r.index)).to_numpy()
+    assert row["psr"] == pytest.approx(stats.probabilistic_sharpe_ratio(excess), rel=1e-12)
+    assert row["psr"] != pytest.approx(stats.probabilistic_sharpe_ratio(r.to_numpy()), rel=1e-6)
+    # BBB's runs kept the constant 0: the pooled rate is each date's own instrument's rate
+    pooled = comparison.pooled_risk_free([inst.runs["lstm"], instruments[1].runs["lstm"]])
+    assert pooled.index.is_monotonic_increasing and pooled.index.is_unique
+    assert pooled.loc[rate.index].equals(rate)
+    assert (pooled.loc[instruments[1].runs["lstm"].equity.index] == 0.0).all()
+
+
+# The report only reads stage outputs --------------------------------------------------------
+
+REPORT_MODULES = (
+    "report", "report_inputs", "comparison", "verdict", "report_html", "report_tables",
+    "strategy_names", "stats", "charts",
+)  # fmt: skip
+# Backtrader and the other stages: the report reads their files, it does not call them.
+FORBIDDEN = (
+    "backtrader", "strategies.engine", "strategies.plotting", "pipelines.backtest",
+    "pipelines.data", "pipelines.train",
+)  # fmt: skip
+
+
+def _forbidden(name: str) -> bool:
+    return any(name == f or name.startswith((f + ".", f + "_")) for f in FORBIDDEN)
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_report_modules_import_no_backtest_engine_and_no_other_stage():
+    root = Path(__file__).resolve().parent.parent / "pipelines"
+    for module in REPORT_MODULES:
+        imported = _imports(root / f"{module}.py")
+        bad = sorted(n for n in imported if _forbidden(n))
+        assert not bad, f"pipelines/{module}.py imports {bad}"
+
+
+def test_loading_the_report_stage_does_not_load_backtrader():
+    code = (
+        "import sys, pipelines.report\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'backtrader'"
+        " or m == 'strategies.engine'))\n"
+    )
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
 
 
 # Verdicts ---------------------------------------------------------------------------------
@@ -222,7 +297,7 @@ def _block(**lstm):
 
 
 def test_verdict_when_the_lstm_loses():
-    sentences, outcome = report.verdict(_block(), 0.05, 20)
+    sentences, outcome = verdict(_block(), 0.05, 20)
     text = " ".join(sentences)
     assert outcome == "loss"
     assert "ranks 2 of 3" in text and "does not beat the baselines; the best is sma (0.80)" in text
@@ -237,7 +312,7 @@ def test_verdict_when_the_lstm_wins_significantly():
         sharpe=1.5, dsr=0.99, sharpe_diff=1.1, sharpe_diff_low=0.3, sharpe_diff_high=1.9,
         rmse=1.5, theil_u2=0.75, dm_statistic=-3.2, dm_p_value=0.001,
     )  # fmt: skip
-    sentences, outcome = report.verdict(block, 0.05, 20)
+    sentences, outcome = verdict(block, 0.05, 20)
     text = " ".join(sentences)
     assert outcome == "win"
     assert "ranks 1 of 3 (1.50) and beats every baseline; the next best is sma (0.80)" in text
@@ -249,12 +324,10 @@ def test_verdict_when_the_lstm_wins_significantly():
 
 def test_verdict_follows_the_numbers_not_a_template():
     # same block, only the interval moves: the significance sentence must change with it
-    worse = " ".join(
-        report.verdict(_block(sharpe_diff_low=-0.9, sharpe_diff_high=-0.2), 0.05, 5)[0]
-    )
+    worse = " ".join(verdict(_block(sharpe_diff_low=-0.9, sharpe_diff_high=-0.2), 0.05, 5)[0])
     assert "significantly worse than buy-and-hold" in worse
     seeds = " ".join(
-        report.verdict(_block(seeds=3, sharpe_seed_mean=0.45, sharpe_seed_std=0.12), 0.05, 5)[0]
+        verdict(_block(seeds=3, sharpe_seed_mean=0.45, sharpe_seed_std=0.12), 0.05, 5)[0]
     )
     assert "Across 3 seeds its Sharpe ratio is 0.45 ± 0.12" in seeds
 
@@ -280,13 +353,13 @@ def _synthetic_cfg(root: Path):
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """One run of ``report.report`` on the synthetic instruments (loading and sweep patched)."""
+    """One run of ``report.report`` on the synthetic instruments (stage files patched out)."""
     cfg = _synthetic_cfg(tmp_path_factory.mktemp("report"))
     instruments = [make_instrument("AAA", 1), make_instrument("BBB", 2, start="2021-01-01")]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(report, "load_instruments", lambda c: instruments)
-        patch.setattr(report, "cost_sweep", lambda c, insts, **kw: make_sweep(insts))
-        result = report.report(cfg, progress=False)
+        patch.setattr(report, "load_cost_sweep", lambda c, insts: make_sweep(insts))
+        result = report.report(cfg)
     return cfg, result
 
 
@@ -330,10 +403,10 @@ def test_a_failed_render_leaves_the_previous_report(built, tmp_path, instruments
         raise RuntimeError("chart exploded")
 
     monkeypatch.setattr(report, "load_instruments", lambda c: instruments)
-    monkeypatch.setattr(report, "cost_sweep", lambda c, insts, **kw: make_sweep(insts))
+    monkeypatch.setattr(report, "load_cost_sweep", lambda c, insts: make_sweep(insts))
     monkeypatch.setattr(report, "render_html", broken)
     with pytest.raises(RuntimeError, match="chart exploded"):
-        report.report(cfg, progress=False)
+        report.report(cfg)
     assert index.read_bytes() == before
     assert not [p for p in index.parent.parent.iterdir() if p.name.startswith(".")]
 
@@ -414,7 +487,7 @@ def test_report_renders_in_headless_chromium(built, tmp_path):
 
 def test_verdict_mixed_case_names_which_edge_is_not_significant():
     block = _block(rmse=1.5, theil_u2=0.98, dm_statistic=-0.4, dm_p_value=0.64)
-    sentences, outcome = report.verdict(block, 0.05, 20)
+    sentences, outcome = verdict(block, 0.05, 20)
     assert outcome == "mixed"
     assert sentences[-1] == (
         "Bottom line: the LSTM forecast most accurately but did not beat every baseline by "
