@@ -76,7 +76,9 @@ __all__ = [
     "bar_shapes",
     "is_synthetic",
     "main",
+    "read_sources",
     "rebuild_bars",
+    "source_folder",
     "stationary_indices",
     "synthetic_name",
     "synthetic_universe",
@@ -203,7 +205,7 @@ def rebuild_bars(
             "close": close,
             "volume": shapes["volume"].to_numpy(),
         },
-        index=pd.DatetimeIndex(index, name=INDEX_NAME),
+        index=pd.DatetimeIndex(index, name=INDEX_NAME, freq=None),  # as files read back
         dtype="float64",
     )
     return frame[list(BAR_COLUMNS)]
