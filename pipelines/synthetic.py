@@ -276,9 +276,13 @@ def synthetic_universe(
     _check_arguments(count, bars, block, seed)
     shapes = _source_shapes(sources)
     try:
-        index = pd.bdate_range(pd.Timestamp(start), periods=bars, name=INDEX_NAME)
+        first = pd.Timestamp(start)
     except (ValueError, TypeError) as err:
         raise SyntheticError(f"start {start!r} is not a date: {err}") from None
+    try:
+        index = pd.bdate_range(first, periods=bars, name=INDEX_NAME)
+    except (ValueError, OverflowError) as err:  # pandas' dates end in 2262
+        raise SyntheticError(f"{bars} bars from {start} go past the last date: {err}") from None
     names = list(shapes)
     streams = np.random.SeedSequence(seed).spawn(count)
     universe = {}

@@ -15,6 +15,7 @@ import yaml
 from arch.bootstrap import StationaryBootstrap
 
 from core.bars import validate_bars
+from pipelines import config, synthetic
 from pipelines.config import DataConfig, load_config
 from pipelines.data import load_universe, read_csv_bars
 from pipelines.synthetic import (
@@ -104,6 +105,7 @@ def test_names_mark_the_data_synthetic_and_name_the_source(samples):
     ]
     assert all(is_synthetic(name) for name in universe)
     DataConfig(instruments=list(universe))  # a config accepts them
+    assert synthetic._NAME.pattern == config._NAME.pattern  # the same rule as configs
     assert not any(is_synthetic(n) for n in ("GSPC", "SYN", "SYN-GSPC", "SYNX-GSPC-0001"))
     assert synthetic_name("^GSPC", 10_000, count=10_001) == "SYN-^GSPC-10000"
     assert synthetic_name("^GSPC", 7, count=10_001) == "SYN-^GSPC-00007"
@@ -325,6 +327,7 @@ def test_cli_rewrites_its_own_folder_and_refuses_others(tmp_path, capsys):
         ({"seed": -1}, "seed must be a whole number >= 0, got -1"),
         ({"block": 0.5}, "block (the mean block length) must be a number >= 1, got 0.5"),
         ({"start": "someday"}, "start 'someday' is not a date"),
+        ({"start": "2262-04-01"}, "10 bars from 2262-04-01 go past the last date"),
     ],
 )
 def test_bad_arguments_raise_one_line_errors(kwargs, message):
