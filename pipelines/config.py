@@ -39,7 +39,15 @@ from pipelines.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._^=-]{0,63}$")
+# A name that becomes a file or folder name (instruments, the config, the experiment).
+INSTRUMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._^=-]{0,63}$")
+
+
+def is_plain_name(name: object) -> bool:
+    """Letters, digits, '.', '_', '-', '^', '=' (at most 64), no '..': never a path."""
+    return isinstance(name, str) and bool(INSTRUMENT_NAME.match(name)) and ".." not in name
+
+
 # A config has about a hundred values; far more means aliases that multiply (an alias bomb).
 MAX_CONFIG_VALUES = 10_000
 # Characters of a user's input echoed in an error message.
@@ -84,7 +92,7 @@ class DataConfig(_Section):
     @classmethod
     def _safe_names(cls, names: list[str]) -> list[str]:
         for name in names:
-            if not _NAME.match(name) or ".." in name:
+            if not is_plain_name(name):
                 raise ValueError(
                     f"instrument name {name!r} is not a plain ticker: use letters, digits and "
                     "'.', '_', '-', '^', '=' only (no path separators)"
@@ -244,7 +252,7 @@ class TrackingConfig(_Section):
     @classmethod
     def _plain_name(cls, name: str | None) -> str | None:
         # The experiment names a folder of the artifact store: it must stay inside it.
-        if name is not None and (not _NAME.match(name) or ".." in name):
+        if name is not None and not is_plain_name(name):
             raise ValueError(
                 "use letters, digits and '.', '_', '-', '^', '=' only (no path separators, "
                 "no '..'), at most 64 characters"
@@ -277,7 +285,7 @@ class Config(_Section):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, name: str) -> str:
-        if not _NAME.match(name) or ".." in name:
+        if not is_plain_name(name):
             raise ValueError("use letters, digits, '.', '_' and '-' only")
         return name
 

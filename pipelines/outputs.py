@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.config import REPO_ROOT
+from pipelines.config import REPO_ROOT, is_plain_name
 from pipelines.errors import DataError
 
 if TYPE_CHECKING:
     import pandas as pd
-
-# Checked again here although the config restricts names too: a name is never a path.
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._^=-]{0,63}$")
 
 
 def safe_child(directory: Path, name: str, suffix: str = "") -> Path:
@@ -34,7 +30,7 @@ def safe_child(directory: Path, name: str, suffix: str = "") -> Path:
     The name is matched against the ticker pattern and the joined path is checked
     to stay inside ``directory`` (without following symlinks the user made).
     """
-    if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name:
+    if not is_plain_name(name):  # checked again here: a name is never a path
         raise DataError(
             f"{name!r} is not a plain instrument or dataset name: use letters, digits and "
             "'.', '_', '-', '^', '=' only (it becomes a file name, never a path)"

@@ -64,7 +64,7 @@ import yaml
 from core.bars import BAR_COLUMNS, INDEX_NAME, BarsError, format_timestamp, validate_bars
 from core.periods import bar_interval
 from pipelines.cli import run_stage
-from pipelines.config import REPO_ROOT
+from pipelines.config import REPO_ROOT, is_plain_name
 from pipelines.csv_bars import read_csv_bars
 from pipelines.errors import GatecastError
 from pipelines.outputs import shown
@@ -92,7 +92,6 @@ START_PRICE = 100.0
 # Columns of a shape frame (:func:`bar_shapes`), one row per source bar after the first.
 SHAPE_COLUMNS = ("log_return", "log_gap", "log_high", "log_low", "volume")
 # Instrument names as configs accept them (pipelines/config.py), at most 64 characters.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._^=-]{0,63}$")
 _SYNTHETIC_NAME = re.compile(rf"^{PREFIX}-.+-\d{{4,}}$")
 # The first line of the README a universe folder gets; marks a folder this module wrote.
 README_TITLE = "# Synthetic universe (not market data)"
@@ -111,7 +110,7 @@ def synthetic_name(source: str, number: int, count: int = 1) -> str:
     """``SYN-<source>-<number>``, the number zero-padded to 4 digits (more if ``count`` needs)."""
     width = max(4, len(str(max(count - 1, 0))))
     name = f"{PREFIX}-{source}-{number:0{width}d}"
-    if not _NAME.match(name) or ".." in name:
+    if not is_plain_name(name):
         raise SyntheticError(
             f"source name {source!r} gives instrument name {name!r}, which a config refuses: "
             "name sources with letters, digits and '.', '_', '-', '^', '=' only, short enough "

@@ -15,7 +15,6 @@ import yaml
 from arch.bootstrap import StationaryBootstrap
 
 from core.bars import validate_bars
-from pipelines import config, synthetic
 from pipelines.config import DataConfig, load_config
 from pipelines.data import load_universe, read_csv_bars
 from pipelines.synthetic import (
@@ -105,7 +104,6 @@ def test_names_mark_the_data_synthetic_and_name_the_source(samples):
     ]
     assert all(is_synthetic(name) for name in universe)
     DataConfig(instruments=list(universe))  # a config accepts them
-    assert synthetic._NAME.pattern == config._NAME.pattern  # the same rule as configs
     assert not any(is_synthetic(n) for n in ("GSPC", "SYN", "SYN-GSPC", "SYNX-GSPC-0001"))
     assert synthetic_name("^GSPC", 10_000, count=10_001) == "SYN-^GSPC-10000"
     assert synthetic_name("^GSPC", 7, count=10_001) == "SYN-^GSPC-00007"
