@@ -161,8 +161,11 @@ class LocalExecutor(Executor):
             pool.shutdown(wait=True)
             return
         # Units still running would only be thrown away: stop their workers.
+        workers = _workers(pool)  # shutdown forgets them
         pool.shutdown(wait=False, cancel_futures=True)
-        _stop_workers(pool)
+        for process in workers:
+            if process.is_alive():
+                process.terminate()
 
     def run(self, fn: Callable[[U], R], units: Iterable[U]) -> Iterator[tuple[U, R | Exception]]:
         if self._pool is None:
@@ -179,14 +182,9 @@ class LocalExecutor(Executor):
                 raise error
 
 
-def _stop_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
-    terminate = getattr(pool, "terminate_workers", None)  # Python 3.14+
-    if terminate is not None:
-        terminate()
-        return
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
-        if process.is_alive():
-            process.terminate()
+def _workers(pool: concurrent.futures.ProcessPoolExecutor) -> list[Any]:
+    """The pool's worker processes (no public accessor before Python 3.14's terminate_workers)."""
+    return list((getattr(pool, "_processes", None) or {}).values())
 
 
 def executor_for(config: ExecutorConfig, setup: Callable[[], Any] | None = None) -> Executor:

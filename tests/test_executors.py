@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,22 @@ def where_am_i(_: int) -> dict[str, str | int]:
         "inter": os.environ.get("TF_NUM_INTEROP_THREADS", ""),
         "setup": os.environ.get("GATECAST_TEST_SETUP", ""),
     }
+
+
+def nap(job: tuple[Path, float]) -> float:
+    path, seconds = job
+    path.write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return seconds
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in {"Z", "X"}
 
 
 def mark_setup() -> None:
@@ -89,6 +106,23 @@ def test_local_workers_cap_tensorflow_threads_and_run_the_setup():
     assert {(s["intra"], s["inter"]) for s in seen} == {("3", "3")}
     assert all(s["setup"] == f"done in {s['pid']}" for s in seen)
     assert "GATECAST_TEST_SETUP" not in os.environ  # the driver is left alone
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc")
+def test_leaving_on_an_error_stops_the_units_still_running(tmp_path):
+    started = time.monotonic()
+    naps = [(tmp_path / "first", 0.0), (tmp_path / "a", 300.0), (tmp_path / "b", 300.0)]
+    with pytest.raises(RuntimeError, match="driver gave up"), LocalExecutor(2) as executor:
+        for _unit, _seconds in executor.run(nap, naps):
+            while not ((tmp_path / "a").exists() or (tmp_path / "b").exists()):
+                time.sleep(0.1)  # a worker is asleep in a long unit
+            raise RuntimeError("driver gave up")
+    pids = [int(path.read_text()) for path in tmp_path.iterdir()]
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in pids)
+    assert time.monotonic() - started < 60
 
 
 @pytest.mark.parametrize(
