@@ -224,27 +224,8 @@ def loss_chart(histories: Sequence[Sequence[Mapping[str, list[float]]]], title: 
 # Recording: one child run per (instrument, forecaster), from its units' results ------
 
 
-@dataclass
-class Recorded:
-    """One (instrument, forecaster) as recorded in its MLflow child run.
-
-    Args:
-        run: The child run.
-        forecasts: Column name -> out-of-sample forecasts (``lstm`` and
-            ``lstm_seed<k>`` for the LSTM).
-        metrics: Column name -> forecast metrics on the common dates.
-        gates: The LSTM's gate activations over the out-of-sample dates (or None).
-        model: The registered LSTM (or None).
-    """
-
-    run: tracking.RunHandle
-    forecasts: dict[str, pd.Series]
-    metrics: dict[str, dict[str, float]]
-    gates: pd.DataFrame | None = None
-    model: tracking.RegisteredModel | None = None
-
-
 Piece = tuple[TrainUnit, TrainResult]
+Key = tuple[str, str]  # (instrument, forecaster)
 
 
 def _by_fold(pieces: Sequence[Piece]) -> list[TrainResult]:
@@ -352,20 +333,27 @@ def _register_final_model(
 
 def record(
     cfg: Config,
-    key: tuple[str, str],
+    key: Key,
     bars: pd.DataFrame,
     folds: list[Fold],
     pieces: Sequence[Piece],
-) -> Recorded:
-    """Record one (instrument, forecaster) from all its units' results in its child run."""
+) -> InstrumentResult:
+    """Record one (instrument, forecaster) from all its units' results in its child run;
+    return what it adds to the instrument's result."""
     instrument, name = key
     tags = {"gatecast.instrument": instrument, "gatecast.forecaster": name}
+    part = InstrumentResult(instrument, folds)
     with tracking.child_run(f"{instrument}/{name}", tags=tags) as run:
+        part.runs[name] = run
         if name == LSTM:
-            columns, metrics, gates, model = _record_lstm(cfg, instrument, bars, folds, pieces)
-            return Recorded(run, columns, metrics, gates, model)
-        columns, metrics = _record_classic(name, bars, folds, pieces)
-        return Recorded(run, columns, metrics)
+            columns, metrics, part.gates, part.model = _record_lstm(
+                cfg, instrument, bars, folds, pieces
+            )
+        else:
+            columns, metrics = _record_classic(name, bars, folds, pieces)
+    part.forecasts.update(columns)
+    part.metrics.update(metrics)
+    return part
 
 
 # Driving the units ----------------------------------------------------------------------
@@ -397,19 +385,20 @@ def run_units(
     units: Sequence[TrainUnit],
     executor: executors.Executor,
     bar: tqdm,
-) -> dict[tuple[str, str], Recorded]:
+) -> dict[Key, InstrumentResult]:
     """Run ``units`` through ``executor``; record each (instrument, forecaster) once all
     its units are in.
 
-    A failed unit (or an interruption) ends the child run of its forecaster (of
-    the first one not recorded, when no unit is to blame) FAILED or KILLED
-    before the exception goes on.
+    A failed unit ends the child run of its forecaster FAILED (opened for the
+    purpose), and an interruption the run of the first forecaster not yet
+    recorded KILLED, before the exception goes on; the forecasters recorded
+    keep their FINISHED runs, and those not started get none.
     """
     expected = Counter(unit.key for unit in units)
-    arrived: dict[tuple[str, str], list[Piece]] = defaultdict(list)
-    recorded: dict[tuple[str, str], Recorded] = {}
-    opened: set[tuple[str, str]] = set()
-    to_blame: tuple[str, str] | None = None
+    arrived: dict[Key, list[Piece]] = defaultdict(list)
+    recorded: dict[Key, InstrumentResult] = {}
+    opened: set[Key] = set()
+    to_blame: Key | None = None
     try:
         for unit, outcome in executor.run(run_train_unit, units):
             if isinstance(outcome, Exception):
@@ -421,12 +410,14 @@ def run_units(
             bar.update()
             arrived[unit.key].append((unit, outcome))
             if len(arrived[unit.key]) == expected[unit.key]:
+                to_blame = unit.key
                 opened.add(unit.key)
                 instrument = unit.instrument
                 pieces = arrived.pop(unit.key)
                 recorded[unit.key] = record(
                     cfg, unit.key, bars[instrument], folds[instrument], pieces
                 )
+                to_blame = None
     except BaseException:
         key = to_blame or next((k for k in expected if k not in recorded), None)
         if key is not None and key not in opened:
@@ -441,17 +432,19 @@ def run_units(
 
 
 def _instrument_result(
-    cfg: Config, instrument: str, folds: list[Fold], recorded: Mapping[tuple[str, str], Recorded]
+    cfg: Config, instrument: str, folds: list[Fold], recorded: Mapping[Key, InstrumentResult]
 ) -> InstrumentResult:
     """One instrument's forecasters, in the config's order whatever order they finished in."""
     result = InstrumentResult(instrument, folds)
     for name in cfg.forecasters.enabled():
         part = recorded[instrument, name]
-        result.runs[name] = part.run
+        result.runs.update(part.runs)
         result.forecasts.update(part.forecasts)
         result.metrics.update(part.metrics)
-        result.gates = part.gates if part.gates is not None else result.gates
-        result.model = part.model or result.model
+        if part.gates is not None:
+            result.gates = part.gates
+        if part.model is not None:
+            result.model = part.model
     return result
 
 
