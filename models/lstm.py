@@ -11,7 +11,10 @@ only).
 
 from __future__ import annotations
 
+import io
 import json
+import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Self
 
@@ -88,6 +91,15 @@ class LstmForecaster(Forecaster):
         use_volume: Add the log volume change feature.
         use_range: Add the log high/low range feature.
         seed: Seed for weight initialisation, shuffling and dropout.
+        batch_shards: ``GateLSTM(batch_shards=...)`` of every layer: the row blocks
+            a batch is cut into on the CPU. The blocks' weight gradients are summed,
+            so the count changes the last bits of training; None (one block per
+            core of the process) is fine on one machine, while a pipeline that
+            fits in worker processes passes one count to all of them so every
+            process trains the same model (``pipelines.units``).
+
+    A fitted forecaster travels between processes as bytes: ``to_bytes`` packs
+    what ``save`` writes into one zip archive and ``from_bytes`` reads it back.
     """
 
     name = "lstm"
@@ -105,6 +117,7 @@ class LstmForecaster(Forecaster):
         use_volume: bool = True,
         use_range: bool = True,
         seed: int = 42,
+        batch_shards: int | None = None,
     ) -> None:
         _check_int("window", window, 1)
         units = list(units)
@@ -116,6 +129,8 @@ class LstmForecaster(Forecaster):
         _check_int("batch_size", batch_size, 1)
         _check_int("patience", patience, 1)
         _check_int("seed", seed, 0)
+        if batch_shards is not None:
+            _check_int("batch_shards", batch_shards, 1)
         if not 0.0 < learning_rate < 1.0:
             raise ValueError(f"learning_rate must be in (0, 1), got {learning_rate!r}")
         if not 0.0 <= dropout < 1.0:
@@ -136,6 +151,7 @@ class LstmForecaster(Forecaster):
         self.use_volume = bool(use_volume)
         self.use_range = bool(use_range)
         self.seed = int(seed)
+        self.batch_shards = None if batch_shards is None else int(batch_shards)
 
     # Sizes ----------------------------------------------------------------------
 
@@ -179,6 +195,7 @@ class LstmForecaster(Forecaster):
             "use_volume": self.use_volume,
             "use_range": self.use_range,
             "seed": self.seed,
+            "batch_shards": self.batch_shards,
         }
 
     # Training -------------------------------------------------------------------
@@ -256,6 +273,7 @@ class LstmForecaster(Forecaster):
                 return_sequences=k < last,
                 dropout=self.dropout,
                 seed=self.seed + k,
+                batch_shards=self.batch_shards,
                 name=f"gate_lstm_{k}",
             )(x)
         outputs = keras.layers.Dense(1, name="next_log_return")(x)
@@ -384,6 +402,36 @@ class LstmForecaster(Forecaster):
         forecaster.n_fit_samples_ = state["n_fit_samples"]
         forecaster.n_validation_samples_ = state["n_validation_samples"]
         return forecaster
+
+    def to_bytes(self) -> bytes:
+        """The files ``save`` writes, as one zip archive (to pass between processes)."""
+        with tempfile.TemporaryDirectory(prefix="gatecast-lstm-") as tmp:
+            self.save(tmp)
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+                for file in (MODEL_FILE, STATE_FILE):
+                    archive.write(Path(tmp) / file, file)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        """A fitted forecaster from the archive ``to_bytes`` made."""
+        try:
+            archive = zipfile.ZipFile(io.BytesIO(data))
+        except zipfile.BadZipFile as err:
+            raise ValueError(
+                f"LstmForecaster.from_bytes: not an archive made by to_bytes ({err})"
+            ) from None
+        with archive, tempfile.TemporaryDirectory(prefix="gatecast-lstm-") as tmp:
+            missing = {MODEL_FILE, STATE_FILE} - set(archive.namelist())
+            if missing:
+                raise ValueError(
+                    f"LstmForecaster.from_bytes: the archive lacks {', '.join(sorted(missing))}; "
+                    "not one made by to_bytes"
+                )
+            for file in (MODEL_FILE, STATE_FILE):
+                (Path(tmp) / file).write_bytes(archive.read(file))
+            return cls.load(tmp)
 
 
 def _in_chunks(fn: Any, x: np.ndarray, out_shape: tuple[int, ...] = (1,)) -> np.ndarray:

@@ -266,6 +266,33 @@ class TrackingConfig(_Section):
     )
 
 
+class ExecutorConfig(_Section):
+    """How the train stage runs its units of work (one forecaster, one fold, one seed each).
+
+    ``kind: sequential`` (the default) runs them one after another in the stage's
+    own process. ``kind: local`` runs them in a pool of ``workers`` processes on
+    this machine (null = one per CPU core), each with ``cores // workers``
+    TensorFlow threads (at least one) so the pool does not oversubscribe the
+    cores. Both give bit-identical forecasts and metrics: a unit carries every
+    setting its numbers depend on, so its result does not depend on the process
+    it runs in (``pipelines.units``, ``pipelines.executors``).
+    """
+
+    kind: Literal["sequential", "local"] = "sequential"
+    workers: int | None = Field(
+        None, ge=1, description="processes for kind=local; null = one per CPU core"
+    )
+
+    @model_validator(mode="after")
+    def _workers_need_a_pool(self) -> ExecutorConfig:
+        if self.kind == "sequential" and self.workers not in (None, 1):
+            raise ValueError(
+                f"workers={self.workers} needs a process pool: set executor.kind: local "
+                "(or drop executor.workers)"
+            )
+        return self
+
+
 class Config(_Section):
     """One experiment."""
 
@@ -281,6 +308,7 @@ class Config(_Section):
     backtest: BacktestConfig = BacktestConfig()
     report: ReportConfig = ReportConfig()
     tracking: TrackingConfig = TrackingConfig()
+    executor: ExecutorConfig = ExecutorConfig()
 
     @field_validator("name")
     @classmethod

@@ -10,6 +10,10 @@ With ``deterministic: true`` (the default) TensorFlow's op determinism is on,
 so two runs with the same seed give bit-identical results on the CPU (on a GPU
 too, at some cost in speed). Seeds are set per model with
 ``keras.utils.set_random_seed`` (``seed_everything``).
+
+The train stage's worker processes (``executor: {kind: local}``) run
+``configure_worker``, which is ``configure`` plus GPU memory growth, so that
+several workers can share one GPU.
 """
 
 from __future__ import annotations
@@ -102,6 +106,23 @@ def configure(cfg: Config) -> DeviceInfo:
         "on" if cfg.deterministic else "off",
     )
     return info
+
+
+def configure_worker(cfg: Config) -> DeviceInfo:
+    """``configure`` in a worker process of a pool (``pipelines.executors.LocalExecutor``).
+
+    On a GPU, memory is allocated as it is needed instead of all at once, so
+    several workers can share one device.
+    """
+    import tensorflow as tf
+
+    if cfg.device != "cpu":
+        for gpu in tf.config.list_physical_devices("GPU"):
+            try:
+                tf.config.experimental.set_memory_growth(gpu, True)
+            except RuntimeError:  # already initialised in this process
+                log.debug("GPU memory growth not set: TensorFlow already initialised %s", gpu)
+    return configure(cfg)
 
 
 @contextlib.contextmanager

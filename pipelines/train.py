@@ -6,9 +6,13 @@
 2. reads each instrument's bars from ``build/<name>/data/<INST>.parquet`` (the
    data stage's output) or, when that is missing, through ``pipelines.data``;
 3. runs the walk-forward (``pipelines.walkforward``) of every enabled
-   forecaster; the LSTM once per seed (seed ``cfg.seed + k``), its ``lstm``
-   column being the mean of the seeds' forecasts and ``lstm_seed<k>`` each
-   seed's;
+   forecaster as units of work (``pipelines.units``: one forecaster, one fold,
+   and for the LSTM one seed, ``cfg.seed + k``, each) through the executor of
+   the config's ``executor`` section (``pipelines.executors``: in this process,
+   or a pool of worker processes; the results are bit-identical). This process
+   is the driver: only it talks to MLflow, and it records each (instrument,
+   forecaster) as soon as all its units are in. The LSTM's ``lstm`` column is
+   the mean of the seeds' forecasts and ``lstm_seed<k>`` each seed's;
 4. scores every forecaster on the same out-of-sample dates
    (``models.metrics``: RMSE, MAE, Theil's U2, MASE, directional accuracy, the
    Diebold-Mariano test against the random walk), whole period and per fold;
@@ -26,6 +30,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -34,7 +39,8 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,27 +53,25 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from tqdm import tqdm
 
-from pipelines import runtime, tracking
+from pipelines import executors, runtime, tracking
 from pipelines.charts import gates_chart
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
 from pipelines.config import REPO_ROOT, Config
 from pipelines.data import load_instrument, safe_child
 from pipelines.errors import DataError
 from pipelines.outputs import atomic_write
+from pipelines.units import LSTM, TrainResult, TrainUnit, make_units, run_train_unit
 from pipelines.walkforward import (
     Fold,
-    WalkForwardResult,
     make_folds,
     make_forecaster,
     required_train_bars,
     score_forecasts,
-    walk_forward,
 )
 
 log = logging.getLogger("gatecast.train")
 
 STAGE = "train"
-LSTM = "lstm"
 
 
 # Inputs -------------------------------------------------------------------------------
@@ -112,7 +116,7 @@ def load_bars(cfg: Config) -> tuple[dict[str, pd.DataFrame], dict[str, Path]]:
 
 @dataclass
 class InstrumentResult:
-    """What the train stage produced for one instrument.
+    """What the train stage produced for one instrument (forecasters in the config's order).
 
     Args:
         name: The instrument.
@@ -217,87 +221,85 @@ def loss_chart(histories: Sequence[Sequence[Mapping[str, list[float]]]], title: 
     return fig
 
 
-# Forecasters --------------------------------------------------------------------------
+# Recording: one child run per (instrument, forecaster), from its units' results ------
 
 
-Tick = Callable[[Fold, Any], None]
+Piece = tuple[TrainUnit, TrainResult]
+Key = tuple[str, str]  # (instrument, forecaster)
 
 
-def _run_classic(
-    cfg: Config, name: str, bars: pd.DataFrame, folds: list[Fold], tick: Tick
-) -> tuple[dict[str, pd.Series], dict[str, dict[str, float]]]:
-    result = walk_forward(bars, lambda: make_forecaster(name, cfg), folds, progress=tick)
-    series = result.forecasts.rename(name)
-    _complete(series, folds, bars, name)
-    metrics = _log_scores(bars, name, series, folds)
-    _log_timing(result)
-    tracking.log_dataframe(_forecast_frame(bars, {name: series}, folds), "forecasts")
-    return {name: series}, {name: metrics}
+def _by_fold(pieces: Sequence[Piece]) -> list[TrainResult]:
+    return [result for _, result in sorted(pieces, key=lambda piece: piece[0].fold.number)]
 
 
-def _log_timing(result: WalkForwardResult, suffix: str = "") -> None:
+def _log_timing(results: Sequence[TrainResult], suffix: str = "") -> None:
     tracking.log_metrics(
         {
-            f"fit_seconds{suffix}": sum(result.fit_seconds),
-            f"predict_seconds{suffix}": sum(result.predict_seconds),
+            f"fit_seconds{suffix}": sum(r.fit_seconds for r in results),
+            f"predict_seconds{suffix}": sum(r.predict_seconds for r in results),
         }
     )
 
 
-def _run_lstm(
-    cfg: Config, instrument: str, bars: pd.DataFrame, folds: list[Fold], tick: Tick
+def _record_classic(
+    name: str, bars: pd.DataFrame, folds: list[Fold], pieces: Sequence[Piece]
+) -> tuple[dict[str, pd.Series], dict[str, dict[str, float]]]:
+    results = _by_fold(pieces)
+    series = pd.concat([r.forecasts for r in results]).rename(name)
+    _complete(series, folds, bars, name)
+    metrics = _log_scores(bars, name, series, folds)
+    _log_timing(results)
+    tracking.log_dataframe(_forecast_frame(bars, {name: series}, folds), "forecasts")
+    return {name: series}, {name: metrics}
+
+
+def _record_lstm(
+    cfg: Config, instrument: str, bars: pd.DataFrame, folds: list[Fold], pieces: Sequence[Piece]
 ) -> tuple[dict[str, pd.Series], dict[str, dict[str, float]], pd.DataFrame, Any]:
     assert cfg.forecasters.lstm is not None
     seeds = [cfg.seed + k for k in range(cfg.forecasters.lstm.seeds)]
-    tracking.set_tags({"gatecast.seeds": ",".join(map(str, seeds))})
-    results: list[WalkForwardResult] = []
-    for k, seed in enumerate(seeds):
-        runtime.seed_everything(seed)
-        result = walk_forward(
-            bars, lambda seed=seed: make_forecaster(LSTM, cfg, seed=seed), folds, progress=tick
-        )
-        _complete(result.forecasts, folds, bars, f"{LSTM}_seed{k}")
-        results.append(result)
-        for fold, forecaster in zip(folds, result.forecasters, strict=True):
+    tracking.set_tags(
+        {
+            "gatecast.seeds": ",".join(map(str, seeds)),
+            "gatecast.lstm.batch_shards": str(pieces[0][0].batch_shards),
+        }
+    )
+    # results[k][fold number]: seed k's unit of that fold
+    results = [_by_fold([p for p in pieces if p[0].seed_index == k]) for k in range(len(seeds))]
+    per_seed = {}
+    for k, seed_results in enumerate(results):
+        column = f"{LSTM}_seed{k}"
+        per_seed[column] = pd.concat([r.forecasts for r in seed_results]).rename(column)
+        _complete(per_seed[column], folds, bars, column)
+        for fold, result in zip(folds, seed_results, strict=True):
             for key in ("loss", "val_loss"):
-                tracking.log_metric_history(
-                    f"{key}/fold{fold.number}/seed{k}", forecaster.history_[key]
-                )
-        _log_timing(result, suffix=f"/seed{k}")
+                tracking.log_metric_history(f"{key}/fold{fold.number}/seed{k}", result.history[key])
+        _log_timing(seed_results, suffix=f"/seed{k}")
 
-    per_seed = pd.DataFrame({f"{LSTM}_seed{k}": r.forecasts for k, r in enumerate(results)})
+    frame = pd.DataFrame(per_seed)
     # the same expression as tracking.ensemble_forecast, which the logged model runs
-    columns = {LSTM: per_seed.mean(axis=1).rename(LSTM)}
-    columns.update({c: per_seed[c].rename(c) for c in per_seed.columns})
+    columns = {LSTM: frame.mean(axis=1).rename(LSTM)}
+    columns.update({c: frame[c].rename(c) for c in frame.columns})
 
     metrics = {LSTM: _log_scores(bars, LSTM, columns[LSTM], folds)}
     for k in range(len(seeds)):
         column = f"{LSTM}_seed{k}"
         metrics[column] = _score(bars, column, columns[column])
         tracking.log_metrics({f"seed/{m}": v for m, v in metrics[column].items()}, step=k)
-    for fold in folds:
-        histories = [r.forecasters[fold.number].history_ for r in results]
+    histories = [[seed_results[f.number].history for seed_results in results] for f in folds]
+    for fold, fold_histories in zip(folds, histories, strict=True):
         tracking.log_metrics(
             {
-                "fold/epochs_trained": np.mean([len(h["loss"]) for h in histories]),
-                "fold/best_val_loss": np.mean([min(h["val_loss"]) for h in histories]),
+                "fold/epochs_trained": np.mean([len(h["loss"]) for h in fold_histories]),
+                "fold/best_val_loss": np.mean([min(h["val_loss"]) for h in fold_histories]),
             },
             step=fold.number,
         )
 
     # Gates of the first seed's model of each fold, over that fold's test dates.
-    gates = pd.concat(
-        [
-            forecaster.gate_activations(
-                bars.iloc[fold.train_start : fold.test_end + 1], fold.test_start_date
-            )
-            for fold, forecaster in zip(folds, results[0].forecasters, strict=True)
-        ]
-    ).rename_axis("date")
-
+    gates = pd.concat([r.gates for r in results[0]]).rename_axis("date")
     tracking.log_dataframe(_forecast_frame(bars, columns, folds), "forecasts")
     tracking.log_dataframe(gates, "gates")
-    histories = [[r.forecasters[f.number].history_ for r in results] for f in folds]
     tracking.log_figure(loss_chart(histories, f"{instrument}: LSTM loss per epoch"), "loss")
     tracking.log_figure(
         gates_chart(
@@ -308,40 +310,142 @@ def _run_lstm(
         ),
         "gates",
     )
+    model = _register_final_model(cfg, instrument, bars, folds[-1], results)
+    return columns, metrics, gates, model
 
-    last = folds[-1]
-    final = [r.forecasters[-1] for r in results]
+
+def _register_final_model(
+    cfg: Config,
+    instrument: str,
+    bars: pd.DataFrame,
+    last: Fold,
+    results: Sequence[Sequence[TrainResult]],
+) -> tracking.RegisteredModel:
+    """Log and register the final fold's forecaster of every seed."""
+    from models.lstm import LstmForecaster
+
+    final = [LstmForecaster.from_bytes(seed_results[-1].model) for seed_results in results]
     need = max(f.min_history for f in final)
     lo = max(last.train_start, last.test_start - need + 1)
     example = bars.iloc[lo : min(last.test_start + 5, last.test_end + 1)]
-    model = tracking.log_lstm_model(cfg, instrument, final, example)
-    return columns, metrics, gates, model
+    return tracking.log_lstm_model(cfg, instrument, final, example)
+
+
+def record(
+    cfg: Config,
+    key: Key,
+    bars: pd.DataFrame,
+    folds: list[Fold],
+    pieces: Sequence[Piece],
+) -> InstrumentResult:
+    """Record one (instrument, forecaster) from all its units' results in its child run;
+    return what it adds to the instrument's result."""
+    instrument, name = key
+    tags = {"gatecast.instrument": instrument, "gatecast.forecaster": name}
+    part = InstrumentResult(instrument, folds)
+    with tracking.child_run(f"{instrument}/{name}", tags=tags) as run:
+        part.runs[name] = run
+        if name == LSTM:
+            columns, metrics, part.gates, part.model = _record_lstm(
+                cfg, instrument, bars, folds, pieces
+            )
+        else:
+            columns, metrics = _record_classic(name, bars, folds, pieces)
+    part.forecasts.update(columns)
+    part.metrics.update(metrics)
+    return part
+
+
+# Driving the units ----------------------------------------------------------------------
 
 
 def _min_history(cfg: Config) -> int:
     return max(required_train_bars(make_forecaster(n, cfg)) for n in cfg.forecasters.enabled())
 
 
-def train_instrument(
-    cfg: Config, instrument: str, bars: pd.DataFrame, folds: list[Fold], tick: Tick
-) -> InstrumentResult:
-    """Every enabled forecaster on one instrument, one MLflow child run each."""
-    result = InstrumentResult(instrument, folds)
-    for name in cfg.forecasters.enabled():
-        tags = {"gatecast.instrument": instrument, "gatecast.forecaster": name}
-        with tracking.child_run(f"{instrument}/{name}", tags=tags) as run:
-            result.runs[name] = run
-            if name == LSTM:
-                columns, metrics, gates, model = _run_lstm(cfg, instrument, bars, folds, tick)
-                result.gates, result.model = gates, model
-            else:
-                columns, metrics = _run_classic(cfg, name, bars, folds, tick)
-            result.forecasts.update(columns)
-            result.metrics.update(metrics)
-    return result
+def _batch_shards(cfg: Config) -> int | None:
+    """The LSTM's row blocks per batch, resolved once here and given to every unit.
+
+    What ``GateLSTM(batch_shards=None)`` would choose for a training batch in
+    this process (one block per core, none under ``MIN_AUTO_SHARD_ROWS`` rows),
+    so a worker with fewer threads still trains the driver's model.
+    """
+    if cfg.forecasters.lstm is None:
+        return None
+    from models.gate_lstm import MIN_AUTO_SHARD_ROWS, default_batch_shards
+
+    rows = cfg.forecasters.lstm.batch_size
+    return max(1, min(default_batch_shards(), rows // MIN_AUTO_SHARD_ROWS))
+
+
+def run_units(
+    cfg: Config,
+    bars: Mapping[str, pd.DataFrame],
+    folds: Mapping[str, list[Fold]],
+    units: Sequence[TrainUnit],
+    executor: executors.Executor,
+    bar: tqdm,
+) -> dict[Key, InstrumentResult]:
+    """Run ``units`` through ``executor``; record each (instrument, forecaster) once all
+    its units are in.
+
+    A failed unit ends the child run of its forecaster FAILED (opened for the
+    purpose), and an interruption the run of the first forecaster not yet
+    recorded KILLED, before the exception goes on; the forecasters recorded
+    keep their FINISHED runs, and those not started get none.
+    """
+    expected = Counter(unit.key for unit in units)
+    arrived: dict[Key, list[Piece]] = defaultdict(list)
+    recorded: dict[Key, InstrumentResult] = {}
+    opened: set[Key] = set()
+    to_blame: Key | None = None
+    try:
+        for unit, outcome in executor.run(run_train_unit, units):
+            if isinstance(outcome, Exception):
+                to_blame = unit.key
+                outcome.add_note(f"in the train unit {unit}")
+                raise outcome
+            bar.set_description(f"train {unit.instrument}", refresh=False)
+            bar.set_postfix_str(str(unit), refresh=False)
+            bar.update()
+            arrived[unit.key].append((unit, outcome))
+            if len(arrived[unit.key]) == expected[unit.key]:
+                to_blame = unit.key
+                opened.add(unit.key)
+                instrument = unit.instrument
+                pieces = arrived.pop(unit.key)
+                recorded[unit.key] = record(
+                    cfg, unit.key, bars[instrument], folds[instrument], pieces
+                )
+                to_blame = None
+    except BaseException:
+        key = to_blame or next((k for k in expected if k not in recorded), None)
+        if key is not None and key not in opened:
+            tags = {"gatecast.instrument": key[0], "gatecast.forecaster": key[1]}
+            with tracking.child_run(f"{key[0]}/{key[1]}", tags=tags):
+                raise
+        raise
+    return recorded
 
 
 # Outputs ------------------------------------------------------------------------------
+
+
+def _instrument_result(
+    cfg: Config, instrument: str, folds: list[Fold], recorded: Mapping[Key, InstrumentResult]
+) -> InstrumentResult:
+    """One instrument's forecasters, in the config's order whatever order they finished in."""
+    result = InstrumentResult(instrument, folds)
+    for name in cfg.forecasters.enabled():
+        part = recorded[instrument, name]
+        result.runs.update(part.runs)
+        result.forecasts.update(part.forecasts)
+        result.metrics.update(part.metrics)
+        if part.gates is not None:
+            result.gates = part.gates
+        if part.model is not None:
+            result.model = part.model
+    return result
 
 
 def _json_safe(value: Any) -> Any:
@@ -440,30 +544,22 @@ def train(cfg: Config, *, command: str | None = None) -> dict[str, Any]:
     bars, inputs = load_bars(cfg)
     min_history = _min_history(cfg)
     folds = {name: make_folds(b.index, cfg.walkforward, min_history) for name, b in bars.items()}
-    per_fold = sum(
-        (cfg.forecasters.lstm.seeds if n == LSTM and cfg.forecasters.lstm else 1)
-        for n in cfg.forecasters.enabled()
+    units = make_units(cfg, bars, folds, device, _batch_shards(cfg))
+    executor = executors.executor_for(
+        cfg.executor, setup=functools.partial(runtime.configure_worker, cfg)
     )
-    total = per_fold * sum(len(f) for f in folds.values())
+    log.info("%d units of work; executor: %s", len(units), executor.describe())
 
     with (
         tracking.pipeline_run(
             cfg, STAGE, inputs=inputs, tags=device.tags(), command=command
         ) as parent,
         runtime.device_scope(device),
-        tqdm(total=total, desc="train", unit="fit", disable=None, file=sys.stderr) as bar,
+        tqdm(total=len(units), desc="train", unit="fit", disable=None, file=sys.stderr) as bar,
+        executor,
     ):
-
-        def tick(fold: Fold, forecaster: Any) -> None:
-            bar.set_postfix_str(f"{forecaster.name} fold {fold.number}", refresh=False)
-            bar.update()
-
-        results = []
-        for instrument, instrument_bars in bars.items():
-            bar.set_description(f"train {instrument}")
-            results.append(
-                train_instrument(cfg, instrument, instrument_bars, folds[instrument], tick)
-            )
+        recorded = run_units(cfg, bars, folds, units, executor, bar)
+        results = [_instrument_result(cfg, name, f, recorded) for name, f in folds.items()]
         header = {
             "config": cfg.name,
             "stage": STAGE,

@@ -17,6 +17,7 @@ it; the training segment (and the embargo bars) serve as the warm-up history.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 import math
@@ -85,6 +86,25 @@ class Fold:
     @property
     def test_slice(self) -> slice:
         return slice(self.test_start, self.test_end + 1)
+
+    def rebased(self, offset: int) -> Fold:
+        """The same fold with positions counted from position ``offset`` (dates unchanged).
+
+        A unit of work gets only the bars from its fold's training start to its
+        test end; ``fold.rebased(fold.train_start)`` addresses that slice.
+        """
+        if not 0 <= offset <= self.train_start:
+            raise ValueError(
+                f"fold {self.number}: offset {offset} must lie in 0..{self.train_start} "
+                "(the bars given must start at or before the training start)"
+            )
+        return dataclasses.replace(
+            self,
+            train_start=self.train_start - offset,
+            train_end=self.train_end - offset,
+            test_start=self.test_start - offset,
+            test_end=self.test_end - offset,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe description (for summaries and tracking)."""
@@ -182,7 +202,9 @@ def required_train_bars(forecaster: Forecaster) -> int:
     return max(forecaster.min_history, forecaster.required_train_bars())
 
 
-def make_forecaster(name: str, cfg: Config, seed: int | None = None) -> Forecaster:
+def make_forecaster(
+    name: str, cfg: Config, seed: int | None = None, batch_shards: int | None = None
+) -> Forecaster:
     """A fresh, unfitted forecaster from ``cfg.forecasters.<name>`` (and ``cfg.features``).
 
     Args:
@@ -190,6 +212,8 @@ def make_forecaster(name: str, cfg: Config, seed: int | None = None) -> Forecast
         cfg: the experiment config; the forecaster must be enabled in it.
         seed: the LSTM's seed (default ``cfg.seed``); the classic forecasters
             are deterministic and ignore it.
+        batch_shards: the LSTM's ``batch_shards`` (None: one row block per
+            core of the process; see ``models.lstm.LstmForecaster``).
 
     Raises:
         ConfigError: unknown name (with a suggestion) or a disabled forecaster.
@@ -232,6 +256,7 @@ def make_forecaster(name: str, cfg: Config, seed: int | None = None) -> Forecast
         use_volume=cfg.features.use_volume,
         use_range=cfg.features.use_range,
         seed=cfg.seed if seed is None else seed,
+        batch_shards=batch_shards,
     )
 
 

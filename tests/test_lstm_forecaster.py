@@ -6,10 +6,13 @@ shape, so GateLSTM compiles its loop once for the whole file.
 
 from __future__ import annotations
 
+import io
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import keras
 import numpy as np
@@ -245,6 +248,34 @@ def test_save_and_load_reproduce_forecasts(bars, fitted, tmp_path):
     assert fresh.index.equals(expected.index)
 
 
+def test_bytes_round_trip_reproduces_forecasts_and_pins_the_row_blocks(bars):
+    # What a worker process hands back to the driver: the fitted forecaster as bytes.
+    fitted = LstmForecaster(units=[6], seed=3, batch_shards=2, **SMALL).fit(bars.iloc[:TRAIN])
+    layers = [layer for layer in fitted.model_.layers if isinstance(layer, gate_lstm.GateLSTM)]
+    assert [layer.batch_shards for layer in layers] == [2]
+    data = pickle.loads(pickle.dumps(fitted.to_bytes()))
+    loaded = LstmForecaster.from_bytes(data)
+    assert loaded.get_params() == fitted.get_params()
+    assert loaded.get_params()["batch_shards"] == 2
+    assert loaded.scaler_ == fitted.scaler_
+    assert loaded.history_ == fitted.history_
+    assert loaded.validation_start_ == fitted.validation_start_
+    start = bars.index[TRAIN]
+    pd.testing.assert_series_equal(
+        loaded.predict(bars, start), fitted.predict(bars, start), check_exact=True
+    )
+
+
+def test_from_bytes_refuses_what_to_bytes_did_not_make():
+    with pytest.raises(ValueError, match="not an archive made by to_bytes"):
+        LstmForecaster.from_bytes(b"not a zip")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("forecaster.json", "{}")
+    with pytest.raises(ValueError, match="lacks model.keras"):
+        LstmForecaster.from_bytes(buffer.getvalue())
+
+
 def test_gate_activations(bars, fitted, stacked):
     start = bars.index[TRAIN]
     gates = fitted.gate_activations(bars, start)
@@ -311,6 +342,7 @@ def test_forecast_errors(bars, fitted):
         ({"validation_fraction": 0.0}, "validation_fraction must be in"),
         ({"dropout": 1.0}, "dropout must be in"),
         ({"learning_rate": 0.0}, "learning_rate must be in"),
+        ({"batch_shards": 0}, "batch_shards must be an integer >= 1"),
     ],
 )
 def test_bad_arguments(kwargs, message):

@@ -121,6 +121,18 @@ def test_fold_layout_by_hand():
     assert folds[1].as_dict()["test_start"] == index[250].isoformat()
 
 
+def test_a_rebased_fold_addresses_the_same_bars_in_its_slice(bars):
+    fold = make_folds(bars.index, wf(scheme="rolling", embargo=5))[-1]
+    part = bars.iloc[fold.train_start : fold.test_end + 1]
+    local = fold.rebased(fold.train_start)
+    assert (local.train_start, local.test_end) == (0, len(part) - 1)
+    assert part.iloc[local.train_slice].equals(bars.iloc[fold.train_slice])
+    assert part.iloc[local.test_slice].equals(bars.iloc[fold.test_slice])
+    assert local.as_dict() == fold.as_dict()
+    with pytest.raises(ValueError, match="offset .* must lie in 0"):
+        fold.rebased(fold.train_start + 1)
+
+
 def test_windows_longer_than_the_data_are_a_clear_error():
     index = pd.bdate_range("2000-01-03", periods=205, name="date")
     with pytest.raises(DataError, match=r"walkforward.train_bars=200 \+ walkforward.embargo=5"):

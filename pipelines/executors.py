@@ -1,0 +1,194 @@
+"""Executors: run units of work and hand their results back as they complete.
+
+A unit of work is a plain, picklable value and the function that runs it takes
+it as its only argument and returns a picklable result; nothing is shared with
+the driver but what goes in and what comes back (no shared filesystem, no
+global state). That is what lets one driver run its units in its own process,
+in a pool of processes on this machine, or (next) on a Ray cluster, behind the
+one interface:
+
+    with executor_for(cfg.executor, setup=...) as executor:
+        for unit, outcome in executor.run(fn, units):
+            ...  # outcome is fn(unit), or the Exception it raised
+
+- ``SequentialExecutor`` runs the units one after another in this process, in
+  order, each when the driver asks for the next outcome (so a driver that stops
+  at a failure runs nothing after it).
+- ``LocalExecutor(workers)`` runs them in a ``concurrent.futures``
+  process pool with the *spawn* start method (TensorFlow is not fork-safe).
+  Each worker limits TensorFlow to ``cores // workers`` intra- and inter-op
+  threads (at least one) before anything imports TensorFlow, so N workers do
+  not oversubscribe the cores, then runs the driver's ``setup`` (e.g. the
+  device and op-determinism settings of ``pipelines.runtime``). Outcomes come
+  in the order the units finish.
+
+An exception raised by a unit comes back as its outcome, so the driver decides
+what a failure means; ``KeyboardInterrupt`` and other ``BaseException``s of the
+driver's own process are not caught. Leaving the ``with`` block on an exception
+cancels the units not started and stops the workers.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from pipelines.config import ExecutorConfig
+
+U = TypeVar("U")
+R = TypeVar("R")
+
+#: TensorFlow reads these when it starts; ``tf.config.threading`` is the fallback.
+THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """TensorFlow threads of each of ``workers`` processes: ``cores // workers``, at least 1."""
+    return max(1, (cores or available_cores()) // workers)
+
+
+class Executor:
+    """Runs units of work; see the module docstring."""
+
+    kind = "executor"
+    workers = 1
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    def run(self, fn: Callable[[U], R], units: Iterable[U]) -> Iterator[tuple[U, R | Exception]]:
+        """``(unit, fn(unit) or the Exception it raised)`` for every unit, as each completes."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line for the log, e.g. ``local, 2 workers x 4 threads``."""
+        return self.kind
+
+
+class SequentialExecutor(Executor):
+    """Every unit in this process (the driver's, set up by the driver), in order, each
+    when the driver asks for its outcome."""
+
+    kind = "sequential"
+
+    def run(self, fn: Callable[[U], R], units: Iterable[U]) -> Iterator[tuple[U, R | Exception]]:
+        for unit in units:
+            try:
+                outcome: R | Exception = fn(unit)
+            except Exception as err:
+                outcome = err
+            yield unit, outcome
+
+
+def _start_worker(threads: int, setup: Callable[[], Any] | None) -> None:
+    """A pool worker's initializer: cap TensorFlow's threads, then the driver's setup."""
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    if "tensorflow" in sys.modules:  # imported while unpickling: the variables come too late
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    if setup is not None:
+        setup()
+
+
+class LocalExecutor(Executor):
+    """A pool of ``workers`` spawned processes on this machine.
+
+    Args:
+        workers: Worker processes (at least 1).
+        setup: Called once in every worker, after the thread cap and before its
+            first unit (e.g. ``functools.partial(pipelines.runtime.configure_worker,
+            cfg)``); must pickle (a module-level function or a partial of one).
+        cores: Cores to share among the workers (default: those this process may use).
+    """
+
+    kind = "local"
+
+    def __init__(
+        self, workers: int, setup: Callable[[], Any] | None = None, cores: int | None = None
+    ) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"LocalExecutor: workers must be an integer >= 1, got {workers!r}")
+        self.setup = setup
+        self.workers = workers
+        self.threads = threads_per_worker(workers, cores)
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    def describe(self) -> str:
+        return f"local, {self.workers} worker(s) x {self.threads} TensorFlow thread(s)"
+
+    def __enter__(self) -> Self:
+        self._pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(self.threads, self.setup),
+        )
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if exc_type is None:
+            pool.shutdown(wait=True)
+            return
+        # Units still running would only be thrown away: stop their workers.
+        workers = _workers(pool)  # shutdown forgets them
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in workers:
+            if process.is_alive():
+                process.terminate()
+
+    def run(self, fn: Callable[[U], R], units: Iterable[U]) -> Iterator[tuple[U, R | Exception]]:
+        if self._pool is None:
+            raise RuntimeError("LocalExecutor.run: use the executor in a `with` block")
+        futures = {self._pool.submit(fn, unit): unit for unit in units}
+        for future in concurrent.futures.as_completed(futures):
+            unit = futures.pop(future)
+            error = future.exception()
+            if error is None:
+                yield unit, future.result()
+            elif isinstance(error, Exception):
+                yield unit, error
+            else:  # a worker's KeyboardInterrupt or SystemExit
+                raise error
+
+
+def _workers(pool: concurrent.futures.ProcessPoolExecutor) -> list[Any]:
+    """The pool's worker processes (no public accessor before Python 3.14's terminate_workers)."""
+    return list((getattr(pool, "_processes", None) or {}).values())
+
+
+def executor_for(config: ExecutorConfig, setup: Callable[[], Any] | None = None) -> Executor:
+    """The executor the config's ``executor`` section asks for (``setup``: a pool's workers')."""
+    if config.kind == "local":
+        return LocalExecutor(config.workers or available_cores(), setup=setup)
+    return SequentialExecutor()

@@ -1,0 +1,169 @@
+"""The train stage's units of work: one forecaster fit on one fold of one instrument.
+
+A ``TrainUnit`` holds everything its result depends on: the config, the
+instrument's bars from the fold's training start to its test end (nothing
+later, so a unit cannot look ahead and needs no shared filesystem), the fold,
+the LSTM's seed and its ``batch_shards`` (the row blocks a training batch is
+cut into, which changes the last bits of the weight gradients; the driver
+resolves it once, so every process trains the same model), and the
+TensorFlow device. ``run_train_unit(unit)`` is a plain function of it: it seeds
+the random generators itself, does not read or write files, MLflow or global
+state of the driver, and returns a picklable ``TrainResult``. So the same units
+give bit-identical results run one after another in the driver or spread over
+worker processes (``pipelines.executors``); TensorFlow's op determinism, which
+``pipelines.runtime.configure`` switches on in every process, does the rest.
+
+The LSTM runs as one unit per seed and fold; the first seed's units also return
+the gate activations over the fold's test dates, and the final fold's units
+return the fitted forecaster as bytes (``LstmForecaster.to_bytes``), which the
+driver registers. The Keras session is cleared after each LSTM unit, so a
+long-lived worker's memory stays flat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from pipelines import runtime
+from pipelines.config import Config
+from pipelines.walkforward import Fold, make_forecaster, walk_forward
+
+LSTM = "lstm"
+
+
+@dataclass(frozen=True, eq=False)
+class TrainUnit:
+    """One forecaster (for the LSTM: one seed) on one fold of one instrument.
+
+    Args:
+        cfg: The resolved experiment config (builds the forecaster).
+        instrument: The instrument's name.
+        forecaster: The forecaster's name (``cfg.forecasters.<name>``).
+        fold: The fold, positions in the instrument's whole series.
+        bars: The instrument's bars from ``fold.train_start`` to ``fold.test_end``.
+        device: Where TensorFlow runs (the LSTM only).
+        seed_index: The LSTM seed's number k (0 for the others).
+        seed: The LSTM's seed, ``cfg.seed + k`` (``cfg.seed`` for the others).
+        batch_shards: The LSTM's ``batch_shards``, the same in every unit.
+        gates: Also return the gate activations over the test dates (LSTM).
+        export: Also return the fitted forecaster as bytes (LSTM, final fold).
+    """
+
+    cfg: Config
+    instrument: str
+    forecaster: str
+    fold: Fold
+    bars: pd.DataFrame
+    device: runtime.DeviceInfo
+    seed_index: int = 0
+    seed: int = 0
+    batch_shards: int | None = None
+    gates: bool = False
+    export: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """``(instrument, forecaster)``: the child run the unit's result goes to."""
+        return self.instrument, self.forecaster
+
+    def __str__(self) -> str:
+        seed = f" seed {self.seed_index}" if self.forecaster == LSTM else ""
+        return f"{self.instrument}/{self.forecaster} fold {self.fold.number}{seed}"
+
+
+@dataclass(eq=False)
+class TrainResult:
+    """What one unit returns.
+
+    Args:
+        forecasts: Next-close forecasts on the fold's test dates (float64).
+        fit_seconds, predict_seconds: Wall time of the fit and of the forecasts.
+        history: The LSTM's per-epoch ``loss`` and ``val_loss``.
+        gates: The LSTM's gate activations on the test dates (when asked).
+        model: The fitted LSTM as ``LstmForecaster.to_bytes`` (when asked).
+    """
+
+    forecasts: pd.Series
+    fit_seconds: float
+    predict_seconds: float
+    history: dict[str, list[float]] | None = None
+    gates: pd.DataFrame | None = None
+    model: bytes | None = None
+
+
+def make_units(
+    cfg: Config,
+    bars: Mapping[str, pd.DataFrame],
+    folds: Mapping[str, Sequence[Fold]],
+    device: runtime.DeviceInfo,
+    batch_shards: int | None,
+) -> list[TrainUnit]:
+    """Every unit of the stage, in the order a sequential run records them.
+
+    Instruments in the config's order, then forecasters in the config's order,
+    then (LSTM) seeds, then folds, oldest first.
+    """
+    units = []
+    lstm = cfg.forecasters.lstm
+    for instrument, instrument_bars in bars.items():
+        for name in cfg.forecasters.enabled():
+            seeds = range(lstm.seeds) if name == LSTM and lstm is not None else range(1)
+            for k in seeds:
+                for fold in folds[instrument]:
+                    units.append(
+                        TrainUnit(
+                            cfg=cfg,
+                            instrument=instrument,
+                            forecaster=name,
+                            fold=fold,
+                            bars=instrument_bars.iloc[fold.train_start : fold.test_end + 1],
+                            device=device,
+                            seed_index=k,
+                            seed=cfg.seed + k,
+                            batch_shards=batch_shards,
+                            gates=name == LSTM and k == 0,
+                            export=name == LSTM and fold is folds[instrument][-1],
+                        )
+                    )
+    return units
+
+
+def run_train_unit(unit: TrainUnit) -> TrainResult:
+    """Fit ``unit``'s forecaster on its fold's training bars and forecast its test dates."""
+    fold = unit.fold.rebased(unit.fold.train_start)
+    runtime.seed_everything(unit.seed)
+    if unit.forecaster != LSTM:
+        return _result(unit, fold)
+    import keras
+
+    try:
+        with runtime.device_scope(unit.device):
+            return _result(unit, fold)
+    finally:
+        keras.backend.clear_session()
+
+
+def _result(unit: TrainUnit, fold: Fold) -> TrainResult:
+    walked = walk_forward(
+        unit.bars,
+        lambda: make_forecaster(
+            unit.forecaster, unit.cfg, seed=unit.seed, batch_shards=unit.batch_shards
+        ),
+        [fold],
+    )
+    forecaster = walked.last_forecaster
+    result = TrainResult(
+        forecasts=walked.forecasts,
+        fit_seconds=walked.fit_seconds[0],
+        predict_seconds=walked.predict_seconds[0],
+    )
+    if unit.forecaster == LSTM:
+        result.history = forecaster.history_
+        if unit.gates:
+            result.gates = forecaster.gate_activations(unit.bars, fold.test_start_date)
+        if unit.export:
+            result.model = forecaster.to_bytes()
+    return result

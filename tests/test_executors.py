@@ -1,0 +1,244 @@
+"""Executors, the executor config, the train units, and one stage run two ways.
+
+The executor tests run plain functions (no TensorFlow), so a process pool
+starts in about a second; the last test trains the smoke config in this
+process and in a pool of two and asks for identical numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines import executors, tracking, train
+from pipelines.config import ExecutorConfig, load_config
+from pipelines.data import load_instrument
+from pipelines.errors import ConfigError
+from pipelines.executors import LocalExecutor, SequentialExecutor, executor_for
+from pipelines.runtime import DeviceInfo
+from pipelines.units import make_units
+from pipelines.walkforward import make_folds
+
+# Functions the workers run: module level, so a spawned process can import them.
+
+
+def square(x: int) -> int:
+    if x < 0:
+        raise ValueError(f"negative: {x}")
+    return x * x
+
+
+def where_am_i(_: int) -> dict[str, str | int]:
+    return {
+        "pid": os.getpid(),
+        "intra": os.environ.get("TF_NUM_INTRAOP_THREADS", ""),
+        "inter": os.environ.get("TF_NUM_INTEROP_THREADS", ""),
+        "setup": os.environ.get("GATECAST_TEST_SETUP", ""),
+    }
+
+
+def nap(job: tuple[Path, float]) -> float:
+    path, seconds = job
+    path.write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return seconds
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in {"Z", "X"}
+
+
+def mark_setup() -> None:
+    os.environ["GATECAST_TEST_SETUP"] = f"done in {os.getpid()}"
+
+
+# Executors ----------------------------------------------------------------------------
+
+
+def test_sequential_runs_in_order_and_only_when_asked():
+    ran: list[int] = []
+
+    def record(x: int) -> int:
+        ran.append(x)
+        return square(x)
+
+    outcomes = SequentialExecutor().run(record, [1, 2, -3, 4])
+    assert next(outcomes) == (1, 1)
+    assert ran == [1]  # nothing runs ahead of the driver
+    assert next(outcomes) == (2, 4)
+    unit, error = next(outcomes)
+    assert unit == -3 and isinstance(error, ValueError) and "negative: -3" in str(error)
+    assert ran == [1, 2, -3]  # a driver that stops here never runs 4
+
+
+def test_sequential_lets_an_interruption_through():
+    def interrupted(x: int) -> int:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        list(SequentialExecutor().run(interrupted, [1]))
+
+
+def test_local_pool_returns_every_result_and_error():
+    with LocalExecutor(2) as executor:
+        outcomes = dict(executor.run(square, [3, -1, 5, 0, 7]))
+    assert {k: v for k, v in outcomes.items() if k != -1} == {3: 9, 5: 25, 0: 0, 7: 49}
+    assert isinstance(outcomes[-1], ValueError) and "negative: -1" in str(outcomes[-1])
+
+
+def test_local_workers_cap_tensorflow_threads_and_run_the_setup():
+    with LocalExecutor(2, setup=mark_setup, cores=6) as executor:
+        assert executor.threads == 3
+        assert "2 worker(s) x 3 TensorFlow thread(s)" in executor.describe()
+        seen = [outcome for _, outcome in executor.run(where_am_i, range(6))]
+    assert all(s["pid"] != os.getpid() for s in seen)
+    assert {(s["intra"], s["inter"]) for s in seen} == {("3", "3")}
+    assert all(s["setup"] == f"done in {s['pid']}" for s in seen)
+    assert "GATECAST_TEST_SETUP" not in os.environ  # the driver is left alone
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc")
+def test_leaving_on_an_error_stops_the_units_still_running(tmp_path):
+    started = time.monotonic()
+    naps = [(tmp_path / "first", 0.0), (tmp_path / "a", 300.0), (tmp_path / "b", 300.0)]
+    with pytest.raises(RuntimeError, match="driver gave up"), LocalExecutor(2) as executor:
+        for _unit, _seconds in executor.run(nap, naps):
+            while not ((tmp_path / "a").exists() or (tmp_path / "b").exists()):
+                time.sleep(0.1)  # a worker is asleep in a long unit
+            raise RuntimeError("driver gave up")
+    pids = [int(path.read_text()) for path in tmp_path.iterdir()]
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in pids)
+    assert time.monotonic() - started < 60
+
+
+@pytest.mark.parametrize(
+    "workers, cores, threads", [(1, 8, 8), (2, 8, 4), (3, 8, 2), (4, 2, 1), (16, 2, 1)]
+)
+def test_threads_per_worker_share_the_cores(workers, cores, threads):
+    assert executors.threads_per_worker(workers, cores) == threads
+
+
+def test_local_executor_misuse_is_a_clear_error():
+    with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+        LocalExecutor(0)
+    with pytest.raises(RuntimeError, match="with` block"):
+        next(LocalExecutor(1).run(square, [1]))
+
+
+# Config -------------------------------------------------------------------------------
+
+
+def test_executor_config_defaults_to_sequential_and_builds_the_executor():
+    cfg = load_config("configs/smoke.yaml")
+    assert cfg.executor == ExecutorConfig(kind="sequential", workers=None)
+    assert isinstance(executor_for(cfg.executor), SequentialExecutor)
+    local = executor_for(ExecutorConfig(kind="local", workers=3))
+    assert isinstance(local, LocalExecutor) and local.workers == 3
+    assert executor_for(ExecutorConfig(kind="local")).workers == executors.available_cores()
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"kind": "ray"}, "executor.kind: Input should be 'sequential' or 'local'"),
+        ({"kind": "local", "workers": 0}, "executor.workers: Input should be greater than"),
+        ({"workers": 4}, "workers=4 needs a process pool: set executor.kind: local"),
+        ({"kind": "local", "worker": 2}, "unknown key 'executor.worker'; did you mean 'workers'"),
+    ],
+)
+def test_bad_executor_config_is_a_clear_error(section, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("configs/smoke.yaml", {"executor": section})
+
+
+# Units --------------------------------------------------------------------------------
+
+
+def test_units_carry_their_fold_bars_only_in_the_sequential_order():
+    cfg = load_config("configs/smoke.yaml", {"forecasters": {"lstm": {"seeds": 2}}})
+    bars = {name: load_instrument(cfg, name) for name in cfg.data.instruments}
+    folds = {name: make_folds(b.index, cfg.walkforward, 60) for name, b in bars.items()}
+    device = DeviceInfo("cpu", "cpu", "test", "/CPU:0", True)
+    units = make_units(cfg, bars, folds, device, batch_shards=2)
+    per_instrument = 5 * 2 + 2 * 2  # five classic x two folds, two seeds x two folds
+    assert len(units) == 2 * per_instrument
+    assert [str(u) for u in units[8:14]] == [
+        "GSPC/ols fold 0",
+        "GSPC/ols fold 1",
+        "GSPC/lstm fold 0 seed 0",
+        "GSPC/lstm fold 1 seed 0",
+        "GSPC/lstm fold 0 seed 1",
+        "GSPC/lstm fold 1 seed 1",
+    ]
+    for unit in units:
+        # from the training start to the test end: nothing after it reaches the unit
+        assert unit.bars.index[0] == unit.fold.train_start_date
+        assert unit.bars.index[-1] == unit.fold.test_end_date
+        assert unit.batch_shards == 2
+    lstm = [u for u in units if u.forecaster == "lstm"]
+    assert [u.seed for u in lstm[:4]] == [7, 7, 8, 8]
+    assert [u.gates for u in lstm[:4]] == [True, True, False, False]
+    assert [u.export for u in lstm[:4]] == [False, True, False, True]
+
+
+# One stage run, two executors -----------------------------------------------------------
+
+
+def _train(root: Path, executor: dict) -> dict:
+    argv = ["--config", "configs/smoke.yaml", "--set", f"output_directory={root}"]
+    argv += ["--set", f"executor={json.dumps(executor)}"]
+    assert train.main(argv) == 0
+    return json.loads((root / "smoke" / "forecasts" / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_the_smoke_config_gives_identical_numbers_sequentially_and_in_a_pool_of_two(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    first = _train(tmp_path / "sequential", {"kind": "sequential"})
+    second = _train(tmp_path / "pool", {"kind": "local", "workers": 2})
+    assert list(first["instruments"]) == list(second["instruments"]) == ["GSPC", "GOOG"]
+    client = tracking.client()
+    for name, entry in first["instruments"].items():
+        other = second["instruments"][name]
+        assert entry["columns"] == other["columns"]
+        assert entry["metrics"] == other["metrics"]
+        for suffix in (".parquet", ".gates.parquet"):
+            a = pd.read_parquet(tmp_path / "sequential" / "smoke" / "forecasts" / f"{name}{suffix}")
+            b = pd.read_parquet(tmp_path / "pool" / "smoke" / "forecasts" / f"{name}{suffix}")
+            pd.testing.assert_frame_equal(a, b, check_exact=True)
+        assert np.isfinite(
+            pd.read_parquet(tmp_path / "pool" / "smoke" / "forecasts" / f"{name}.parquet")[
+                "lstm"
+            ].dropna()
+        ).all()
+        for forecaster, run_id in entry["runs"].items():
+            again = other["runs"][forecaster]
+            assert run_id != again
+            metrics = client.get_run(run_id).data.metrics
+            assert {k: repr(v) for k, v in metrics.items() if "seconds" not in k} == {
+                k: repr(v)
+                for k, v in client.get_run(again).data.metrics.items()
+                if "seconds" not in k
+            }, forecaster
+        for key in ("loss/fold0/seed0", "val_loss/fold1/seed0"):
+            history = [m.value for m in client.get_metric_history(entry["runs"]["lstm"], key)]
+            assert history
+            assert history == [
+                m.value for m in client.get_metric_history(other["runs"]["lstm"], key)
+            ]
