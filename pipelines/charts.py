@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 # Fixed order and colours, so one strategy looks the same in every chart.
 STRATEGY_ORDER = (
@@ -209,4 +210,38 @@ def cost_sweep_chart(
     ax.set_ylabel("Sharpe ratio (annualised)")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right", fontsize=8, ncol=3, frameon=False)
+    return fig
+
+
+def loss_chart(histories: Sequence[Sequence[Mapping[str, list[float]]]], title: str) -> Figure:
+    """Training and validation loss per epoch: one panel per fold, one line pair per seed.
+
+    Args:
+        histories: ``histories[fold][seed]`` = ``{"loss": [...], "val_loss": [...]}``.
+        title: Figure title.
+    """
+    folds = len(histories)
+    width, height = 3.2 * folds + 1, 3.4
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    # Fixed margins (inches) rather than constrained layout, which costs more
+    # than drawing the lines: this chart is rendered once per instrument.
+    fig.subplots_adjust(
+        left=0.75 / width, right=1 - 0.15 / width, bottom=0.5 / height, top=1 - 0.65 / height
+    )
+    axes = np.atleast_1d(fig.subplots(1, folds, sharey=True, gridspec_kw={"wspace": 0.06}))
+    for number, (ax, seeds) in enumerate(zip(axes, histories, strict=True)):
+        for k, history in enumerate(seeds):
+            epochs = np.arange(1, len(history["loss"]) + 1)
+            ax.plot(epochs, history["loss"], color=f"C{k}", label=f"seed {k} train")
+            ax.plot(
+                epochs, history["val_loss"], color=f"C{k}", linestyle="--", label=f"seed {k} val"
+            )
+        ax.set_title(f"fold {number}", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("MSE (scaled returns)")
+    axes[0].legend(fontsize=7, frameon=False)
+    fig.suptitle(title)
     return fig

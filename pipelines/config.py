@@ -279,7 +279,7 @@ class ExecutorConfig(_Section):
     """
 
     kind: Literal["sequential", "local"] = "sequential"
-    workers: int | None = Field(
+    workers: StrictInt | None = Field(
         None, ge=1, description="processes for kind=local; null = one per CPU core"
     )
 
