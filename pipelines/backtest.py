@@ -48,6 +48,8 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
+from core.bars import format_timestamp
+from pipelines import executors
 from pipelines.backtest_unit import BacktestUnit, StrategyBacktest, run_unit
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
 from pipelines.config import BacktestConfig, Config, ForecastersConfig
@@ -232,7 +234,9 @@ def run_backtests(
     """Run every configured strategy, with its cost sweep, on every instrument's forecasts.
 
     Nothing is written. Every unit is planned (so bad inputs stop the stage
-    before any backtest runs), then run in order.
+    before any backtest runs), then run through the config's executor
+    (``executor``: in this process, or a pool of processes); the results are
+    the same either way.
 
     Args:
         cfg: the experiment.
@@ -247,23 +251,30 @@ def run_backtests(
         plan_instrument(cfg, instrument, forecasts_dir, summary, charts)
         for instrument in cfg.data.instruments
     ]
-    total = sum(len(p.units) for p in planned)
+    owner = {id(unit): (inst, name) for inst in planned for name, unit in inst.units.items()}
+    units = [unit for inst in planned for unit in inst.units.values()]
     # disable=None: a bar on a terminal, nothing in logs and CI
-    with tqdm(
-        total=total,
-        desc="backtests",
-        unit="strategy",
-        disable=None if progress else True,
-        file=sys.stderr,
-    ) as bar:
-        for inst in planned:
-            for name, unit in inst.units.items():
-                try:
-                    inst.results[name] = run_unit(unit)
-                except ValueError as err:
-                    raise DataError(f"{inst.path}: strategy {name!r}: {err}") from None
-                _log_result(inst.instrument, name, inst.results[name])
-                bar.update()
+    with (
+        executors.executor_for(cfg.executor) as executor,
+        tqdm(
+            total=len(units),
+            desc="backtests",
+            unit="strategy",
+            disable=None if progress else True,
+            file=sys.stderr,
+        ) as bar,
+    ):
+        for unit, outcome in executor.run(run_unit, units):
+            inst, name = owner[id(unit)]
+            if isinstance(outcome, ValueError):
+                raise DataError(f"{inst.path}: strategy {name!r}: {outcome}") from None
+            if isinstance(outcome, Exception):
+                raise outcome
+            inst.results[name] = outcome
+            _log_result(inst.instrument, name, outcome)
+            bar.update()
+    for inst in planned:  # results in plan order, whatever order the units finished in
+        inst.results = {name: inst.results[name] for name in inst.units}
     return planned
 
 
@@ -274,7 +285,7 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     if isinstance(value, pd.Timestamp):
-        return str(value.date())
+        return format_timestamp(value)  # intraday bars keep their time
     if hasattr(value, "item") and not isinstance(value, str | bytes):
         value = value.item()  # NumPy scalar -> Python number
     if isinstance(value, float) and not math.isfinite(value):

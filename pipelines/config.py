@@ -267,7 +267,10 @@ class TrackingConfig(_Section):
 
 
 class ExecutorConfig(_Section):
-    """How the train stage runs its units of work (one forecaster, one fold, one seed each).
+    """How the train and backtest stages run their units of work.
+
+    A train unit is one forecaster (one seed of the LSTM) on one fold of one
+    instrument; a backtest unit is one strategy on one instrument, with its cost sweep.
 
     ``kind: sequential`` (the default) runs them one after another in the stage's
     own process. ``kind: local`` runs them in a pool of ``workers`` processes on

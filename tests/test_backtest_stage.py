@@ -238,3 +238,34 @@ def test_unknown_instrument_in_summary_is_named(tmp_path, capsys):
     rc = main(["--config", "configs/smoke.yaml", "--set", f"output_directory={tmp_path}"])
     assert rc == 2
     assert "no entry for instrument 'GOOG'" in capsys.readouterr().err
+
+
+def test_a_process_pool_gives_the_sequential_results(tmp_path):
+    from pipelines.backtest import run_backtests
+    from pipelines.config import load_config
+
+    write_forecasts(tmp_path / "smoke")
+
+    def results(kind: str, workers: int | None) -> dict:
+        cfg = load_config(
+            "configs/smoke.yaml",
+            overrides={
+                "output_directory": str(tmp_path),
+                "executor": {"kind": kind, "workers": workers},
+            },
+        )
+        return {
+            (inst.instrument, name): result
+            for inst in run_backtests(cfg, progress=False)
+            for name, result in inst.results.items()
+        }
+
+    sequential, pooled = results("sequential", None), results("local", 2)
+    assert list(pooled) == list(sequential)  # same plan order, whatever finished first
+    for key, result in sequential.items():
+        other = pooled[key]
+        pd.testing.assert_series_equal(other.backtest.equity, result.backtest.equity)
+        pd.testing.assert_frame_equal(other.backtest.orders, result.backtest.orders)
+        # Series.equals: NaN (a strategy that never trades) equals NaN
+        assert pd.Series(other.backtest.metrics).equals(pd.Series(result.backtest.metrics))
+        assert pd.Series(other.sweep_sharpe).equals(pd.Series(result.sweep_sharpe))
