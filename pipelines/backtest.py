@@ -48,26 +48,32 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from core.bars import format_timestamp
+from core.bars import BAR_COLUMNS, format_timestamp
+from core.periods import PERIODS_PER_YEAR, bar_interval
 from pipelines import executors
 from pipelines.backtest_unit import BacktestUnit, StrategyBacktest, run_unit
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
 from pipelines.config import BacktestConfig, Config, ForecastersConfig
-from pipelines.data import load_risk_free
+from pipelines.data import bars_per_year, load_risk_free
 from pipelines.errors import ConfigError, DataError
-from pipelines.outputs import atomic_write, read_stage_summary
+from pipelines.outputs import atomic_write, read_stage_parquet, read_stage_summary
 from pipelines.strategy_names import LSTM, cost_label, seed_columns, strategy_kind
 from strategies.engine import ExecutionSettings, execution_dict, warmup_bars
 
 log = logging.getLogger("gatecast.backtest")
 
 FORECASTERS = tuple(ForecastersConfig.model_fields)
-BAR_COLUMNS = ("open", "high", "low", "close", "volume")
 CHARTED = ("sma_crossover",)
 
 
-def execution_from_config(backtest: BacktestConfig) -> ExecutionSettings:
-    """The execution model of every strategy, from the ``backtest`` section of the config."""
+def execution_from_config(
+    backtest: BacktestConfig, periods_per_year: float = PERIODS_PER_YEAR
+) -> ExecutionSettings:
+    """The execution model of every strategy, from the ``backtest`` section of the config.
+
+    ``periods_per_year`` is the run's bars per year (``pipelines.data.bars_per_year``),
+    which every annualised metric uses.
+    """
     try:
         return ExecutionSettings(
             cash=backtest.cash,
@@ -77,6 +83,7 @@ def execution_from_config(backtest: BacktestConfig) -> ExecutionSettings:
             percent=backtest.sizing.percent,
             fractional=backtest.sizing.fractional,
             allow_short=backtest.allow_short,
+            periods_per_year=periods_per_year,
         )
     except ValueError as err:
         raise ConfigError(f"backtest: {err}") from None
@@ -134,7 +141,7 @@ def _instrument_entry(summary: dict[str, Any], instrument: str, path: Path) -> d
 def _read_forecasts(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path} not found: run `python -m pipelines train --config ...` first")
-    frame = pd.read_parquet(path)
+    frame = read_stage_parquet(path, "train")
     if not isinstance(frame.index, pd.DatetimeIndex) and "date" in frame.columns:
         frame = frame.set_index(pd.DatetimeIndex(frame.pop("date"), name="date"))
     if not isinstance(frame.index, pd.DatetimeIndex):
@@ -170,12 +177,17 @@ class InstrumentBacktests:
 
 
 def plan_instrument(
-    cfg: Config, instrument: str, forecasts_dir: Path, summary: dict[str, Any], charts: bool
+    cfg: Config,
+    instrument: str,
+    frame: pd.DataFrame,
+    forecasts_dir: Path,
+    summary: dict[str, Any],
+    charts: bool,
+    periods_per_year: float = PERIODS_PER_YEAR,
 ) -> InstrumentBacktests:
-    """Read one instrument's forecasts and build a unit per strategy (nothing is run)."""
+    """Build a unit per strategy from one instrument's forecasts ``frame`` (nothing is run)."""
     path = forecasts_dir / f"{instrument}.parquet"
     entry = _instrument_entry(summary, instrument, forecasts_dir / "summary.json")
-    frame = _read_forecasts(path)
     start, end = pd.Timestamp(entry["oos_start"]), pd.Timestamp(entry["oos_end"])
     frame = frame.loc[:end]
     if start not in frame.index:
@@ -192,7 +204,7 @@ def plan_instrument(
     forecast_names = [n for n in plan if plan[n][0] == "forecast"]
     charted = {*CHARTED, LSTM if LSTM in forecast_names else next(iter(forecast_names), "")}
     risk_free = load_risk_free(cfg, bars.index[bars.index >= start])
-    execution = execution_from_config(cfg.backtest)
+    execution = execution_from_config(cfg.backtest, periods_per_year)
     sweep = tuple(sweep_points(cfg))
     units = {
         name: BacktestUnit(
@@ -247,9 +259,15 @@ def run_backtests(
     """
     forecasts_dir = Path(forecasts_dir or cfg.run_directory / "forecasts")
     summary = read_stage_summary(forecasts_dir / "summary.json", "train")
+    for name in cfg.data.instruments:  # an instrument the train stage did not do is named first
+        _instrument_entry(summary, name, forecasts_dir / "summary.json")
+    frames = {
+        name: _read_forecasts(forecasts_dir / f"{name}.parquet") for name in cfg.data.instruments
+    }
+    per_year = bars_per_year(cfg, frames)  # the same on every instrument (one interval per run)
     planned = [
-        plan_instrument(cfg, instrument, forecasts_dir, summary, charts)
-        for instrument in cfg.data.instruments
+        plan_instrument(cfg, name, frame, forecasts_dir, summary, charts, per_year)
+        for name, frame in frames.items()
     ]
     owner = {id(unit): (inst, name) for inst in planned for name, unit in inst.units.items()}
     units = [unit for inst in planned for unit in inst.units.values()]
@@ -353,9 +371,13 @@ def _write_strategy(
 def write_backtests(cfg: Config, instruments: list[InstrumentBacktests]) -> Path:
     """Write every result under ``<run>/backtests/``; return the path of summary.json."""
     out_dir = cfg.run_directory / "backtests"
-    execution = execution_dict(execution_from_config(cfg.backtest))
+    first = next((u for inst in instruments for u in inst.units.values()), None)
+    settings = first.execution if first else execution_from_config(cfg.backtest)
+    execution = execution_dict(settings)
     summary: dict[str, Any] = {
         "name": cfg.name,
+        "interval": bar_interval(first.bars.index) if first else "-",
+        "periods_per_year": settings.periods_per_year,
         "execution": execution,
         "risk_free": cfg.data.risk_free.model_dump(),
         "cost_sweep_bp": sweep_points(cfg),
@@ -367,8 +389,8 @@ def write_backtests(cfg: Config, instruments: list[InstrumentBacktests]) -> Path
             name: _write_strategy(out_dir, inst, name, execution) for name in inst.results
         }
         summary["instruments"][inst.instrument] = {
-            "oos_start": str(inst.oos_start.date()),
-            "oos_end": str(inst.oos_end.date()),
+            "oos_start": format_timestamp(inst.oos_start),
+            "oos_end": format_timestamp(inst.oos_end),
             "warmup_bars": inst.warmup,
             "strategies": strategies,
         }

@@ -53,8 +53,8 @@ from pipelines.strategy_names import BENCHMARK, LSTM, RANDOM_WALK, strategy_kind
 from strategies.metrics import (
     METRIC_KEYS,
     compute_metrics,
-    daily_risk_free,
     profit_factor,
+    risk_free_per_bar,
     win_rate,
 )
 
@@ -105,10 +105,12 @@ def sorted_block(block: pd.DataFrame) -> pd.DataFrame:
 # Pooling --------------------------------------------------------------------------------
 
 
-def excess_returns(returns: pd.Series, risk_free: float | pd.Series) -> pd.Series:
-    """Daily returns less the daily risk-free rate (``risk_free`` is annual)."""
+def excess_returns(
+    returns: pd.Series, risk_free: float | pd.Series, periods_per_year: float = PERIODS_PER_YEAR
+) -> pd.Series:
+    """Per-bar returns less the risk-free rate per bar (``risk_free`` is annual)."""
     returns = returns.dropna()
-    return returns - daily_risk_free(risk_free, returns.index)
+    return returns - risk_free_per_bar(risk_free, returns.index, periods_per_year)
 
 
 def pooled_returns(per_instrument: Mapping[str, pd.Series]) -> pd.Series:
@@ -130,7 +132,9 @@ def pooled_risk_free(runs: Sequence[StrategyRun]) -> float | pd.Series:
     return combined[~combined.index.duplicated()].sort_index()
 
 
-def pooled_run(cfg: Config, runs: Sequence[StrategyRun]) -> StrategyRun:
+def pooled_run(
+    cfg: Config, runs: Sequence[StrategyRun], periods_per_year: float = PERIODS_PER_YEAR
+) -> StrategyRun:
     """The pooled backtest of one strategy over ``runs`` (one per instrument)."""
     returns = pooled_returns({str(k): r.returns for k, r in enumerate(runs)})
     risk_free = pooled_risk_free(runs)
@@ -149,7 +153,7 @@ def pooled_run(cfg: Config, runs: Sequence[StrategyRun]) -> StrategyRun:
     metrics = {
         k: float(v)
         for k, v in compute_metrics(
-            equity, positions, empty_trades, empty_orders, risk_free
+            equity, positions, empty_trades, empty_orders, risk_free, periods_per_year
         ).items()
     }
     pnl = np.concatenate([r.trades_pnl for r in runs]) if runs else np.array([])
@@ -218,6 +222,8 @@ class Comparison:
         seeds: per instrument, metric -> (mean, std) over the LSTM seeds.
         pooled_runs: strategy -> pooled StrategyRun.
         n_trials: trials counted for the deflated Sharpe ratio.
+        periods_per_year: bars per year behind every annualised figure.
+        interval: the bars' interval in words (``core.periods.bar_interval``).
     """
 
     league: pd.DataFrame
@@ -225,10 +231,15 @@ class Comparison:
     seeds: dict[str, dict[str, tuple[float, float]]]
     pooled_runs: dict[str, StrategyRun]
     n_trials: int
+    periods_per_year: float = PERIODS_PER_YEAR
+    interval: str = "daily"
 
 
 def cost_sweep_table(
-    sweep: CostSweep | None, pooled_names: Sequence[str], instruments: Sequence[InstrumentData]
+    sweep: CostSweep | None,
+    pooled_names: Sequence[str],
+    instruments: Sequence[InstrumentData],
+    periods_per_year: float = PERIODS_PER_YEAR,
 ) -> pd.DataFrame:
     """Long table ``instrument, strategy, cost_bp, sharpe`` of the sweep, pooled rows included."""
     rows = []
@@ -240,7 +251,7 @@ def cost_sweep_table(
             if all(name in by_strategy for by_strategy in per_inst.values()):
                 r = pooled_returns({k: v[name][1] for k, v in per_inst.items()})
                 risk_free = pooled_risk_free([inst.runs[name] for inst in instruments])
-                sr = sharpe_ratio(excess_returns(r, risk_free), PERIODS_PER_YEAR)
+                sr = sharpe_ratio(excess_returns(r, risk_free, periods_per_year), periods_per_year)
                 rows.append((POOLED, name, bp, sr))
     return pd.DataFrame(rows, columns=["instrument", "strategy", "cost_bp", "sharpe"])
 
@@ -268,7 +279,9 @@ class _Block:
     trial_sharpes: np.ndarray
 
 
-def _sharpe_diff(cfg: Config, r: pd.Series, bench: pd.Series | None, name: str) -> dict:
+def _sharpe_diff(
+    cfg: Config, r: pd.Series, bench: pd.Series | None, name: str, periods_per_year: float
+) -> dict:
     if bench is None or name == BENCHMARK:
         keys = ("sharpe_diff", "sharpe_diff_low", "sharpe_diff_high", "sharpe_diff_p_value")
         return dict.fromkeys(keys, math.nan)
@@ -280,6 +293,7 @@ def _sharpe_diff(cfg: Config, r: pd.Series, bench: pd.Series | None, name: str) 
         block=cfg.report.bootstrap.block,
         level=1.0 - cfg.report.significance,
         seed=cfg.seed,
+        periods_per_year=periods_per_year,
     )
     return {
         "sharpe_diff": ci.estimate,
@@ -295,6 +309,7 @@ def _block_rows(
     n_trials: int,
     sweep_table: pd.DataFrame,
     seeds: dict[str, dict[str, tuple[float, float]]],
+    periods_per_year: float = PERIODS_PER_YEAR,
 ) -> list[dict[str, Any]]:
     """The league rows of one block; fills ``seeds[block.name]`` when it has LSTM seeds."""
     max_bp = max(cfg.report.cost_sweep_bp) if cfg.report.cost_sweep_bp else 0.0
@@ -313,7 +328,7 @@ def _block_rows(
         row["psr"] = stats.probabilistic_sharpe_ratio(r.to_numpy())
         row["dsr"] = stats.deflated_sharpe_ratio(r.to_numpy(), block.trial_sharpes, n_trials)
         row["dsr_trials"] = n_trials
-        row.update(_sharpe_diff(cfg, r, bench, name))
+        row.update(_sharpe_diff(cfg, r, bench, name, periods_per_year))
         be = _break_even(sweep_table, block.name, name)
         row["break_even_bp"] = be.cost_bp if be and be.cost_bp is not None else math.nan
         row["break_even"] = be.describe(max_bp) if be else ""
@@ -327,12 +342,23 @@ def _block_rows(
 
 
 def compare(
-    cfg: Config, instruments: Sequence[InstrumentData], sweep: CostSweep | None = None
+    cfg: Config,
+    instruments: Sequence[InstrumentData],
+    sweep: CostSweep | None = None,
+    periods_per_year: float = PERIODS_PER_YEAR,
+    interval: str = "daily",
 ) -> Comparison:
-    """Build the league table, the statistics and the cost-sweep table."""
+    """Build the league table, the statistics and the cost-sweep table.
+
+    ``periods_per_year``: the run's bars per year (the backtest stage's
+    summary), for every annualised figure and the risk-free rate per bar.
+    """
+    per_year = periods_per_year
     blocks = []
     for inst in instruments:
-        excess = {n: excess_returns(run.returns, run.risk_free) for n, run in inst.runs.items()}
+        excess = {
+            n: excess_returns(run.returns, run.risk_free, per_year) for n, run in inst.runs.items()
+        }
         blocks.append(_Block(inst.name, inst.runs, inst.forecast_metrics, excess, np.array([])))
     trial_sr = np.array([sharpe_ratio(r) for b in blocks for r in b.excess.values()])
     n_trials = int(len(trial_sr))
@@ -344,16 +370,22 @@ def compare(
         if instruments
         else []
     )
-    pooled_runs = {n: pooled_run(cfg, [inst.runs[n] for inst in instruments]) for n in pooled_names}
-    pooled_excess = {n: excess_returns(r.returns, r.risk_free) for n, r in pooled_runs.items()}
+    pooled_runs = {
+        n: pooled_run(cfg, [inst.runs[n] for inst in instruments], per_year) for n in pooled_names
+    }
+    pooled_excess = {
+        n: excess_returns(r.returns, r.risk_free, per_year) for n, r in pooled_runs.items()
+    }
     pooled_sr = np.array([sharpe_ratio(r) for r in pooled_excess.values()])
     pooled_fm = {n: pooled_forecast_metrics(instruments, n) for n in pooled_names}
     blocks.append(_Block(POOLED, pooled_runs, pooled_fm, pooled_excess, pooled_sr))
 
-    sweep_table = cost_sweep_table(sweep, pooled_names, instruments)
+    sweep_table = cost_sweep_table(sweep, pooled_names, instruments, per_year)
     seeds: dict[str, dict[str, tuple[float, float]]] = {}
-    rows = [row for b in blocks for row in _block_rows(cfg, b, n_trials, sweep_table, seeds)]
+    rows = [
+        row for b in blocks for row in _block_rows(cfg, b, n_trials, sweep_table, seeds, per_year)
+    ]
     league = pd.DataFrame(
         rows, columns=["instrument", "strategy", "kind", *METRIC_COLUMNS, "break_even"]
     )
-    return Comparison(league, sweep_table, seeds, pooled_runs, n_trials)
+    return Comparison(league, sweep_table, seeds, pooled_runs, n_trials, per_year, interval)

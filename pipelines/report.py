@@ -41,11 +41,13 @@ from pathlib import Path
 
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
 from pipelines.comparison import METRIC_COLUMNS, POOLED, Comparison, compare, finite
-from pipelines.config import REPO_ROOT, Config
+from pipelines.config import Config
 from pipelines.errors import GatecastError
+from pipelines.outputs import shown
 from pipelines.report_html import render_html
 from pipelines.report_inputs import (
     InstrumentData,
+    bars_per_year,
     check_seeds,
     load_cost_sweep,
     load_instruments,
@@ -159,7 +161,8 @@ def report(cfg: Config, *, config_path: str = "", command: str | None = None) ->
         check_seeds(instruments)
         sweep = load_cost_sweep(cfg, instruments)
         t = lap("inputs", t)
-        comparison = compare(cfg, instruments, sweep)
+        per_year, interval = bars_per_year(cfg)
+        comparison = compare(cfg, instruments, sweep, per_year, interval)
         t = lap("statistics", t)
         _log_strategy_runs(comparison)
         t = lap("mlflow", t)
@@ -181,13 +184,6 @@ def report(cfg: Config, *, config_path: str = "", command: str | None = None) ->
     return ReportResult(
         comparison, index, run.run_id, cfg.experiment_name, run.tracking_uri, verdicts
     )
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(path.relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 1
         print(console_table(result.comparison.league, max_rows_per_instrument=3))
-        print(f"report: {_shown(result.index)}")
+        print(f"report: {shown(result.index)}")
         print(
             f"MLflow: experiment {result.experiment}, run {result.run_id} at "
             f"{result.tracking_uri} (browse: make ui)"

@@ -21,6 +21,8 @@ import jinja2
 import numpy as np
 import pandas as pd
 
+from core.bars import format_timestamp
+from core.periods import PERIODS_PER_YEAR
 from pipelines import charts
 from pipelines.comparison import POOLED, Comparison, finite, sorted_block
 from pipelines.config import Config
@@ -52,7 +54,7 @@ COLUMNS = (
     Column("volatility", "vol", "trading", "percent", "annualised volatility"),
     Column("trades", "trades", "trading", "int", "round trips (an open position counts)"),
     Column("win_rate", "win rate", "trading", "percent", "share of trades with a net profit"),
-    Column("exposure", "exposure", "trading", "percent", "share of days with a position"),
+    Column("exposure", "exposure", "trading", "percent", "share of bars with a position"),
     Column("psr", "PSR", "statistics", "prob", "probabilistic Sharpe ratio against 0"),
     Column("dsr", "DSR", "statistics", "prob", "deflated Sharpe ratio (selection-adjusted PSR)"),
     Column(
@@ -230,6 +232,12 @@ def _sweep_chart(
     ]
 
 
+def _per_year_words(comparison: Comparison) -> str:
+    if comparison.interval == "daily" and comparison.periods_per_year == PERIODS_PER_YEAR:
+        return "daily equity bars"
+    return f"{comparison.interval} bars, measured from their timestamps or set in the config"
+
+
 def _notes(cfg: Config, comparison: Comparison) -> list[str]:
     boot = cfg.report.bootstrap
     return [
@@ -237,24 +245,27 @@ def _notes(cfg: Config, comparison: Comparison) -> list[str]:
         f"market orders at the next bar's open, commission {1e4 * cfg.backtest.commission:g} bp, "
         f"slippage {1e4 * cfg.backtest.slippage:g} bp, {cfg.backtest.sizing.percent:g}% of equity "
         "per position. Conventions of every trading metric: the docstring of strategies/engine.py.",
-        "Sharpe ratios are annualised with √252 from daily returns in excess of the risk-free "
-        f"rate ({cfg.data.risk_free.source}).",
+        f"Bars per year: {comparison.periods_per_year:,.6g} ({_per_year_words(comparison)}). "
+        f"Sharpe ratios are annualised with √{comparison.periods_per_year:,.6g} from per-bar "
+        f"returns in excess of the risk-free rate ({cfg.data.risk_free.source}), which is "
+        f"turned into a rate per bar; CAGR, volatility, Sortino and turnover use the same "
+        "bars per year.",
         "PSR (Bailey & López de Prado 2012) is the probability that the true Sharpe ratio is "
         "above 0 given the sample's length, skewness and kurtosis. DSR (2014) is the PSR against "
         "the Sharpe ratio the best of N unskilled trials would reach by luck, from the variance "
         f"of the trials' Sharpe ratios. Here N = {comparison.n_trials}: every strategy "
         "configuration backtested in this experiment (strategies × instruments, each LSTM seed "
         "counted separately).",
-        f"ΔSharpe intervals: stationary bootstrap (Politis & Romano 1994) of the paired daily "
-        f"excess returns, {boot.samples} resamples, mean block length {boot.block} days, "
+        f"ΔSharpe intervals: stationary bootstrap (Politis & Romano 1994) of the paired "
+        f"per-bar excess returns, {boot.samples} resamples, mean block length {boot.block} bars, "
         f"{round(100 * (1 - cfg.report.significance))}% percentile interval; the same resampled "
-        "days for every strategy of an instrument.",
+        "bars for every strategy of an instrument.",
         "Break-even cost: the commission at which the strategy's Sharpe ratio falls to "
         "buy-and-hold's (which pays the commission too), interpolated on the sweep "
         f"{', '.join(f'{bp:g}' for bp in cfg.report.cost_sweep_bp)} bp; 'no edge' = behind "
         "buy-and-hold even at the lowest cost, '> max' = still ahead at the highest.",
         "Forecast metrics are those of the train stage on the out-of-sample dates: RMSE of the "
-        "next close, Theil U2 = RMSE / random walk's RMSE, directional accuracy over days where "
+        "next close, Theil U2 = RMSE / random walk's RMSE, directional accuracy over bars where "
         "both the forecast and the close moved, Diebold-Mariano test with the "
         "Harvey-Leybourne-Newbold correction against the random walk (negative = more accurate).",
         "Pooled rows: a calendar-time equal-weight portfolio per strategy (each day, the mean "
@@ -367,13 +378,13 @@ def render_html(
     blocks, verdicts = _league_blocks(cfg, comparison, instruments)
     inst_ctx = []
     for inst in instruments:
-        days = len(inst.runs[next(iter(inst.runs))].returns) if inst.runs else 0
+        bars = len(inst.runs[next(iter(inst.runs))].returns) if inst.runs else 0
         inst_ctx.append(
             {
                 "name": inst.name,
-                "oos_start": str(inst.oos_start.date()),
-                "oos_end": str(inst.oos_end.date()),
-                "days": days,
+                "oos_start": format_timestamp(inst.oos_start),
+                "oos_end": format_timestamp(inst.oos_end),
+                "bars": bars,
                 "charts": _instrument_charts(inst, comparison, directory, embed),
             }
         )

@@ -203,3 +203,15 @@ def load_cost_sweep(cfg: Config, instruments: Sequence[InstrumentData]) -> CostS
                 value = math.nan if sharpe[label] is None else float(sharpe[label])
                 out[bp][inst.name][name] = (value, returns[label])
     return out
+
+
+def bars_per_year(cfg: Config) -> tuple[float, str]:
+    """The run's bars per year and bar interval, as the backtest stage recorded them."""
+    path = cfg.run_directory / "backtests" / "summary.json"
+    summary = read_stage_summary(path, "backtest")
+    per_year = summary.get("periods_per_year")
+    if not isinstance(per_year, int | float) or not per_year > 0:
+        raise DataError(
+            f"{path}: no periods_per_year (an older backtest); rerun the backtest stage"
+        )
+    return float(per_year), str(summary.get("interval", "-"))

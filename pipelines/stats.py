@@ -2,10 +2,11 @@
 
 Conventions, used everywhere in the report:
 
-- Returns are simple daily returns of a strategy's equity curve, in excess of
-  the risk-free rate when one is configured (the caller subtracts it).
-- A *per-period* Sharpe ratio is ``mean / std`` (``ddof=1``) of those daily
-  returns; the *annualised* one multiplies by ``sqrt(252)``, which is the
+- Returns are simple per-bar returns of a strategy's equity curve, in excess
+  of the risk-free rate when one is configured (the caller subtracts it).
+- A *per-period* Sharpe ratio is ``mean / std`` (``ddof=1``) of those
+  returns; the *annualised* one multiplies by ``sqrt(P)``, P the bars per
+  year (252 for daily equity bars; ``core.periods``), which is the
   convention of quantstats. Both come from ``core.periods``, as do the
   backtest metrics' (``sharpe_ratio`` is re-exported here for the report).
 - Skewness and kurtosis are the sample moments from ``scipy.stats`` (kurtosis
@@ -188,6 +189,7 @@ def sharpe_difference_ci(
     block: float = 20,
     level: float = 0.95,
     seed: int = 0,
+    periods_per_year: float = PERIODS_PER_YEAR,
 ) -> SharpeDifference:
     """Bootstrap CI of ``Sharpe(strategy) - Sharpe(benchmark)`` on paired daily returns.
 
@@ -201,6 +203,7 @@ def sharpe_difference_ci(
         block: stationary-bootstrap mean block length in bars.
         level: confidence level of the percentile interval.
         seed: seed of the resampling (results are reproducible).
+        periods_per_year: bars per year, to annualise both Sharpe ratios.
     """
     a = np.asarray(strategy, dtype=float)
     b = np.asarray(benchmark, dtype=float)
@@ -208,12 +211,12 @@ def sharpe_difference_ci(
         raise ValueError(f"paired returns need the same 1-D shape, got {a.shape} and {b.shape}")
     keep = np.isfinite(a) & np.isfinite(b)
     a, b = a[keep], b[keep]
-    estimate = sharpe_ratio(a, PERIODS_PER_YEAR) - sharpe_ratio(b, PERIODS_PER_YEAR)
+    estimate = sharpe_ratio(a, periods_per_year) - sharpe_ratio(b, periods_per_year)
     if a.size < 3 or not np.isfinite(estimate):
         nan = float("nan")
         return SharpeDifference(estimate, nan, nan, level, nan, 0)
     idx = stationary_bootstrap_indices(a.size, samples, block, np.random.default_rng(seed))
-    annual = [annualise_sharpe(per_period_sharpe(x[idx], axis=1)) for x in (a, b)]
+    annual = [annualise_sharpe(per_period_sharpe(x[idx], axis=1), periods_per_year) for x in (a, b)]
     diffs = annual[0] - annual[1]
     diffs = diffs[np.isfinite(diffs)]
     if diffs.size == 0:

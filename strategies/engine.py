@@ -61,22 +61,24 @@ Results (``BacktestResult``; the metrics come from ``strategies.metrics``):
 
 - ``equity``: broker value at each bar's close from the ``trade_start`` bar
   to the last bar (the first value is the starting cash, no position can be
-  open before the first fill); ``returns``: its simple daily returns, so the
+  open before the first fill); ``returns``: its simple per-bar returns, so the
   first return is that of the bar after ``trade_start``. Every strategy on an
   instrument is measured on the same dates.
-- ``n`` below is the number of daily returns; ``rf_t`` the annual risk-free
-  rate on day ``t`` (a constant or a Series aligned to the dates, forward
-  filled), turned into a daily rate ``(1 + rf_t) ** (1 / 252) - 1``;
-  ``excess_t = return_t - daily rf_t``.
+- ``P`` is the number of bars per year, ``ExecutionSettings.periods_per_year``:
+  252 for daily equity bars, measured from the timestamps for other intervals
+  (``core.periods``). ``n`` below is the number of returns; ``rf_t`` the
+  annual risk-free rate at bar ``t`` (a constant or a Series aligned to the
+  dates, forward filled), turned into a rate per bar ``(1 + rf_t) ** (1 / P) - 1``;
+  ``excess_t = return_t - rf per bar_t``.
 - ``total_return = equity[-1] / equity[0] - 1``.
-- ``cagr = (1 + total_return) ** (252 / n) - 1`` (quantstats ``cagr``: years
-  counted as trading days / 252, not calendar days).
-- ``volatility = std(returns, ddof=1) * sqrt(252)`` (quantstats).
-- ``sharpe = mean(excess) / std(excess, ddof=1) * sqrt(252)`` (quantstats
-  ``sharpe`` on the excess returns; Backtrader's SharpeRatio analyzer is not
-  used: it defaults to yearly returns and a 1% rate).
-- ``sortino = mean(excess) / sqrt(sum(min(excess, 0) ** 2) / n) * sqrt(252)``
-  (quantstats ``sortino``: downside deviation against 0 over all ``n`` days).
+- ``cagr = (1 + total_return) ** (P / n) - 1`` (quantstats ``cagr``: years
+  counted as bars / P, not calendar days).
+- ``volatility = std(returns, ddof=1) * sqrt(P)`` (quantstats).
+- ``sharpe = mean(excess) / std(excess, ddof=1) * sqrt(P)`` (``core.periods``,
+  quantstats' convention, on the excess returns; Backtrader's SharpeRatio
+  analyzer is not used: it defaults to yearly returns and a 1% rate).
+- ``sortino = mean(excess) / sqrt(sum(min(excess, 0) ** 2) / n) * sqrt(P)``
+  (quantstats ``sortino``: downside deviation against 0 over all ``n`` bars).
 - ``max_drawdown = min(equity / running max(equity) - 1)`` (a fraction <= 0);
   ``max_drawdown_duration``: the longest run of consecutive bars whose
   equity is below its running maximum (still running at the end counts).
@@ -87,10 +89,10 @@ Results (``BacktestResult``; the metrics come from ``strategies.metrics``):
   ``win_rate``: fraction of trades with a positive ``pnl_net`` (profit after
   both commissions); ``profit_factor``: sum of positive ``pnl_net`` / |sum of
   negative ``pnl_net``| (inf with no losing trade, NaN with no trade).
-- ``exposure``: fraction of the ``n`` return days at whose close a position
+- ``exposure``: fraction of the ``n`` return bars at whose close a position
   was open.
 - ``turnover``: traded value (sum of |units| x fill price over all fills) /
-  mean equity, annualised by ``252 / n``.
+  mean equity, annualised by ``P / n``.
 - ``commissions``: sum of the commissions of all fills; ``orders``: filled
   orders; ``rejected_orders``: orders Backtrader refused for lack of cash.
 - Ratios that are undefined are NaN: Sharpe and Sortino when the excess
@@ -110,6 +112,7 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 
+from core.periods import PERIODS_PER_YEAR
 from strategies.buyhold import BuyAndHold
 from strategies.crossover import EmaCrossover, SmaCrossover
 from strategies.feeds import date_numbers, make_feed, validate_bars
@@ -150,6 +153,8 @@ class ExecutionSettings:
         percent: percent of equity put into each new position (0 < p <= 100).
         fractional: trade fractional units (else whole units, floored).
         allow_short: let forecast strategies and the crossovers go short.
+        periods_per_year: bars per year, for every annualised metric and the
+            risk-free rate per bar (252 for daily equity bars; ``core.periods``).
     """
 
     cash: float = 100_000.0
@@ -159,6 +164,7 @@ class ExecutionSettings:
     percent: float = 95.0
     fractional: bool = False
     allow_short: bool = False
+    periods_per_year: float = float(PERIODS_PER_YEAR)
 
     def __post_init__(self):
         def finite(name: str) -> float:
@@ -184,6 +190,10 @@ class ExecutionSettings:
         if finite("commission_fixed") < 0:
             raise ValueError(
                 f"execution commission_fixed must be >= 0, got {self.commission_fixed!r}"
+            )
+        if finite("periods_per_year") <= 0:
+            raise ValueError(
+                f"execution periods_per_year must be positive, got {self.periods_per_year!r}"
             )
         if not 0 < finite("percent") <= 100:
             raise ValueError(
@@ -525,7 +535,9 @@ def run_backtest(
     orders = pd.DataFrame(recorder.orders, columns=list(ORDER_COLUMNS))
     orders = orders.astype({"size": float, "price": float, "value": float, "commission": float})
 
-    metrics = compute_metrics(equity, positions, trades, orders, risk_free)
+    metrics = compute_metrics(
+        equity, positions, trades, orders, risk_free, execution.periods_per_year
+    )
     run_params = {k: v for k, v in params.items() if k != "trade_start"}
     return BacktestResult(
         metrics=metrics,

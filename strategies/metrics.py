@@ -40,14 +40,22 @@ METRIC_KEYS = (
 )
 
 
-def daily_risk_free(risk_free: float | pd.Series, index: pd.DatetimeIndex) -> pd.Series:
-    """Daily risk-free rate on ``index`` from an annual rate (constant or by date).
+def risk_free_per_bar(
+    risk_free: float | pd.Series,
+    index: pd.DatetimeIndex,
+    periods_per_year: float = PERIODS_PER_YEAR,
+) -> pd.Series:
+    """The risk-free rate per bar on ``index`` from an annual rate (constant or by date).
+
+    ``(1 + annual) ** (1 / periods_per_year) - 1``: compounded over a year of
+    bars it gives the annual rate.
 
     Args:
         risk_free: annual rate as a decimal, or a Series of annual rates by
             date (forward filled onto ``index``; dates before its first value
             take that first value).
-        index: the dates of the daily returns.
+        index: the dates of the bars' returns.
+        periods_per_year: bars per year (``core.periods``).
     """
     if isinstance(risk_free, pd.Series):
         if risk_free.dropna().empty:
@@ -59,7 +67,7 @@ def daily_risk_free(risk_free: float | pd.Series, index: pd.DatetimeIndex) -> pd
         if not math.isfinite(rate) or rate <= -1:
             raise ValueError(f"risk_free must be an annual rate > -1 (decimal), got {risk_free!r}")
         annual = pd.Series(rate, index=index)
-    return (1.0 + annual) ** (1.0 / PERIODS_PER_YEAR) - 1.0
+    return (1.0 + annual) ** (1.0 / periods_per_year) - 1.0
 
 
 def drawdown_stats(equity: pd.Series) -> tuple[float, int]:
@@ -112,6 +120,7 @@ def compute_metrics(
     trades: pd.DataFrame,
     orders: pd.DataFrame,
     risk_free: float | pd.Series = 0.0,
+    periods_per_year: float = PERIODS_PER_YEAR,
 ) -> dict[str, float | int]:
     """The metrics dict (keys ``METRIC_KEYS``) of one backtest.
 
@@ -122,6 +131,8 @@ def compute_metrics(
         trades: round trips with a ``pnl_net`` column (one row per trade).
         orders: the order log with ``status``, ``value`` and ``commission``.
         risk_free: annual risk-free rate (constant or Series by date).
+        periods_per_year: bars per year, for every annualised figure
+            (``core.periods``: 252 for daily equity bars).
     """
     if len(equity) < 2:
         raise ValueError(f"need at least 2 equity values for metrics, got {len(equity)}")
@@ -130,18 +141,19 @@ def compute_metrics(
         raise ValueError(f"equity is not positive on {first}; the strategy lost everything")
     returns = equity.pct_change().iloc[1:]
     n = len(returns)
-    excess = returns - daily_risk_free(risk_free, returns.index)
+    periods = periods_per_year
+    excess = returns - risk_free_per_bar(risk_free, returns.index, periods)
 
     total_return = float(equity.iloc[-1] / equity.iloc[0] - 1.0)
-    cagr = float(qs.cagr(returns, periods=PERIODS_PER_YEAR))
-    volatility = float(qs.volatility(returns, periods=PERIODS_PER_YEAR, prepare_returns=False))
+    cagr = float(qs.cagr(returns, periods=periods))
+    volatility = float(qs.volatility(returns, periods=periods, prepare_returns=False))
     # A flat strategy's excess returns are constant up to float noise: neither ratio is defined
     # (its Sortino would be -sqrt(252) for any positive rate, an artifact of the formula).
-    sharpe = sharpe_ratio(excess.to_numpy(), PERIODS_PER_YEAR)
+    sharpe = sharpe_ratio(excess.to_numpy(), periods)
     if math.isnan(sharpe):
         sortino = float("nan")
     else:
-        sortino = _ratio(qs.sortino(excess, rf=0.0, periods=PERIODS_PER_YEAR))
+        sortino = _ratio(qs.sortino(excess, rf=0.0, periods=periods))
     max_drawdown, duration = drawdown_stats(equity)
     calmar = cagr / abs(max_drawdown) if max_drawdown < 0 else float("nan")
 
@@ -149,7 +161,7 @@ def compute_metrics(
 
     filled = orders[orders["status"] == "filled"] if len(orders) else orders
     traded_value = float(filled["value"].sum()) if len(filled) else 0.0
-    turnover = traded_value / float(equity.mean()) * PERIODS_PER_YEAR / n
+    turnover = traded_value / float(equity.mean()) * periods / n
     exposure = float((positions.iloc[1:].to_numpy() != 0).mean())
 
     return {

@@ -12,9 +12,9 @@ import pytest
 from strategies.metrics import (
     METRIC_KEYS,
     compute_metrics,
-    daily_risk_free,
     drawdown_stats,
     profit_factor,
+    risk_free_per_bar,
     win_rate,
 )
 
@@ -80,7 +80,7 @@ def test_risk_free_is_subtracted_as_a_daily_rate():
 
 def test_risk_free_series_is_forward_filled_by_date():
     rates = pd.Series([0.02, 0.04], index=[DATES[0] - pd.Timedelta(days=30), DATES[3]])
-    daily = daily_risk_free(rates, DATES[1:])
+    daily = risk_free_per_bar(rates, DATES[1:])
     expected = [(1.02) ** (1 / 252) - 1] * 2 + [(1.04) ** (1 / 252) - 1] * 3
     np.testing.assert_allclose(daily.to_numpy(), expected, rtol=1e-15)
 
@@ -121,3 +121,22 @@ def test_win_rate_and_profit_factor_by_hand():
     # the metrics dict uses exactly these (the report's pooled rows too)
     m = compute_metrics(EQUITY, POSITIONS, pd.DataFrame({"pnl_net": pnl}), ORDERS)
     assert m["win_rate"] == win_rate(pnl) and m["profit_factor"] == profit_factor(pnl)
+
+
+def test_every_annualised_figure_follows_the_bars_per_year():
+    """Hourly bars: the same equity curve annualised with P = 6,240 bars a year, by hand."""
+    per_year = 6240.0  # 24 bars a day, 5 days a week, 52 weeks
+    m = compute_metrics(EQUITY, POSITIONS, TRADES, ORDERS, 0.03, periods_per_year=per_year)
+    daily = compute_metrics(EQUITY, POSITIONS, TRADES, ORDERS, 0.03)
+    rf = 1.03 ** (1 / per_year) - 1
+    excess = [r - rf for r in R]
+    n = len(R)
+    assert m["cagr"] == pytest.approx((EQUITY.iloc[-1] / EQUITY.iloc[0]) ** (per_year / n) - 1)
+    assert m["volatility"] == pytest.approx(statistics.stdev(R) * math.sqrt(per_year), rel=1e-12)
+    assert m["sharpe"] == pytest.approx(
+        statistics.mean(excess) / statistics.stdev(excess) * math.sqrt(per_year), rel=1e-12
+    )
+    assert m["total_return"] == daily["total_return"]  # nothing else moves
+    assert m["turnover"] == pytest.approx(daily["turnover"] * per_year / 252, rel=1e-12)
+    rates = risk_free_per_bar(0.03, DATES[1:], per_year)
+    np.testing.assert_allclose(rates.to_numpy(), rf, rtol=1e-15)

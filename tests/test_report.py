@@ -206,7 +206,7 @@ def test_pooled_forecast_metrics_are_scale_free(instruments):
 
 
 def test_excess_returns_use_each_backtests_risk_free_rate(cfg, instruments):
-    from strategies.metrics import daily_risk_free
+    from strategies.metrics import risk_free_per_bar
 
     inst = instruments[0]
     rate = pd.Series(0.0, index=inst.runs["lstm"].equity.index)
@@ -216,7 +216,7 @@ def test_excess_returns_use_each_backtests_risk_free_rate(cfg, instruments):
     league = comparison.compare(cfg, instruments, None).league
     row = league.set_index(["instrument", "strategy"]).loc[("AAA", "lstm")]
     r = inst.runs["lstm"].returns
-    excess = (r - daily_risk_free(rate, r.index)).to_numpy()
+    excess = (r - risk_free_per_bar(rate, r.index)).to_numpy()
     assert row["psr"] == pytest.approx(stats.probabilistic_sharpe_ratio(excess), rel=1e-12)
     assert row["psr"] != pytest.approx(stats.probabilistic_sharpe_ratio(r.to_numpy()), rel=1e-6)
     # BBB's runs kept the constant 0: the pooled rate is each date's own instrument's rate
@@ -359,6 +359,7 @@ def built(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(report, "load_instruments", lambda c: instruments)
         patch.setattr(report, "load_cost_sweep", lambda c, insts: make_sweep(insts))
+        patch.setattr(report, "bars_per_year", lambda c: (252.0, "daily"))
         result = report.report(cfg)
     return cfg, result
 
@@ -404,6 +405,7 @@ def test_a_failed_render_leaves_the_previous_report(built, tmp_path, instruments
 
     monkeypatch.setattr(report, "load_instruments", lambda c: instruments)
     monkeypatch.setattr(report, "load_cost_sweep", lambda c, insts: make_sweep(insts))
+    monkeypatch.setattr(report, "bars_per_year", lambda c: (252.0, "daily"))
     monkeypatch.setattr(report, "render_html", broken)
     with pytest.raises(RuntimeError, match="chart exploded"):
         report.report(cfg)
