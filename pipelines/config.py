@@ -191,11 +191,6 @@ class ReportConfig(_Section):
 class TrackingConfig(_Section):
     experiment: str | None = Field(None, description="MLflow experiment; null = gatecast-<name>")
     registered_model: str = "gatecast-lstm"
-    writer: Literal["process", "inline"] = Field(
-        "process",
-        description="where MLflow's writes are done: a writer process of their own, so a "
-        "stage never waits for the store (process), or the stage's process (inline)",
-    )
 
 
 class Config(_Section):
