@@ -16,10 +16,11 @@ Store
     created under a file lock (MLflow creates its tables without one, and two
     first runs at once break the store) and set to write-ahead logging (kept
     in the file: cheaper writes, and ``make ui`` reads while a stage writes;
-    it needs a local disk). A server is first asked with one retry and a 10 s
-    timeout, so one that is not there stops the stage in seconds with a
-    one-line ``TrackingError``. A password in the URI is never printed,
-    logged or recorded (``display_uri``).
+    it needs a local disk). A server is first asked once, with a 10 s
+    timeout and no retry, so one that is not there stops the stage in
+    seconds with a one-line ``TrackingError``; later requests retry as
+    MLflow's ``MLFLOW_HTTP_REQUEST_*`` settings say. A password in the URI
+    is never printed, logged or recorded (``display_uri``).
 
 Runs
     One experiment per config (``cfg.experiment_name``); one parent run per
@@ -110,7 +111,7 @@ LATEST_ALIAS = "newest"
 FIGURE_DPI = 100  # PNGs logged with runs: enough to read a chart in the MLflow UI
 # The first request to a server: fail in seconds when it is not there.
 _FIRST_CONTACT = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
@@ -210,12 +211,11 @@ def _store_errors(uri: str, what: str) -> Iterator[None]:
     except Exception as err:
         text = _masked(" ".join(str(err).split()) or type(err).__name__, uri)
         where = display_uri(uri)
-        refused = re.search(
-            r"\[Errno -?\d+\] ([^\"')]+)|(Read timed out)|(Max retries exceeded)", text
-        )
-        if refused and urlparse(uri).scheme in {"http", "https"}:
-            reason = next(g for g in refused.groups() if g)
-            message = f"MLflow could not {what}: connection to {where} failed ({reason.strip()})"
+        broken = re.search(r"Max retries exceeded|Read timed out|ConnectionError", text)
+        if broken and urlparse(uri).scheme in {"http", "https"}:
+            why = re.search(r"\[Errno -?\d+\] ([^\"')]+)|(timed out)", text)
+            reason = f" ({next(g for g in why.groups() if g).strip()})" if why else ""
+            message = f"MLflow could not {what}: connection to {where} failed{reason}"
         else:
             message = f"MLflow could not {what} at {where}: {type(err).__name__}: {text}"
         # the original error's text may hold the password
