@@ -98,7 +98,10 @@ from pipelines.provenance import (  # noqa: F401  (config_yaml, ...: part of thi
 )
 
 log = logging.getLogger("gatecast.tracking")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # read at each download
+# Read by MLflow at each call: no progress bars, and no "View run at <URI>" lines, which
+# would print a password in the URI (and cost a request per ended run).
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 # MLflow's own INFO lines (store migrations) would drown the stage's output.
 for _name in ("mlflow", "alembic"):
     logging.getLogger(_name).setLevel(logging.WARNING)
