@@ -129,13 +129,14 @@ class TrackingError(RuntimeError):
 
 # Time spent in this module ------------------------------------------------------------------
 
-_SECONDS = [0.0]
+_SECONDS: dict[str, float] = {}
+_CALLS: dict[str, int] = {}
 _DEPTH = [0]
 
 
 @contextlib.contextmanager
-def _timing() -> Iterator[None]:
-    """Add the block's wall time to ``mlflow_seconds`` (outermost block only)."""
+def _timing(what: str) -> Iterator[None]:
+    """Count the block's wall time as ``what`` (outermost block only, so nesting counts once)."""
     _DEPTH[0] += 1
     start = time.perf_counter()
     try:
@@ -143,13 +144,14 @@ def _timing() -> Iterator[None]:
     finally:
         _DEPTH[0] -= 1
         if _DEPTH[0] == 0:
-            _SECONDS[0] += time.perf_counter() - start
+            _SECONDS[what] = _SECONDS.get(what, 0.0) + time.perf_counter() - start
+            _CALLS[what] = _CALLS.get(what, 0) + 1
 
 
 def _timed(fn: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
-        with _timing():
+        with _timing(fn.__name__):
             return fn(*args, **kwargs)
 
     return wrapper
@@ -157,12 +159,18 @@ def _timed(fn: Callable[..., T]) -> Callable[..., T]:
 
 def mlflow_seconds() -> float:
     """Seconds spent in this module's calls (less drawing figures) since ``reset_overhead``."""
-    return _SECONDS[0]
+    return sum(_SECONDS.values())
+
+
+def overhead_by_call() -> dict[str, tuple[float, int]]:
+    """Seconds and number of calls per kind (``pipeline_run``, ``child_run``, ``end_run``, ...)."""
+    return {what: (seconds, _CALLS[what]) for what, seconds in _SECONDS.items()}
 
 
 def reset_overhead() -> None:
     """Start counting afresh."""
-    _SECONDS[0] = 0.0
+    _SECONDS.clear()
+    _CALLS.clear()
 
 
 # Store --------------------------------------------------------------------------------------
@@ -438,7 +446,7 @@ def _running(handle: RunHandle) -> Iterator[RunHandle]:
         raise
     finally:
         _STACK.remove(handle)
-        with _timing():
+        with _timing("end_run"):
             _end(handle, exc)
 
 
@@ -487,7 +495,7 @@ def pipeline_run(
     """
     if _STACK:
         raise RuntimeError(f"pipeline_run({stage!r}) inside the open run {_STACK[-1].name!r}")
-    with _timing():
+    with _timing("pipeline_run"):
         common = run_tags(cfg, stage, inputs, tags, command)
         uri = tracking_uri()
         store = _open(uri)
@@ -517,7 +525,7 @@ def child_run(name: str, tags: Mapping[str, str] | None = None) -> Iterator[RunH
     adds its own (``gatecast.instrument``, ``gatecast.forecaster``, ...).
     """
     parent = active_run()
-    with _timing():
+    with _timing("child_run"):
         own = {k: str(v) for k, v in (tags or {}).items()}
         handle = _start(
             parent.stage, name, {**parent.tags, **own}, {"mlflow.parentRunId": parent.run_id}
@@ -626,11 +634,11 @@ def log_figure(
     """
     filename = name if name.endswith(".png") else f"{name}.png"
     with tempfile.TemporaryDirectory(prefix="gatecast-figure-") as tmp:
-        fig.savefig(Path(tmp) / filename, format="png", dpi=dpi)
-        with _timing():
+        path = Path(tmp) / filename
+        fig.savefig(path, format="png", dpi=dpi)
+        with _timing("log_figure"):
             _artifact(
-                filename,
-                lambda r: r.stage.store.log_artifact(r.run_id, f"{tmp}/{filename}", artifact_path),
+                filename, lambda r: r.stage.store.log_artifact(r.run_id, str(path), artifact_path)
             )
 
 
