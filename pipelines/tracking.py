@@ -82,6 +82,7 @@ import psutil
 from filelock import FileLock
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from pipelines import lstm_pyfunc
 from pipelines.config import REPO_ROOT, Config
@@ -403,7 +404,10 @@ def _start(stage: _Stage, name: str, tags: Mapping[str, str], own: Mapping[str, 
     """Create run ``name`` with ``tags`` and ``own`` (which its children do not inherit)."""
     with _store_errors(stage.uri, f"create run {name} in experiment {stage.experiment_name}"):
         created = stage.store.create_run(stage.experiment_id, run_name=name, tags={**tags, **own})
-        stage.store.log_text(created.info.run_id, stage.config_text, "config.yaml")
+        repository = get_artifact_repository(created.info.artifact_uri, tracking_uri=stage.uri)
+        with tempfile.TemporaryDirectory(prefix="gatecast-config-") as tmp:
+            (Path(tmp) / "config.yaml").write_text(stage.config_text)
+            repository.log_artifact(f"{tmp}/config.yaml")
     uri = display_uri(stage.uri)
     handle = RunHandle(name, created.info.run_id, stage.experiment_id, uri, stage, dict(tags))
     handle.pending_params.update(stage.params)
