@@ -4,13 +4,8 @@ With ``pipelines.lstm_pyfunc`` (the registered model), the only module that
 imports mlflow. Every call is made in the stage's process, when it is made.
 
 Store
-    By default ``sqlite:///<repo>/mlruns/mlflow.db``, artifacts under
-    ``<repo>/mlruns/artifacts/<experiment>``, whatever the working directory.
-    ``MLFLOW_TRACKING_URI`` (and MLflow's other variables) take over when set;
-    a ``sqlite:///.../x.db`` store keeps artifacts in ``.../artifacts``, a
-    server decides itself. ``python -m pipelines.tracking ui`` (``make ui``)
-    serves the store on 127.0.0.1; ``... uri`` prints where it is.
-
+    Where it is: ``pipelines.store_uri`` (``MLFLOW_TRACKING_URI``, else
+    ``sqlite:///<repo>/mlruns/mlflow.db``; ``make ui`` serves it).
     The store is opened at a process's first ``pipeline_run``, after the
     config was validated, so a bad config creates nothing. A SQLite store is
     created under a file lock (MLflow creates its tables without one, and two
@@ -56,7 +51,6 @@ Overhead
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import hashlib
@@ -66,7 +60,6 @@ import re
 import signal
 import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -74,7 +67,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 import mlflow
 import pandas as pd
@@ -85,7 +78,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from pipelines import lstm_pyfunc
-from pipelines.config import REPO_ROOT, Config
+from pipelines.config import Config
 from pipelines.lstm_pyfunc import ensemble_forecast  # noqa: F401  (the train stage uses it)
 from pipelines.provenance import (  # noqa: F401  (config_yaml, ...: part of this module's API)
     MAX_PARAM_LENGTH,
@@ -97,6 +90,16 @@ from pipelines.provenance import (  # noqa: F401  (config_yaml, ...: part of thi
     safe_key,
     sha256_file,
 )
+from pipelines.store_uri import (  # noqa: F401  (part of this module's API)
+    DEFAULT_TRACKING_URI,
+    artifact_root,
+    display_uri,
+    main,
+    masked,
+    server_command,
+    sqlite_path,
+    tracking_uri,
+)
 
 log = logging.getLogger("gatecast.tracking")
 # Read by MLflow at each call: no progress bars, and no "View run at <URI>" lines, which
@@ -107,9 +110,6 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 for _name in ("mlflow", "alembic"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
-STORE_DIRECTORY = REPO_ROOT / "mlruns"
-DEFAULT_TRACKING_URI = f"sqlite:///{STORE_DIRECTORY / 'mlflow.db'}"
-DEFAULT_ARTIFACT_ROOT = STORE_DIRECTORY / "artifacts"
 # MLflow reserves the alias "latest"; "newest" always names the most recently trained version.
 LATEST_ALIAS = "newest"
 FIGURE_DPI = 100  # PNGs logged with runs: enough to read a chart in the MLflow UI
@@ -119,7 +119,6 @@ _FIRST_CONTACT = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
-_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
 T = TypeVar("T")
 
@@ -177,42 +176,6 @@ def reset_overhead() -> None:
 # Store --------------------------------------------------------------------------------------
 
 
-def tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` when set, else the embedded store in ``<repo>/mlruns``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-
-
-def display_uri(uri: str | None = None) -> str:
-    """The tracking URI without any user:password part, safe to print or write to files."""
-    uri = uri or tracking_uri()
-    parts = urlparse(uri)
-    if parts.password is None and parts.username is None:
-        return uri
-    return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl()
-
-
-def _masked(text: str, uri: str) -> str:
-    return _CREDENTIALS.sub("", text.replace(uri, display_uri(uri)))
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    return Path(unquote(uri[len("sqlite:///") :])) if uri.startswith("sqlite:///") else None
-
-
-def artifact_root(uri: str | None = None) -> Path | None:
-    """Where experiments created by gatecast keep artifacts, for an embedded store.
-
-    ``<repo>/mlruns/artifacts`` for the default store, ``<dir>/artifacts`` for
-    ``sqlite:///<dir>/<file>``; None for a server or any other store (it
-    chooses the location itself).
-    """
-    uri = uri or tracking_uri()
-    if uri == DEFAULT_TRACKING_URI:
-        return DEFAULT_ARTIFACT_ROOT
-    path = _sqlite_path(uri)
-    return path.parent / "artifacts" if path is not None else None
-
-
 @contextlib.contextmanager
 def _store_errors(uri: str, what: str) -> Iterator[None]:
     """Turn any failure of MLflow into one line of ``TrackingError``, password masked."""
@@ -221,7 +184,7 @@ def _store_errors(uri: str, what: str) -> Iterator[None]:
     except TrackingError:
         raise
     except Exception as err:
-        text = _masked(" ".join(str(err).split()) or type(err).__name__, uri)
+        text = masked(" ".join(str(err).split()) or type(err).__name__, uri)
         where = display_uri(uri)
         broken = re.search(r"Max retries exceeded|Read timed out|ConnectionError", text)
         if broken and urlparse(uri).scheme in {"http", "https"}:
@@ -237,7 +200,7 @@ def _store_errors(uri: str, what: str) -> Iterator[None]:
 @contextlib.contextmanager
 def _first_contact(uri: str) -> Iterator[None]:
     """Hold the SQLite store's creation lock, or ask a server with a short timeout."""
-    path = _sqlite_path(uri)
+    path = sqlite_path(uri)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         name = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
@@ -754,56 +717,6 @@ def load_model(model_uri: str) -> Any:
     client()
     mlflow.set_tracking_uri(tracking_uri())
     return mlflow.pyfunc.load_model(model_uri)
-
-
-# `python -m pipelines.tracking ui|uri` ------------------------------------------------------
-
-
-def server_command(
-    host: str = "127.0.0.1",
-    port: int = 5000,
-    backend_uri: str | None = None,
-    artifacts: str | Path | None = None,
-) -> list[str]:
-    """The ``mlflow server`` command line serving a SQLite store and its artifacts."""
-    backend_uri = backend_uri or tracking_uri()
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri]
-    command += ["--host", host, "--port", str(port), "--workers", "1"]
-    root = Path(artifacts) if artifacts else artifact_root(backend_uri)
-    if root is not None:
-        # runs created through the server keep their artifacts next to the others
-        command += ["--artifacts-destination", root.as_uri()]
-    return command
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.tracking",
-        description="gatecast's MLflow store: serve it, or print where it is.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    ui = sub.add_parser("ui", help="serve the tracking store with the MLflow UI")
-    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    ui.add_argument("--port", type=int, default=5000, help="port (default: %(default)s)")
-    sub.add_parser("uri", help="print the tracking URI (password masked) and artifact root")
-    args = parser.parse_args(argv)
-    uri = tracking_uri()
-    if args.command == "uri":
-        print(display_uri(uri))
-        root = artifact_root(uri)
-        print(root if root is not None else "(artifact root chosen by the tracking server)")
-        return 0
-    if urlparse(uri).scheme in {"http", "https", "databricks"}:
-        print(f"MLFLOW_TRACKING_URI is {display_uri(uri)}: open that server's UI", file=sys.stderr)
-        return 2
-    path = _sqlite_path(uri)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    print(f"MLflow UI for {uri} on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
-    try:
-        return subprocess.call(server_command(args.host, args.port, uri))
-    except KeyboardInterrupt:
-        return 0
 
 
 if __name__ == "__main__":
