@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.metadata
+import logging
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -131,6 +132,20 @@ def save(
     example = example_bars.rename_axis("date").reset_index()
     output = {"date": example["date"].iloc[-1:].to_numpy(), "lstm": [0.0]}
     output.update({f"lstm_seed{k}": [0.0] for k in range(len(forecasters))})
+    # The pickled object is a bare instance of this module's class, whose code ships with
+    # the model: MLflow's generic warning about pickled models says nothing useful here.
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    level = pyfunc_log.level
+    pyfunc_log.setLevel(logging.ERROR)
+    try:
+        _save_model(directory, seeds, example, output, mlflow_model)
+    finally:
+        pyfunc_log.setLevel(level)
+
+
+def _save_model(
+    directory: Path, seeds: Path, example: pd.DataFrame, output: dict, mlflow_model: Model
+) -> None:
     mlflow.pyfunc.save_model(
         str(directory),
         python_model=LstmPyfuncModel(),
