@@ -1,6 +1,8 @@
 """gatecast pipelines: the stages that make runs (data, train, backtest, report, run).
 
-Imports flow one way: ``pipelines -> strategies, models``. Only
-``pipelines.recorder`` talks to MLflow; the stages call ``pipelines.tracking``,
-which hands the recorder its work (in a writer process by default).
+Imports flow one way: ``pipelines -> strategies, models -> core`` (checked by
+the import-linter contracts in pyproject.toml). Only ``pipelines.tracking`` and
+the registered model's wrapper ``pipelines.lstm_pyfunc`` import MLflow; units
+of work (``pipelines.units``, ``pipelines.backtest_unit``) never do: the
+driver records their results.
 """

@@ -15,9 +15,6 @@ STAGES = {
     "run": ("pipelines.run", "the whole job: data, train, backtest, report"),
 }
 
-# Stages that track runs in MLflow (``pipelines.tracking``).
-TRACKED = {"train", "report", "run"}
-
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -32,16 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if argv else 2
     args, rest = parser.parse_known_args(argv[:1])
-    from pipelines.cli import loading_code
-
-    with loading_code():
-        if args.stage in TRACKED and not {"-h", "--help"} & set(argv[1:]):
-            # The writer imports mlflow and opens the store on the other core
-            # while this process imports TensorFlow.
-            from pipelines import tracking
-
-            tracking.start_writer()
-        module = importlib.import_module(STAGES[args.stage][0])
+    module = importlib.import_module(STAGES[args.stage][0])
     return module.main(argv[1:])
 
 

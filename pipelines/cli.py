@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
 import logging
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from pipelines.config import Config, load_config, parse_set
 from pipelines.errors import GatecastError
@@ -60,51 +58,6 @@ def _stage_of(body: Callable[[], int]) -> str:
     return module.rsplit(".", 1)[-1]
 
 
-# Allocations between young-generation collections (Python's default is 700).
-GC_YOUNG_THRESHOLD = 10_000
-
-
-@contextlib.contextmanager
-def loading_code() -> Iterator[None]:
-    """Pause the cyclic garbage collector while heavy modules are imported.
-
-    Importing TensorFlow, pandas and MLflow allocates millions of objects, so
-    the collector runs dozens of times and each full pass walks everything
-    loaded so far: measured on the 2-core machine, importing a stage's modules
-    took 3.1-3.2 s with the collector paused against 4.1-4.5 s without it,
-    and then ``import mlflow`` 0.46-0.49 s against 0.75-0.82 s. What the
-    imports leave unreachable is freed by the next ``_settle_garbage_collector``
-    (every stage runs one first, through ``run_stage``). Nesting is fine; the
-    collector is back on only where it was on before.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def _settle_garbage_collector() -> None:
-    """Collect once, then keep what is alive out of the cyclic collector's way.
-
-    A stage's process holds hundreds of thousands of long-lived objects
-    (TensorFlow, pandas, MLflow and their modules). Each full collection walks
-    them all: measured on the default config, 9 pauses of up to 0.4 s in the
-    train stage, landing in whatever code runs at that moment. After one
-    collection, ``gc.freeze`` moves the survivors out of the collector's sight
-    (nothing unreachable is pinned, the collection just freed it), and a larger
-    young-generation threshold makes collections rarer: the train stage's time
-    in the collector (default config, tiny LSTM) fell from 1.6-1.9 s to 0.75 s,
-    0.23 s of it this first collection, for about 10% more peak memory.
-    """
-    gc.collect()
-    gc.freeze()
-    young, *older = gc.get_threshold()
-    gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), *older)
-
-
 def run_stage(
     body: Callable[[], int], stage: str | None = None, *, verbose: bool | None = None
 ) -> int:
@@ -127,7 +80,6 @@ def run_stage(
     stage = stage or _stage_of(body)
     if verbose is None:
         verbose = log.isEnabledFor(logging.DEBUG)
-    _settle_garbage_collector()
     try:
         return body()
     except GatecastError as err:

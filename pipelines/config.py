@@ -259,12 +259,6 @@ class TrackingConfig(_Section):
             )
         return name
 
-    writer: Literal["process", "inline"] = Field(
-        "process",
-        description="where MLflow's writes are done: a writer process of their own, so a "
-        "stage never waits for the store (process), or the stage's process (inline)",
-    )
-
 
 class ExecutorConfig(_Section):
     """How the train and backtest stages run their units of work.

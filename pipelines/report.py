@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipelines import tracking
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
 from pipelines.comparison import METRIC_COLUMNS, POOLED, Comparison, compare, finite
 from pipelines.config import Config
@@ -98,11 +99,8 @@ def publish(build: Path, target: Path) -> None:
 def _log_strategy_runs(comparison: Comparison) -> None:
     """One child run per instrument x strategy (and the pooled rows on the report run).
 
-    Handed to the recorder before the charts are drawn, so the writer
-    process stores them while this process renders.
+    Logged before the charts are drawn, so a failed render still leaves them.
     """
-    from pipelines import tracking
-
     for row in comparison.league.to_dict(orient="records"):
         numeric = {k: row[k] for k in METRIC_COLUMNS if finite(row.get(k))}
         if row["instrument"] == POOLED:
@@ -137,11 +135,6 @@ def _write_report(
 
 def report(cfg: Config, *, config_path: str = "", command: str | None = None) -> ReportResult:
     """Run the report stage: read the stage outputs, compare, write the report, log to MLflow."""
-    from pipelines.cli import loading_code
-
-    with loading_code():
-        from pipelines import tracking
-
     started = time.perf_counter()
     instruments = load_instruments(cfg)
     inputs = {

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.cli import config_from_args, loading_code, run_stage, setup_logging, stage_parser
+from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
 from pipelines.config import REPO_ROOT
 
 log = logging.getLogger("gatecast.run")
@@ -75,8 +75,7 @@ class PipelineTiming:
 
 
 def _overhead() -> float:
-    # Only once the train or report stage has imported tracking; drawing the
-    # figures it logs is matplotlib's time, not MLflow's.
+    # Only once the train or report stage has imported tracking.
     tracking = sys.modules.get("pipelines.tracking")
     return tracking.mlflow_seconds() if tracking else 0.0
 
@@ -99,8 +98,7 @@ def run_stages(
     for k, stage in enumerate(stages):
         if on_stage is not None:
             on_stage(k, stage)
-        with loading_code():  # the stage's main collects what the imports left behind
-            module = importlib.import_module(REGISTRY[stage][0])
+        module = importlib.import_module(REGISTRY[stage][0])
         before, started = _overhead(), time.perf_counter()
         status = module.main(list(stage_argv))
         timing.stages.append(
@@ -157,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines import tracking
 
         print(f"report:  {_shown(cfg.report_directory / 'index.html')}")
-        print(f"MLflow:  experiment {cfg.experiment_name} at {tracking.tracking_uri()} (make ui)")
+        print(f"MLflow:  experiment {cfg.experiment_name} at {tracking.display_uri()} (make ui)")
         return 0
 
     return run_stage(body)

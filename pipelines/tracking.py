@@ -1,598 +1,356 @@
-"""MLflow tracking for every stage: what the stages call (``pipelines.recorder`` talks to MLflow).
+"""MLflow tracking for every stage, over MLflow's own client (``mlflow.MlflowClient``).
+
+With ``pipelines.lstm_pyfunc`` (the registered model), the only module that
+imports mlflow. Every call is made in the stage's process, when it is made.
 
 Store
-    By default an embedded store inside the repository, whatever the working
-    directory: runs in ``sqlite:///<repo>/mlruns/mlflow.db``, artifacts under
-    ``<repo>/mlruns/artifacts/<experiment>``. ``MLFLOW_TRACKING_URI`` (and
-    MLflow's other variables, e.g. ``MLFLOW_REGISTRY_URI``) take over when set;
-    with a ``sqlite:///.../x.db`` URI the artifacts go next to the database, in
-    ``.../artifacts/<experiment>``; with a server the server decides.
-    ``python -m pipelines.tracking ui`` (``make ui``) serves the store on
-    127.0.0.1.
+    Where it is: ``pipelines.store_uri`` (``MLFLOW_TRACKING_URI``, else
+    ``sqlite:///<repo>/mlruns/mlflow.db``; ``make ui`` serves it).
+    The store is opened at a process's first ``pipeline_run``, after the
+    config was validated, so a bad config creates nothing. A SQLite store is
+    created under a file lock (MLflow creates its tables without one, and two
+    first runs at once break the store) and set to write-ahead logging (kept
+    in the file: cheaper writes, and ``make ui`` reads while a stage writes;
+    it needs a local disk). A server is first asked once, with a 10 s
+    timeout and no retry, so one that is not there stops the stage in
+    seconds with a one-line ``TrackingError``; later requests retry as
+    MLflow's ``MLFLOW_HTTP_REQUEST_*`` settings say. A password in the URI
+    is never printed, logged or recorded (``display_uri``).
 
-    A SQLite store that gatecast opens is switched to write-ahead logging
-    (``PRAGMA journal_mode=WAL``, which SQLite keeps in the database file):
-    a commit appends to ``mlflow.db-wal`` instead of writing a rollback
-    journal and the database, which halves the cost of every MLflow call, and
-    ``make ui`` can read while a stage writes. Commits stay durable (SQLite's
-    default ``synchronous=FULL``). WAL needs the database on a local disk, not
-    a network file system; for a shared store, run an MLflow server.
+Runs
+    One experiment per config (``cfg.experiment_name``); one parent run per
+    tracked stage invocation, named after the stage (tag ``gatecast.stage``);
+    one child per instrument x forecaster or strategy (``GSPC/lstm``). Every
+    run carries the resolved config as params and ``config.yaml``, and the
+    tags ``gatecast.git.commit``, ``gatecast.git.dirty``, ``gatecast.command``,
+    ``gatecast.version.<library>``, ``gatecast.seed``, ``gatecast.host``,
+    ``gatecast.pid`` and ``gatecast.input.<file>.sha256``. Metrics: plain names
+    for the whole out-of-sample period, ``fold/<m>`` (step = fold),
+    ``seed/<m>`` (step = seed), ``loss/fold<i>/seed<k>`` (step = epoch).
+    A run's params, tags and metrics wait until it ends and go in one
+    ``log_batch`` (the client splits it at the store's limits); MLflow's
+    asynchronous logging gained nothing on SQLite (a single writer), so it is
+    not used. Artifacts are written at once.
 
-Run layout (what the MLflow UI shows)
-    - one experiment per config: ``cfg.experiment_name`` (``gatecast-<name>``);
-    - one parent run per invocation of a tracked stage, named after the stage
-      (``train``, ``report``; the data and backtest stages write files only,
-      and the report logs the backtests' results), tag ``gatecast.stage``;
-    - one child run per instrument x forecaster (train) or instrument x
-      strategy (report), named ``<INST>/<forecaster or strategy>``, tags
-      ``gatecast.instrument`` and ``gatecast.forecaster`` / ``gatecast.strategy``.
+    Leaving a run's ``with`` block ends it FINISHED; an exception FAILED,
+    Ctrl-C or SIGTERM KILLED, and the exception gets a note (PEP 678) saying
+    so, which the stage's one-line error shows. MLflow has no heartbeat: runs
+    left RUNNING by a process of this host that is gone (``kill -9``) are
+    marked KILLED, with one log line, when a process next opens the store.
 
-    Every run, parent and child, carries the resolved config as params
-    (flattened keys such as ``forecasters.lstm.units``) and as the artifact
-    ``config.yaml``, and the tags ``gatecast.git.commit``, ``gatecast.git.dirty``,
-    ``gatecast.command``, ``gatecast.version.<library>``, ``gatecast.seed`` and
-    ``gatecast.input.<file>.sha256`` for every input data file; the train
-    stage's runs also ``gatecast.device`` and ``gatecast.device_name``.
-
-Metric conventions (the train stage; the report stage uses the same idea)
-    - whole out-of-sample period: plain names (``rmse``, ``dm_pvalue``, ...),
-      logged once at step 0, identical names across forecasters/strategies so
-      the compare view lines them up;
-    - walk-forward folds: ``fold/<metric>`` with ``step`` = fold index;
-    - LSTM seeds: ``seed/<metric>`` with ``step`` = seed index ``k`` (seed
-      ``cfg.seed + k``); the plain names score the seeds' mean forecast;
-    - per-epoch losses: ``loss/fold<i>/seed<k>`` and ``val_loss/fold<i>/seed<k>``
-      with ``step`` = epoch, each history logged in one batch.
-
-Ending runs
-    Leaving a run's ``with`` block normally ends it FINISHED; an exception ends
-    every run the block opened FAILED, and Ctrl-C (KeyboardInterrupt) KILLED,
-    so no run is ever left RUNNING. What a run had logged before it failed is
-    kept, and the exception leaves ``pipeline_run`` with a note (PEP 678)
-    saying how the runs ended and in which experiment, which the stage's
-    one-line error (``pipelines.cli.run_stage``) shows.
-
-Registered model (one per instrument)
-    ``log_lstm_model`` logs the final walk-forward fold's LSTM (all seeds; the
-    forecast is their mean, as in the ``lstm`` column) in MLflow's pyfunc
-    format with an input example and a signature, as a logged model of the
-    instrument's ``<INST>/lstm`` run, and registers it under the name
-
-        ``<tracking.registered_model>-<INST>``
-
-    (``tracking.registered_model`` from the config, default ``gatecast-lstm``:
-    ``gatecast-lstm-GSPC``, ``gatecast-lstm-ORCL``, ...). Every train run adds
-    a version and moves the alias ``newest`` to it; the alias is ``newest``
-    because MLflow reserves ``latest``. In any Python process with the same
-    tracking URI (``python -m pipelines.tracking uri`` prints it)::
-
-        import mlflow
-        model = mlflow.pyfunc.load_model("models:/gatecast-lstm-GSPC@newest")
-        forecasts = model.predict(bars, params={"start": "2012-06-01"})
-
-    ``bars`` has a ``date`` column and ``open, high, low, close, volume``; the
-    result has one row per forecast date with ``lstm`` (the next close) and
-    ``lstm_seed<k>``. A given version: ``models:/gatecast-lstm-GSPC/3``.
-
-Where the work is done
-    This module never imports mlflow. Each call becomes an operation for the
-    recorder (``pipelines.recorder``), which by default runs in a writer
-    process of its own (config key ``tracking.writer``: ``process``, or
-    ``inline`` to do the work in the stage's process; ``start_writer``
-    starts it early, as ``python -m pipelines`` does before importing
-    TensorFlow). The stage hands an operation over and goes on; it waits only for an id it reads
-    (``RunHandle.run_id``, ``RegisteredModel.version``) and, at the end of
-    ``pipeline_run``, until every run is written and ended. An MLflow
-    failure reaches the stage as ``TrackingError`` at its next tracking call,
-    or at the end of the block; the run concerned ends FAILED.
+Registered model
+    ``log_lstm_model`` registers the final fold's LSTM seeds as
+    ``<tracking.registered_model>-<INST>`` and moves the alias ``newest`` to
+    the new version (MLflow reserves ``latest``); ``pipelines.lstm_pyfunc``
+    says how to load it.
 
 Overhead
-    A run costs three store requests whatever it logs: one to create it (its
-    tags included), one batch at the end with its params, tags and metrics
-    (more only past the store's limits: 100 params, 100 tags, 1000 items),
-    one to end it. Artifacts (``config.yaml`` first) go straight to the
-    artifact location the store gave the run when it was created. Time the
-    stage's process spends inside this module's calls is added up
-    (``overhead_seconds``, ``overhead_by_call``, ``overhead_call_counts``:
-    handing operations over, and waiting for ids and for the writer at the
-    end of a stage as ``wait_for_id`` and ``settle``; starting the writer
-    counts as ``open_store``; rendering PNGs is matplotlib's work and counts
-    apart as ``render_figure``), so the benchmark can report MLflow's share
-    of a stage's wall time; ``writer_stats`` gives the writer's own CPU time.
+    ``mlflow_seconds`` adds up the wall time spent in this module's calls
+    (less drawing figures), for the benchmark's "MLflow share".
 """
 
 from __future__ import annotations
 
-import argparse
-import atexit
 import contextlib
 import functools
 import hashlib
-import importlib.metadata
-import io
-import itertools
-import json
 import logging
-import multiprocessing
 import os
-import pickle
-import queue
 import re
-import shlex
-import shutil
-import subprocess
+import signal
+import socket
+import sqlite3
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
-import numpy as np
+import mlflow
 import pandas as pd
-import yaml
+import psutil
+from filelock import FileLock
+from mlflow.entities import Metric, Param, RunTag, ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-from pipelines.config import REPO_ROOT, Config
-
-log = logging.getLogger("gatecast.tracking")
-
-STORE_DIRECTORY = REPO_ROOT / "mlruns"
-DEFAULT_TRACKING_URI = f"sqlite:///{STORE_DIRECTORY / 'mlflow.db'}"
-DEFAULT_ARTIFACT_ROOT = STORE_DIRECTORY / "artifacts"
-# MLflow reserves the alias "latest"; "newest" always names the most recently trained version.
-LATEST_ALIAS = "newest"
-# PNGs logged with runs: enough to read a chart in the MLflow UI.
-FIGURE_DPI = 100
-
-# The REST API's limits per log_batch request (mlflow.utils.validation), which
-# every store accepts.
-MAX_METRICS_PER_BATCH = 1000
-MAX_PARAMS_TAGS_PER_BATCH = 100
-MAX_PARAM_LENGTH = 6000
-
-VERSIONED_LIBRARIES = (
-    "tensorflow",
-    "keras",
-    "backtrader",
-    "mlflow",
-    "pandas",
-    "numpy",
-    "statsmodels",
+from pipelines import lstm_pyfunc
+from pipelines.config import Config
+from pipelines.lstm_pyfunc import ensemble_forecast  # noqa: F401  (the train stage uses it)
+from pipelines.provenance import (  # noqa: F401  (config_yaml, ...: part of this module's API)
+    MAX_PARAM_LENGTH,
+    config_yaml,
+    flatten_config,
+    git_state,
+    library_versions,
+    run_tags,
+    safe_key,
+    sha256_file,
+)
+from pipelines.store_uri import (  # noqa: F401  (part of this module's API)
+    DEFAULT_TRACKING_URI,
+    artifact_root,
+    display_uri,
+    main,
+    masked,
+    server_command,
+    sqlite_path,
+    tracking_uri,
 )
 
-_KEY_BAD_CHARS = re.compile(r"[^\w./\- ]")
+log = logging.getLogger("gatecast.tracking")
+# Read by MLflow at each call: no progress bars, and no "View run at <URI>" lines, which
+# would print a password in the URI (and cost a request per ended run).
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+# MLflow's own INFO lines (store migrations) would drown the stage's output.
+for _name in ("mlflow", "alembic"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+# MLflow reserves the alias "latest"; "newest" always names the most recently trained version.
+LATEST_ALIAS = "newest"
+FIGURE_DPI = 100  # PNGs logged with runs: enough to read a chart in the MLflow UI
+# The first request to a server: fail in seconds when it is not there.
+_FIRST_CONTACT = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
 
 T = TypeVar("T")
 
 
-# Overhead accounting -----------------------------------------------------------------
+class TrackingError(RuntimeError):
+    """MLflow could not record something (the message names what, and the store)."""
 
 
-class _Clock:
-    """Wall time spent inside tracking calls (outermost call only, so nesting counts once)."""
+# Time spent in this module ------------------------------------------------------------------
 
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self.calls = 0
-        self.by_call: dict[str, float] = {}
-        self.count_by_call: dict[str, int] = {}
-        self._depth = 0
-
-    @contextlib.contextmanager
-    def timing(self, what: str) -> Iterator[None]:
-        self._depth += 1
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._depth -= 1
-            if self._depth == 0:
-                spent = time.perf_counter() - start
-                self.seconds += spent
-                self.calls += 1
-                self.by_call[what] = self.by_call.get(what, 0.0) + spent
-                self.count_by_call[what] = self.count_by_call.get(what, 0) + 1
+_SECONDS: dict[str, float] = {}
+_CALLS: dict[str, int] = {}
+_DEPTH = [0]
 
 
-_CLOCK = _Clock()
+@contextlib.contextmanager
+def _timing(what: str) -> Iterator[None]:
+    """Count the block's wall time as ``what`` (outermost block only, so nesting counts once)."""
+    _DEPTH[0] += 1
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        _DEPTH[0] -= 1
+        if _DEPTH[0] == 0:
+            _SECONDS[what] = _SECONDS.get(what, 0.0) + time.perf_counter() - start
+            _CALLS[what] = _CALLS.get(what, 0) + 1
 
 
 def _timed(fn: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
-        with _CLOCK.timing(fn.__name__):
+        with _timing(fn.__name__):
             return fn(*args, **kwargs)
 
     return wrapper
 
 
-def overhead_seconds() -> float:
-    """Seconds spent inside tracking calls since the last ``reset_overhead``."""
-    return _CLOCK.seconds
-
-
 def mlflow_seconds() -> float:
-    """``overhead_seconds`` less the time spent drawing figures (matplotlib, not MLflow)."""
-    return _CLOCK.seconds - _CLOCK.by_call.get("render_figure", 0.0)
+    """Seconds spent in this module's calls (less drawing figures) since ``reset_overhead``."""
+    return sum(_SECONDS.values())
 
 
-def overhead_calls() -> int:
-    """Number of (outermost) tracking calls since the last ``reset_overhead``."""
-    return _CLOCK.calls
-
-
-def overhead_by_call() -> dict[str, float]:
-    """Seconds spent per kind of tracking call (``log_metrics``, ``start_run``, ...)."""
-    return dict(_CLOCK.by_call)
-
-
-def overhead_call_counts() -> dict[str, int]:
-    """How many calls of each kind ``overhead_by_call`` adds up (``start_run``: runs opened)."""
-    return dict(_CLOCK.count_by_call)
+def overhead_by_call() -> dict[str, tuple[float, int]]:
+    """Seconds and number of calls per kind (``pipeline_run``, ``child_run``, ``end_run``, ...)."""
+    return {what: (seconds, _CALLS[what]) for what, seconds in _SECONDS.items()}
 
 
 def reset_overhead() -> None:
-    """Start counting tracking time afresh."""
-    _CLOCK.seconds = 0.0
-    _CLOCK.calls = 0
-    _CLOCK.by_call = {}
-    _CLOCK.count_by_call = {}
+    """Start counting afresh."""
+    _SECONDS.clear()
+    _CALLS.clear()
 
 
-# Store --------------------------------------------------------------------------------
+# Store --------------------------------------------------------------------------------------
 
 
-def tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` when set, else the embedded store in ``<repo>/mlruns``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-
-
-def display_uri(uri: str | None = None) -> str:
-    """The tracking URI without any user:password part, safe to print or write to files."""
-    uri = uri or tracking_uri()
-    parts = urlparse(uri)
-    if parts.password is None and parts.username is None:
-        return uri
-    return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl()
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    if not uri.startswith("sqlite:///"):
-        return None
-    return Path(unquote(uri[len("sqlite:///") :]))
-
-
-def artifact_root(uri: str | None = None) -> Path | None:
-    """Where experiments created by gatecast keep artifacts, for an embedded store.
-
-    ``<repo>/mlruns/artifacts`` for the default store, ``<dir>/artifacts`` for
-    ``sqlite:///<dir>/<file>``; None for a server or any other store (it
-    chooses the location itself).
-    """
-    uri = uri or tracking_uri()
-    if uri == DEFAULT_TRACKING_URI:
-        return DEFAULT_ARTIFACT_ROOT
-    path = _sqlite_path(uri)
-    return path.parent / "artifacts" if path is not None else None
-
-
-# Run context --------------------------------------------------------------------------
-
-
-def flatten_config(cfg: Config) -> dict[str, str]:
-    """The resolved config as flat ``section.key`` -> string params."""
-    out: dict[str, str] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict) and value:
-            for key, item in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), item)
-        else:
-            text = value if isinstance(value, str) else json.dumps(value)
-            out[prefix] = text[:MAX_PARAM_LENGTH]
-
-    walk("", cfg.model_dump(mode="json"))
-    out["experiment_name"] = cfg.experiment_name
-    return out
-
-
-def config_yaml(cfg: Config) -> str:
-    """The resolved config (defaults filled in) as YAML."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-
-
-def _git(*args: str) -> str | None:
+@contextlib.contextmanager
+def _store_errors(uri: str, what: str) -> Iterator[None]:
+    """Turn any failure of MLflow into one line of ``TrackingError``, password masked."""
     try:
-        done = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), *args],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip()
+        yield
+    except TrackingError:
+        raise
+    except Exception as err:
+        text = masked(" ".join(str(err).split()) or type(err).__name__, uri)
+        where = display_uri(uri)
+        broken = re.search(r"Max retries exceeded|Read timed out|ConnectionError", text)
+        if broken and urlparse(uri).scheme in {"http", "https"}:
+            why = re.search(r"\[Errno -?\d+\] ([^\"')]+)|(timed out)", text)
+            reason = f" ({next(g for g in why.groups() if g).strip()})" if why else ""
+            message = f"MLflow could not {what}: connection to {where} failed{reason}"
+        else:
+            message = f"MLflow could not {what} at {where}: {type(err).__name__}: {text}"
+        # the original error's text may hold the password
+        raise TrackingError(message) from (None if where != uri else err)
 
 
-def git_state() -> dict[str, str]:
-    """Commit and dirty flag of the working tree (``unknown`` outside a git checkout)."""
-    commit = _git("rev-parse", "HEAD")
-    if commit is None:
-        return {"gatecast.git.commit": "unknown", "gatecast.git.dirty": "unknown"}
-    status = _git("status", "--porcelain")
-    dirty = "unknown" if status is None else str(bool(status)).lower()
-    return {
-        "gatecast.git.commit": commit,
-        "gatecast.git.dirty": dirty,
-        "mlflow.source.git.commit": commit,
-    }
+@contextlib.contextmanager
+def _first_contact(uri: str) -> Iterator[None]:
+    """Hold the SQLite store's creation lock, or ask a server with a short timeout."""
+    path = sqlite_path(uri)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        name = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+        with FileLock(Path(tempfile.gettempdir()) / f"gatecast-store-{name}.lock", timeout=300):
+            with contextlib.closing(sqlite3.connect(path, timeout=20)) as connection:
+                connection.execute("PRAGMA journal_mode=WAL")
+            yield
+        return
+    if urlparse(uri).scheme not in {"http", "https"}:
+        yield
+        return
+    saved = {key: os.environ.get(key) for key in _FIRST_CONTACT}
+    os.environ.update(_FIRST_CONTACT)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
-def library_versions() -> dict[str, str]:
-    """Installed versions of the libraries that shape the results."""
-    out = {}
-    for name in VERSIONED_LIBRARIES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+_CLIENTS: dict[str, mlflow.MlflowClient] = {}
 
 
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _open(uri: str) -> mlflow.MlflowClient:
+    """The client of ``uri``; the first time in a process, the store is created or checked."""
+    if uri not in _CLIENTS:
+        with _store_errors(uri, "open the tracking store"):
+            with _first_contact(uri):
+                opened = mlflow.MlflowClient(tracking_uri=uri)
+                opened.search_experiments(max_results=1)  # creates a new store's tables
+            _end_abandoned_runs(opened)
+        _CLIENTS[uri] = opened
+    return _CLIENTS[uri]
 
 
-def _key(text: str) -> str:
-    """A string made safe for an MLflow param/metric/tag key."""
-    return _KEY_BAD_CHARS.sub("_", text)
+def client() -> mlflow.MlflowClient:
+    """An ``mlflow.MlflowClient`` on the current tracking (and registry) URI."""
+    return _open(tracking_uri())
 
 
-# Handing operations to the recorder -------------------------------------------------------
+def _process_gone(pid: str, run: Any) -> bool:
+    """Whether process ``pid`` of this host, which started ``run`` (a RunInfo), is gone."""
+    try:
+        process = psutil.Process(int(pid))
+        # a pid used again by a process that started after the run is not the run's
+        started = process.create_time() * 1000
+        return process.status() == psutil.STATUS_ZOMBIE or started > run.start_time
+    except psutil.NoSuchProcess:
+        return True
+    except (ValueError, psutil.Error):  # not a pid, or not ours to inspect: leave the run alone
+        return False
 
 
-class TrackingError(RuntimeError):
-    """MLflow could not record something (the message names the operation and the run)."""
-
-
-class _Inline:
-    """The recorder in this process: each operation is done when it is handed over."""
-
-    def __init__(self) -> None:
-        from pipelines.cli import loading_code
-
-        with loading_code():
-            from pipelines.recorder import Recorder
-
-        self.recorder = Recorder()
-
-    def send(self, op: str, *args: Any) -> None:
-        self.recorder.handle(op, args)
-
-    def ask(self, op: str, *args: Any) -> Any:
-        return self.recorder.handle(op, args)
-
-    def raise_reported(self) -> None:
-        """Errors are raised where they happen here: nothing is waiting."""
-
-
-class _Writer:
-    """The recorder in a writer process (``python -m pipelines.recorder``), fed over a pipe.
-
-    ``send`` pickles an operation and hands it over; a thread of this process
-    writes it to the pipe, so the stage never blocks while the writer is busy
-    (a pipe holds about 200 KB). ``ask`` waits for the answer (after
-    everything handed over before it). A failed operation that nobody waits
-    for is reported by the writer at once and raised here, as a
-    ``TrackingError``, by the next ``send``, ``ask`` or ``raise_reported``.
-    The writer runs at a lower CPU priority (``nice`` +10): on a machine
-    whose cores the stage keeps busy, it works in the gaps and catches up at
-    the end of the stage, when the stage waits for it.
-    """
-
-    def __init__(self) -> None:
-        here, there = multiprocessing.Pipe()
-        path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.recorder", str(there.fileno())],
-            pass_fds=(there.fileno(),),
-            env={**os.environ, "PYTHONPATH": path},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-        )
-        there.close()
-        self.connection = here
-        self.seq = 0
-        self.reported: list[str] = []
-        self.broken: BaseException | None = None
-        self.outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        self.sender = threading.Thread(target=self._send_all, name="gatecast-mlflow", daemon=True)
-        self.sender.start()
-
-    def _send_all(self) -> None:
-        while (data := self.outbox.get()) is not None:
-            try:
-                self.connection.send_bytes(data)
-            except (OSError, ValueError) as err:  # the writer is gone; the stage hears of it
-                self.broken = err
-                return
-
-    def alive(self) -> bool:
-        return self.process.poll() is None and self.broken is None and not self.connection.closed
-
-    def _gone(self) -> TrackingError:
-        code = self.process.poll()
-        said = f"; it reported: {self.reported[0]}" if self.reported else ""
-        return TrackingError(
-            f"the MLflow writer process (pid {self.process.pid}) exited with code {code}"
-            f"{said}: the runs it had open may show as RUNNING in the MLflow UI"
+def _end_abandoned_runs(store: mlflow.MlflowClient) -> None:
+    """Mark KILLED the runs left RUNNING by processes of this host that are gone."""
+    host = socket.gethostname()
+    quoted = host.replace("'", "\\'")
+    experiments = [e.experiment_id for e in store.search_experiments(view_type=ViewType.ALL)]
+    running = experiments and store.search_runs(
+        experiments,
+        filter_string=f"attributes.status = 'RUNNING' and tags.`gatecast.host` = '{quoted}'",
+        run_view_type=ViewType.ALL,
+        max_results=5000,
+    )
+    gone = [r for r in running or [] if _process_gone(r.data.tags.get("gatecast.pid", ""), r.info)]
+    for run in gone:
+        store.set_terminated(run.info.run_id, "KILLED")
+    if gone:
+        log.warning(
+            "MLflow: marked KILLED %d run(s) left RUNNING by killed process(es) %s of %s: %s",
+            len(gone),
+            ", ".join(sorted({r.data.tags["gatecast.pid"] for r in gone})),
+            host,
+            ", ".join(sorted(f"{r.info.run_name} ({r.info.run_id})" for r in gone)),
         )
 
-    def _post(self, op: str, args: tuple[Any, ...], wants_answer: bool) -> int:
-        if self.broken is not None or self.connection.closed:
-            raise self._gone() from self.broken
-        self.seq += 1
-        self.outbox.put(pickle.dumps((self.seq, op, args, wants_answer), pickle.HIGHEST_PROTOCOL))
-        return self.seq
 
-    def _receive(self) -> tuple[str, int, Any]:
-        try:
-            message = self.connection.recv()
-        except (EOFError, OSError) as err:
-            raise self._gone() from err
-        if message[0] == "error":
-            self.reported.append(message[2])
-        return message
-
-    def raise_reported(self) -> None:
-        # A writer that died leaves its pipe readable: recv then says so (TrackingError).
-        while not self.connection.closed and self.connection.poll():
-            self._receive()
-        if self.broken is not None:
-            raise self._gone() from self.broken
-        if self.reported:
-            first, self.reported = self.reported[0], []
-            raise TrackingError(first)
-
-    def send(self, op: str, *args: Any) -> None:
-        self._post(op, args, False)
-
-    def ask(self, op: str, *args: Any) -> Any:
-        seq = self._post(op, args, True)
-        while True:
-            kind, answered, payload = self._receive()
-            if kind == "err" and answered == seq:
-                raise TrackingError(payload)
-            if kind == "ok" and answered == seq:
-                return payload
-
-    def close(self) -> None:
-        """Let the writer finish what it was handed, then stop it."""
-        try:
-            if self.alive():
-                self.ask("close")
-            self.process.wait(timeout=60)
-        except (TrackingError, subprocess.TimeoutExpired) as err:
-            log.warning("the MLflow writer process did not stop cleanly: %s", err)
-            self.process.kill()
-        finally:
-            self.outbox.put(None)
-            self.sender.join(timeout=5)
-            self.connection.close()
-
-
-_WRITER: _Writer | None = None
-_INLINE: _Inline | None = None
-
-
-def _channel(mode: str) -> _Writer | _Inline:
-    """The recorder for ``tracking.writer`` = ``mode``, started the first time."""
-    global _WRITER, _INLINE
-    if mode == "inline" or os.name == "nt":  # the writer's pipe is a POSIX file descriptor
-        if _INLINE is None:
-            _INLINE = _Inline()
-        return _INLINE
-    if _WRITER is None or not _WRITER.alive():
-        _WRITER = _Writer()
-    return _WRITER
-
-
-def start_writer() -> None:
-    """Start the writer process now, so it imports mlflow while the stage imports TensorFlow.
-
-    ``python -m pipelines`` calls this before it imports a tracked stage; the
-    writer opens the store of ``tracking_uri()`` as soon as it is up.
-    """
-    _channel("process")
-
-
-@atexit.register
-def close_writer() -> None:
-    """Stop the writer process (after it has done what it was handed), if one runs."""
-    global _WRITER
-    if _WRITER is not None:
-        _WRITER.close()
-        _WRITER = None
-
-
-def writer_stats() -> dict[str, float]:
-    """The writer process's ``cpu_seconds`` so far, as of the end of the last stage ({} inline)."""
-    return dict(_LAST_SETTLE)
-
-
-_LAST_SETTLE: dict[str, float] = {}
-_TOKENS = itertools.count(1)
+def _experiment_id(store: mlflow.MlflowClient, name: str, uri: str) -> str:
+    """The id of experiment ``name``, created (or restored from the trash) when needed."""
+    experiment = store.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            store.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    root = artifact_root(uri)
+    try:
+        return store.create_experiment(
+            name, artifact_location=(root / name).as_uri() if root is not None else None
+        )
+    except MlflowException:
+        experiment = store.get_experiment_by_name(name)  # another process created it meanwhile
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 # Runs ---------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Stage:
+    """What a stage's run and its children share: store, experiment, config."""
+
+    store: mlflow.MlflowClient
+    uri: str
+    experiment_id: str
+    experiment_name: str
+    params: dict[str, str]
+    config_text: str
+
+
 @dataclass(eq=False)
 class RunHandle:
-    """One open run of a stage (its MLflow id is asked for only when read).
+    """One open run of a stage; what it logs waits here until the run ends.
 
     Args:
-        token: How this process names the run to the recorder.
         name: Its run name (``train``, ``GSPC/lstm``, ...).
-        tags: Tags every child run of this pipeline run inherits.
-        params: Params every child run inherits (the flattened config).
-        tracking_uri: The store the run lives in.
-        experiment_name: The experiment's name.
-        channel: The recorder the run's operations go to.
-        spool: A folder of this stage for files handed to the recorder.
+        run_id: The MLflow run id.
+        experiment_id: The MLflow experiment id.
+        tracking_uri: The store's URI, password masked (safe to print).
+        stage: The store, experiment and config its stage's runs share.
+        tags: Tags its child runs inherit.
     """
 
-    token: int
     name: str
-    tags: dict[str, str]
-    params: dict[str, str]
+    run_id: str
+    experiment_id: str
     tracking_uri: str
-    experiment_name: str
-    channel: _Writer | _Inline = field(repr=False)
-    spool: Path = field(repr=False)
-    pending: list[tuple[str, float, int, int]] = field(default_factory=list, repr=False)
+    stage: _Stage = field(repr=False)
+    tags: dict[str, str] = field(repr=False)
+    pending_metrics: list[Metric] = field(default_factory=list, repr=False)
     pending_params: dict[str, str] = field(default_factory=dict, repr=False)
     pending_tags: dict[str, str] = field(default_factory=dict, repr=False)
-    _ids: dict[str, str] = field(default_factory=dict, repr=False)
-
-    def _answer(self, what: str) -> str:
-        if what not in self._ids:
-            with _CLOCK.timing("wait_for_id"):
-                self._ids[what] = self.channel.ask(what, self.token)
-        return self._ids[what]
-
-    @property
-    def run_id(self) -> str:
-        """The MLflow run id (waits for the recorder to have created the run)."""
-        return self._answer("run_id")
-
-    @property
-    def experiment_id(self) -> str:
-        """The MLflow experiment id."""
-        return self._answer("experiment_id")
-
-    def queue(self, metrics: Sequence[tuple[str, float, int, int]]) -> None:
-        """Hold metrics until the run ends (or a full batch is waiting): one request each."""
-        self.pending.extend(metrics)
-        if len(self.pending) >= MAX_METRICS_PER_BATCH:
-            self.flush()
 
     def flush(self) -> None:
-        """Hand the waiting params, tags and metrics to the recorder, as one batch."""
-        metrics, self.pending = self.pending, []
+        """Send the waiting params, tags and metrics (``log_batch`` splits them at the limits)."""
+        metrics, self.pending_metrics = self.pending_metrics, []
         params, self.pending_params = self.pending_params, {}
         tags, self.pending_tags = self.pending_tags, {}
         if metrics or params or tags:
-            self.channel.send("batch", self.token, metrics, params, tags)
+            with _store_errors(self.stage.uri, f"log to run {self.name}"):
+                self.stage.store.log_batch(
+                    self.run_id,
+                    metrics=metrics,
+                    params=[Param(safe_key(k), v[:MAX_PARAM_LENGTH]) for k, v in params.items()],
+                    tags=[RunTag(safe_key(k), v) for k, v in tags.items()],
+                )
 
 
 _STACK: list[RunHandle] = []
@@ -602,41 +360,79 @@ def active_run() -> RunHandle:
     """The innermost run opened by ``pipeline_run`` or ``child_run``."""
     if not _STACK:
         raise RuntimeError("no gatecast run is open: use `with tracking.pipeline_run(cfg, stage)`")
-    active = _STACK[-1]
-    active.channel.raise_reported()
-    return active
+    return _STACK[-1]
+
+
+def _start(stage: _Stage, name: str, tags: Mapping[str, str], own: Mapping[str, str]) -> RunHandle:
+    """Create run ``name`` with ``tags`` and ``own`` (which its children do not inherit)."""
+    with _store_errors(stage.uri, f"create run {name} in experiment {stage.experiment_name}"):
+        created = stage.store.create_run(stage.experiment_id, run_name=name, tags={**tags, **own})
+        repository = get_artifact_repository(created.info.artifact_uri, tracking_uri=stage.uri)
+        with tempfile.TemporaryDirectory(prefix="gatecast-config-") as tmp:
+            (Path(tmp) / "config.yaml").write_text(stage.config_text)
+            repository.log_artifact(f"{tmp}/config.yaml")
+    uri = display_uri(stage.uri)
+    handle = RunHandle(name, created.info.run_id, stage.experiment_id, uri, stage, dict(tags))
+    handle.pending_params.update(stage.params)
+    return handle
 
 
 def _end_status(exc: BaseException | None) -> str:
-    if exc is None:
+    if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
         return "FINISHED"
-    if isinstance(exc, KeyboardInterrupt):
-        return "KILLED"
-    if isinstance(exc, SystemExit) and exc.code in (0, None):
-        return "FINISHED"
-    return "FAILED"
+    return "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
 
 
-def _source_name() -> str:
-    # MLflow's default run context: the script that started this process.
-    return sys.argv[0] if sys.argv and sys.argv[0] else "<console>"
+def _end(handle: RunHandle, exc: BaseException | None) -> None:
+    """Send what the run holds and end it; a failure to do so fails it (or is logged)."""
+    status, failure = _end_status(exc), None
+    try:
+        handle.flush()
+    except TrackingError as err:
+        status, failure = ("FAILED" if status == "FINISHED" else status), err
+    try:
+        with _store_errors(handle.stage.uri, f"end run {handle.name}"):
+            handle.stage.store.set_terminated(handle.run_id, status)
+    except TrackingError as err:
+        failure = failure or err
+    if failure is not None:
+        if exc is None:
+            raise failure
+        log.warning("could not record MLflow run %s as %s: %s", handle.name, status, failure)
 
 
-def _mlflow_environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+@contextlib.contextmanager
+def _running(handle: RunHandle) -> Iterator[RunHandle]:
+    """Make ``handle`` the current run; on the way out, end it (status from the exception)."""
+    _STACK.append(handle)
+    exc: BaseException | None = None
+    try:
+        yield handle
+    except BaseException as err:
+        exc = err
+        raise
+    finally:
+        _STACK.remove(handle)
+        with _timing("end_run"):
+            _end(handle, exc)
 
 
-def _close(handle: RunHandle, exc: BaseException | None) -> None:
-    """Hand over what the run still holds and end it; keep the stage's own error first."""
-    status = _end_status(exc)
-    with _CLOCK.timing("end_run"):
-        try:
-            handle.flush()
-            handle.channel.send("end", handle.token, status)
-        except Exception as err:
-            if exc is None:
-                raise
-            log.warning("could not mark MLflow run %s as %s: %s", handle.name, status, err)
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Let a SIGTERM (e.g. a stopped make job) end the runs KILLED, like Ctrl-C."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -654,231 +450,146 @@ def pipeline_run(
     in the module docstring; ``inputs`` maps a label (e.g. ``GSPC.parquet``)
     to an input data file whose SHA-256 is recorded; ``tags`` adds the stage's
     own (e.g. the device). The run, and every child opened inside, ends
-    FINISHED, FAILED (exception) or KILLED (Ctrl-C); an exception leaving the
-    block carries a note saying so and naming the experiment. When the block
-    is left, the recorder has written everything (the stage waits for it), and
-    an MLflow failure it reported is raised as ``TrackingError``.
+    FINISHED, FAILED (exception) or KILLED (Ctrl-C, SIGTERM); an exception
+    leaving the block carries a note saying so and naming the experiment.
 
     Args:
         cfg: The resolved experiment config.
-        stage: Stage name, also the run name (``train``, ``backtest``, ...).
+        stage: Stage name, also the run name (``train``, ``report``, ...).
         inputs: Input data files by label.
         tags: Extra tags for this run and its children.
         command: The command line to record; defaults to this process's.
     """
     if _STACK:
         raise RuntimeError(f"pipeline_run({stage!r}) inside the open run {_STACK[-1].name!r}")
-    with _CLOCK.timing("open_store"):
-        # The first stage of a process starts the writer, which imports mlflow
-        # and opens the store on its own while this process goes on.
-        channel = _channel(cfg.tracking.writer)
-    with _CLOCK.timing("pipeline_run"):
+    with _timing("pipeline_run"):
+        common = run_tags(cfg, stage, inputs, tags, command)
         uri = tracking_uri()
-        common = {
-            "gatecast.config": cfg.name,
-            "gatecast.seed": str(cfg.seed),
-            "gatecast.command": command or shlex.join(sys.orig_argv),
-            **git_state(),
-            **{f"gatecast.version.{k}": v for k, v in library_versions().items()},
-            **{k: str(v) for k, v in (tags or {}).items()},
-        }
-        for label, path in (inputs or {}).items():
-            common[f"gatecast.input.{_key(label)}.sha256"] = sha256_file(path)
-            common[f"gatecast.input.{_key(label)}.path"] = str(path)
-        params = flatten_config(cfg)
-        text = config_yaml(cfg)
-        own = {
-            **common,
-            "gatecast.stage": stage,
-            "mlflow.note.content": f"gatecast `{stage}` stage of config `{cfg.name}`",
-        }
-        handle = RunHandle(
-            next(_TOKENS),
-            stage,
-            common,
-            params,
-            uri,
-            cfg.experiment_name,
-            channel,
-            Path(tempfile.mkdtemp(prefix="gatecast-spool-")),
-            pending_params=dict(params),
+        store = _open(uri)
+        with _store_errors(uri, f"open experiment {cfg.experiment_name}"):
+            experiment_id = _experiment_id(store, cfg.experiment_name, uri)
+        shared = _Stage(
+            store, uri, experiment_id, cfg.experiment_name, flatten_config(cfg), config_yaml(cfg)
         )
-    exc: BaseException | None = None
+        note = {"mlflow.note.content": f"gatecast `{stage}` stage of config `{cfg.name}`"}
+        handle = _start(shared, stage, common, note)
     try:
-        with _CLOCK.timing("pipeline_run"):
-            channel.send(
-                "open_stage",
-                handle.token,
-                _mlflow_environment(),
-                uri,
-                cfg.experiment_name,
-                stage,
-                own,
-                text,
-                _source_name(),
-            )
-        with _running(handle):
+        with _sigterm_as_interrupt(), _running(handle):
             yield handle
     except BaseException as err:
-        exc = err
+        err.add_note(
+            f"MLflow: the {stage} run and the runs it opened are marked "
+            f"{_end_status(err)} in experiment {cfg.experiment_name}"
+        )
         raise
-    finally:
-        try:
-            _settle(channel, exc)
-        except BaseException as err:
-            if exc is None:
-                exc = err
-                raise
-        finally:
-            shutil.rmtree(handle.spool, ignore_errors=True)
-            if exc is not None:
-                exc.add_note(
-                    f"MLflow: the {stage} run and the runs it opened are marked "
-                    f"{_end_status(exc)} in experiment {cfg.experiment_name}"
-                )
-
-
-def _settle(channel: _Writer | _Inline, exc: BaseException | None) -> None:
-    """Wait until the recorder has written and ended every run handed to it."""
-    global _LAST_SETTLE
-    with _CLOCK.timing("settle"):
-        try:
-            done = channel.ask("settle")
-            # inline, the figure would be this process's own CPU time
-            _LAST_SETTLE = done if isinstance(channel, _Writer) else {}
-            channel.raise_reported()
-        except Exception as err:
-            if exc is None:
-                raise
-            log.warning("MLflow: %s", err)
 
 
 @contextlib.contextmanager
 def child_run(name: str, tags: Mapping[str, str] | None = None) -> Iterator[RunHandle]:
-    """Open a child of the current pipeline run (e.g. ``GSPC/lstm``).
+    """Open a child of the current run (e.g. ``GSPC/lstm``).
 
     The child inherits the parent's params, tags and ``config.yaml``; ``tags``
-    adds its own (``gatecast.instrument``, ``gatecast.forecaster``, ...). Its
-    params go to the store with its metrics, in one batch, when it ends.
+    adds its own (``gatecast.instrument``, ``gatecast.forecaster``, ...).
     """
     parent = active_run()
-    own = {k: str(v) for k, v in (tags or {}).items()}
-    every = {**parent.tags, "gatecast.stage": _STACK[0].name, **own}
-    handle = RunHandle(
-        next(_TOKENS),
-        name,
-        {**parent.tags, **own},
-        parent.params,
-        parent.tracking_uri,
-        parent.experiment_name,
-        parent.channel,
-        parent.spool,
-        pending_params=dict(parent.params),
-    )
-    with _CLOCK.timing("start_run"):
-        parent.channel.send("open_child", handle.token, parent.token, name, every)
+    with _timing("child_run"):
+        own = {k: str(v) for k, v in (tags or {}).items()}
+        handle = _start(
+            parent.stage, name, {**parent.tags, **own}, {"mlflow.parentRunId": parent.run_id}
+        )
     with _running(handle):
         yield handle
 
 
-@contextlib.contextmanager
-def _running(handle: RunHandle) -> Iterator[RunHandle]:
-    """Make ``handle`` the current run; on the way out, end it (status from the exception)."""
-    _STACK.append(handle)
-    exc: BaseException | None = None
+# Logging ------------------------------------------------------------------------------------
+
+
+def _number(value: Any) -> float | None:
     try:
-        yield handle
-    except BaseException as err:
-        exc = err
-        raise
-    finally:
-        _STACK.remove(handle)
-        _close(handle, exc)
-
-
-# Logging ------------------------------------------------------------------------------
-
-
-def _finite_float(value: Any) -> float | None:
-    if isinstance(value, bool | np.bool_):
-        return float(value)
-    if isinstance(value, int | float | np.integer | np.floating):
-        return float(value)
-    return None
+        return None if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 @_timed
 def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
-    """Log numeric metrics to the current run; non-numeric values are skipped.
-
-    Metrics wait in the run's queue and go to the store in batches of up to
-    1000 when the run ends, so a run costs one request for all its metrics.
+    """Log numeric metrics to the current run (sent when it ends); others are skipped.
 
     NaN is logged as NaN (e.g. a p-value that is undefined for a constant forecast).
     """
     now = int(time.time() * 1000)
-    batch = [
-        (_key(k), v, now, int(step or 0))
+    active_run().pending_metrics.extend(
+        Metric(safe_key(k), v, now, int(step or 0))
         for k, raw in metrics.items()
-        if (v := _finite_float(raw)) is not None
-    ]
-    active_run().queue(batch)
+        if (v := _number(raw)) is not None
+    )
 
 
 @_timed
 def log_metric_history(name: str, values: Sequence[float], first_step: int = 0) -> None:
-    """Log a whole history (e.g. the loss of every epoch) as one metric, in one batch."""
+    """Log a whole history (e.g. the loss of every epoch) as one metric, one value per step."""
     now = int(time.time() * 1000)
-    batch = [(_key(name), float(v), now, first_step + k) for k, v in enumerate(values)]
-    active_run().queue(batch)
+    active_run().pending_metrics.extend(
+        Metric(safe_key(name), float(v), now, first_step + k) for k, v in enumerate(values)
+    )
 
 
 @_timed
 def log_params(params: Mapping[str, Any]) -> None:
-    """Log extra params to the current run (keys must not repeat the config's).
-
-    They reach the store with the run's metrics, in the same batch, when the run ends.
-    """
+    """Log extra params to the current run (keys must not repeat the config's)."""
     active_run().pending_params.update({k: str(v) for k, v in params.items()})
 
 
 @_timed
 def set_tags(tags: Mapping[str, Any]) -> None:
-    """Set tags on the current run (sent with its metrics when the run ends)."""
+    """Set tags on the current run (sent with its metrics when it ends)."""
     active_run().pending_tags.update({k: str(v) for k, v in tags.items()})
+
+
+def _artifact(what: str, write: Callable[[RunHandle], None]) -> None:
+    run = active_run()
+    with _store_errors(run.stage.uri, f"write the artifact {what} of run {run.name}"):
+        write(run)
 
 
 @_timed
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
-    """Copy a file (or a directory's files) into the current run's artifacts.
-
-    The copy is made by the recorder before the stage's run ends: leave the
-    file in place until then.
-    """
-    run = active_run()
-    run.channel.send("artifact", run.token, str(Path(path).resolve()), artifact_path)
+    """Copy a file (or a directory's files) into the current run's artifacts."""
+    path = Path(path)
+    if path.is_dir():
+        _artifact(
+            path.name, lambda r: r.stage.store.log_artifacts(r.run_id, str(path), artifact_path)
+        )
+    else:
+        _artifact(
+            path.name, lambda r: r.stage.store.log_artifact(r.run_id, str(path), artifact_path)
+        )
 
 
 @_timed
 def log_text(text: str, artifact_file: str) -> None:
     """Write ``text`` as the artifact ``artifact_file`` of the current run."""
-    run = active_run()
-    run.channel.send("text", run.token, text, artifact_file)
+    _artifact(artifact_file, lambda r: r.stage.store.log_text(r.run_id, text, artifact_file))
 
 
 @_timed
 def log_dict(data: Mapping[str, Any], artifact_file: str) -> None:
     """Write ``data`` as a JSON (or YAML, by extension) artifact of the current run."""
-    run = active_run()
-    run.channel.send("mapping", run.token, dict(data), artifact_file)
+    _artifact(artifact_file, lambda r: r.stage.store.log_dict(r.run_id, dict(data), artifact_file))
+
+
+def _log_file(name: str, artifact_path: str | None, write: Callable[[Path], None]) -> None:
+    with tempfile.TemporaryDirectory(prefix="gatecast-artifact-") as tmp:
+        path = Path(tmp) / name
+        write(path)
+        _artifact(name, lambda r: r.stage.store.log_artifact(r.run_id, str(path), artifact_path))
 
 
 @_timed
 def log_dataframe(frame: pd.DataFrame, name: str, artifact_path: str | None = None) -> None:
     """Write ``frame`` (with its index) as the Parquet artifact ``<name>.parquet``."""
     filename = name if name.endswith(".parquet") else f"{name}.parquet"
-    run = active_run()
-    run.channel.send("dataframe", run.token, frame, filename, artifact_path)
+    _log_file(filename, artifact_path, frame.to_parquet)
 
 
 def log_figure(
@@ -886,74 +597,36 @@ def log_figure(
 ) -> None:
     """Save a matplotlib figure as the PNG artifact ``<artifact_path>/<name>.png``.
 
-    Rendering is matplotlib's work, not MLflow's: it is timed apart as ``render_figure``.
+    Drawing it is matplotlib's work: ``mlflow_seconds`` counts only the logging.
     """
     filename = name if name.endswith(".png") else f"{name}.png"
-    run = active_run()
-    png = io.BytesIO()
-    with _CLOCK.timing("render_figure"):
-        fig.savefig(png, format="png", dpi=dpi)
-    with _CLOCK.timing("log_figure"):
-        run.channel.send("file_bytes", run.token, png.getvalue(), filename, artifact_path)
+    with tempfile.TemporaryDirectory(prefix="gatecast-figure-") as tmp:
+        path = Path(tmp) / filename
+        fig.savefig(path, format="png", dpi=dpi)
+        with _timing("log_figure"):
+            _artifact(
+                filename, lambda r: r.stage.store.log_artifact(r.run_id, str(path), artifact_path)
+            )
 
 
-# The LSTM in MLflow's model format ------------------------------------------------------
+# The registered LSTM ------------------------------------------------------------------------
 
 
-def ensemble_forecast(
-    forecasters: Sequence[Any], bars: pd.DataFrame, start: pd.Timestamp | None = None
-) -> pd.DataFrame:
-    """Forecasts of each LSTM seed (``lstm_seed<k>``) and their mean (``lstm``).
-
-    The train stage builds its ``lstm`` column with this same function, so the
-    logged model reproduces it.
-    """
-    columns = {f"lstm_seed{k}": f.predict(bars, start) for k, f in enumerate(forecasters)}
-    frame = pd.DataFrame(columns)
-    frame.insert(0, "lstm", frame.mean(axis=1))
-    return frame
-
-
-def _bars_from_input(model_input: pd.DataFrame) -> pd.DataFrame:
-    """Bars with a DatetimeIndex from a pyfunc input (a ``date`` column or a date index)."""
-    frame = pd.DataFrame(model_input)
-    if "date" in frame.columns:
-        frame = frame.set_index(pd.DatetimeIndex(pd.to_datetime(frame.pop("date")), name="date"))
-    elif not isinstance(frame.index, pd.DatetimeIndex):
-        raise ValueError(
-            "gatecast LSTM model: the input needs a 'date' column (or a DatetimeIndex) and the "
-            "columns open, high, low, close, volume"
-        )
-    return frame.astype(np.float64)
-
-
-# The pyfunc model's one artifact: the seeds' forecasters, saved as seed0, seed1, ...
-SEEDS_ARTIFACT = "seeds"
-
-
-@dataclass(eq=False)
+@dataclass(frozen=True)
 class RegisteredModel:
-    """Where ``log_lstm_model`` put the model (its version is asked for only when read).
+    """Where ``log_lstm_model`` put the model.
 
     Args:
         name: Registered model name.
-        alias: The alias moved to the new version.
+        version: The new version.
+        alias: The alias moved to it.
         model_uri: ``models:/<name>@<alias>``.
     """
 
     name: str
+    version: str
     alias: str
     model_uri: str
-    _ask: Callable[[], str] = field(repr=False)
-    _version: str | None = field(default=None, repr=False)
-
-    @property
-    def version(self) -> str:
-        """The new version (waits for the recorder to have registered it)."""
-        if self._version is None:
-            with _CLOCK.timing("wait_for_id"):
-                self._version = str(self._ask())
-        return self._version
 
 
 def registered_model_name(cfg: Config, instrument: str) -> str:
@@ -963,16 +636,9 @@ def registered_model_name(cfg: Config, instrument: str) -> str:
 
 @_timed
 def log_lstm_model(
-    cfg: Config,
-    instrument: str,
-    forecasters: Sequence[Any],
-    example_bars: pd.DataFrame,
+    cfg: Config, instrument: str, forecasters: Sequence[Any], example_bars: pd.DataFrame
 ) -> RegisteredModel:
     """Log the final fold's LSTM seeds as a pyfunc model of the current run and register it.
-
-    The seeds are saved here (Keras); the recorder writes the MLflow model
-    around them (signature, input example, pinned requirements, the package
-    code; ``pipelines.recorder.Recorder.log_model``) and registers it.
 
     Args:
         cfg: The resolved config (names the registered model).
@@ -981,40 +647,27 @@ def log_lstm_model(
         example_bars: A short slice of bars (enough history for a few
             forecasts), the model's input example and the base of its signature.
     """
-    name = registered_model_name(cfg, instrument)
-    run = active_run()
-    seeds = Path(tempfile.mkdtemp(prefix="model-", dir=run.spool)) / SEEDS_ARTIFACT
-    for k, forecaster in enumerate(forecasters):
-        forecaster.save(seeds / f"seed{k}")
-    model_token = next(_TOKENS)
-    spec = {
-        "name": name,
-        "instrument": instrument,
-        "config": cfg.name,
-        "params": run.params,
-        "seeds": str(seeds),
-        "n_seeds": len(forecasters),
-        "example": example_bars.rename_axis("date").reset_index(),
-        "description": f"gatecast LSTM forecaster of {instrument} (config {cfg.name})",
-    }
-    channel = run.channel
-    channel.send("log_model", run.token, model_token, spec)
-    return RegisteredModel(
-        name,
-        LATEST_ALIAS,
-        f"models:/{name}@{LATEST_ALIAS}",
-        functools.partial(channel.ask, "model_version", model_token),
+    run, name = active_run(), registered_model_name(cfg, instrument)
+    with _store_errors(run.stage.uri, f"log the model {name} of run {run.name}"):
+        version = lstm_pyfunc.log_and_register(
+            run.stage.store,
+            run.run_id,
+            run.experiment_id,
+            name,
+            forecasters,
+            example_bars,
+            params=run.stage.params,
+            tags={"gatecast.instrument": instrument, "gatecast.config": cfg.name},
+            description=f"gatecast LSTM forecaster of {instrument} (config {cfg.name})",
+        )
+        run.stage.store.set_registered_model_alias(name, LATEST_ALIAS, version)
+    run.pending_tags.update(
+        {"gatecast.registered_model": name, "gatecast.registered_version": version}
     )
+    return RegisteredModel(name, version, LATEST_ALIAS, f"models:/{name}@{LATEST_ALIAS}")
 
 
-# Queries (tests, the tracking CLI): in this process, after the stages have settled ----------
-
-
-def client() -> Any:
-    """An ``mlflow.MlflowClient`` on the current tracking (and registry) URI."""
-    from pipelines import recorder
-
-    return recorder.client(tracking_uri())
+# Queries (tests, the tracking CLI) ----------------------------------------------------------
 
 
 def find_runs(
@@ -1024,106 +677,46 @@ def find_runs(
 
     Returns ``mlflow.entities.Run`` objects; an unknown experiment gives ``[]``.
     """
-    from pipelines import recorder
-
-    return recorder.find_runs(
-        tracking_uri(), experiment_name, filter_string, include_children=include_children
+    store = client()
+    experiment = store.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    runs = store.search_runs(
+        [experiment.experiment_id],
+        filter_string=filter_string,
+        order_by=["attributes.start_time DESC"],
+        max_results=5000,
     )
+    return [r for r in runs if include_children or "mlflow.parentRunId" not in r.data.tags]
 
 
 def child_runs(parent_run_id: str) -> list[Any]:
     """The child runs of a parent run, by run name."""
-    from pipelines import recorder
-
-    return recorder.child_runs(tracking_uri(), parent_run_id)
+    store = client()
+    runs = store.search_runs(
+        [store.get_run(parent_run_id).info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        max_results=5000,
+    )
+    return sorted(runs, key=lambda r: r.info.run_name)
 
 
 def download_artifact(run_id: str, artifact_path: str, destination: str | Path) -> Path:
     """Download one artifact of a run into ``destination``; returns its local path."""
-    from pipelines import recorder
-
-    return recorder.download_artifact(tracking_uri(), run_id, artifact_path, destination)
+    path = mlflow.artifacts.download_artifacts(
+        run_id=run_id,
+        artifact_path=artifact_path,
+        dst_path=str(destination),
+        tracking_uri=tracking_uri(),
+    )
+    return Path(path)
 
 
 def load_model(model_uri: str) -> Any:
-    """``mlflow.pyfunc.load_model`` on the current store.
-
-    E.g. ``load_model("models:/gatecast-lstm-GSPC@newest")``.
-    """
-    from pipelines import recorder
-
-    return recorder.load_model(tracking_uri(), model_uri)
-
-
-def __getattr__(name: str) -> Any:
-    # Models logged before the recorder existed pickled pipelines.tracking.LstmPyfuncModel.
-    if name == "LstmPyfuncModel":
-        from pipelines.recorder import LstmPyfuncModel
-
-        return LstmPyfuncModel
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# `python -m pipelines.tracking ui` -------------------------------------------------------
-
-
-def server_command(
-    host: str = "127.0.0.1",
-    port: int = 5000,
-    backend_uri: str | None = None,
-    artifacts: str | Path | None = None,
-) -> list[str]:
-    """The ``mlflow server`` command line serving a SQLite store and its artifacts."""
-    backend_uri = backend_uri or tracking_uri()
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        backend_uri,
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    root = Path(artifacts) if artifacts else artifact_root(backend_uri)
-    if root is not None:
-        # runs created through the server keep their artifacts next to the others
-        command += ["--artifacts-destination", root.as_uri()]
-    return command
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.tracking",
-        description="gatecast's MLflow store: serve it, or print where it is.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    ui = sub.add_parser("ui", help="serve the tracking store with the MLflow UI")
-    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    ui.add_argument("--port", type=int, default=5000, help="port (default: %(default)s)")
-    sub.add_parser("uri", help="print the tracking URI and artifact root")
-    args = parser.parse_args(argv)
-    uri = tracking_uri()
-    if args.command == "uri":
-        print(uri)
-        root = artifact_root(uri)
-        print(root if root is not None else "(artifact root chosen by the tracking server)")
-        return 0
-    if urlparse(uri).scheme in {"http", "https", "databricks"}:
-        print(f"MLFLOW_TRACKING_URI is {uri}: open that server's UI instead", file=sys.stderr)
-        return 2
-    path = _sqlite_path(uri)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    print(f"MLflow UI for {uri} on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
-    try:
-        return subprocess.call(server_command(args.host, args.port, uri))
-    except KeyboardInterrupt:
-        return 0
+    """``mlflow.pyfunc.load_model`` on the current store (``models:/gatecast-lstm-GSPC@newest``)."""
+    client()
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow.pyfunc.load_model(model_uri)
 
 
 if __name__ == "__main__":

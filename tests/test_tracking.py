@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.server
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -20,7 +24,7 @@ import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pipelines import recorder, tracking
+from pipelines import tracking
 from pipelines.config import REPO_ROOT, load_config
 
 
@@ -39,13 +43,13 @@ def store(module_store: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return module_store
 
 
-def _config(tmp_path: Path, experiment: str, writer: str = "process"):
+def _config(tmp_path: Path, experiment: str):
     return load_config(
         "configs/smoke.yaml",
         overrides={
             "output_directory": str(tmp_path / "build"),
             "data": {"instruments": ["GSPC"]},
-            "tracking": {"experiment": f"gatecast-test-{experiment}", "writer": writer},
+            "tracking": {"experiment": f"gatecast-test-{experiment}"},
         },
     )
 
@@ -53,12 +57,6 @@ def _config(tmp_path: Path, experiment: str, writer: str = "process"):
 @pytest.fixture
 def cfg(tmp_path: Path, request: pytest.FixtureRequest):
     return _config(tmp_path, request.node.name)
-
-
-@pytest.fixture
-def inline_cfg(tmp_path: Path, request: pytest.FixtureRequest):
-    """The recorder in the test's own process (``tracking.writer: inline``)."""
-    return _config(tmp_path, request.node.name, writer="inline")
 
 
 def _status(run_id: str) -> str:
@@ -92,19 +90,6 @@ def test_a_sqlite_store_is_opened_in_write_ahead_log_mode(tmp_path, monkeypatch,
     assert finished.info.status == "FINISHED" and finished.data.metrics == {"rmse": 1.0}
 
 
-def test_the_skipped_requirement_check_is_the_one_save_model_calls():
-    # If MLflow moves or renames the check, the skip silently stops working: fail here.
-    from mlflow.utils import environment
-
-    module_name, function_name = recorder._REQUIREMENT_CHECK
-    assert module_name == environment.__name__
-    original = getattr(environment, function_name)
-    assert function_name in environment._process_pip_requirements.__code__.co_names
-    with recorder._no_requirement_check():
-        assert getattr(environment, function_name)(["surely-not-installed==1.0"]) is None
-    assert getattr(environment, function_name) is original
-
-
 def test_credentials_never_leave_the_uri():
     assert tracking.display_uri("https://ann:secret@mlflow.example:8443/x") == (
         "https://mlflow.example:8443/x"
@@ -134,9 +119,8 @@ def test_flatten_config_gives_every_key():
     assert params["experiment_name"] == "gatecast-smoke"
 
 
-@pytest.mark.parametrize("writer", ["process", "inline"])
-def test_parent_and_child_runs_carry_config_tags_metrics_and_artifacts(store, tmp_path, writer):
-    cfg = _config(tmp_path, f"layout-{writer}", writer)
+def test_parent_and_child_runs_carry_config_tags_metrics_and_artifacts(store, tmp_path):
+    cfg = _config(tmp_path, "layout")
     data_file = REPO_ROOT / "data" / "sample" / "GSPC.csv"
     tracking.reset_overhead()
     with (
@@ -162,8 +146,7 @@ def test_parent_and_child_runs_carry_config_tags_metrics_and_artifacts(store, tm
         FigureCanvasAgg(fig)
         fig.add_subplot().plot([1, 2, 3])
         tracking.log_figure(fig, "loss")
-    assert tracking.overhead_seconds() > 0
-    assert tracking.overhead_calls() > 0
+    assert tracking.mlflow_seconds() > 0
 
     client = tracking.client()
     experiment = client.get_experiment_by_name(cfg.experiment_name)
@@ -191,6 +174,8 @@ def test_parent_and_child_runs_carry_config_tags_metrics_and_artifacts(store, tm
     ):
         assert tags[f"gatecast.version.{library}"]
     assert tags["gatecast.version.mlflow"] == mlflow.__version__
+    assert tags["gatecast.host"] == socket.gethostname()
+    assert tags["gatecast.pid"] == str(os.getpid())
     assert (
         tags["gatecast.input.GSPC.csv.sha256"] == hashlib.sha256(data_file.read_bytes()).hexdigest()
     )
@@ -296,9 +281,7 @@ def test_uri_command_prints_the_store(store, capsys):
     assert out[1] == str(store / "artifacts")
 
 
-def test_a_run_sends_params_tags_and_metrics_in_one_request(store, inline_cfg, monkeypatch):
-    # inline: the recorder's requests are made in this process, where they can be counted
-    cfg = inline_cfg
+def test_a_run_sends_params_tags_and_metrics_in_one_request(store, cfg, monkeypatch):
     requests: dict[str, int] = {}
     original = mlflow.MlflowClient.log_batch
 
@@ -324,95 +307,264 @@ def test_a_run_sends_params_tags_and_metrics_in_one_request(store, inline_cfg, m
     assert len(tracking.client().get_metric_history(child.run_id, "loss/fold3/seed0")) == 15
 
 
-def test_a_failure_in_the_writer_reaches_the_stage_and_fails_its_run(store, cfg, tmp_path):
+def test_a_failed_mlflow_call_reaches_the_stage_and_fails_its_runs(store, cfg, tmp_path):
     missing = tmp_path / "not-there.txt"
     ids = {}
     with (
-        pytest.raises(tracking.TrackingError, match=r"artifact of run GSPC/sma") as caught,
+        pytest.raises(tracking.TrackingError, match=r"not-there\.txt of run GSPC/sma") as caught,
         tracking.pipeline_run(cfg, "train") as parent,
     ):
         ids["parent"] = parent.run_id
         with tracking.child_run("GSPC/sma") as child:
             ids["child"] = child.run_id
             tracking.log_artifact(missing)
-    assert "not-there.txt" in str(caught.value)
     assert _status(ids["child"]) == "FAILED"
     assert _status(ids["parent"]) == "FAILED"
     assert caught.value.__notes__[-1].startswith("MLflow: the train run and the runs it opened")
 
 
-def _run_stage_script(tmp_path: Path, experiment: str, body: str) -> subprocess.CompletedProcess:
-    """Run ``body`` in a fresh Python with ``cfg`` (the smoke config) and ``tracking`` set up."""
-    code = f"""
-import os, signal, sys
-from pipelines import tracking
-from pipelines.config import load_config
-cfg = load_config("configs/smoke.yaml", overrides={{
-    "output_directory": {str(tmp_path / "build")!r},
-    "tracking": {{"experiment": {experiment!r}}}}})
-{body}"""
+def test_sigterm_ends_the_runs_killed(store, cfg):
+    ids = {}
+    with pytest.raises(KeyboardInterrupt) as caught, tracking.pipeline_run(cfg, "report") as parent:
+        ids["parent"] = parent.run_id
+        with tracking.child_run("GSPC/sma") as child:
+            ids["child"] = child.run_id
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler interrupts this
+    assert [_status(ids["parent"]), _status(ids["child"])] == ["KILLED", "KILLED"]
+    assert caught.value.__notes__[-1].endswith(f"KILLED in experiment {cfg.experiment_name}")
+    # and SIGTERM is left as it was outside the run
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_a_store_mlflow_cannot_open_is_a_clear_error(cfg, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "bogus-scheme://nowhere")
+    with (
+        pytest.raises(tracking.TrackingError, match="open the tracking store at bogus-scheme://"),
+        tracking.pipeline_run(cfg, "train"),
+    ):
+        pytest.fail("the run must not open")
+
+
+# In fresh processes ---------------------------------------------------------------------------
+
+
+def _python(code: list[str], uri: str, *, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, *code],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
-def test_the_stage_process_never_imports_mlflow(store, tmp_path):
-    # What the stages run in their own process; mlflow lives in the writer process.
-    body = """
+# One tracked run of a stage (logging set up as the stages do), in a fresh process.
+_ONE_RUN = """
+import logging, sys, time
+from pipelines import tracking
+from pipelines.config import load_config
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+cfg = load_config("configs/smoke.yaml", overrides={"output_directory": sys.argv[1],
+                  "tracking": {"experiment": sys.argv[2]}})
+while time.time() < float(sys.argv[3]):  # start together with the others
+    time.sleep(0.01)
 with tracking.pipeline_run(cfg, "train") as parent:
     with tracking.child_run("GSPC/sma"):
         tracking.log_metrics({"rmse": 1.0})
+        tracking.log_text("hello", "hello.txt")
 print(parent.run_id)
-assert "mlflow" not in sys.modules, "the stage's process imported mlflow"
 """
-    done = _run_stage_script(tmp_path, "gatecast-test-no-mlflow", body)
+
+
+def _sqlite_runs(database: Path) -> dict[str, str]:
+    """Run name -> status, read straight from the SQLite file (no MLflow in this process)."""
+    try:
+        with contextlib.closing(sqlite3.connect(database, timeout=5)) as connection:
+            return dict(connection.execute("SELECT name, status FROM runs").fetchall())
+    except sqlite3.Error:  # not created yet
+        return {}
+
+
+@pytest.mark.slow
+def test_runs_of_a_pipeline_killed_outright_are_marked_killed_by_the_next_run(tmp_path):
+    database = tmp_path / "store" / "mlflow.db"
+    uri = f"sqlite:///{database}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO_ROOT)}
+    sets = [f"output_directory={tmp_path / 'build'}", "tracking.experiment=gatecast-test-kill9"]
+    train = subprocess.Popen(
+        [sys.executable, "-m", "pipelines", "train", "--config", "configs/smoke.yaml"]
+        + [a for s in sets for a in ("--set", s)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and len(_sqlite_runs(database)) < 2:
+            assert train.poll() is None, "train ended before it could be killed"
+            time.sleep(0.2)
+        running = _sqlite_runs(database)
+        assert len(running) >= 2 and set(running.values()) == {"RUNNING"}, running
+    finally:
+        train.kill()
+        train.wait()
+    assert set(_sqlite_runs(database).values()) == {"RUNNING"}  # nobody could end them
+
+    done = _python(["-c", _ONE_RUN, str(tmp_path / "b2"), "gatecast-test-next", "0"], uri)
     assert done.returncode == 0, done.stderr[-3000:]
-    run_id = done.stdout.split()[-1]
-    assert _status(run_id) == "FINISHED"
-    assert [r.data.metrics for r in tracking.child_runs(run_id)] == [{"rmse": 1.0}]
+    store = mlflow.MlflowClient(uri)
+    killed = store.search_runs([store.get_experiment_by_name("gatecast-test-kill9").experiment_id])
+    assert {r.info.run_name for r in killed} == set(running)
+    assert {r.info.status for r in killed} == {"KILLED"}
+    assert {r.data.tags["gatecast.pid"] for r in killed} == {str(train.pid)}
+    assert {r.data.tags["gatecast.host"] for r in killed} == {socket.gethostname()}
+    assert "RUNNING" not in _sqlite_runs(database).values()
+    said = [line for line in done.stderr.splitlines() if "KILLED" in line]
+    assert len(said) == 1, done.stderr
+    assert f"{len(running)} run(s)" in said[0] and str(train.pid) in said[0]
 
 
-def test_runs_of_a_killed_stage_end_killed(store, tmp_path):
-    # SIGKILL gives the stage no chance to end its runs: the writer sees its pipe
-    # close and ends them KILLED.
-    body = """
-with tracking.pipeline_run(cfg, "train") as parent:
-    with tracking.child_run("GSPC/lstm") as child:
-        print(parent.run_id, child.run_id, flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)
-"""
-    done = _run_stage_script(tmp_path, "gatecast-test-killed", body)
-    assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
-    ids = done.stdout.split()
-    assert len(ids) == 2, done.stdout
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and {_status(i) for i in ids} == {"RUNNING"}:
-        time.sleep(0.2)
-    assert [_status(i) for i in ids] == ["KILLED", "KILLED"]
+@pytest.mark.slow
+def test_two_first_runs_on_a_fresh_sqlite_store_both_finish(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
+    start = str(time.time() + 12)  # after every process has imported what it needs
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO_ROOT)}
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _ONE_RUN, str(tmp_path / f"b{k}"), "gatecast-test-race", start],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(3)
+    ]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    for run, (_, err) in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, err[-3000:]
+    ids = {out.split()[-1] for out, _ in outputs}
+    store = mlflow.MlflowClient(uri)
+    assert len(ids) == 3 and {store.get_run(i).info.status for i in ids} == {"FINISHED"}
 
 
-def test_a_dead_writer_is_a_clear_error(store, cfg):
-    with (
-        pytest.raises(tracking.TrackingError, match="writer process .* exited"),
-        tracking.pipeline_run(cfg, "train") as parent,
-    ):
-        assert parent.run_id  # the writer is up
-        tracking._WRITER.process.kill()
-        tracking._WRITER.process.wait()
-        with tracking.child_run("GSPC/sma"):
-            tracking.log_metrics({"rmse": 1.0})
-    # the next stage starts a new writer
-    with tracking.pipeline_run(cfg, "train") as again:
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["train", "report", "run"])
+def test_a_bad_config_creates_no_store_and_no_folder(tmp_path, stage):
+    text = (REPO_ROOT / "configs" / "smoke.yaml").read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        f"output_directory: {tmp_path / 'build'}\n" + text.replace("features:", "featres:")
+    )
+    uri = f"sqlite:///{tmp_path / 'mistyped' / 'mlflow.db'}"
+    done = _python(["-m", "pipelines", stage, "--config", str(bad)], uri)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "featres" in done.stderr.strip().splitlines()[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_an_unreachable_server_stops_the_stage_fast_with_one_masked_line(tmp_path):
+    port = _free_port()  # nothing listens there
+    uri = f"http://ann:s3cret-pw@127.0.0.1:{port}"
+    sets = ["--set", f"output_directory={tmp_path / 'build'}"]
+    started = time.monotonic()
+    done = _python(["-m", "pipelines", "train", "--config", "configs/smoke.yaml", *sets], uri)
+    # the stage's own start-up (TensorFlow, the data) counts too
+    assert time.monotonic() - started < 30
+    assert done.returncode == 1
+    line = done.stderr.strip().splitlines()[-1]
+    assert f"connection to http://127.0.0.1:{port} failed" in line, done.stderr[-3000:]
+    assert "s3cret-pw" not in done.stdout + done.stderr
+
+
+class _Proxy(http.server.BaseHTTPRequestHandler):
+    """Passes requests on to a real MLflow server, recording the Authorization header."""
+
+    target = ""
+    seen: list[str] = []
+
+    def _forward(self) -> None:
+        self.seen.append(self.headers.get("Authorization", ""))
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in {"host"}}
+        request = urllib.request.Request(
+            self.target + self.path, data=body, headers=headers, method=self.command
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                status, data, kind = response.status, response.read(), response.headers
+        except urllib.error.HTTPError as err:
+            status, data, kind = err.code, err.read(), err.headers
+        self.send_response(status)
+        self.send_header("Content-Type", kind.get("Content-Type", "application/json"))
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+    def log_message(self, *args: object) -> None:
         pass
-    assert _status(again.run_id) == "FINISHED"
 
 
-def test_a_store_the_writer_cannot_open_is_a_clear_error(cfg, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "bogus-scheme://nowhere")
-    with (
-        pytest.raises(tracking.TrackingError, match="open_stage .*bogus-scheme://") as caught,
-        tracking.pipeline_run(cfg, "train"),
-        tracking.child_run("GSPC/sma"),
-    ):
-        tracking.log_metrics({"rmse": 1.0})
-    assert caught.value.__notes__[-1].startswith("MLflow: the train run and the runs it opened")
+@pytest.mark.slow
+def test_a_password_in_the_uri_is_never_printed_logged_or_recorded(tmp_path):
+    port = _free_port()
+    server = subprocess.Popen(
+        tracking.server_command(
+            "127.0.0.1", port, f"sqlite:///{tmp_path / 's.db'}", tmp_path / "a"
+        ),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    _Proxy.target = f"http://127.0.0.1:{port}"
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{_Proxy.target}/health", timeout=2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "no server"
+                time.sleep(0.5)
+        uri = f"http://ann:s3cret-pw@127.0.0.1:{proxy.server_address[1]}"
+        # a run that logs, then one that fails on a call the server refuses
+        code = (
+            _ONE_RUN
+            + "tracking.main(['uri'])\n"
+            + (
+                "with tracking.pipeline_run(cfg, 'train'):\n"
+                "    tracking.log_artifact('/nonexistent/file.txt')\n"
+            )
+        )
+        done = _python(["-c", code, str(tmp_path / "b"), "gatecast-test-secret", "0"], uri)
+        assert done.returncode == 1, done.stderr[-3000:]
+        assert "TrackingError: MLflow could not write the artifact file.txt" in done.stderr
+        assert "s3cret-pw" not in done.stdout + done.stderr
+        assert any(seen.startswith("Basic ") for seen in _Proxy.seen)  # the password was used
+        store = mlflow.MlflowClient(_Proxy.target)
+        experiment = store.get_experiment_by_name("gatecast-test-secret")
+        runs = store.search_runs([experiment.experiment_id])
+        assert len(runs) == 3
+        for run in runs:
+            recorded = [*run.data.params.items(), *run.data.tags.items()]
+            assert not [kv for kv in recorded if "s3cret-pw" in str(kv)]
+    finally:
+        proxy.shutdown()
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

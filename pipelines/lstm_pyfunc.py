@@ -1,0 +1,227 @@
+"""The registered LSTM in MLflow's pyfunc format: what a model version holds and runs.
+
+``pipelines.tracking.log_lstm_model`` logs the final walk-forward fold's LSTM
+seeds with ``log_and_register`` (``save`` writes the model's folder); ``mlflow.pyfunc.load_model``
+brings back an ``LstmPyfuncModel`` in any process, with or without gatecast
+installed (the model carries the ``models`` and ``pipelines`` packages as its
+code)::
+
+    model = mlflow.pyfunc.load_model("models:/gatecast-lstm-GSPC@newest")
+    forecasts = model.predict(bars, params={"start": "2012-06-01"})
+
+``bars`` has a ``date`` column and ``open, high, low, close, volume``; the
+result has ``date``, ``lstm`` (mean of the seeds: the forecast of the next
+close) and ``lstm_seed<k>``, one row per forecast date.
+
+This module and ``pipelines.tracking`` are the only ones that import mlflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.metadata
+import logging
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, infer_signature
+
+from pipelines.config import REPO_ROOT
+
+# The model's one artifact: a folder with the seeds' forecasters, saved as seed0, seed1, ...
+SEEDS_ARTIFACT = "seeds"
+
+# Pinned from this environment, which spares MLflow its requirement inference
+# (a subprocess that imports TensorFlow).
+_REQUIREMENTS = (
+    "mlflow",
+    "tensorflow",
+    "keras",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "pydantic",
+    "pyyaml",
+)
+
+
+def ensemble_forecast(
+    forecasters: Sequence[Any], bars: pd.DataFrame, start: pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """Forecasts of each LSTM seed (``lstm_seed<k>``) and their mean (``lstm``).
+
+    The train stage builds its ``lstm`` column with this same function, so the
+    logged model reproduces it.
+    """
+    columns = {f"lstm_seed{k}": f.predict(bars, start) for k, f in enumerate(forecasters)}
+    frame = pd.DataFrame(columns)
+    frame.insert(0, "lstm", frame.mean(axis=1))
+    return frame
+
+
+def bars_from_input(model_input: pd.DataFrame) -> pd.DataFrame:
+    """Bars with a DatetimeIndex from a pyfunc input (a ``date`` column or a date index)."""
+    frame = pd.DataFrame(model_input)
+    if "date" in frame.columns:
+        frame = frame.set_index(pd.DatetimeIndex(pd.to_datetime(frame.pop("date")), name="date"))
+    elif not isinstance(frame.index, pd.DatetimeIndex):
+        raise ValueError(
+            "gatecast LSTM model: the input needs a 'date' column (or a DatetimeIndex) and the "
+            "columns open, high, low, close, volume"
+        )
+    return frame.astype(np.float64)
+
+
+class LstmPyfuncModel(mlflow.pyfunc.PythonModel):
+    """The final walk-forward fold's LSTM seeds as an MLflow pyfunc model.
+
+    ``predict(bars, params={"start": "YYYY-MM-DD"})`` takes bars with a ``date``
+    column and ``open, high, low, close, volume``, and returns one row per
+    forecast date ``t >= start`` (every date with enough history when
+    ``start`` is empty): ``date``, ``lstm`` (mean of the seeds: the forecast
+    of the next close) and ``lstm_seed<k>``. A forecast for ``t`` reads the
+    bars up to ``t`` only.
+    """
+
+    def load_context(self, context: Any) -> None:
+        from models.lstm import LstmForecaster
+
+        seeds = Path(context.artifacts[SEEDS_ARTIFACT])
+        folders = sorted(seeds.glob("seed*"), key=lambda p: int(p.name.removeprefix("seed")))
+        self.forecasters = [LstmForecaster.load(folder) for folder in folders]
+
+    # MLflow infers no schema from a DataFrame hint; the signature logged with the model holds it.
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        start = (params or {}).get("start") or None
+        bars = bars_from_input(model_input)
+        frame = ensemble_forecast(self.forecasters, bars, pd.Timestamp(start) if start else None)
+        return frame.rename_axis("date").reset_index()
+
+
+def save(
+    directory: Path,
+    forecasters: Sequence[Any],
+    example_bars: pd.DataFrame,
+    mlflow_model: Model,
+) -> None:
+    """Write the seeds as a pyfunc model in ``directory`` (signature, input example, code).
+
+    The signature is built from the example and the output's shape, without
+    running the model (tests compare it with what ``predict`` returns).
+
+    Args:
+        directory: A folder that does not exist yet.
+        forecasters: Fitted ``LstmForecaster`` of each seed, in seed order.
+        example_bars: A short slice of bars, the input example.
+        mlflow_model: MLflow's model metadata (which run and logged model it belongs to).
+    """
+    seeds = directory.parent / f"{directory.name}-{SEEDS_ARTIFACT}"
+    for k, forecaster in enumerate(forecasters):
+        forecaster.save(seeds / f"seed{k}")
+    example = example_bars.rename_axis("date").reset_index()
+    output = {"date": example["date"].iloc[-1:].to_numpy(), "lstm": [0.0]}
+    output.update({f"lstm_seed{k}": [0.0] for k in range(len(forecasters))})
+    # The pickled object is a bare instance of this module's class, whose code ships with
+    # the model: MLflow's generic warning about pickled models says nothing useful here.
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    level = pyfunc_log.level
+    pyfunc_log.setLevel(logging.ERROR)
+    try:
+        _save_model(directory, seeds, example, output, mlflow_model)
+    finally:
+        pyfunc_log.setLevel(level)
+
+
+def _save_model(
+    directory: Path, seeds: Path, example: pd.DataFrame, output: dict, mlflow_model: Model
+) -> None:
+    mlflow.pyfunc.save_model(
+        str(directory),
+        python_model=LstmPyfuncModel(),
+        artifacts={SEEDS_ARTIFACT: str(seeds)},
+        code_paths=[str(REPO_ROOT / package) for package in ("core", "models", "pipelines")],
+        input_example=(example, {"start": ""}),
+        signature=infer_signature(example, pd.DataFrame(output), params={"start": ""}),
+        pip_requirements=list(_pip_requirements()),
+        mlflow_model=mlflow_model,
+    )
+
+
+@functools.cache
+def _pip_requirements() -> tuple[str, ...]:
+    out = []
+    for name in _REQUIREMENTS:
+        try:
+            out.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            out.append(name)
+    return tuple(out)
+
+
+def log_and_register(
+    store: mlflow.MlflowClient,
+    run_id: str,
+    experiment_id: str,
+    name: str,
+    forecasters: Sequence[Any],
+    example_bars: pd.DataFrame,
+    *,
+    params: Mapping[str, str],
+    tags: Mapping[str, str],
+    description: str,
+) -> str:
+    """Log the seeds as a logged model of run ``run_id``, add a version of ``name``; its number.
+
+    The steps of ``mlflow.pyfunc.log_model`` through the client, on a run the
+    caller opened, without its check that loads the model back and predicts
+    (the tests load it in a fresh process and compare the forecasts).
+    """
+    logged = store.create_logged_model(
+        experiment_id, name="model", source_run_id=run_id, tags=dict(tags), params=dict(params)
+    )
+    try:
+        with tempfile.TemporaryDirectory(prefix="gatecast-model-") as tmp:
+            meta = Model(
+                artifact_path=logged.artifact_location,
+                run_id=run_id,
+                model_uuid=logged.model_id,
+                model_id=logged.model_id,
+            )
+            save(Path(tmp) / "model", forecasters, example_bars, meta)
+            store.log_model_artifacts(logged.model_id, str(Path(tmp) / "model"))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            store.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+        raise
+    store.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+    store.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+
+    def new_version() -> str:
+        created = store.create_model_version(
+            name,
+            source=f"models:/{logged.model_id}",
+            run_id=run_id,
+            model_id=logged.model_id,
+            tags={**tags, "gatecast.seeds": str(len(forecasters))},
+        )
+        return str(created.version)
+
+    try:  # the registered model exists after the first train run: no look-up first
+        return new_version()
+    except MlflowException as err:
+        if err.error_code not in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+            raise
+    with contextlib.suppress(MlflowException):  # another process may have just created it
+        store.create_registered_model(name, tags=dict(tags), description=description)
+    return new_version()

@@ -1,0 +1,152 @@
+"""What a tracked run records about itself: config, code, libraries, inputs, process.
+
+Plain Python, no MLflow: ``pipelines.tracking`` turns these into the params
+and tags of every run (and re-exports the public names).
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipelines.config import REPO_ROOT, Config
+
+VERSIONED_LIBRARIES = (
+    "tensorflow",
+    "keras",
+    "backtrader",
+    "mlflow",
+    "pandas",
+    "numpy",
+    "statsmodels",
+)
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param's value
+_KEY_BAD_CHARS = re.compile(r"[^\w./\- ]")
+
+
+def flatten_config(cfg: Config) -> dict[str, str]:
+    """The resolved config as flat ``section.key`` -> string params."""
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        else:
+            text = value if isinstance(value, str) else json.dumps(value)
+            out[prefix] = text[:MAX_PARAM_LENGTH]
+
+    walk("", cfg.model_dump(mode="json"))
+    out["experiment_name"] = cfg.experiment_name
+    return out
+
+
+def config_yaml(cfg: Config) -> str:
+    """The resolved config (defaults filled in) as YAML."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip()
+
+
+def git_state() -> dict[str, str]:
+    """Commit and dirty flag of the working tree (``unknown`` outside a git checkout)."""
+    commit = _git("rev-parse", "HEAD")
+    if commit is None:
+        return {"gatecast.git.commit": "unknown", "gatecast.git.dirty": "unknown"}
+    status = _git("status", "--porcelain")
+    dirty = "unknown" if status is None else str(bool(status)).lower()
+    return {
+        "gatecast.git.commit": commit,
+        "gatecast.git.dirty": dirty,
+        "mlflow.source.git.commit": commit,
+    }
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that shape the results."""
+    out = {}
+    for name in VERSIONED_LIBRARIES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def safe_key(text: str) -> str:
+    """A string made safe for an MLflow param/metric/tag key."""
+    return _KEY_BAD_CHARS.sub("_", text)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no user name in this environment (some containers)
+        return "unknown"
+
+
+def run_tags(
+    cfg: Config,
+    stage: str,
+    inputs: Mapping[str, str | Path] | None = None,
+    tags: Mapping[str, Any] | None = None,
+    command: str | None = None,
+) -> dict[str, str]:
+    """The tags every run of a stage carries (``pipelines.tracking`` lists them).
+
+    ``gatecast.host`` and ``gatecast.pid`` let a later process find the runs
+    of a process that was killed outright; ``mlflow.*`` are the run-context
+    tags that ``mlflow.start_run`` would set.
+    """
+    out = {
+        "mlflow.user": _user(),
+        "mlflow.source.name": sys.argv[0] if sys.argv and sys.argv[0] else "<console>",
+        "mlflow.source.type": "LOCAL",
+        "gatecast.config": cfg.name,
+        "gatecast.stage": stage,
+        "gatecast.seed": str(cfg.seed),
+        "gatecast.command": command or shlex.join(sys.orig_argv),
+        "gatecast.host": socket.gethostname(),
+        "gatecast.pid": str(os.getpid()),
+        **git_state(),
+        **{f"gatecast.version.{k}": v for k, v in library_versions().items()},
+        **{k: str(v) for k, v in (tags or {}).items()},
+    }
+    for label, path in (inputs or {}).items():
+        out[f"gatecast.input.{safe_key(label)}.sha256"] = sha256_file(path)
+        out[f"gatecast.input.{safe_key(label)}.path"] = str(path)
+    return out

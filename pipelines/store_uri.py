@@ -1,0 +1,109 @@
+"""Where gatecast's MLflow store is, and ``python -m pipelines.tracking ui|uri`` (``make ui``).
+
+By default an embedded store inside the repository, whatever the working
+directory: runs in ``sqlite:///<repo>/mlruns/mlflow.db``, artifacts under
+``<repo>/mlruns/artifacts/<experiment>``. ``MLFLOW_TRACKING_URI`` takes over
+when set; a ``sqlite:///.../x.db`` store keeps its artifacts in
+``.../artifacts``, a server decides itself. No MLflow here (it is started as
+a command): ``pipelines.tracking`` opens the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from pipelines.config import REPO_ROOT
+
+STORE_DIRECTORY = REPO_ROOT / "mlruns"
+DEFAULT_TRACKING_URI = f"sqlite:///{STORE_DIRECTORY / 'mlflow.db'}"
+DEFAULT_ARTIFACT_ROOT = STORE_DIRECTORY / "artifacts"
+_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else the embedded store in ``<repo>/mlruns``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def display_uri(uri: str | None = None) -> str:
+    """The tracking URI without any user:password part, safe to print or write to files."""
+    uri = uri or tracking_uri()
+    parts = urlparse(uri)
+    if parts.password is None and parts.username is None:
+        return uri
+    return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl()
+
+
+def masked(text: str, uri: str) -> str:
+    return _CREDENTIALS.sub("", text.replace(uri, display_uri(uri)))
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(unquote(uri[len("sqlite:///") :])) if uri.startswith("sqlite:///") else None
+
+
+def artifact_root(uri: str | None = None) -> Path | None:
+    """Where experiments created by gatecast keep artifacts, for an embedded store.
+
+    ``<repo>/mlruns/artifacts`` for the default store, ``<dir>/artifacts`` for
+    ``sqlite:///<dir>/<file>``; None for a server or any other store (it
+    chooses the location itself).
+    """
+    uri = uri or tracking_uri()
+    if uri == DEFAULT_TRACKING_URI:
+        return DEFAULT_ARTIFACT_ROOT
+    path = sqlite_path(uri)
+    return path.parent / "artifacts" if path is not None else None
+
+
+def server_command(
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    backend_uri: str | None = None,
+    artifacts: str | Path | None = None,
+) -> list[str]:
+    """The ``mlflow server`` command line serving a SQLite store and its artifacts."""
+    backend_uri = backend_uri or tracking_uri()
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri]
+    command += ["--host", host, "--port", str(port), "--workers", "1"]
+    root = Path(artifacts) if artifacts else artifact_root(backend_uri)
+    if root is not None:
+        # runs created through the server keep their artifacts next to the others
+        command += ["--artifacts-destination", root.as_uri()]
+    return command
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.tracking",
+        description="gatecast's MLflow store: serve it, or print where it is.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    ui = sub.add_parser("ui", help="serve the tracking store with the MLflow UI")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    ui.add_argument("--port", type=int, default=5000, help="port (default: %(default)s)")
+    sub.add_parser("uri", help="print the tracking URI (password masked) and artifact root")
+    args = parser.parse_args(argv)
+    uri = tracking_uri()
+    if args.command == "uri":
+        print(display_uri(uri))
+        root = artifact_root(uri)
+        print(root if root is not None else "(artifact root chosen by the tracking server)")
+        return 0
+    if urlparse(uri).scheme in {"http", "https", "databricks"}:
+        print(f"MLFLOW_TRACKING_URI is {display_uri(uri)}: open that server's UI", file=sys.stderr)
+        return 2
+    path = sqlite_path(uri)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"MLflow UI for {uri} on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    try:
+        return subprocess.call(server_command(args.host, args.port, uri))
+    except KeyboardInterrupt:
+        return 0
