@@ -1,11 +1,13 @@
 """MLflow tracking for every stage, over MLflow's own client (``mlflow.MlflowClient``).
 
-With ``pipelines.lstm_pyfunc`` (the registered model), the only module that
-imports mlflow. Every call is made in the stage's process, when it is made.
+With ``pipelines.tracking_store`` (opening a store) and ``pipelines.lstm_pyfunc``
+(the registered model), the only modules that import mlflow. Every call is made
+in the stage's process, when it is made.
 
 Store
     Where it is: ``pipelines.store_uri`` (``MLFLOW_TRACKING_URI``, else
-    ``sqlite:///<repo>/mlruns/mlflow.db``; ``make ui`` serves it).
+    ``sqlite:///<repo>/mlruns/mlflow.db``; ``make ui`` serves it). How it is
+    opened: ``pipelines.tracking_store``.
     The store is opened at a process's first ``pipeline_run``, after the
     config was validated, so a bad config creates nothing. A SQLite store is
     created under a file lock (MLflow creates its tables without one, and two
@@ -40,9 +42,11 @@ Runs
 
 Registered model
     ``log_lstm_model`` registers the final fold's LSTM seeds as
-    ``<tracking.registered_model>-<INST>`` and moves the alias ``newest`` to
-    the new version (MLflow reserves ``latest``); ``pipelines.lstm_pyfunc``
-    says how to load it.
+    ``<tracking.registered_model>-<INST>``; ``move_newest`` then moves the
+    alias ``newest`` (MLflow reserves ``latest``) to the new versions, which
+    the train stage does only once every output file but its summary is
+    written, so a stage that failed never moves it. ``pipelines.lstm_pyfunc``
+    says how to load a version.
 
 Overhead
     ``mlflow_seconds`` adds up the wall time spent in this module's calls
@@ -53,13 +57,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import logging
 import os
 import re
 import signal
-import socket
-import sqlite3
 import sys
 import tempfile
 import time
@@ -67,14 +68,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlparse
 
 import mlflow
 import pandas as pd
-import psutil
-from filelock import FileLock
-from mlflow.entities import Metric, Param, RunTag, ViewType
-from mlflow.exceptions import MlflowException
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from pipelines import lstm_pyfunc
@@ -100,6 +97,13 @@ from pipelines.store_uri import (  # noqa: F401  (part of this module's API)
     sqlite_path,
     tracking_uri,
 )
+from pipelines.tracking_store import (
+    TrackingError,
+    client,
+    experiment_id_of,
+    open_store,
+    store_errors,
+)
 
 log = logging.getLogger("gatecast.tracking")
 # Read by MLflow at each call: no progress bars, and no "View run at <URI>" lines, which
@@ -113,18 +117,7 @@ for _name in ("mlflow", "alembic"):
 # MLflow reserves the alias "latest"; "newest" always names the most recently trained version.
 LATEST_ALIAS = "newest"
 FIGURE_DPI = 100  # PNGs logged with runs: enough to read a chart in the MLflow UI
-# The first request to a server: fail in seconds when it is not there.
-_FIRST_CONTACT = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-}
-
 T = TypeVar("T")
-
-
-class TrackingError(RuntimeError):
-    """MLflow could not record something (the message names what, and the store)."""
 
 
 # Time spent in this module ------------------------------------------------------------------
@@ -173,133 +166,6 @@ def reset_overhead() -> None:
     _CALLS.clear()
 
 
-# Store --------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _store_errors(uri: str, what: str) -> Iterator[None]:
-    """Turn any failure of MLflow into one line of ``TrackingError``, password masked."""
-    try:
-        yield
-    except TrackingError:
-        raise
-    except Exception as err:
-        text = masked(" ".join(str(err).split()) or type(err).__name__, uri)
-        where = display_uri(uri)
-        broken = re.search(r"Max retries exceeded|Read timed out|ConnectionError", text)
-        if broken and urlparse(uri).scheme in {"http", "https"}:
-            why = re.search(r"\[Errno -?\d+\] ([^\"')]+)|(timed out)", text)
-            reason = f" ({next(g for g in why.groups() if g).strip()})" if why else ""
-            message = f"MLflow could not {what}: connection to {where} failed{reason}"
-        else:
-            message = f"MLflow could not {what} at {where}: {type(err).__name__}: {text}"
-        # the original error's text may hold the password
-        raise TrackingError(message) from (None if where != uri else err)
-
-
-@contextlib.contextmanager
-def _first_contact(uri: str) -> Iterator[None]:
-    """Hold the SQLite store's creation lock, or ask a server with a short timeout."""
-    path = sqlite_path(uri)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        name = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
-        with FileLock(Path(tempfile.gettempdir()) / f"gatecast-store-{name}.lock", timeout=300):
-            with contextlib.closing(sqlite3.connect(path, timeout=20)) as connection:
-                connection.execute("PRAGMA journal_mode=WAL")
-            yield
-        return
-    if urlparse(uri).scheme not in {"http", "https"}:
-        yield
-        return
-    saved = {key: os.environ.get(key) for key in _FIRST_CONTACT}
-    os.environ.update(_FIRST_CONTACT)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-_CLIENTS: dict[str, mlflow.MlflowClient] = {}
-
-
-def _open(uri: str) -> mlflow.MlflowClient:
-    """The client of ``uri``; the first time in a process, the store is created or checked."""
-    if uri not in _CLIENTS:
-        with _store_errors(uri, "open the tracking store"):
-            with _first_contact(uri):
-                opened = mlflow.MlflowClient(tracking_uri=uri)
-                opened.search_experiments(max_results=1)  # creates a new store's tables
-            _end_abandoned_runs(opened)
-        _CLIENTS[uri] = opened
-    return _CLIENTS[uri]
-
-
-def client() -> mlflow.MlflowClient:
-    """An ``mlflow.MlflowClient`` on the current tracking (and registry) URI."""
-    return _open(tracking_uri())
-
-
-def _process_gone(pid: str, run: Any) -> bool:
-    """Whether process ``pid`` of this host, which started ``run`` (a RunInfo), is gone."""
-    try:
-        process = psutil.Process(int(pid))
-        # a pid used again by a process that started after the run is not the run's
-        started = process.create_time() * 1000
-        return process.status() == psutil.STATUS_ZOMBIE or started > run.start_time
-    except psutil.NoSuchProcess:
-        return True
-    except (ValueError, psutil.Error):  # not a pid, or not ours to inspect: leave the run alone
-        return False
-
-
-def _end_abandoned_runs(store: mlflow.MlflowClient) -> None:
-    """Mark KILLED the runs left RUNNING by processes of this host that are gone."""
-    host = socket.gethostname()
-    quoted = host.replace("'", "\\'")
-    experiments = [e.experiment_id for e in store.search_experiments(view_type=ViewType.ALL)]
-    running = experiments and store.search_runs(
-        experiments,
-        filter_string=f"attributes.status = 'RUNNING' and tags.`gatecast.host` = '{quoted}'",
-        run_view_type=ViewType.ALL,
-        max_results=5000,
-    )
-    gone = [r for r in running or [] if _process_gone(r.data.tags.get("gatecast.pid", ""), r.info)]
-    for run in gone:
-        store.set_terminated(run.info.run_id, "KILLED")
-    if gone:
-        log.warning(
-            "MLflow: marked KILLED %d run(s) left RUNNING by killed process(es) %s of %s: %s",
-            len(gone),
-            ", ".join(sorted({r.data.tags["gatecast.pid"] for r in gone})),
-            host,
-            ", ".join(sorted(f"{r.info.run_name} ({r.info.run_id})" for r in gone)),
-        )
-
-
-def _experiment_id(store: mlflow.MlflowClient, name: str, uri: str) -> str:
-    """The id of experiment ``name``, created (or restored from the trash) when needed."""
-    experiment = store.get_experiment_by_name(name)
-    if experiment is not None:
-        if experiment.lifecycle_stage == "deleted":
-            store.restore_experiment(experiment.experiment_id)
-        return experiment.experiment_id
-    root = artifact_root(uri)
-    try:
-        return store.create_experiment(
-            name, artifact_location=(root / name).as_uri() if root is not None else None
-        )
-    except MlflowException:
-        experiment = store.get_experiment_by_name(name)  # another process created it meanwhile
-        if experiment is None:
-            raise
-        return experiment.experiment_id
-
-
 # Runs ---------------------------------------------------------------------------------------
 
 
@@ -344,7 +210,7 @@ class RunHandle:
         params, self.pending_params = self.pending_params, {}
         tags, self.pending_tags = self.pending_tags, {}
         if metrics or params or tags:
-            with _store_errors(self.stage.uri, f"log to run {self.name}"):
+            with store_errors(self.stage.uri, f"log to run {self.name}"):
                 self.stage.store.log_batch(
                     self.run_id,
                     metrics=metrics,
@@ -365,7 +231,7 @@ def active_run() -> RunHandle:
 
 def _start(stage: _Stage, name: str, tags: Mapping[str, str], own: Mapping[str, str]) -> RunHandle:
     """Create run ``name`` with ``tags`` and ``own`` (which its children do not inherit)."""
-    with _store_errors(stage.uri, f"create run {name} in experiment {stage.experiment_name}"):
+    with store_errors(stage.uri, f"create run {name} in experiment {stage.experiment_name}"):
         created = stage.store.create_run(stage.experiment_id, run_name=name, tags={**tags, **own})
         repository = get_artifact_repository(created.info.artifact_uri, tracking_uri=stage.uri)
         with tempfile.TemporaryDirectory(prefix="gatecast-config-") as tmp:
@@ -391,7 +257,7 @@ def _end(handle: RunHandle, exc: BaseException | None) -> None:
     except TrackingError as err:
         status, failure = ("FAILED" if status == "FINISHED" else status), err
     try:
-        with _store_errors(handle.stage.uri, f"end run {handle.name}"):
+        with store_errors(handle.stage.uri, f"end run {handle.name}"):
             handle.stage.store.set_terminated(handle.run_id, status)
     except TrackingError as err:
         failure = failure or err
@@ -465,9 +331,9 @@ def pipeline_run(
     with _timing("pipeline_run"):
         common = run_tags(cfg, stage, inputs, tags, command)
         uri = tracking_uri()
-        store = _open(uri)
-        with _store_errors(uri, f"open experiment {cfg.experiment_name}"):
-            experiment_id = _experiment_id(store, cfg.experiment_name, uri)
+        store = open_store(uri)
+        with store_errors(uri, f"open experiment {cfg.experiment_name}"):
+            experiment_id = experiment_id_of(store, cfg.experiment_name, uri)
         shared = _Stage(
             store, uri, experiment_id, cfg.experiment_name, flatten_config(cfg), config_yaml(cfg)
         )
@@ -548,7 +414,7 @@ def set_tags(tags: Mapping[str, Any]) -> None:
 
 def _artifact(what: str, write: Callable[[RunHandle], None]) -> None:
     run = active_run()
-    with _store_errors(run.stage.uri, f"write the artifact {what} of run {run.name}"):
+    with store_errors(run.stage.uri, f"write the artifact {what} of run {run.name}"):
         write(run)
 
 
@@ -648,7 +514,7 @@ def log_lstm_model(
             forecasts), the model's input example and the base of its signature.
     """
     run, name = active_run(), registered_model_name(cfg, instrument)
-    with _store_errors(run.stage.uri, f"log the model {name} of run {run.name}"):
+    with store_errors(run.stage.uri, f"log the model {name} of run {run.name}"):
         version = lstm_pyfunc.log_and_register(
             run.stage.store,
             run.run_id,
@@ -660,11 +526,21 @@ def log_lstm_model(
             tags={"gatecast.instrument": instrument, "gatecast.config": cfg.name},
             description=f"gatecast LSTM forecaster of {instrument} (config {cfg.name})",
         )
-        run.stage.store.set_registered_model_alias(name, LATEST_ALIAS, version)
     run.pending_tags.update(
         {"gatecast.registered_model": name, "gatecast.registered_version": version}
     )
     return RegisteredModel(name, version, LATEST_ALIAS, f"models:/{name}@{LATEST_ALIAS}")
+
+
+@_timed
+def move_newest(models: Sequence[RegisteredModel]) -> None:
+    """Point each model's alias ``newest`` at its version (call once the stage's work is done)."""
+    if not models:
+        return
+    stage = active_run().stage
+    for model in models:
+        with store_errors(stage.uri, f"move the alias {model.alias} of {model.name}"):
+            stage.store.set_registered_model_alias(model.name, model.alias, model.version)
 
 
 # Queries (tests, the tracking CLI) ----------------------------------------------------------

@@ -430,7 +430,12 @@ def write_outputs(
     results: Sequence[InstrumentResult],
     header: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Write the per-instrument Parquet files, then summary.json; return the summary."""
+    """Write the per-instrument Parquet files, then summary.json; return the summary.
+
+    The registered models' alias ``newest`` moves between the two: only a stage
+    whose forecasts are all written moves it, and summary.json (what make takes
+    for a finished stage) comes last.
+    """
     out = forecasts_directory(cfg)
     instruments: dict[str, Any] = {}
     for result in results:
@@ -467,6 +472,7 @@ def write_outputs(
                 else None
             ),
         }
+    tracking.move_newest([r.model for r in results if r.model is not None])
     summary = _json_safe({**header, "instruments": instruments})
     atomic_write(
         out / "summary.json",

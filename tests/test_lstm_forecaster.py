@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from models import gate_lstm_xla
 from models.features import StandardScaler, build_features, next_log_return, supervised_windows
+from models.gate_lstm import GateLSTM
 from models.lstm import LstmForecaster, _whole_batches
 
 WINDOW = 8
@@ -251,7 +252,7 @@ def test_save_and_load_reproduce_forecasts(bars, fitted, tmp_path):
 def test_bytes_round_trip_reproduces_forecasts_and_pins_the_row_blocks(bars):
     # What a worker process hands back to the driver: the fitted forecaster as bytes.
     fitted = LstmForecaster(units=[6], seed=3, batch_shards=2, **SMALL).fit(bars.iloc[:TRAIN])
-    layers = [layer for layer in fitted.model_.layers if isinstance(layer, gate_lstm.GateLSTM)]
+    layers = [layer for layer in fitted.model_.layers if isinstance(layer, GateLSTM)]
     assert [layer.batch_shards for layer in layers] == [2]
     data = pickle.loads(pickle.dumps(fitted.to_bytes()))
     loaded = LstmForecaster.from_bytes(data)

@@ -384,3 +384,27 @@ def test_gpu_request_without_a_gpu_is_a_clear_error(tmp_path, capsys):
     assert train.main(_argv(tmp_path / "build", "device=gpu")) == 2
     err = capsys.readouterr().err
     assert "device: gpu, but TensorFlow sees no GPU" in err
+
+
+def test_a_stage_that_fails_while_writing_forecasts_does_not_move_newest(
+    store, tmp_path, monkeypatch, capsys
+):
+    client = MlflowClient()
+    name = "gatecast-lstm-GSPC"
+    before = client.get_model_version_by_alias(name, tracking.LATEST_ALIAS).version
+    versions = {v.version for v in client.search_model_versions(f"name='{name}'")}
+    real_write = train.atomic_write
+
+    def fail_on_gates(path, write):
+        if path.name.endswith(".gates.parquet"):
+            raise OSError(f"simulated full disk writing {path.name}")
+        real_write(path, write)
+
+    monkeypatch.setattr(train, "atomic_write", fail_on_gates)
+    assert train.main(_argv(tmp_path / "build")) == 1
+    assert "simulated full disk writing GSPC.gates.parquet" in capsys.readouterr().err
+    registered = {v.version for v in client.search_model_versions(f"name='{name}'")}
+    assert len(registered - versions) == 1  # the failed stage's model was registered ...
+    # ... but newest still names the last finished stage's version
+    assert client.get_model_version_by_alias(name, tracking.LATEST_ALIAS).version == before
+    assert not (tmp_path / "build" / "smoke" / "forecasts" / "summary.json").exists()
