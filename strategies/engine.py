@@ -115,7 +115,7 @@ import pandas as pd
 from core.periods import PERIODS_PER_YEAR
 from strategies.buyhold import BuyAndHold
 from strategies.crossover import EmaCrossover, SmaCrossover
-from strategies.feeds import date_numbers, make_feed, validate_bars
+from strategies.feeds import ForecastData, date_numbers, make_feed, validate_bars
 from strategies.forecast import ForecastStrategy
 from strategies.metrics import compute_metrics
 
@@ -377,6 +377,11 @@ class _Recorder(bt.Analyzer):
         trades = pd.DataFrame(rows, columns=list(TRADE_COLUMNS))
         return trades.astype({"size": float, "pnl": float, "commission": float, "bars": int})
 
+    def order_log(self) -> pd.DataFrame:
+        """The filled and refused orders, columns ``ORDER_COLUMNS``."""
+        orders = pd.DataFrame(self.orders, columns=list(ORDER_COLUMNS))
+        return orders.astype({"size": float, "price": float, "value": float, "commission": float})
+
 
 def warmup_bars(
     strategies: Iterable[tuple[str | type[bt.Strategy], dict[str, Any] | None]],
@@ -449,6 +454,42 @@ def run_backtest(
     if not isinstance(execution, ExecutionSettings):
         raise ValueError(f"execution must be an ExecutionSettings, got {type(execution).__name__}")
     cls = resolve_strategy(strategy)
+    params = _checked_params(cls, params)
+    validate_bars(bars)
+    start, first = _trade_start_position(bars, trade_start)
+    fed = _first_fed_bar(cls, params, first, warmup)
+    feed = _make_checked_feed(cls, bars, forecast, fed)
+    dates = bars.index[fed:]
+    params = _engine_params(cls, params, start, execution.allow_short)
+
+    cerebro = _make_cerebro(
+        feed, cls, params, execution, dates, runonce=runonce, preload=preload, stdstats=keep_cerebro
+    )
+    (strat,) = cerebro.run()
+    recorder = strat.analyzers.recorder
+    equity, positions, returns = _measured_curves(recorder, dates, first - fed)
+    trades = recorder.trade_log(dates, float(bars["close"].iloc[-1]))
+    orders = recorder.order_log()
+
+    metrics = compute_metrics(
+        equity, positions, trades, orders, risk_free, execution.periods_per_year
+    )
+    run_params = {k: v for k, v in params.items() if k != "trade_start"}
+    return BacktestResult(
+        metrics=metrics,
+        equity=equity,
+        returns=returns,
+        positions=positions,
+        trades=trades,
+        orders=orders,
+        strategy=cls.__name__,
+        params=run_params,
+        cerebro=cerebro if keep_cerebro else None,
+    )
+
+
+def _checked_params(cls: type[bt.Strategy], params: dict[str, Any] | None) -> dict[str, Any]:
+    """A copy of the caller's ``params``, refusing engine-owned and unknown names."""
     params = dict(params or {})
     for reserved in ("trade_start", "allow_short"):
         if reserved in params:
@@ -460,8 +501,16 @@ def run_backtest(
     unknown = sorted(set(params) - known)
     if unknown:
         raise ValueError(f"{cls.__name__} has no parameter(s) {unknown}; known: {sorted(known)}")
+    return params
 
-    validate_bars(bars)
+
+def _trade_start_position(
+    bars: pd.DataFrame, trade_start: pd.Timestamp | str | None
+) -> tuple[pd.Timestamp, int]:
+    """``trade_start`` as a timestamp and the position of the first bar on or after it.
+
+    At least 2 bars must be left from there, so that there is a return to measure.
+    """
     start = bars.index[0] if trade_start is None else pd.Timestamp(trade_start)
     first = int(bars.index.searchsorted(start))
     if first >= len(bars) - 1:
@@ -469,31 +518,76 @@ def run_backtest(
             f"trade_start {start.date()} leaves fewer than 2 bars to trade "
             f"(bars end {bars.index[-1].date()})"
         )
-    fed = 0
-    if warmup is not None:
-        need = getattr(cls, "warmup_bars", lambda _: 0)(params)
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < need:
-            raise ValueError(
-                f"warmup must be a whole number of bars >= {need} "
-                f"(what {cls.__name__} needs with {params}), got {warmup!r}"
-            )
-        fed = max(first - warmup, 0)
+    return start, first
+
+
+def _first_fed_bar(
+    cls: type[bt.Strategy], params: dict[str, Any], first: int, warmup: int | None
+) -> int:
+    """Position of the first bar fed to Backtrader: ``warmup`` bars before ``first``.
+
+    0 (the whole history) without ``warmup``; a ``warmup`` shorter than what
+    the strategy says it needs (``cls.warmup_bars(params)``) is refused.
+    """
+    if warmup is None:
+        return 0
+    need = getattr(cls, "warmup_bars", lambda _: 0)(params)
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < need:
+        raise ValueError(
+            f"warmup must be a whole number of bars >= {need} "
+            f"(what {cls.__name__} needs with {params}), got {warmup!r}"
+        )
+    return max(first - warmup, 0)
+
+
+def _make_checked_feed(
+    cls: type[bt.Strategy], bars: pd.DataFrame, forecast: pd.Series | None, fed: int
+) -> ForecastData:
+    """The data feed from bar ``fed`` on; a ForecastStrategy without any forecast is refused."""
     feed = make_feed(bars, forecast, first=fed)
     if cls is ForecastStrategy and np.isnan(feed.p.dataname["forecast"].to_numpy()).all():
         raise ValueError(
             "ForecastStrategy needs a forecast: pass forecast=<Series on the bars' dates> "
             "or a 'forecast' column in bars (it is missing or all NaN)"
         )
-    dates = bars.index[fed:]
-    first -= fed
-    params["trade_start"] = start
-    if "allow_short" in known:
-        params["allow_short"] = execution.allow_short
+    return feed
 
+
+def _engine_params(
+    cls: type[bt.Strategy], params: dict[str, Any], start: pd.Timestamp, allow_short: bool
+) -> dict[str, Any]:
+    """The strategy's parameters as run: the caller's plus the engine-owned ones.
+
+    ``trade_start`` always; ``allow_short`` from the execution settings, for
+    the strategies that have that parameter.
+    """
+    params = {**params, "trade_start": start}
+    if "allow_short" in cls.params._getkeys():
+        params["allow_short"] = allow_short
+    return params
+
+
+def _make_cerebro(
+    feed: ForecastData,
+    cls: type[bt.Strategy],
+    params: dict[str, Any],
+    execution: ExecutionSettings,
+    dates: pd.DatetimeIndex,
+    *,
+    runonce: bool,
+    preload: bool,
+    stdstats: bool,
+) -> bt.Cerebro:
+    """A Backtrader engine set up with the execution model of the module docstring.
+
+    Next-open fills (no cheat on close or open), slippage on opens, the
+    percent-plus-fixed commission, the percent-of-equity sizer and the
+    ``_Recorder`` analyzer (named ``recorder``) over ``dates``.
+    """
     cerebro = bt.Cerebro(
         runonce=runonce,
         preload=preload,
-        stdstats=keep_cerebro,
+        stdstats=stdstats,
         tradehistory=True,
         cheat_on_open=False,
         maxcpus=1,
@@ -518,9 +612,13 @@ def run_backtest(
     )
     cerebro.addstrategy(cls, **params)
     cerebro.addanalyzer(_Recorder, _name="recorder", dates=dates)
-    (strat,) = cerebro.run()
-    recorder = strat.analyzers.recorder
+    return cerebro
 
+
+def _measured_curves(
+    recorder: _Recorder, dates: pd.DatetimeIndex, first: int
+) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Equity, positions and returns from the ``first`` fed bar (``trade_start``) on."""
     if len(recorder.values) != len(dates):
         raise RuntimeError(
             f"engine recorded {len(recorder.values)} bars for {len(dates)} input bars"
@@ -530,26 +628,7 @@ def run_backtest(
     equity = equity_all.iloc[first:]
     positions = units_all.iloc[first:]
     returns = equity.pct_change().iloc[1:].rename("returns")
-
-    trades = recorder.trade_log(dates, float(bars["close"].iloc[-1]))
-    orders = pd.DataFrame(recorder.orders, columns=list(ORDER_COLUMNS))
-    orders = orders.astype({"size": float, "price": float, "value": float, "commission": float})
-
-    metrics = compute_metrics(
-        equity, positions, trades, orders, risk_free, execution.periods_per_year
-    )
-    run_params = {k: v for k, v in params.items() if k != "trade_start"}
-    return BacktestResult(
-        metrics=metrics,
-        equity=equity,
-        returns=returns,
-        positions=positions,
-        trades=trades,
-        orders=orders,
-        strategy=cls.__name__,
-        params=run_params,
-        cerebro=cerebro if keep_cerebro else None,
-    )
+    return equity, positions, returns
 
 
 def execution_dict(execution: ExecutionSettings) -> dict[str, Any]:
