@@ -157,6 +157,36 @@ def forecast_metrics(
       errors against the random walk's (squared loss, h=1); negative means
       this forecast is more accurate than the random walk.
     """
+    y, f, rw = _scored_values(actual, forecast, random_walk)
+    errors = f - y
+    rw_errors = rw - y
+    rmse = float(np.sqrt(np.mean(errors**2)))
+    mae = float(np.mean(np.abs(errors)))
+    mase = _mase(mae, train_close)
+    accuracy, directional_n, p_direction = _directional_accuracy(f, y, rw)
+    dm_stat, dm_p = diebold_mariano(errors, rw_errors) if len(y) >= 2 else (math.nan, math.nan)
+    return {
+        "n": len(y),
+        "rmse": rmse,
+        "mae": mae,
+        "theil_u2": theil_u2(errors, rw_errors),
+        "mase": mase,
+        "directional_accuracy": accuracy,
+        "directional_n": directional_n,
+        "directional_p_value": p_direction,
+        "dm_statistic": dm_stat,
+        "dm_p_value": dm_p,
+    }
+
+
+def _scored_values(
+    actual: pd.Series, forecast: pd.Series, random_walk: pd.Series
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``actual``, ``forecast`` and ``random_walk`` as arrays on the dates that are scored.
+
+    Those are the dates with a realised next close; every forecaster compared
+    must cover them all, so that all are scored on the same dates.
+    """
     for what, series in (("forecast", forecast), ("random_walk", random_walk)):
         if not series.index.equals(actual.index):
             raise ValueError(
@@ -177,42 +207,36 @@ def forecast_metrics(
                 f"forecast_metrics: {what} {series.name!r} is missing on {int(bad.sum())} scored "
                 f"dates (first {date}); score every forecaster on dates they all cover"
             )
+    return y, f, rw
 
-    errors = f - y
-    rw_errors = rw - y
-    rmse = float(np.sqrt(np.mean(errors**2)))
-    mae = float(np.mean(np.abs(errors)))
 
-    mase = math.nan
-    if train_close is not None:
-        train = _as_float_array(train_close, "train_close")
-        train = train[np.isfinite(train)]
-        if len(train) < 2:
-            raise ValueError("forecast_metrics: train_close needs at least 2 closes for MASE")
-        scale = float(np.mean(np.abs(np.diff(train))))
-        mase = mae / scale if scale > 0 else math.nan
+def _mase(mae: float, train_close: pd.Series | None) -> float:
+    """``mae`` over the in-sample MAE of the naive one-step forecast on ``train_close``.
 
+    NaN without ``train_close`` or when the training closes never move.
+    """
+    if train_close is None:
+        return math.nan
+    train = _as_float_array(train_close, "train_close")
+    train = train[np.isfinite(train)]
+    if len(train) < 2:
+        raise ValueError("forecast_metrics: train_close needs at least 2 closes for MASE")
+    scale = float(np.mean(np.abs(np.diff(train))))
+    return mae / scale if scale > 0 else math.nan
+
+
+def _directional_accuracy(f: np.ndarray, y: np.ndarray, rw: np.ndarray) -> tuple[float, int, float]:
+    """Share of right directions, the dates counted, and the binomial p-value against 50%.
+
+    Only dates on which both the forecast and the actual close move from
+    ``rw`` (the close at ``t``) count; (NaN, 0, NaN) when none does.
+    """
     forecast_move = np.sign(f - rw)
     actual_move = np.sign(y - rw)
     counted = (forecast_move != 0) & (actual_move != 0)
     directional_n = int(counted.sum())
-    if directional_n:
-        hits = int((forecast_move[counted] == actual_move[counted]).sum())
-        accuracy = hits / directional_n
-        p_direction = float(stats.binomtest(hits, directional_n, 0.5).pvalue)
-    else:
-        accuracy = p_direction = math.nan
-
-    dm_stat, dm_p = diebold_mariano(errors, rw_errors) if len(y) >= 2 else (math.nan, math.nan)
-    return {
-        "n": len(y),
-        "rmse": rmse,
-        "mae": mae,
-        "theil_u2": theil_u2(errors, rw_errors),
-        "mase": mase,
-        "directional_accuracy": accuracy,
-        "directional_n": directional_n,
-        "directional_p_value": p_direction,
-        "dm_statistic": dm_stat,
-        "dm_p_value": dm_p,
-    }
+    if not directional_n:
+        return math.nan, 0, math.nan
+    hits = int((forecast_move[counted] == actual_move[counted]).sum())
+    p_direction = float(stats.binomtest(hits, directional_n, 0.5).pvalue)
+    return hits / directional_n, directional_n, p_direction
