@@ -124,6 +124,45 @@ def _instruments(config: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Time the whole run and its scaling; print the tables and save them to ``RESULTS``."""
+    args = _parse_args(argv)
+    instruments = _instruments(args.config)
+    counts = sorted({int(c) for c in args.counts.split(",") if c.strip()} - {len(instruments)})
+    if any(c < 1 or c > len(instruments) for c in counts):
+        print(f"--counts must be between 1 and {len(instruments)} (instruments in the config)")
+        return 2
+
+    full, repeats, scaling = _measure_runs(args, instruments, counts)
+    _print_whole_run(full, repeats)
+    ratio = _print_scaling(scaling)
+
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "config": args.config,
+                "overrides": args.set,
+                "cpus": os.cpu_count(),
+                "whole_run": full,
+                "repeats": [
+                    {"wall_seconds": r["wall_seconds"], "mlflow_share": r["mlflow_share"]}
+                    for r in repeats
+                ],
+                "scaling": {str(k): v["wall_seconds"] for k, v in sorted(scaling.items())},
+                "scaling_instruments": {str(k): instruments[:k] for k in sorted(scaling)},
+                "per_instrument_ratio": ratio,
+                "goals": {"seconds": GOAL_SECONDS, "mlflow_share": GOAL_MLFLOW_SHARE},
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"results: {RESULTS}")
+    return 0
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line (``--help`` shows this module's docstring)."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline", description=__doc__)
     parser.add_argument("--config", default="configs/default.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -133,13 +172,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs of the full config (default: %(default)s)"
     )
-    args = parser.parse_args(argv)
-    instruments = _instruments(args.config)
-    counts = sorted({int(c) for c in args.counts.split(",") if c.strip()} - {len(instruments)})
-    if any(c < 1 or c > len(instruments) for c in counts):
-        print(f"--counts must be between 1 and {len(instruments)} (instruments in the config)")
-        return 2
+    return parser.parse_args(argv)
 
+
+def _measure_runs(
+    args: argparse.Namespace, instruments: list[str], counts: list[int]
+) -> tuple[dict, list[dict], dict[int, dict]]:
+    """The headline run, every run of the full config, and the run for each instrument count.
+
+    All share one throwaway MLflow store, created before the first run.
+    """
     with tempfile.TemporaryDirectory(prefix="gatecast-bench-store-") as store_dir:
         store = Path(store_dir)
         _create_store(store)
@@ -161,7 +203,11 @@ def main(argv: list[str] | None = None) -> int:
             subset = "[" + ",".join(instruments[:count]) + "]"
             print(f"  ... {count} instrument(s): {subset}", flush=True)
             scaling[count] = measure(args.config, [*args.set, f"data.instruments={subset}"], store)
+    return full, repeats, scaling
 
+
+def _print_whole_run(full: dict, repeats: list[dict]) -> None:
+    """Print the headline run by stage, its wall time and MLflow's share against the goals."""
     wall = full["wall_seconds"]
     in_stages = sum(s["seconds"] for s in full["stages"].values())
     print(f"\n  machine: {os.cpu_count()} CPU(s), {platform.processor() or platform.machine()}")
@@ -192,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
             f"shares {shares}; wall s {walls}"
         )
 
+
+def _print_scaling(scaling: dict[int, dict]) -> float:
+    """Print wall time by instrument count; the time per instrument at the most over the fewest."""
     print(f"\n  {'instruments':>11} {'wall s':>8} {'s/instrument':>13} {'x 1-instrument':>15}")
     base = scaling[min(scaling)]["wall_seconds"] / min(scaling)
     for count in sorted(scaling):
@@ -203,30 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         f"  time per instrument at {max(scaling)} vs {min(scaling)}: {ratio:.2f}x "
         f"(goal <= 1, i.e. no faster than linear: {linear})"
     )
-
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "config": args.config,
-                "overrides": args.set,
-                "cpus": os.cpu_count(),
-                "whole_run": full,
-                "repeats": [
-                    {"wall_seconds": r["wall_seconds"], "mlflow_share": r["mlflow_share"]}
-                    for r in repeats
-                ],
-                "scaling": {str(k): v["wall_seconds"] for k, v in sorted(scaling.items())},
-                "scaling_instruments": {str(k): instruments[:k] for k in sorted(scaling)},
-                "per_instrument_ratio": ratio,
-                "goals": {"seconds": GOAL_SECONDS, "mlflow_share": GOAL_MLFLOW_SHARE},
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"results: {RESULTS}")
-    return 0
+    return ratio
 
 
 if __name__ == "__main__":

@@ -27,20 +27,25 @@ import platform
 import statistics
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import pandas as pd  # noqa: E402
 
-from pipelines.config import load_config  # noqa: E402
+from pipelines.config import Config, load_config  # noqa: E402
 from pipelines.data import load_instrument  # noqa: E402
 from pipelines.walkforward import (  # noqa: E402
+    Fold,
     make_folds,
     make_forecaster,
     required_train_bars,
     walk_forward,
 )
+
+if TYPE_CHECKING:
+    from pipelines.runtime import DeviceInfo
 
 RESULTS = Path(__file__).parent / "results" / "walkforward.json"
 LSTM = "lstm"
@@ -56,28 +61,11 @@ def _lstm_context(cfg):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.walkforward", description=__doc__)
-    parser.add_argument("--config", default="configs/default.yaml")
-    parser.add_argument("--instrument", default="GSPC")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per classic forecaster")
-    parser.add_argument("--forecasters", default=None, help="comma list; default: all enabled")
-    parser.add_argument("--skip-lstm", action="store_true", help="leave the LSTM out")
-    args = parser.parse_args(argv)
-
+    args = _parse_args(argv)
     cfg = load_config(args.config)
     bars = load_instrument(cfg, args.instrument)
     names = args.forecasters.split(",") if args.forecasters else list(cfg.forecasters.enabled())
-    notes: list[str] = []
-    if LSTM in names:
-        if args.skip_lstm:
-            names.remove(LSTM)
-            notes.append("lstm: skipped (--skip-lstm)")
-        else:
-            try:
-                import models.lstm  # noqa: F401
-            except ImportError as err:
-                names.remove(LSTM)
-                notes.append(f"lstm: skipped, models.lstm could not be imported ({err})")
+    notes = _drop_unavailable_lstm(names, args.skip_lstm)
 
     need = max(required_train_bars(make_forecaster(name, cfg)) for name in names)
     folds = make_folds(bars.index, cfg.walkforward, need)
@@ -92,29 +80,79 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     device = None
     for name in names:
-        scope: contextlib.AbstractContextManager = contextlib.nullcontext()
+        row, lstm_device = _time_forecaster(name, cfg, bars, folds, args.repeats)
+        rows.append(row)
         if name == LSTM:
-            scope, device = _lstm_context(cfg)
-        repeats = 1 if name == LSTM else max(1, args.repeats)
-        fits, predicts = [], []
-        with scope:
-            for _ in range(repeats):
-                result = walk_forward(bars, lambda n=name: make_forecaster(n, cfg), folds)
-                fits.append(sum(result.fit_seconds))
-                predicts.append(sum(result.predict_seconds))
-        totals = [f + p for f, p in zip(fits, predicts, strict=True)]
-        best = totals.index(statistics.median_low(totals))
-        rows.append(
-            {
-                "forecaster": name,
-                "runs": repeats,
-                "fit_s": fits[best],
-                "predict_s": predicts[best],
-                "total_s": totals[best],
-            }
-        )
-        print(f"  {name}: {totals[best]:.3f} s", flush=True)
+            device = lstm_device
 
+    table = _print_table(rows, notes)
+    _write_results(args, bars, folds, device, table, notes)
+    print(f"results: {RESULTS}")
+    return 0
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line (``--help`` shows this module's docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.walkforward", description=__doc__)
+    parser.add_argument("--config", default="configs/default.yaml")
+    parser.add_argument("--instrument", default="GSPC")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per classic forecaster")
+    parser.add_argument("--forecasters", default=None, help="comma list; default: all enabled")
+    parser.add_argument("--skip-lstm", action="store_true", help="leave the LSTM out")
+    return parser.parse_args(argv)
+
+
+def _drop_unavailable_lstm(names: list[str], skip_lstm: bool) -> list[str]:
+    """Remove the LSTM from ``names`` (in place) when skipped or not importable; the notes why."""
+    notes: list[str] = []
+    if LSTM in names:
+        if skip_lstm:
+            names.remove(LSTM)
+            notes.append("lstm: skipped (--skip-lstm)")
+        else:
+            try:
+                import models.lstm  # noqa: F401
+            except ImportError as err:
+                names.remove(LSTM)
+                notes.append(f"lstm: skipped, models.lstm could not be imported ({err})")
+    return notes
+
+
+def _time_forecaster(
+    name: str, cfg: Config, bars: pd.DataFrame, folds: list[Fold], repeats: int
+) -> tuple[dict, DeviceInfo | None]:
+    """Fit and predict seconds of one forecaster's walk-forward, and the LSTM's device.
+
+    The classic forecasters run ``repeats`` times and the run with the median
+    total is kept; the LSTM runs once, inside the train stage's device set-up
+    (its device is returned; None for the others).
+    """
+    scope: contextlib.AbstractContextManager = contextlib.nullcontext()
+    device = None
+    if name == LSTM:
+        scope, device = _lstm_context(cfg)
+    repeats = 1 if name == LSTM else max(1, repeats)
+    fits, predicts = [], []
+    with scope:
+        for _ in range(repeats):
+            result = walk_forward(bars, lambda n=name: make_forecaster(n, cfg), folds)
+            fits.append(sum(result.fit_seconds))
+            predicts.append(sum(result.predict_seconds))
+    totals = [f + p for f, p in zip(fits, predicts, strict=True)]
+    best = totals.index(statistics.median_low(totals))
+    print(f"  {name}: {totals[best]:.3f} s", flush=True)
+    row = {
+        "forecaster": name,
+        "runs": repeats,
+        "fit_s": fits[best],
+        "predict_s": predicts[best],
+        "total_s": totals[best],
+    }
+    return row, device
+
+
+def _print_table(rows: list[dict], notes: list[str]) -> pd.DataFrame:
+    """Print the timings with each forecaster's share of the total; the table printed."""
     table = pd.DataFrame(rows).set_index("forecaster")
     total = table["total_s"].sum()
     table["share_%"] = 100.0 * table["total_s"] / total
@@ -123,7 +161,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"all forecasters: {total:.2f} s; slowest: {table['total_s'].idxmax()}")
     for note in notes:
         print(note)
+    return table
 
+
+def _write_results(
+    args: argparse.Namespace,
+    bars: pd.DataFrame,
+    folds: list[Fold],
+    device: DeviceInfo | None,
+    table: pd.DataFrame,
+    notes: list[str],
+) -> None:
+    """Save the machine, the folds, the LSTM's device and the table to ``RESULTS``."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(
@@ -143,8 +192,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         + "\n"
     )
-    print(f"results: {RESULTS}")
-    return 0
 
 
 if __name__ == "__main__":
