@@ -36,12 +36,10 @@ import logging
 import math
 import os
 import shlex
-import signal
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -332,7 +330,7 @@ def _batch_shards(cfg: Config) -> int | None:
     """
     if cfg.forecasters.lstm is None:
         return None
-    from models.gate_lstm import MIN_AUTO_SHARD_ROWS, default_batch_shards
+    from models.gate_lstm_xla import MIN_AUTO_SHARD_ROWS, default_batch_shards
 
     rows = cfg.forecasters.lstm.batch_size
     return max(1, min(default_batch_shards(), rows // MIN_AUTO_SHARD_ROWS))
@@ -547,24 +545,6 @@ def train(cfg: Config, *, command: str | None = None) -> dict[str, Any]:
     return summary
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Let a SIGTERM (e.g. a stopped make job) end the runs KILLED, like Ctrl-C."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m pipelines train``: walk-forward forecasts, tracked in MLflow."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -581,8 +561,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         # run_stage turns a failure into one line; the MLflow note on the
         # exception (from tracking.pipeline_run) says how the runs ended and where.
-        with _sigterm_as_interrupt():
-            summary = train(cfg, command=command)
+        summary = train(cfg, command=command)  # SIGTERM ends its runs KILLED (tracking)
         print(_table(summary))
         out = forecasts_directory(cfg)
         print(

@@ -18,7 +18,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["models", "strategies", "pipelines"]
+PACKAGES = ["core", "models", "strategies", "pipelines"]
 LOCAL = {*PACKAGES, "benchmarks", "tests"}
 
 
@@ -97,7 +97,10 @@ def _brought_by(names: set[str]) -> set[str]:
 
 @pytest.mark.parametrize(
     ("folders", "extras"),
-    [(["models", "strategies", "pipelines", "benchmarks"], ["online"]), (["tests"], ["dev"])],
+    [
+        (["core", "models", "strategies", "pipelines", "benchmarks"], ["online"]),
+        (["tests"], ["dev"]),
+    ],
 )
 def test_every_imported_package_is_declared_in_pyproject(pyproject, folders, extras):
     declared = set(requirements(pyproject))
