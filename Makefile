@@ -19,7 +19,7 @@ PORT   ?= 5000
 # redoes the stage and those after it.
 CODE_FILES   := $(shell find core models strategies pipelines -name '*.py' -not -path '*/__pycache__/*')
 STAGE_CODE   := build/.stage-code.mk
-ENTRY        := pipelines/__main__.py pipelines/run.py
+ENTRY        := pipelines/__main__.py pipelines/run.py pipelines/stages.py
 DATA_INPUTS   = $(STAMP) $(CONFIG) $(wildcard data/sample/*.csv) $(ENTRY) $(DATA_CODE)
 TRAIN_INPUTS  = $(TRAIN_CODE)
 BT_INPUTS     = $(BACKTEST_CODE)

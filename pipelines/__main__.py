@@ -6,14 +6,9 @@ import argparse
 import importlib
 import sys
 
-# stage name -> (module, one-line help); each module has ``main(argv) -> int``.
-STAGES = {
-    "data": ("pipelines.data", "load, validate and cache the bars; print a summary"),
-    "train": ("pipelines.train", "walk-forward forecasts for every forecaster, tracked in MLflow"),
-    "backtest": ("pipelines.backtest", "backtest every strategy on the saved forecasts"),
-    "report": ("pipelines.report", "league table, statistics and the HTML report"),
-    "run": ("pipelines.run", "the whole job: data, train, backtest, report"),
-}
+from pipelines.stages import COMMANDS
+
+STAGES = COMMANDS  # the registry: pipelines.stages
 
 
 def main(argv: list[str] | None = None) -> int:

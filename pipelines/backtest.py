@@ -37,9 +37,7 @@ the units from the files, runs them in a loop and writes what they return.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +54,7 @@ from pipelines.cli import config_from_args, run_stage, setup_logging, stage_pars
 from pipelines.config import BacktestConfig, Config, ForecastersConfig
 from pipelines.data import bars_per_year, load_risk_free
 from pipelines.errors import ConfigError, DataError
-from pipelines.outputs import atomic_write, read_stage_parquet, read_stage_summary
+from pipelines.outputs import read_stage_parquet, read_stage_summary, write_json
 from pipelines.strategy_names import LSTM, cost_label, seed_columns, strategy_kind
 from strategies.engine import ExecutionSettings, execution_dict, warmup_bars
 
@@ -296,26 +294,6 @@ def run_backtests(
     return planned
 
 
-def _finite(value: Any) -> Any:
-    """JSON-safe copy: NaN and infinities become null (strict JSON has neither)."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    if isinstance(value, pd.Timestamp):
-        return format_timestamp(value)  # intraday bars keep their time
-    if hasattr(value, "item") and not isinstance(value, str | bytes):
-        value = value.item()  # NumPy scalar -> Python number
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    text = json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
 def _write_strategy(
     out_dir: Path, inst: InstrumentBacktests, name: str, execution: dict[str, Any]
 ) -> dict[str, Any]:
@@ -335,7 +313,7 @@ def _write_strategy(
         "metrics": result.metrics,
         "cost_sweep": sweep,
     }
-    _write_json(out_dir / f"{prefix}.json", record)
+    write_json(out_dir / f"{prefix}.json", record)
     equity = pd.DataFrame(
         {
             "equity": result.equity,
@@ -395,7 +373,7 @@ def write_backtests(cfg: Config, instruments: list[InstrumentBacktests]) -> Path
             "strategies": strategies,
         }
     path = out_dir / "summary.json"
-    _write_json(path, summary)
+    write_json(path, summary)
     return path
 
 

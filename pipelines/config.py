@@ -40,12 +40,17 @@ from pipelines.errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # A name that becomes a file or folder name (instruments, the config, the experiment).
-INSTRUMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._^=-]{0,63}$")
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._^=-]*")
 
 
-def is_plain_name(name: object) -> bool:
-    """Letters, digits, '.', '_', '-', '^', '=' (at most 64), no '..': never a path."""
-    return isinstance(name, str) and bool(INSTRUMENT_NAME.match(name)) and ".." not in name
+def is_plain_name(name: object, max_length: int = 64) -> bool:
+    """Letters, digits, '.', '_', '-', '^', '=' (at most ``max_length``), no '..': never a path."""
+    return (
+        isinstance(name, str)
+        and len(name) <= max_length
+        and PLAIN_NAME.fullmatch(name) is not None
+        and ".." not in name
+    )
 
 
 # A config has about a hundred values; far more means aliases that multiply (an alias bomb).
@@ -252,10 +257,10 @@ class TrackingConfig(_Section):
     @classmethod
     def _plain_name(cls, name: str | None) -> str | None:
         # The experiment names a folder of the artifact store: it must stay inside it.
-        if name is not None and not is_plain_name(name):
+        if name is not None and not is_plain_name(name, max_length=200):
             raise ValueError(
                 "use letters, digits and '.', '_', '-', '^', '=' only (no path separators, "
-                "no '..'), at most 64 characters"
+                "no '..'), at most 200 characters"
             )
         return name
 

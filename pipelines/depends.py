@@ -22,15 +22,12 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from pipelines.stages import COMMANDS, PIPELINE
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("core", "models", "strategies", "pipelines")
-# make variable -> the stage's module
-STAGES = {
-    "DATA_CODE": "pipelines.data",
-    "TRAIN_CODE": "pipelines.train",
-    "BACKTEST_CODE": "pipelines.backtest",
-    "REPORT_CODE": "pipelines.report",
-}
+# make variable -> the stage's module: DATA_CODE -> pipelines.data, ...
+STAGES = {f"{name.upper()}_CODE": COMMANDS[name][0] for name in PIPELINE}
 
 
 def module_file(module: str, root: Path = ROOT) -> Path | None:

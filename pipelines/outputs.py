@@ -11,6 +11,7 @@ with errors that say which stage to rerun.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -64,6 +65,31 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def json_safe(value: Any) -> Any:
+    """A copy of ``value`` that strict JSON can hold.
+
+    NumPy scalars become Python numbers, NaN and infinities ``null``, timestamps
+    text (the date, plus the time of intraday bars); dicts, lists and tuples are
+    copied through.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from core.bars import format_timestamp
+
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, pd.Timestamp):
+        return format_timestamp(value)
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def write_json(path: Path, payload: Any) -> None:

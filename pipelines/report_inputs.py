@@ -21,7 +21,7 @@ import pandas as pd
 
 from pipelines.config import Config
 from pipelines.errors import DataError
-from pipelines.outputs import read_stage_summary
+from pipelines.outputs import read_stage_parquet, read_stage_summary
 from pipelines.strategy_names import LSTM, cost_label, seed_columns, strategy_kind
 
 # bp -> instrument -> strategy -> (annualised Sharpe ratio, daily returns) at that commission
@@ -90,7 +90,7 @@ def _read_run(directory: Path, files: Mapping[str, str], metrics: Mapping[str, A
     path = directory / files["equity"]
     if not path.is_file():
         raise DataError(f"{path} not found: rerun the backtest stage")
-    frame = pd.read_parquet(path)
+    frame = read_stage_parquet(path, "backtest")
     for column in ("equity", "risk_free"):
         if column not in frame:
             raise DataError(f"{path}: no {column!r} column; rerun the backtest stage")
@@ -99,7 +99,7 @@ def _read_run(directory: Path, files: Mapping[str, str], metrics: Mapping[str, A
     pnl = np.array([])
     trades_file = files.get("trades")
     if trades_file and (directory / trades_file).is_file():
-        trades = pd.read_parquet(directory / trades_file)
+        trades = read_stage_parquet(directory / trades_file, "backtest")
         if "pnl_net" in trades:
             pnl = trades["pnl_net"].to_numpy(dtype=float)
     risk_free = frame["risk_free"].astype(float)
@@ -121,12 +121,12 @@ def _read_instrument(
         for strategy, item in b_entry["strategies"].items()
     }
     gates_path = forecasts_dir / f"{name}.gates.parquet"
-    gates = pd.read_parquet(gates_path) if gates_path.is_file() else None
+    gates = read_stage_parquet(gates_path, "train") if gates_path.is_file() else None
     # the train stage writes walkforward.Fold.as_dict(): dates under "test_start"
     fold_starts = [pd.Timestamp(f["test_start"]) for f in f_entry.get("folds") or []]
     return InstrumentData(
         name=name,
-        frame=pd.read_parquet(parquet),
+        frame=read_stage_parquet(parquet, "train"),
         oos_start=pd.Timestamp(f_entry["oos_start"]),
         oos_end=pd.Timestamp(f_entry["oos_end"]),
         forecast_metrics={k: _float_dict(v) for k, v in (f_entry.get("metrics") or {}).items()},
@@ -193,7 +193,7 @@ def load_cost_sweep(cfg: Config, instruments: Sequence[InstrumentData]) -> CostS
                 raise DataError(
                     f"{path}: no cost sweep file for {inst.name}/{name}; rerun the backtest stage"
                 )
-            returns = pd.read_parquet(directory / file)
+            returns = read_stage_parquet(directory / file, "backtest")
             for bp in points:
                 label = cost_label(bp)
                 if label not in returns or label not in sharpe:

@@ -10,28 +10,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from pipelines.comparison import POOLED, Comparison, finite, fmt, sorted_block
+from pipelines.outputs import json_safe
 from pipelines.strategy_names import BENCHMARK, LSTM
-
-
-def _json_ready(value: Any) -> Any:
-    if isinstance(value, float | np.floating):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def write_tables(comparison: Comparison, directory: Path) -> None:
     """``league.csv``, ``league.json``, ``cost_sweep.csv`` and ``seeds.csv`` in ``directory``."""
     comparison.league.to_csv(directory / "league.csv", index=False)
     records = [
-        {k: _json_ready(v) for k, v in row.items()}
+        {k: json_safe(v) for k, v in row.items()}
         for row in comparison.league.to_dict(orient="records")
     ]
     (directory / "league.json").write_text(json.dumps(records, indent=1, allow_nan=False) + "\n")

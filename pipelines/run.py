@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
-from pipelines.config import REPO_ROOT
+from pipelines.outputs import shown
+from pipelines.stages import COMMANDS, PIPELINE
 
 log = logging.getLogger("gatecast.run")
 
-STAGES = ("data", "train", "backtest", "report")
+STAGES = PIPELINE
 
 
 @dataclass
@@ -92,13 +93,11 @@ def run_stages(
         stages: the stages to run, in order.
         on_stage: called with (position, stage) before each stage starts.
     """
-    from pipelines.__main__ import STAGES as REGISTRY
-
     timing = PipelineTiming()
     for k, stage in enumerate(stages):
         if on_stage is not None:
             on_stage(k, stage)
-        module = importlib.import_module(REGISTRY[stage][0])
+        module = importlib.import_module(COMMANDS[stage][0])
         before, started = _overhead(), time.perf_counter()
         status = module.main(list(stage_argv))
         timing.stages.append(
@@ -109,13 +108,6 @@ def run_stages(
         if status:
             break
     return timing
-
-
-def _shown(path: Any) -> str:
-    try:
-        return str(path.relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             return timing.status
         from pipelines import tracking
 
-        print(f"report:  {_shown(cfg.report_directory / 'index.html')}")
+        print(f"report:  {shown(cfg.report_directory / 'index.html')}")
         print(f"MLflow:  experiment {cfg.experiment_name} at {tracking.display_uri()} (make ui)")
         return 0
 

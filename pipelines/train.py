@@ -33,8 +33,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
-import os
 import shlex
 import sys
 import time
@@ -54,7 +52,7 @@ from pipelines.cli import config_from_args, run_stage, setup_logging, stage_pars
 from pipelines.config import REPO_ROOT, Config
 from pipelines.data import load_instrument, safe_child
 from pipelines.errors import DataError
-from pipelines.outputs import atomic_write
+from pipelines.outputs import atomic_write, json_safe, read_stage_parquet, shown, write_json
 from pipelines.units import LSTM, TrainResult, TrainUnit, make_units, run_train_unit
 from pipelines.walkforward import (
     Fold,
@@ -70,11 +68,6 @@ STAGE = "train"
 
 
 # Inputs -------------------------------------------------------------------------------
-
-
-def _shown(path: Path) -> str:
-    path = Path(os.path.abspath(path))
-    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
 def load_bars(cfg: Config) -> tuple[dict[str, pd.DataFrame], dict[str, Path]]:
@@ -94,9 +87,9 @@ def load_bars(cfg: Config) -> tuple[dict[str, pd.DataFrame], dict[str, Path]]:
     for name in cfg.data.instruments:
         parquet = safe_child(data_dir, name, ".parquet")
         if name in listed and parquet.is_file():
-            bars[name] = pd.read_parquet(parquet)
+            bars[name] = read_stage_parquet(parquet, "data")
             inputs[parquet.name] = parquet
-            log.info("%s: bars from %s (data stage)", name, _shown(parquet))
+            log.info("%s: bars from %s (data stage)", name, shown(parquet))
             source = REPO_ROOT / str(listed[name].get("source", ""))
         else:
             bars[name] = load_instrument(cfg, name)
@@ -406,18 +399,6 @@ def _instrument_result(
     return result
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
 def forecasts_directory(cfg: Config) -> Path:
     return cfg.run_directory / "forecasts"
 
@@ -453,8 +434,8 @@ def write_outputs(
             "oos_start": oos[0].isoformat(),
             "oos_end": oos[-1].isoformat(),
             "oos_bars": len(oos),
-            "forecasts": _shown(path),
-            "gates": _shown(gates_path) if gates_path else None,
+            "forecasts": shown(path),
+            "gates": shown(gates_path) if gates_path else None,
             "columns": list(result.forecasts),
             "folds": [f.as_dict() for f in result.folds],
             "metrics": result.metrics,
@@ -471,11 +452,8 @@ def write_outputs(
             ),
         }
     tracking.move_newest([r.model for r in results if r.model is not None])
-    summary = _json_safe({**header, "instruments": instruments})
-    atomic_write(
-        out / "summary.json",
-        lambda tmp: tmp.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n"),
-    )
+    summary = json_safe({**header, "instruments": instruments})
+    write_json(out / "summary.json", summary)
     return summary
 
 
@@ -564,9 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = train(cfg, command=command)  # SIGTERM ends its runs KILLED (tracking)
         print(_table(summary))
         out = forecasts_directory(cfg)
-        print(
-            f"wrote {len(summary['instruments'])} instrument(s) and summary.json to {_shown(out)}"
-        )
+        print(f"wrote {len(summary['instruments'])} instrument(s) and summary.json to {shown(out)}")
         print(
             f"MLflow: experiment {summary['experiment']} (id {summary['experiment_id']}), "
             f"run {summary['parent_run_id']} at {summary['tracking_uri']} (browse: make ui)"

@@ -328,7 +328,7 @@ GOOD = "data:\n  instruments: [GSPC]\n"
             (),
             "tracking.experiment: use "
             "letters, digits and '.', '_', '-', '^', '=' only (no path separators, no '..'), at "
-            "most 64 characters (got '../../../x')",
+            "most 200 characters (got '../../../x')",
         ),
         (GOOD + "tracking:\n  experiment: /tmp/x\n", (), "tracking.experiment: use letters"),
     ],

@@ -403,23 +403,28 @@ def test_runs_of_a_pipeline_killed_outright_are_marked_killed_by_the_next_run(tm
         stderr=subprocess.DEVNULL,
     )
     try:
+        # The driver records each forecaster's child run once its units are done, so the
+        # parent stays open through training while children open and close: kill once the
+        # parent and at least one child exist, whatever state the children are in.
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and len(_sqlite_runs(database)) < 2:
             assert train.poll() is None, "train ended before it could be killed"
-            time.sleep(0.2)
-        running = _sqlite_runs(database)
-        assert len(running) >= 2 and set(running.values()) == {"RUNNING"}, running
+            time.sleep(0.05)
     finally:
         train.kill()
         train.wait()
-    assert set(_sqlite_runs(database).values()) == {"RUNNING"}  # nobody could end them
+    at_kill = _sqlite_runs(database)  # nobody can end a run now
+    running = {name for name, status in at_kill.items() if status == "RUNNING"}
+    assert "train" in running and len(at_kill) >= 2, at_kill
 
     done = _python(["-c", _ONE_RUN, str(tmp_path / "b2"), "gatecast-test-next", "0"], uri)
     assert done.returncode == 0, done.stderr[-3000:]
     store = mlflow.MlflowClient(uri)
-    killed = store.search_runs([store.get_experiment_by_name("gatecast-test-kill9").experiment_id])
-    assert {r.info.run_name for r in killed} == set(running)
-    assert {r.info.status for r in killed} == {"KILLED"}
+    runs = store.search_runs([store.get_experiment_by_name("gatecast-test-kill9").experiment_id])
+    killed = [r for r in runs if r.info.run_name in running]
+    assert {r.info.run_name: r.info.status for r in runs} == {
+        name: "KILLED" if name in running else status for name, status in at_kill.items()
+    }
     assert {r.data.tags["gatecast.pid"] for r in killed} == {str(train.pid)}
     assert {r.data.tags["gatecast.host"] for r in killed} == {socket.gethostname()}
     assert "RUNNING" not in _sqlite_runs(database).values()

@@ -390,7 +390,7 @@ def test_a_stage_that_fails_while_writing_forecasts_does_not_move_newest(
     store, tmp_path, monkeypatch, capsys
 ):
     client = MlflowClient()
-    name = "gatecast-lstm-GSPC"
+    name = _summary(store / "build")["instruments"]["GSPC"]["model"]["name"]
     before = client.get_model_version_by_alias(name, tracking.LATEST_ALIAS).version
     versions = {v.version for v in client.search_model_versions(f"name='{name}'")}
     real_write = train.atomic_write

@@ -1,0 +1,20 @@
+"""The stages, in pipeline order, and the commands of ``python -m pipelines``: one registry.
+
+Read by the entry point (``pipelines.__main__``), the whole-job stage
+(``pipelines.run``) and the Makefile's derived prerequisites
+(``pipelines.depends``). Imports nothing, so each of them can read it cheaply.
+"""
+
+from __future__ import annotations
+
+# The stages of one job, in order: each reads the files of the ones before it.
+PIPELINE = ("data", "train", "backtest", "report")
+
+# command -> (module with ``main(argv) -> int``, one-line help)
+COMMANDS = {
+    "data": ("pipelines.data", "load, validate and cache the bars; print a summary"),
+    "train": ("pipelines.train", "walk-forward forecasts for every forecaster, tracked in MLflow"),
+    "backtest": ("pipelines.backtest", "backtest every strategy on the saved forecasts"),
+    "report": ("pipelines.report", "league table, statistics and the HTML report"),
+    "run": ("pipelines.run", "the whole job: data, train, backtest, report"),
+}
