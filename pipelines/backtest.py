@@ -54,7 +54,7 @@ from pipelines.cli import config_from_args, run_stage, setup_logging, stage_pars
 from pipelines.config import BacktestConfig, Config, ForecastersConfig
 from pipelines.data import bars_per_year, load_risk_free
 from pipelines.errors import ConfigError, DataError
-from pipelines.outputs import read_stage_parquet, read_stage_summary, write_json
+from pipelines.outputs import json_safe, read_stage_parquet, read_stage_summary, write_json
 from pipelines.strategy_names import LSTM, cost_label, seed_columns, strategy_kind
 from strategies.engine import ExecutionSettings, execution_dict, warmup_bars
 
@@ -313,7 +313,7 @@ def _write_strategy(
         "metrics": result.metrics,
         "cost_sweep": sweep,
     }
-    write_json(out_dir / f"{prefix}.json", record)
+    write_json(out_dir / f"{prefix}.json", json_safe(record))
     equity = pd.DataFrame(
         {
             "equity": result.equity,
@@ -373,7 +373,7 @@ def write_backtests(cfg: Config, instruments: list[InstrumentBacktests]) -> Path
             "strategies": strategies,
         }
     path = out_dir / "summary.json"
-    write_json(path, summary)
+    write_json(path, json_safe(summary))
     return path
 
 
