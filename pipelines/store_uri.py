@@ -31,6 +31,16 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+def registry_uri(uri: str | None = None) -> str:
+    """Where models are registered: ``MLFLOW_REGISTRY_URI`` when set, else the tracking store.
+
+    Said explicitly because MLflow's own default, when neither variable is set,
+    is a ``mlflow.db`` in the working directory: the registry would not be the
+    store the runs and logged models are in.
+    """
+    return os.environ.get("MLFLOW_REGISTRY_URI") or uri or tracking_uri()
+
+
 def display_uri(uri: str | None = None) -> str:
     """The tracking URI without any user:password part, safe to print or write to files."""
     uri = uri or tracking_uri()

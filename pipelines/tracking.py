@@ -93,6 +93,7 @@ from pipelines.store_uri import (  # noqa: F401  (part of this module's API)
     display_uri,
     main,
     masked,
+    registry_uri,
     server_command,
     sqlite_path,
     tracking_uri,
@@ -592,6 +593,7 @@ def load_model(model_uri: str) -> Any:
     """``mlflow.pyfunc.load_model`` on the current store (``models:/gatecast-lstm-GSPC@newest``)."""
     client()
     mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_registry_uri(registry_uri())
     return mlflow.pyfunc.load_model(model_uri)
 
 

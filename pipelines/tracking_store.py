@@ -36,7 +36,14 @@ from filelock import FileLock
 from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 
-from pipelines.store_uri import artifact_root, display_uri, masked, sqlite_path, tracking_uri
+from pipelines.store_uri import (
+    artifact_root,
+    display_uri,
+    masked,
+    registry_uri,
+    sqlite_path,
+    tracking_uri,
+)
 
 log = logging.getLogger("gatecast.tracking")
 
@@ -104,11 +111,20 @@ _CLIENTS: dict[str, mlflow.MlflowClient] = {}
 
 
 def open_store(uri: str) -> mlflow.MlflowClient:
-    """The client of ``uri``; the first time in a process, the store is created or checked."""
+    """The client of ``uri``; the first time in a process, the store is created or checked.
+
+    MLflow's process-wide tracking and registry URIs are set to the store too:
+    registering a version whose source is a logged model (``models:/m-...``)
+    looks that model up through them, and with neither ``MLFLOW_TRACKING_URI``
+    nor ``MLFLOW_REGISTRY_URI`` set MLflow would look in a ``mlflow.db`` of the
+    working directory instead.
+    """
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(registry_uri(uri))
     if uri not in _CLIENTS:
         with store_errors(uri, "open the tracking store"):
             with first_contact(uri):
-                opened = mlflow.MlflowClient(tracking_uri=uri)
+                opened = mlflow.MlflowClient(tracking_uri=uri, registry_uri=registry_uri(uri))
                 opened.search_experiments(max_results=1)  # creates a new store's tables
             end_abandoned_runs(opened)
         _CLIENTS[uri] = opened

@@ -70,6 +70,31 @@ def test_default_store_is_in_the_repo_whatever_the_working_directory(tmp_path, m
     assert tracking.artifact_root() == REPO_ROOT / "mlruns" / "artifacts"
 
 
+def test_models_are_registered_in_the_tracking_store_when_no_variable_is_set(tmp_path, monkeypatch):
+    # MLflow's own default registry, with neither variable set, is a mlflow.db in the
+    # working directory: models would be registered apart from their runs (make all broke).
+    from pipelines import store_uri
+
+    database = tmp_path / "store" / "mlflow.db"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.setattr(store_uri, "DEFAULT_TRACKING_URI", f"sqlite:///{database}")
+    monkeypatch.chdir(tmp_path)
+    client = tracking.client()
+    experiment = client.create_experiment("gatecast-test-registry")
+    run = client.create_run(experiment)
+    logged = client.create_logged_model(experiment, name="model", source_run_id=run.info.run_id)
+    client.create_registered_model("gatecast-test-registry")
+    version = client.create_model_version(  # what log_lstm_model does
+        "gatecast-test-registry", source=f"models:/{logged.model_id}", model_id=logged.model_id
+    )
+    assert str(version.version) == "1"
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        names = connection.execute("SELECT name FROM model_versions").fetchall()
+    assert names == [("gatecast-test-registry",)]
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 def test_environment_takes_over(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     assert tracking.tracking_uri() == "http://127.0.0.1:5999"
