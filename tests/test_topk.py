@@ -191,3 +191,50 @@ def test_portfolio_bad_inputs_are_named():
         run_portfolio(bars, "top_k", {"k": 1}, forecasts={n: forecasts[n] for n in "AC"})
     with pytest.raises(ValueError, match="unknown portfolio strategy 'best'"):
         run_portfolio(bars, "best")
+
+
+# The backtest stage's portfolio units --------------------------------------------------------
+
+
+def test_backtest_stage_writes_the_top_k_portfolios(tmp_path):
+    import json
+
+    from pipelines.backtest import run_backtests, write_backtests
+    from pipelines.config import load_config
+    from pipelines.portfolio_unit import run_portfolios
+    from tests.test_backtest_stage import write_forecasts
+
+    names = ("GSPC", "GOOG", "ORCL")
+    write_forecasts(tmp_path / "smoke", instruments=names)
+    cfg = load_config(
+        "configs/smoke.yaml",
+        {
+            "output_directory": str(tmp_path),
+            "data": {"instruments": list(names)},
+            "backtest": {"top_k": {"k": 1}},
+        },
+    )
+    results = run_backtests(cfg, progress=False)
+    portfolios = run_portfolios(cfg, results)
+    # every forecaster but the random walk and the seeds, and the universe's buy-and-hold
+    expected = ["equal_weight", *(f"top_k_{n}" for n in ("sma", "ema", "kalman", "ols", "lstm"))]
+    assert list(portfolios) == expected
+    summary = json.loads(write_backtests(cfg, results, portfolios).read_text())
+    entry = summary["portfolio"]
+    assert entry["instruments"] == list(names) and list(entry["strategies"]) == expected
+    out = cfg.run_directory / "backtests"
+    orders = pd.read_parquet(out / entry["strategies"]["top_k_lstm"]["files"]["orders"])
+    assert set(orders["instrument"]) <= set(names) and len(orders) > 0
+    unit, result = portfolios["top_k_lstm"]
+    # the portfolio trades from the first common out-of-sample date on, one name at a time
+    assert result.equity.index[0] == max(r.oos_start for r in results)
+    assert result.holdings.ne(0).sum(axis=1).max() == 1
+    assert run_portfolios(load_config("configs/smoke.yaml"), results) == {}  # top_k off
+
+
+def test_config_top_k_needs_enough_instruments():
+    from pipelines.config import load_config
+    from pipelines.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs at least 4 instruments, data.instruments has 2"):
+        load_config("configs/smoke.yaml", {"backtest": {"top_k": {"k": 2, "short": True}}})
