@@ -258,3 +258,48 @@ def test_calibration_holm_and_bh_across_instruments(frozen_heap):
     # uncorrected: 20 tests with a 2.5 % one-sided false-win rate: 1 - 0.975**20 = 40 %
     assert rates["raw"] >= 0.25, rates
     assert found["holm"] / N_REPS >= 0.8 and found["bh"] / N_REPS >= 0.8, found
+
+
+# The report stage's section, on real stage files -------------------------------------------
+
+
+@pytest.mark.slow
+def test_report_shows_corrected_answers_ic_and_the_portfolio(tmp_path):
+    from pipelines import report
+    from pipelines.backtest import run_backtests, write_backtests
+    from pipelines.config import load_config
+    from pipelines.portfolio_unit import run_portfolios
+    from tests.test_backtest_stage import write_forecasts
+
+    names = ["GSPC", "GOOG", "ORCL"]
+    write_forecasts(tmp_path / "build" / "smoke", instruments=names)
+    cfg = load_config(
+        "configs/smoke.yaml",
+        {
+            "output_directory": str(tmp_path / "build"),
+            "data": {"instruments": names},
+            "backtest": {"top_k": {"k": 1}},
+            "report": {"directory": str(tmp_path / "reports"), "cost_sweep_bp": [0, 10]},
+        },
+    )
+    results = run_backtests(cfg, progress=False)
+    write_backtests(cfg, results, run_portfolios(cfg, results))
+    result = report.report(cfg)
+
+    multiple = result.multiple
+    assert [t.scope for t in multiple.superiority] == [*names, "pooled"]
+    assert all(t.tested and t.reps == 200 and t.block == 10 for t in multiple.superiority)
+    # the synthetic forecast files come without the train stage's metrics: no DM p-values
+    assert multiple.across.tests == {"sharpe": 3, "dm": 0}
+    assert list(multiple.cross_section.index) == ["sma", "ema", "kalman", "ols", "lstm"]
+    assert "equal_weight" in multiple.portfolio.index and multiple.portfolio_test.tested
+    page = result.index.read_text()
+    assert 'id="multiple-testing"' in page and "after Holm" in page and "rank_ic_mean" in page
+    sentences = " ".join(result.verdicts["pooled"])
+    assert "Hansen's SPA" in sentences and "Over 3 instrument(s)" in sentences
+    out = cfg.report_directory
+    for name in ("multiple_testing", "across_instruments", "cross_section", "portfolio"):
+        assert (out / f"{name}.csv").is_file()
+    # the same seed gives the same p-values
+    again = report.report(cfg).multiple
+    assert again.superiority == multiple.superiority
