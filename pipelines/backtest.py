@@ -15,6 +15,8 @@ data. Writes, under ``<run>/backtests/``:
   bp, e.g. ``"10"``), for every strategy but the LSTM seeds;
 - ``<INST>/<strategy>.png``: Backtrader's chart, for the LSTM (or the first
   forecaster present) and the SMA crossover;
+- with ``backtest.top_k``: the top-k portfolios over the universe and their
+  equal-weight buy-and-hold under ``portfolio/`` (``pipelines.portfolio_unit``);
 - ``summary.json``, written last and atomically, so its presence means the
   stage finished. It lists every file above under each strategy's ``files``,
   the metrics, the sweep's Sharpe ratios by bp (``cost_sweep``), and the
@@ -48,7 +50,7 @@ from tqdm import tqdm
 
 from core.bars import BAR_COLUMNS, format_timestamp
 from core.periods import PERIODS_PER_YEAR, bar_interval
-from pipelines import executors
+from pipelines import executors, portfolio_unit
 from pipelines.backtest_unit import BacktestUnit, StrategyBacktest, run_unit
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
 from pipelines.config import BacktestConfig, Config, ForecastersConfig
@@ -346,8 +348,13 @@ def _write_strategy(
     }
 
 
-def write_backtests(cfg: Config, instruments: list[InstrumentBacktests]) -> Path:
-    """Write every result under ``<run>/backtests/``; return the path of summary.json."""
+def write_backtests(
+    cfg: Config, instruments: list[InstrumentBacktests], portfolios: dict | None = None
+) -> Path:
+    """Write every result (and ``portfolio_unit.run_portfolios``'s) under ``<run>/backtests/``.
+
+    Returns the path of summary.json.
+    """
     out_dir = cfg.run_directory / "backtests"
     first = next((u for inst in instruments for u in inst.units.values()), None)
     settings = first.execution if first else execution_from_config(cfg.backtest)
@@ -372,6 +379,8 @@ def write_backtests(cfg: Config, instruments: list[InstrumentBacktests]) -> Path
             "warmup_bars": inst.warmup,
             "strategies": strategies,
         }
+    if portfolios:
+        summary["portfolio"] = portfolio_unit.write_portfolios(out_dir, portfolios)
     path = out_dir / "summary.json"
     write_json(path, json_safe(summary))
     return path
@@ -389,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         cfg = config_from_args(args)
         results = run_backtests(cfg, charts=not args.no_charts)
-        path = write_backtests(cfg, results)
+        portfolios = portfolio_unit.run_portfolios(cfg, results)  # {} without backtest.top_k
+        path = write_backtests(cfg, results, portfolios)
         log.info("wrote %s", path)
         return 0
 

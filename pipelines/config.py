@@ -31,6 +31,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -218,6 +219,19 @@ class CrossoverConfig(_Section):
         return self
 
 
+class TopKConfig(_Section):
+    """The top-k portfolio over the universe (``strategies.topk.TopK``), one per forecaster.
+
+    Each bar, long the ``k`` instruments with the highest expected return
+    (equal parts of ``sizing.percent`` of equity); with ``short``, also short
+    the bottom ``k``. Run by the backtest stage beside an equal-weight
+    buy-and-hold of the universe, on the instruments' common dates.
+    """
+
+    k: StrictInt = Field(2, ge=1, description="instruments in each book")
+    short: StrictBool = Field(False, description="also short the bottom k")
+
+
 class BacktestConfig(_Section):
     """Execution model shared by every strategy: fills at the next bar's open."""
 
@@ -232,6 +246,9 @@ class BacktestConfig(_Section):
     sma_crossover: CrossoverConfig | None = CrossoverConfig(fast=20, slow=50)
     ema_crossover: CrossoverConfig | None = CrossoverConfig(fast=12, slow=26)
     buy_and_hold: StrictBool = True
+    top_k: TopKConfig | None = Field(
+        None, description="top-k portfolio over the universe (null = off); e.g. {k: 2}"
+    )
 
 
 class BootstrapConfig(_Section):
@@ -318,6 +335,20 @@ class Config(_Section):
         if not is_plain_name(name):
             raise ValueError("use letters, digits, '.', '_' and '-' only")
         return name
+
+    @field_validator("backtest")
+    @classmethod
+    def _top_k_fits_the_universe(cls, backtest: BacktestConfig, info: ValidationInfo):
+        top_k, data = backtest.top_k, info.data.get("data")
+        if top_k is not None and data is not None:
+            need = top_k.k * (2 if top_k.short else 1)
+            if need > len(data.instruments):
+                raise ValueError(
+                    f"top_k k={top_k.k}{' with short' if top_k.short else ''} needs at least "
+                    f"{need} instruments, data.instruments has {len(data.instruments)}; "
+                    "lower backtest.top_k.k"
+                )
+        return backtest
 
     # Resolved paths ---------------------------------------------------------
 

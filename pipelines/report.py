@@ -22,7 +22,11 @@ The work is split by job: ``pipelines.report_inputs`` reads the stage files,
 ``pipelines.comparison`` builds the league and its statistics (the
 definitions of pooled rows, trials, Sharpe difference and break-even cost are
 in its docstring), ``pipelines.verdict`` writes the sentences,
-``pipelines.report_html`` and ``pipelines.report_tables`` the outputs; this
+``pipelines.report_html`` and ``pipelines.report_tables`` the outputs,
+``pipelines.report_multiple`` the multiple-testing section (SPA / StepM,
+Holm / BH, IC, the top-k portfolio; also ``multiple_testing.csv`` and, where
+they apply, ``across_instruments.csv``, ``cross_section.csv``,
+``portfolio.csv``); this
 module runs them in order and records the run.
 """
 
@@ -39,7 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines import tracking
+from pipelines import report_multiple, tracking
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
 from pipelines.comparison import METRIC_COLUMNS, POOLED, Comparison, compare, finite
 from pipelines.config import Config
@@ -73,7 +77,9 @@ class ReportResult:
         run_id: the MLflow ``report`` run.
         experiment: the MLflow experiment name.
         tracking_uri: where MLflow keeps it.
-        verdicts: instrument (or ``pooled``) -> the verdict's sentences.
+        verdicts: instrument (or ``pooled``) -> the verdict's sentences (the pooled
+            one ends with the multiple-testing sentences).
+        multiple: the corrected tests, IC and portfolio (``pipelines.report_multiple``).
     """
 
     comparison: Comparison
@@ -82,6 +88,7 @@ class ReportResult:
     experiment: str
     tracking_uri: str
     verdicts: dict[str, list[str]] = field(default_factory=dict)
+    multiple: report_multiple.MultipleTesting | None = None
 
 
 def publish(build: Path, target: Path) -> None:
@@ -116,7 +123,11 @@ def _log_strategy_runs(comparison: Comparison) -> None:
 
 
 def _write_report(
-    cfg: Config, comparison: Comparison, instruments: Sequence[InstrumentData], config_path: str
+    cfg: Config,
+    comparison: Comparison,
+    instruments: Sequence[InstrumentData],
+    config_path: str,
+    multiple: report_multiple.MultipleTesting,
 ) -> Path:
     """Render into a temporary sibling of the report directory, then publish it."""
     target = cfg.report_directory
@@ -124,8 +135,12 @@ def _write_report(
     build = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     build.chmod(0o755)  # mkdtemp's 0700 would outlive the rename
     try:
-        index = render_html(cfg, comparison, instruments, build, config_path=config_path)
+        fragment = report_multiple.render(multiple)
+        index = render_html(
+            cfg, comparison, instruments, build, config_path=config_path, multiple_html=fragment
+        )
         write_tables(comparison, build)
+        report_multiple.write_tables(multiple, build)
         publish(build, target)
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
@@ -157,15 +172,18 @@ def report(cfg: Config, *, config_path: str = "", command: str | None = None) ->
         per_year, interval = bars_per_year(cfg)
         comparison = compare(cfg, instruments, sweep, per_year, interval)
         t = lap("statistics", t)
+        multiple = report_multiple.analyse(cfg, instruments, comparison)
+        t = lap("multiple_testing", t)
         _log_strategy_runs(comparison)
         t = lap("mlflow", t)
-        index = _write_report(cfg, comparison, instruments, config_path)
+        index = _write_report(cfg, comparison, instruments, config_path, multiple)
         t = lap("render", t)
         tracking.log_artifact(cfg.report_directory, "report")
         log.info("report phases: %s", ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
         tracking.log_metrics(
             {
                 "n_trials": comparison.n_trials,
+                **report_multiple.tracked_metrics(multiple),
                 "wall_seconds": time.perf_counter() - started,
                 **{f"seconds/{k}": v for k, v in timings.items()},
             }
@@ -174,8 +192,9 @@ def report(cfg: Config, *, config_path: str = "", command: str | None = None) ->
     for key in dict.fromkeys(comparison.league["instrument"]):
         block = comparison.league[comparison.league["instrument"] == key].set_index("strategy")
         verdicts[key] = verdict(block, cfg.report.significance, comparison.n_trials)[0]
+    verdicts[POOLED] = verdicts.get(POOLED, []) + report_multiple.verdict_sentences(multiple)
     return ReportResult(
-        comparison, index, run.run_id, cfg.experiment_name, run.tracking_uri, verdicts
+        comparison, index, run.run_id, cfg.experiment_name, run.tracking_uri, verdicts, multiple
     )
 
 

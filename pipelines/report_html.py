@@ -372,6 +372,7 @@ def render_html(
     *,
     config_path: str = "",
     embed: bool = True,
+    multiple_html: str = "",  # pipelines.report_multiple.render
 ) -> Path:
     """Draw every chart into ``directory`` and write ``index.html`` there."""
     alpha = cfg.report.significance
@@ -412,6 +413,7 @@ def render_html(
         seed_count=seed_count,
         pooled_charts=pooled_charts,
         notes=_notes(cfg, comparison),
+        multiple_html=multiple_html,
     )
     path = directory / "index.html"
     path.write_text(html, encoding="utf-8")

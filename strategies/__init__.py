@@ -31,6 +31,11 @@ _LAZY = {
     "make_feed": "strategies.feeds",
     "validate_bars": "strategies.feeds",
     "ForecastStrategy": "strategies.forecast",
+    "PORTFOLIO_STRATEGIES": "strategies.portfolio",
+    "PortfolioResult": "strategies.portfolio",
+    "run_portfolio": "strategies.portfolio",
+    "EqualWeightBuyAndHold": "strategies.topk",
+    "TopK": "strategies.topk",
 }
 
 __all__ = ["METRIC_KEYS", "compute_metrics", *sorted(_LAZY)]
