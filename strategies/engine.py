@@ -404,6 +404,35 @@ def _engine_params(
     return params
 
 
+def new_cerebro(
+    execution: ExecutionSettings, *, runonce: bool, preload: bool, stdstats: bool
+) -> bt.Cerebro:
+    """A Backtrader engine with the broker of the module docstring and no data yet.
+
+    Next-open fills (no cheat on close or open), slippage on opens and the
+    percent-plus-fixed commission; the single-instrument engine and the
+    portfolio engine (``strategies.portfolio``) both start from it.
+    """
+    cerebro = bt.Cerebro(
+        runonce=runonce,
+        preload=preload,
+        stdstats=stdstats,
+        tradehistory=True,
+        cheat_on_open=False,
+        maxcpus=1,
+    )
+    cerebro.broker.setcash(execution.cash)
+    cerebro.broker.set_coc(False)
+    cerebro.broker.set_coo(False)
+    cerebro.broker.set_slippage_perc(
+        execution.slippage, slip_open=True, slip_limit=True, slip_match=True, slip_out=False
+    )
+    cerebro.broker.addcommissioninfo(
+        PercentCommission(commission=execution.commission, fixed=execution.commission_fixed)
+    )
+    return cerebro
+
+
 def _make_cerebro(
     feed: ForecastData,
     cls: type[bt.Strategy],
@@ -421,24 +450,8 @@ def _make_cerebro(
     percent-plus-fixed commission, the percent-of-equity sizer and the
     ``Recorder`` analyzer (named ``recorder``) over ``dates``.
     """
-    cerebro = bt.Cerebro(
-        runonce=runonce,
-        preload=preload,
-        stdstats=stdstats,
-        tradehistory=True,
-        cheat_on_open=False,
-        maxcpus=1,
-    )
+    cerebro = new_cerebro(execution, runonce=runonce, preload=preload, stdstats=stdstats)
     cerebro.adddata(feed)
-    cerebro.broker.setcash(execution.cash)
-    cerebro.broker.set_coc(False)
-    cerebro.broker.set_coo(False)
-    cerebro.broker.set_slippage_perc(
-        execution.slippage, slip_open=True, slip_limit=True, slip_match=True, slip_out=False
-    )
-    cerebro.broker.addcommissioninfo(
-        PercentCommission(commission=execution.commission, fixed=execution.commission_fixed)
-    )
     cerebro.addsizer(
         PercentOfEquitySizer,
         percent=execution.percent,

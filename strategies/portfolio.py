@@ -33,8 +33,8 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 
-from strategies.broker import ORDER_COLUMNS, TRADE_COLUMNS, PercentCommission
-from strategies.engine import BacktestResult, ExecutionSettings
+from strategies.broker import ORDER_COLUMNS, TRADE_COLUMNS
+from strategies.engine import BacktestResult, ExecutionSettings, new_cerebro
 from strategies.feeds import date_numbers, make_feed
 from strategies.metrics import compute_metrics
 from strategies.topk import EqualWeightBuyAndHold, TopK
@@ -148,28 +148,6 @@ def _checked_universe(
     return dates
 
 
-def _make_cerebro(execution: ExecutionSettings, runonce: bool, preload: bool) -> bt.Cerebro:
-    """A Backtrader engine with the broker settings of ``strategies.engine._make_cerebro``."""
-    cerebro = bt.Cerebro(
-        runonce=runonce,
-        preload=preload,
-        stdstats=False,
-        tradehistory=True,
-        cheat_on_open=False,
-        maxcpus=1,
-    )
-    cerebro.broker.setcash(execution.cash)
-    cerebro.broker.set_coc(False)
-    cerebro.broker.set_coo(False)
-    cerebro.broker.set_slippage_perc(
-        execution.slippage, slip_open=True, slip_limit=True, slip_match=True, slip_out=False
-    )
-    cerebro.broker.addcommissioninfo(
-        PercentCommission(commission=execution.commission, fixed=execution.commission_fixed)
-    )
-    return cerebro
-
-
 def run_portfolio(
     bars: Mapping[str, pd.DataFrame],
     strategy: str,
@@ -208,7 +186,7 @@ def run_portfolio(
     if first >= len(dates) - 1:
         raise ValueError(f"trade_start {start.date()} leaves fewer than 2 bars to trade")
 
-    cerebro = _make_cerebro(execution, runonce, preload)
+    cerebro = new_cerebro(execution, runonce=runonce, preload=preload, stdstats=False)
     for name, frame in bars.items():
         forecast = None if forecasts is None else forecasts.get(name)
         cerebro.adddata(make_feed(frame, forecast, name=name))
