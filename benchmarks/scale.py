@@ -118,7 +118,7 @@ class _TimedExecutor:
 
     def __init__(self, inner: Any, probe: dict) -> None:
         self._inner, self._probe = inner, probe
-        probe.update(kind=inner.kind, workers=getattr(inner, "workers", 1), units=[])
+        probe.update(kind=inner.kind, workers=getattr(inner, "workers", None) or 1, units=[])
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
