@@ -35,7 +35,7 @@ export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup all data train backtest report run test test-fast lint format bench ui clean clean-runs
+.PHONY: help setup all data train backtest report run test test-fast lint format bench bench-gpu ui clean clean-runs
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -105,6 +105,9 @@ format: $(STAMP) ## Apply ruff's formatting and safe fixes
 
 bench: $(STAMP) ## Benchmarks: measured ratios, printed side by side
 	$(PY) -m benchmarks
+
+bench-gpu: $(STAMP) ## On an NVIDIA GPU: GateLSTM vs cuDNN LSTM (numbers, speed), smoke run; else says so
+	$(PY) -m benchmarks.gpu
 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000 (HOST=, PORT= to change) against the project's store
 	$(PY) -m pipelines.tracking ui --host $(HOST) --port $(PORT)

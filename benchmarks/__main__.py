@@ -3,6 +3,10 @@
 Each module in this folder exposes ``main(argv) -> int`` and prints its own
 table of measurements and ratios. Results are also written as JSON under
 ``benchmarks/results/`` so a run can be compared with the next.
+
+Modules in :data:`ONLY_WHEN_NAMED` run only when named (``gpu``: ``make
+bench-gpu``, for a machine with an NVIDIA GPU); a bare ``python -m benchmarks``
+(``make bench``) runs every other one.
 """
 
 from __future__ import annotations
@@ -13,18 +17,27 @@ import sys
 import time
 from pathlib import Path
 
+#: Benchmarks that a bare ``python -m benchmarks`` skips (each has its own make target).
+ONLY_WHEN_NAMED = frozenset({"gpu"})
 
-def discover() -> list[str]:
+
+def available() -> list[str]:
+    """Every benchmark module, by name."""
     here = Path(__file__).parent
     return sorted(m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_"))
+
+
+def discover() -> list[str]:
+    """The benchmarks a bare ``python -m benchmarks`` runs."""
+    return [name for name in available() if name not in ONLY_WHEN_NAMED]
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     names = argv or discover()
-    unknown = sorted(set(names) - set(discover()))
+    unknown = sorted(set(names) - set(available()))
     if unknown:
-        print(f"unknown benchmark(s): {', '.join(unknown)}; available: {', '.join(discover())}")
+        print(f"unknown benchmark(s): {', '.join(unknown)}; available: {', '.join(available())}")
         return 2
     status = 0
     for name in names:
