@@ -212,9 +212,19 @@ def test_the_same_seed_gives_the_same_trials_and_another_seed_others(tmp_path):
 def test_the_search_reruns_to_the_same_trials(store, tmp_path):
     again = search.search(_cfg(tmp_path))
     first = _summary(store / "build")
-    strip = ("number", "params", "score", "scores", "state")
-    assert [{k: e[k] for k in strip} for e in again["trial_list"]] == [
-        {k: e[k] for k in strip} for e in first["trial_list"]
+    keep = ("number", "params", "score", "scores", "state")
+    assert [{k: e[k] for k in keep} for e in again["trial_list"]] == [
+        {k: e[k] for k in keep} for e in first["trial_list"]
+    ]
+
+
+def test_a_pool_of_two_workers_gives_the_sequential_search(store, tmp_path):
+    """Two trials asked at once, run in two processes, told in the order asked."""
+    pooled = search.search(_cfg(tmp_path, "executor.kind=local", "executor.workers=2"))
+    first = _summary(store / "build")
+    keep = ("number", "params", "score", "scores", "state")
+    assert [{k: e[k] for k in keep} for e in pooled["trial_list"]] == [
+        {k: e[k] for k in keep} for e in first["trial_list"]
     ]
 
 
