@@ -296,111 +296,71 @@ class ExecutorConfig(_Section):
         return self
 
 
-# Bounds a search range must stay within: those of the LSTM's own config keys.
-_SPACE_LIMITS: dict[str, tuple[float, float]] = {
-    "units": (1, 4096),
-    "layers": (1, 8),
-    "window": (2, 512),
-    "dropout": (0.0, 0.999),
-    "learning_rate": (1e-8, 0.999),
-    "epochs": (1, 10_000),
-}
+# Bounds of the search ranges: those of the LSTM's own settings.
+_SPACE_LIMITS = {"units": (1, 4096), "layers": (1, 8), "window": (2, 512), "epochs": (1, 10_000)}
+_SPACE_LIMITS |= {"dropout": (0.0, 0.999), "learning_rate": (1e-8, 0.999)}
 
 
 class SearchValidation(_Section):
-    """Where a search trial is scored: never on a test fold.
+    """Where a search trial is scored, never on a test fold: the last ``fraction`` of the
+    *first* walk-forward fold's training bars (before any test date, less the embargo), cut
+    into ``folds`` consecutive slices; each is forecast by a fit on the bars before it.
+    Later folds' training bars hold earlier folds' test bars, so they are not used."""
 
-    The last ``fraction`` of the *first* walk-forward fold's training segment
-    (the bars before any test date, less the embargo) is cut into ``folds``
-    consecutive validation slices; for each, the trial's LSTM is fit on the
-    segment's bars before it (less ``walkforward.embargo`` bars) and forecasts
-    the slice. Later folds' training segments are not used: they contain earlier
-    folds' test bars, which the chosen configuration is then tested on.
-    """
-
-    fraction: float = Field(
-        0.2, gt=0, lt=0.8, description="share of the first training segment scored (its end)"
-    )
-    folds: StrictInt = Field(
-        1, ge=1, le=20, description="consecutive validation slices in that share (inner folds)"
-    )
+    fraction: float = Field(0.2, gt=0, lt=0.8, description="share of the first training bars")
+    folds: StrictInt = Field(1, ge=1, le=20, description="validation slices in that share")
 
 
 class SearchSpace(_Section):
-    """The LSTM hyperparameters searched: ``[low, high]`` (inclusive) or, for
-    ``batch_size``, a list of choices. ``null`` keeps the config's value
-    (``forecasters.lstm.*``, ``features.window``). ``units`` is per layer (every
-    layer gets the same width); ``learning_rate`` is sampled on a log scale.
-    """
+    """The LSTM settings searched: ``[low, high]`` (inclusive; ``learning_rate`` on a log
+    scale) or, for ``batch_size``, the choices. ``null`` keeps the config's value
+    (``forecasters.lstm.*``; ``window`` is ``features.window``). ``units`` is per layer,
+    ``layers`` the number of GateLSTM layers (all of the same width)."""
 
-    units: list[StrictInt] | None = Field(
-        default_factory=lambda: [16, 64], description="units per GateLSTM layer [low, high]"
-    )
-    layers: list[StrictInt] | None = Field(
-        default_factory=lambda: [1, 2], description="GateLSTM layers [low, high]"
-    )
-    window: list[StrictInt] | None = Field(
-        default_factory=lambda: [10, 40], description="features.window [low, high]"
-    )
-    dropout: list[float] | None = Field(
-        default_factory=lambda: [0.0, 0.3], description="input dropout [low, high]"
-    )
-    learning_rate: list[float] | None = Field(
-        default_factory=lambda: [1e-4, 1e-2], description="Adam learning rate [low, high], log"
-    )
-    batch_size: list[StrictInt] | None = Field(
-        default_factory=lambda: [32, 64, 128], description="batch sizes to choose from"
-    )
-    epochs: list[StrictInt] | None = Field(
-        default_factory=lambda: [5, 30], description="maximum epochs [low, high]"
-    )
+    units: list[StrictInt] | None = Field(default_factory=lambda: [16, 64])
+    layers: list[StrictInt] | None = Field(default_factory=lambda: [1, 2])
+    window: list[StrictInt] | None = Field(default_factory=lambda: [10, 40])
+    dropout: list[float] | None = Field(default_factory=lambda: [0.0, 0.3])
+    learning_rate: list[float] | None = Field(default_factory=lambda: [1e-4, 1e-2])
+    batch_size: list[StrictInt] | None = Field(default_factory=lambda: [32, 64, 128])
+    epochs: list[StrictInt] | None = Field(default_factory=lambda: [5, 30])
 
     @field_validator("units", "layers", "window", "dropout", "learning_rate", "epochs")
     @classmethod
     def _a_range(cls, bounds: list[float] | None, info: ValidationInfo) -> list[float] | None:
         if bounds is None:
             return None
-        low_limit, high_limit = _SPACE_LIMITS[info.field_name]
+        low_limit, high_limit = _SPACE_LIMITS[str(info.field_name)]
         if len(bounds) != 2:
             raise ValueError(f"give [low, high], got {len(bounds)} value(s)")
-        low, high = bounds
-        if low > high:
-            raise ValueError(f"low ({low}) must not be above high ({high})")
-        if low < low_limit or high > high_limit:
+        if bounds[0] > bounds[1]:
+            raise ValueError(f"low ({bounds[0]}) must not be above high ({bounds[1]})")
+        if bounds[0] < low_limit or bounds[1] > high_limit:
             raise ValueError(f"must lie within [{low_limit:g}, {high_limit:g}]")
-        if info.field_name == "learning_rate" and low <= 0:
-            raise ValueError("a log-scale range needs low > 0")
         return bounds
 
     @field_validator("batch_size")
     @classmethod
     def _choices(cls, choices: list[int] | None) -> list[int] | None:
-        if choices is None:
-            return None
-        if not choices or any(c < 1 for c in choices) or len(set(choices)) != len(choices):
+        if choices is not None and (
+            not choices or min(choices) < 1 or len(set(choices)) != len(choices)
+        ):
             raise ValueError("give one or more different batch sizes, each at least 1")
         return choices
 
 
 class SearchConfig(_Section):
-    """Hyperparameter search of the LSTM (the ``search`` stage, ``pipelines.search``).
+    """Hyperparameter search of the LSTM (``pipelines.search``); ``trials: 0`` runs none.
 
-    ``trials: 0`` (the default) runs no search: the train stage uses
-    ``forecasters.lstm`` and ``features.window`` as written. Otherwise an Optuna
-    TPE sampler seeded with ``seed`` (null = the top-level ``seed``) proposes
-    ``trials`` configurations from ``space``; each is scored by ``metric`` on
-    ``validation`` slices of ``instruments`` (null = every instrument), and the
-    best one goes through the normal walk-forward. ``metric``: ``theil_u2``, the
-    forecasts' RMSE over the random walk's on the validation slices, or
-    ``val_loss``, the best early-stopping validation loss of each fit (lower is
-    better for both). Every trial counts in the report's deflated Sharpe ratio.
-    """
+    A TPE sampler seeded with ``seed`` (null: ``seed`` above) proposes ``trials``
+    configurations from ``space``, scored by ``metric`` on ``validation`` slices of
+    ``instruments`` (null: all): ``theil_u2`` (forecast RMSE / the random walk's) or
+    ``val_loss`` (best early-stopping loss); lower is better. The best one is trained, and
+    the report's deflated Sharpe ratio counts every trial scored."""
 
     trials: StrictInt = Field(0, ge=0, le=10_000, description="configurations to try; 0 = none")
     seed: StrictInt | None = Field(None, ge=0, description="sampler seed; null = seed")
-    instruments: list[str] | None = Field(
-        None, min_length=1, description="instruments scored; null = all"
-    )
+    instruments: list[str] | None = Field(None, min_length=1, description="null = all")
     metric: Literal["theil_u2", "val_loss"] = "theil_u2"
     validation: SearchValidation = SearchValidation()
     space: SearchSpace = SearchSpace()
