@@ -48,12 +48,15 @@ from typing import Any
 
 import pandas as pd
 
+from pipelines import search_unit
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
 from pipelines.config import Config, SearchSpace
 from pipelines.data import load_instrument, safe_child
 from pipelines.errors import ConfigError, DataError
 from pipelines.outputs import json_safe, read_stage_parquet, read_stage_summary, shown, write_json
-from pipelines.search_unit import LSTM_PARAMS, apply_params, lstm_params
+from pipelines.runtime import DeviceInfo
+from pipelines.search_unit import LSTM_PARAMS, TrialResult, TrialUnit, apply_params, lstm_params
+from pipelines.walkforward import Fold
 
 log = logging.getLogger("gatecast.search")
 
@@ -163,7 +166,9 @@ def _param_text(value: Any) -> str:
     return json.dumps(value) if isinstance(value, list) else str(value)
 
 
-def record_trial(unit: Any, outcome: Any, parent_params: Mapping[str, str]) -> dict[str, Any]:
+def record_trial(
+    unit: TrialUnit, outcome: TrialResult | Exception, parent_params: Mapping[str, str]
+) -> dict[str, Any]:
     """The child run of one trial (FAILED when it raised); returns its entry of the summary."""
     from pipelines import tracking
 
@@ -198,7 +203,7 @@ def record_trial(unit: Any, outcome: Any, parent_params: Mapping[str, str]) -> d
     return {**entry, "state": "COMPLETE", "score": outcome.score, "scores": outcome.scores}
 
 
-def check_lengths(cfg: Config, folds: Mapping[str, Sequence[Any]]) -> None:
+def check_lengths(cfg: Config, folds: Mapping[str, Sequence[Fold]]) -> None:
     """Every validation slice must leave the widest searched window enough bars to train on."""
     from models.lstm import LstmForecaster
 
@@ -220,8 +225,8 @@ def check_lengths(cfg: Config, folds: Mapping[str, Sequence[Any]]) -> None:
 def run_trials(
     cfg: Config,
     segments: Mapping[str, pd.DataFrame],
-    folds: Mapping[str, list[Any]],
-    device: Any,
+    folds: Mapping[str, list[Fold]],
+    device: DeviceInfo,
     parent_params: Mapping[str, str],
 ) -> list[dict[str, Any]]:
     """Ask, run, record and tell every trial, in batches of the executor's workers; return
@@ -230,7 +235,6 @@ def run_trials(
     from tqdm import tqdm
 
     from pipelines import executors, runtime
-    from pipelines.search_unit import TrialUnit, run_trial
 
     base, study = lstm_params(cfg), make_study(cfg)
     executor = executors.executor_for(
@@ -258,7 +262,9 @@ def run_trials(
                         batch_shards=_batch_shards(params["batch_size"]),
                     )
                 )
-            outcomes = {unit.number: outcome for unit, outcome in executor.run(run_trial, units)}
+            outcomes = {
+                unit.number: outcome for unit, outcome in executor.run(search_unit.run_trial, units)
+            }
             for trial, unit in zip(asked, units, strict=True):  # told in the order asked
                 entry = record_trial(unit, outcomes[unit.number], parent_params)
                 if entry["state"] == "COMPLETE":
@@ -315,14 +321,13 @@ def _search(
     bars: Mapping[str, pd.DataFrame] | None,
 ) -> dict[str, Any]:
     from pipelines import runtime, tracking
-    from pipelines.search_unit import trial_inputs
 
     started = time.perf_counter()
     names = cfg.search.instruments or cfg.data.instruments
     inputs: dict[str, Path] = {}
     if bars is None:
         bars, inputs = load_bars(cfg, names)
-    segments, folds = trial_inputs(cfg, {n: bars[n] for n in names})
+    segments, folds = search_unit.trial_inputs(cfg, {n: bars[n] for n in names})
     check_lengths(cfg, folds)
     device = runtime.configure(cfg)
     with tracking.pipeline_run(

@@ -171,7 +171,7 @@ def test_each_trial_is_a_nested_run_with_its_params_and_score(store):
     summary = _summary(store / "build")
     assert summary["trials_completed"] == 2 and summary["trials_failed"] == 0
     parent = tracking.client().get_run(summary["parent_run_id"])
-    assert parent.info.run_name == "search"
+    assert parent.data.tags["gatecast.stage"] == "search"
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["best_score"] == pytest.approx(summary["best_score"])
     assert parent.data.metrics["trials_completed"] == 2
