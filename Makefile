@@ -21,6 +21,7 @@ CODE_FILES   := $(shell find core models strategies pipelines -name '*.py' -not 
 STAGE_CODE   := build/.stage-code.mk
 ENTRY        := pipelines/__main__.py pipelines/run.py pipelines/stages.py
 DATA_INPUTS   = $(STAMP) $(CONFIG) $(wildcard data/sample/*.csv) $(ENTRY) $(DATA_CODE)
+SEARCH_INPUTS = $(SEARCH_CODE)
 TRAIN_INPUTS  = $(TRAIN_CODE)
 BT_INPUTS     = $(BACKTEST_CODE)
 REPORT_INPUTS = $(REPORT_CODE) $(wildcard pipelines/templates/*)
@@ -35,7 +36,7 @@ export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup all data train backtest report run test test-fast lint format bench bench-gpu ui clean clean-runs
+.PHONY: help setup all data search train backtest report run test test-fast lint format bench bench-gpu ui clean clean-runs
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -51,7 +52,8 @@ $(STAMP): pyproject.toml
 setup: $(STAMP) ## Create .venv and install gatecast with its dev tools (skipped when up to date)
 
 # Each stage and the file it writes, in order (see `all`).
-STAGE_FILES := data:$(BUILD)/data/summary.json train:$(BUILD)/forecasts/summary.json \
+STAGE_FILES := data:$(BUILD)/data/summary.json search:$(BUILD)/search/summary.json \
+               train:$(BUILD)/forecasts/summary.json \
                backtest:$(BUILD)/backtests/summary.json report:$(REPORT)
 
 # `all` asks make (-q) which stage is the first whose file is out of date and runs it
@@ -59,7 +61,7 @@ STAGE_FILES := data:$(BUILD)/data/summary.json train:$(BUILD)/forecasts/summary.
 # MLflow are imported once, not once per stage. The question is its own recipe line:
 # make runs lines that call $(MAKE) even under `make -n`, and that one only writes
 # $(BUILD)/.first-stale.
-all: $(STAMP) ## The main job on the bundled sample: data, forecasts, backtests, report
+all: $(STAMP) ## The main job on the bundled sample: data, search, forecasts, backtests, report
 	@mkdir -p $(BUILD) && for pair in $(STAGE_FILES); do \
 	  $(MAKE) --no-print-directory -q "$${pair#*:}" 2>/dev/null || { echo "$${pair%%:*}"; break; }; \
 	done > $(BUILD)/.first-stale
@@ -71,7 +73,10 @@ all: $(STAMP) ## The main job on the bundled sample: data, forecasts, backtests,
 $(BUILD)/data/summary.json: $(DATA_INPUTS)
 	$(PY) -m pipelines data --config $(CONFIG)
 
-$(BUILD)/forecasts/summary.json: $(BUILD)/data/summary.json $(TRAIN_INPUTS)
+$(BUILD)/search/summary.json: $(BUILD)/data/summary.json $(SEARCH_INPUTS)
+	$(PY) -m pipelines search --config $(CONFIG)
+
+$(BUILD)/forecasts/summary.json: $(BUILD)/search/summary.json $(TRAIN_INPUTS)
 	$(PY) -m pipelines train --config $(CONFIG)
 
 $(BUILD)/backtests/summary.json: $(BUILD)/forecasts/summary.json $(BT_INPUTS)
@@ -81,6 +86,7 @@ $(REPORT): $(BUILD)/backtests/summary.json $(REPORT_INPUTS)
 	$(PY) -m pipelines report --config $(CONFIG)
 
 data: $(BUILD)/data/summary.json ## Load, validate and cache the bars; print a summary
+search: $(BUILD)/search/summary.json ## Hyperparameter search of the LSTM (search.trials; 0 = none)
 train: $(BUILD)/forecasts/summary.json ## Walk-forward forecasts of every forecaster, tracked in MLflow
 backtest: $(BUILD)/backtests/summary.json ## Backtest every strategy on the saved forecasts
 report: $(REPORT) ## League table, statistics and the HTML report

@@ -15,10 +15,12 @@ Definitions (also printed at the end of the report):
   instrument's hits; RMSE/MAE/MASE, being in price units, are left empty.
 - **Trials** for the deflated Sharpe ratio: every strategy configuration
   backtested in the experiment, i.e. strategies x instruments with each LSTM
-  seed counted as its own configuration (the cost sweep is a sensitivity
-  analysis, not a search, and does not count). The variance of the trials'
-  Sharpe ratios is taken over the same set (per-instrument rows) or over
-  the pooled strategies (pooled rows).
+  seed counted as its own configuration, plus every LSTM configuration the
+  hyperparameter search scored (``search.trials``; read from the search
+  stage's summary). The cost sweep is a sensitivity analysis, not a search,
+  and does not count. The variance of the trials' Sharpe ratios is taken over
+  the backtested set (per-instrument rows) or over the pooled strategies
+  (pooled rows): the search's trials were scored on forecasts, not Sharpe ratios.
 - **Sharpe difference**: annualised Sharpe ratio minus buy-and-hold's on the
   same instrument (or pooled), with a percentile interval from a stationary
   bootstrap of the paired daily excess returns (``report.bootstrap``).
@@ -46,7 +48,7 @@ from scipy import stats as sps
 
 from core.periods import PERIODS_PER_YEAR, sharpe_ratio
 from models.metrics import diebold_mariano, theil_u2
-from pipelines import stats
+from pipelines import report_inputs, stats
 from pipelines.config import Config
 from pipelines.report_inputs import CostSweep, InstrumentData, StrategyRun
 from pipelines.strategy_names import BENCHMARK, LSTM, RANDOM_WALK, strategy_kind
@@ -221,7 +223,8 @@ class Comparison:
         sweep: long table ``instrument, strategy, cost_bp, sharpe``.
         seeds: per instrument, metric -> (mean, std) over the LSTM seeds.
         pooled_runs: strategy -> pooled StrategyRun.
-        n_trials: trials counted for the deflated Sharpe ratio.
+        n_trials: trials counted for the deflated Sharpe ratio (search trials included).
+        search_trials: of which LSTM configurations scored by the search stage.
         periods_per_year: bars per year behind every annualised figure.
         interval: the bars' interval in words (``core.periods.bar_interval``).
     """
@@ -233,6 +236,7 @@ class Comparison:
     n_trials: int
     periods_per_year: float = PERIODS_PER_YEAR
     interval: str = "daily"
+    search_trials: int = 0
 
 
 def cost_sweep_table(
@@ -347,12 +351,17 @@ def compare(
     sweep: CostSweep | None = None,
     periods_per_year: float = PERIODS_PER_YEAR,
     interval: str = "daily",
+    search_trials: int | None = None,
 ) -> Comparison:
     """Build the league table, the statistics and the cost-sweep table.
 
     ``periods_per_year``: the run's bars per year (the backtest stage's
     summary), for every annualised figure and the risk-free rate per bar.
+    ``search_trials``: LSTM configurations the search scored (None: read from
+    the search stage's summary, ``report_inputs.search_trials``).
     """
+    if search_trials is None:
+        search_trials = report_inputs.search_trials(cfg).count
     per_year = periods_per_year
     blocks = []
     for inst in instruments:
@@ -361,7 +370,7 @@ def compare(
         }
         blocks.append(_Block(inst.name, inst.runs, inst.forecast_metrics, excess, np.array([])))
     trial_sr = np.array([sharpe_ratio(r) for b in blocks for r in b.excess.values()])
-    n_trials = int(len(trial_sr))
+    n_trials = int(len(trial_sr)) + search_trials
     for block in blocks:
         block.trial_sharpes = trial_sr
 
@@ -388,4 +397,6 @@ def compare(
     league = pd.DataFrame(
         rows, columns=["instrument", "strategy", "kind", *METRIC_COLUMNS, "break_even"]
     )
-    return Comparison(league, sweep_table, seeds, pooled_runs, n_trials, per_year, interval)
+    return Comparison(
+        league, sweep_table, seeds, pooled_runs, n_trials, per_year, interval, search_trials
+    )

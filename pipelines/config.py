@@ -312,6 +312,76 @@ class ExecutorConfig(_Section):
         return self
 
 
+# Bounds of the search ranges: those of the LSTM's own settings.
+_SPACE_LIMITS = {"units": (1, 4096), "layers": (1, 8), "window": (2, 512), "epochs": (1, 10_000)}
+_SPACE_LIMITS |= {"dropout": (0.0, 0.999), "learning_rate": (1e-8, 0.999)}
+
+
+class SearchValidation(_Section):
+    """Where a search trial is scored, never on a test fold: the last ``fraction`` of the
+    *first* walk-forward fold's training bars (before any test date, less the embargo), cut
+    into ``folds`` consecutive slices; each is forecast by a fit on the bars before it.
+    Later folds' training bars hold earlier folds' test bars, so they are not used."""
+
+    fraction: float = Field(0.2, gt=0, lt=0.8, description="share of the first training bars")
+    folds: StrictInt = Field(1, ge=1, le=20, description="validation slices in that share")
+
+
+class SearchSpace(_Section):
+    """The LSTM settings searched: ``[low, high]`` (inclusive; ``learning_rate`` on a log
+    scale) or, for ``batch_size``, the choices. ``null`` keeps the config's value
+    (``forecasters.lstm.*``; ``window`` is ``features.window``). ``units`` is per layer,
+    ``layers`` the number of GateLSTM layers (all of the same width)."""
+
+    units: list[StrictInt] | None = Field(default_factory=lambda: [16, 64])
+    layers: list[StrictInt] | None = Field(default_factory=lambda: [1, 2])
+    window: list[StrictInt] | None = Field(default_factory=lambda: [10, 40])
+    dropout: list[float] | None = Field(default_factory=lambda: [0.0, 0.3])
+    learning_rate: list[float] | None = Field(default_factory=lambda: [1e-4, 1e-2])
+    batch_size: list[StrictInt] | None = Field(default_factory=lambda: [32, 64, 128])
+    epochs: list[StrictInt] | None = Field(default_factory=lambda: [5, 30])
+
+    @field_validator("units", "layers", "window", "dropout", "learning_rate", "epochs")
+    @classmethod
+    def _a_range(cls, bounds: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        if bounds is None:
+            return None
+        low_limit, high_limit = _SPACE_LIMITS[str(info.field_name)]
+        if len(bounds) != 2:
+            raise ValueError(f"give [low, high], got {len(bounds)} value(s)")
+        if bounds[0] > bounds[1]:
+            raise ValueError(f"low ({bounds[0]}) must not be above high ({bounds[1]})")
+        if bounds[0] < low_limit or bounds[1] > high_limit:
+            raise ValueError(f"must lie within [{low_limit:g}, {high_limit:g}]")
+        return bounds
+
+    @field_validator("batch_size")
+    @classmethod
+    def _choices(cls, choices: list[int] | None) -> list[int] | None:
+        if choices is not None and (
+            not choices or min(choices) < 1 or len(set(choices)) != len(choices)
+        ):
+            raise ValueError("give one or more different batch sizes, each at least 1")
+        return choices
+
+
+class SearchConfig(_Section):
+    """Hyperparameter search of the LSTM (``pipelines.search``); ``trials: 0`` runs none.
+
+    A TPE sampler seeded with ``seed`` (null: ``seed`` above) proposes ``trials``
+    configurations from ``space``, scored by ``metric`` on ``validation`` slices of
+    ``instruments`` (null: all): ``theil_u2`` (forecast RMSE / the random walk's) or
+    ``val_loss`` (best early-stopping loss); lower is better. The best one is trained, and
+    the report's deflated Sharpe ratio counts every trial scored."""
+
+    trials: StrictInt = Field(0, ge=0, le=10_000, description="configurations to try; 0 = none")
+    seed: StrictInt | None = Field(None, ge=0, description="sampler seed; null = seed")
+    instruments: list[str] | None = Field(None, min_length=1, description="null = all")
+    metric: Literal["theil_u2", "val_loss"] = "theil_u2"
+    validation: SearchValidation = SearchValidation()
+    space: SearchSpace = SearchSpace()
+
+
 class Config(_Section):
     """One experiment."""
 
@@ -328,6 +398,7 @@ class Config(_Section):
     report: ReportConfig = ReportConfig()
     tracking: TrackingConfig = TrackingConfig()
     executor: ExecutorConfig = ExecutorConfig()
+    search: SearchConfig = SearchConfig()
 
     @field_validator("name")
     @classmethod

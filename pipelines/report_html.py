@@ -238,6 +238,15 @@ def _per_year_words(comparison: Comparison) -> str:
     return f"{comparison.interval} bars, measured from their timestamps or set in the config"
 
 
+def _search_words(trials: int) -> str:
+    if not trials:
+        return ", no hyperparameter search (search.trials: 0)"
+    return (
+        f", plus the {trials} LSTM configuration{'s' if trials != 1 else ''} the hyperparameter "
+        "search stage scored before choosing the one trained (search.trials)"
+    )
+
+
 def _notes(cfg: Config, comparison: Comparison) -> list[str]:
     boot = cfg.report.bootstrap
     return [
@@ -255,7 +264,7 @@ def _notes(cfg: Config, comparison: Comparison) -> list[str]:
         "the Sharpe ratio the best of N unskilled trials would reach by luck, from the variance "
         f"of the trials' Sharpe ratios. Here N = {comparison.n_trials}: every strategy "
         "configuration backtested in this experiment (strategies × instruments, each LSTM seed "
-        "counted separately).",
+        f"counted separately){_search_words(comparison.search_trials)}.",
         f"ΔSharpe intervals: stationary bootstrap (Politis & Romano 1994) of the paired "
         f"per-bar excess returns, {boot.samples} resamples, mean block length {boot.block} bars, "
         f"{round(100 * (1 - cfg.report.significance))}% percentile interval; the same resampled "

@@ -5,7 +5,10 @@ The report stage only reads stage outputs (``<run>/forecasts/`` and
 backtest and loads no risk-free series: each backtest's equity file carries
 the annual risk-free rate of its dates, and the backtest stage's cost sweep
 is read from its ``*_cost_sweep.parquet`` files. A missing or stale file is a
-``DataError`` that names it and the stage to rerun.
+``DataError`` that names it and the stage to rerun. When the config asks for a
+hyperparameter search, the search stage's ``<run>/search/summary.json`` gives
+the number of LSTM configurations it scored (``search_trials``), which the
+deflated Sharpe ratio counts.
 """
 
 from __future__ import annotations
@@ -215,3 +218,37 @@ def bars_per_year(cfg: Config) -> tuple[float, str]:
             f"{path}: no periods_per_year (an older backtest); rerun the backtest stage"
         )
     return float(per_year), str(summary.get("interval", "-"))
+
+
+@dataclass(frozen=True)
+class SearchTrials:
+    """The LSTM configurations a hyperparameter search scored, as the report counts them.
+
+    Args:
+        count: Trials scored (a failed trial gave no result to choose from and
+            does not count); 0 when ``search.trials`` is 0.
+        run_id: The search's MLflow run (None without a search).
+    """
+
+    count: int = 0
+    run_id: str | None = None
+
+
+def search_trials(cfg: Config) -> SearchTrials:
+    """The search stage's trial count, from its summary.json (0 when ``search.trials`` is 0).
+
+    The summary must be the search this config asks for (same ``search.trials``):
+    make reruns the search before the train stage whenever the config changes.
+    """
+    if not cfg.search.trials:
+        return SearchTrials()
+    path = cfg.run_directory / "search" / "summary.json"
+    summary = read_stage_summary(path, "search")
+    count = summary.get("trials_completed")
+    if summary.get("trials") != cfg.search.trials or not isinstance(count, int) or count < 0:
+        raise DataError(
+            f"{path}: not the search of search.trials={cfg.search.trials} (it ran "
+            f"{summary.get('trials')!r}); rerun the search stage and those after it"
+        )
+    run_id = summary.get("parent_run_id")
+    return SearchTrials(count, str(run_id) if run_id else None)

@@ -1,4 +1,4 @@
-"""Stage ``run``: the whole job in one process: data, train, backtest, report.
+"""Stage ``run``: the whole job in one process: data, search, train, backtest, report.
 
 ``--from STAGE`` starts later, on the saved outputs of the stages before it:
 ``make all`` runs ``python -m pipelines run --from <the first stage whose

@@ -8,13 +8,15 @@ Read by the entry point (``pipelines.__main__``), the whole-job stage
 from __future__ import annotations
 
 # The stages of one job, in order: each reads the files of the ones before it.
-PIPELINE = ("data", "train", "backtest", "report")
+# ``search`` tunes the LSTM; with ``search.trials: 0`` (the default) it is instant.
+PIPELINE = ("data", "search", "train", "backtest", "report")
 
 # command -> (module with ``main(argv) -> int``, one-line help)
 COMMANDS = {
     "data": ("pipelines.data", "load, validate and cache the bars; print a summary"),
+    "search": ("pipelines.search", "hyperparameter search of the LSTM (search.trials), in MLflow"),
     "train": ("pipelines.train", "walk-forward forecasts for every forecaster, tracked in MLflow"),
     "backtest": ("pipelines.backtest", "backtest every strategy on the saved forecasts"),
     "report": ("pipelines.report", "league table, statistics and the HTML report"),
-    "run": ("pipelines.run", "the whole job: data, train, backtest, report"),
+    "run": ("pipelines.run", "the whole job: data, search, train, backtest, report"),
 }

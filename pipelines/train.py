@@ -53,6 +53,7 @@ from pipelines.config import REPO_ROOT, Config
 from pipelines.data import load_instrument, safe_child
 from pipelines.errors import DataError
 from pipelines.outputs import atomic_write, json_safe, read_stage_parquet, shown, write_json
+from pipelines.search import chosen_config
 from pipelines.units import LSTM, TrainResult, TrainUnit, make_units, run_train_unit
 from pipelines.walkforward import (
     Fold,
@@ -478,8 +479,14 @@ def _table(summary: Mapping[str, Any]) -> str:
 
 
 def train(cfg: Config, *, command: str | None = None) -> dict[str, Any]:
-    """Run the train stage for ``cfg`` and return the summary written to summary.json."""
+    """Run the train stage for ``cfg`` and return the summary written to summary.json.
+
+    The LSTM's settings are the search stage's chosen configuration when
+    ``search.trials`` is above 0 (read from its summary.json, ``pipelines.search``);
+    the run's params show them and its tags say where they came from.
+    """
     started = time.perf_counter()
+    cfg, lstm_source = chosen_config(cfg)
     out = forecasts_directory(cfg)
     (out / "summary.json").unlink(missing_ok=True)
     device = runtime.configure(cfg)
@@ -494,7 +501,7 @@ def train(cfg: Config, *, command: str | None = None) -> dict[str, Any]:
 
     with (
         tracking.pipeline_run(
-            cfg, STAGE, inputs=inputs, tags=device.tags(), command=command
+            cfg, STAGE, inputs=inputs, tags={**device.tags(), **lstm_source}, command=command
         ) as parent,
         runtime.device_scope(device),
         tqdm(total=len(units), desc="train", unit="fit", disable=None, file=sys.stderr) as bar,

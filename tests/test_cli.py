@@ -130,7 +130,9 @@ class _Node:
         self.other: _Node | None = None
 
 
-@pytest.mark.parametrize("argv", [["train", "--config", "c.yaml"], ["data", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["train", "--config", "c.yaml"], ["data", "--help"], ["search", "--config", "c.yaml"]]
+)
 def test_the_entry_point_imports_the_stage_and_hands_it_the_rest(monkeypatch, argv):
     from pipelines import __main__ as entry
 

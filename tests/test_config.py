@@ -80,7 +80,7 @@ def test_unknown_key_without_a_close_match_lists_the_valid_keys():
     assert smoke_error({"zzz_unrelated": 3}) == (
         f"{SMOKE}: unknown key 'zzz_unrelated'; valid keys: name, seed, device, "
         "deterministic, output_directory, data, features, walkforward, forecasters, backtest, "
-        "report, tracking, executor"
+        "report, tracking, executor, search"
     )
 
 

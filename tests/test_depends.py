@@ -58,6 +58,11 @@ def test_the_stages_code_follows_what_they_import():
         for name, module in depends.STAGES.items()
     }
     assert {"pipelines/train.py", "models/gate_lstm.py", "models/lstm.py"} <= code["TRAIN_CODE"]
+    assert {"pipelines/search.py", "pipelines/search_unit.py", "models/lstm.py"} <= code[
+        "SEARCH_CODE"
+    ]
+    assert "pipelines/train.py" not in code["SEARCH_CODE"]  # a train change redoes no search
+    assert "pipelines/search.py" in code["TRAIN_CODE"]  # train reads the chosen configuration
     assert "strategies/engine.py" in code["BACKTEST_CODE"]
     assert "pipelines/report.py" in code["REPORT_CODE"]
     assert not any(path.startswith(("models/", "strategies/")) for path in code["DATA_CODE"])
@@ -84,3 +89,26 @@ def test_make_reads_the_derived_prerequisites(tmp_path: Path):
     expected = {str(p.relative_to(REPO_ROOT)) for p in depends.code_files("pipelines.train")}
     assert expected <= prerequisites
     assert "pipelines/report.py" not in prerequisites
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_the_search_stage_has_its_own_target_between_data_and_train(tmp_path: Path):
+    subprocess.run(
+        ["make", "--no-print-directory", "build/.stage-code.mk"], cwd=REPO_ROOT, check=True
+    )
+    done = subprocess.run(
+        ["make", "--no-print-directory", "-p", "-q", "search", f"BUILD={tmp_path}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    rules = {
+        line.split(":", 1)[0]: set(line.split(":", 1)[1].split())
+        for line in done.stdout.splitlines()
+        if line.startswith(str(tmp_path)) and ":" in line and not line.startswith("#")
+    }
+    search, train = tmp_path / "search" / "summary.json", tmp_path / "forecasts" / "summary.json"
+    expected = {str(p.relative_to(REPO_ROOT)) for p in depends.code_files("pipelines.search")}
+    assert expected | {str(tmp_path / "data" / "summary.json")} <= rules[str(search)]
+    assert str(search) in rules[str(train)]

@@ -43,6 +43,7 @@ class Job:
         self.files = {
             "stamp": root / "installed",
             "data": build / "data" / "summary.json",
+            "search": build / "search" / "summary.json",
             "train": build / "forecasts" / "summary.json",
             "backtest": build / "backtests" / "summary.json",
             "report": root / "reports" / "index.html",
@@ -91,9 +92,9 @@ def test_nothing_to_redo_starts_no_python(job: Job):
     assert "up to date" in out
 
 
-@pytest.mark.parametrize("stale", ["data", "train", "backtest", "report"])
+@pytest.mark.parametrize("stale", ["data", "search", "train", "backtest", "report"])
 def test_the_first_stale_stage_and_those_after_it_run_in_one_process(job: Job, stale: str):
-    order = ["data", "train", "backtest", "report"]
+    order = ["data", "search", "train", "backtest", "report"]
     if stale == "data":
         job.files["data"].unlink()
     else:  # older than the stage before it, as after that stage was redone

@@ -1,0 +1,217 @@
+"""A search trial as a unit of work: one LSTM configuration scored inside the training data.
+
+The search stage (``pipelines.search``) asks Optuna for configurations and
+hands each to its executor as a ``TrialUnit``; ``run_trial(unit)`` is a plain
+function of it, like the train stage's units (``pipelines.units``): it seeds
+the random generators itself, reads and writes no file, MLflow or driver
+state, and returns a picklable ``TrialResult``. So a trial gives the same
+score in the driver or in a worker process.
+
+No look-ahead, by construction. A unit carries, per instrument, only the
+bars of the *first* walk-forward fold's training segment (before any test
+date, less the embargo): ``trial_inputs`` cuts them, and the validation slices
+(``validation_folds``) lie at its end. Every later fold's training segment
+holds earlier folds' test bars, on which the chosen configuration is then
+judged, so none of them is used. For each slice a fresh LSTM is fit on the
+segment's bars before it (less ``walkforward.embargo`` bars) and forecasts
+the slice from bars up to each date (``pipelines.walkforward.walk_forward``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines import runtime
+from pipelines.config import Config, SearchValidation
+from pipelines.errors import ConfigError
+from pipelines.walkforward import Fold, make_folds, make_forecaster, score_forecasts, walk_forward
+
+LSTM = "lstm"
+#: The LSTM settings a search chooses, as a trial's params hold them (``units`` per layer).
+LSTM_PARAMS = ("units", "window", "dropout", "learning_rate", "batch_size", "epochs")
+
+
+def lstm_params(cfg: Config) -> dict[str, Any]:
+    """The config's own values of ``LSTM_PARAMS`` (what a search of no trials chooses)."""
+    lstm = cfg.forecasters.lstm
+    if lstm is None:
+        raise ConfigError("search: forecasters.lstm is not enabled; there is no LSTM to tune")
+    return {
+        "units": list(lstm.units),
+        "window": cfg.features.window,
+        "dropout": lstm.dropout,
+        "learning_rate": lstm.learning_rate,
+        "batch_size": lstm.batch_size,
+        "epochs": lstm.epochs,
+    }
+
+
+def apply_params(cfg: Config, params: Mapping[str, Any]) -> Config:
+    """``cfg`` with the LSTM settings of ``params`` (keys of ``LSTM_PARAMS``), validated again.
+
+    ``window`` goes to ``features.window``, the others to ``forecasters.lstm``.
+    """
+    unknown = sorted(set(params) - set(LSTM_PARAMS))
+    if unknown:
+        raise ConfigError(f"search: unknown LSTM setting(s) {unknown}; known: {LSTM_PARAMS}")
+    raw = cfg.model_dump()
+    lstm = {k: v for k, v in params.items() if k != "window"}
+    raw["forecasters"]["lstm"] = {**raw["forecasters"]["lstm"], **lstm}
+    if "window" in params:
+        raw["features"] = {**raw["features"], "window": params["window"]}
+    return Config.model_validate(raw)
+
+
+# Where a trial is scored ---------------------------------------------------------------
+
+
+def validation_folds(
+    index: pd.DatetimeIndex, validation: SearchValidation, embargo: int = 0
+) -> list[Fold]:
+    """The validation slices of one training segment (positions within it), oldest first.
+
+    The last ``validation.fraction`` of the segment's bars, cut into
+    ``validation.folds`` slices of equal length (the segment's last bar ends the
+    last one); each trains on the bars before it, less ``embargo`` bars.
+    """
+    n = len(index)
+    size = round(validation.fraction * n) // validation.folds
+    if size < 2:
+        raise ConfigError(
+            f"search.validation: fraction {validation.fraction} of the first training "
+            f"segment's {n} bars in {validation.folds} slice(s) leaves {size} bar(s) per "
+            "slice; raise search.validation.fraction or lower search.validation.folds"
+        )
+    folds = []
+    for k in range(validation.folds):
+        test_start = n - (validation.folds - k) * size
+        train_end = test_start - embargo - 1
+        if train_end < 1:
+            raise ConfigError(
+                f"search.validation: the slices take the whole first training segment ({n} "
+                "bars); lower search.validation.fraction"
+            )
+        test_end = test_start + size - 1
+        folds.append(
+            Fold(
+                k, 0, train_end, test_start, test_end, *index[[0, train_end, test_start, test_end]]
+            )
+        )
+    return folds
+
+
+def trial_inputs(
+    cfg: Config, bars: Mapping[str, pd.DataFrame]
+) -> tuple[dict[str, pd.DataFrame], dict[str, list[Fold]]]:
+    """Each searched instrument's first training segment, and its validation slices.
+
+    Args:
+        cfg: The experiment config (``walkforward``, ``search``).
+        bars: Every instrument's bars; only ``search.instruments`` (null: all) are used.
+    """
+    names = cfg.search.instruments or list(bars)
+    segments: dict[str, pd.DataFrame] = {}
+    folds: dict[str, list[Fold]] = {}
+    for name in names:
+        first = make_folds(bars[name].index, cfg.walkforward)[0]
+        segments[name] = bars[name].iloc[first.train_start : first.train_end + 1]
+        folds[name] = validation_folds(
+            segments[name].index, cfg.search.validation, cfg.walkforward.embargo
+        )
+    return segments, folds
+
+
+# The unit ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class TrialUnit:
+    """One configuration of the LSTM, to be scored on the validation slices.
+
+    Args:
+        number: The Optuna trial's number.
+        params: The configuration (keys of ``LSTM_PARAMS``).
+        cfg: The experiment config with ``params`` applied (``apply_params``).
+        segments: Instrument -> the bars of its first training segment (nothing later).
+        folds: Instrument -> its validation slices (positions in the segment).
+        device: Where TensorFlow runs.
+        seed: The LSTM's seed (the config's first seed, the same for every trial).
+        batch_shards: The LSTM's ``batch_shards`` (resolved by the driver).
+    """
+
+    number: int
+    params: dict[str, Any]
+    cfg: Config
+    segments: dict[str, pd.DataFrame]
+    folds: dict[str, list[Fold]]
+    device: runtime.DeviceInfo
+    seed: int
+    batch_shards: int | None = None
+
+    def __str__(self) -> str:
+        return f"trial {self.number}"
+
+
+@dataclass
+class TrialResult:
+    """What one trial returns.
+
+    Args:
+        score: The mean of ``scores`` (lower is better).
+        scores: Instrument -> the metric on its validation slices.
+        epochs: Mean epochs trained (early stopping) over the fits.
+        seconds: Wall time of the trial.
+    """
+
+    score: float
+    scores: dict[str, float] = field(default_factory=dict)
+    epochs: float = math.nan
+    seconds: float = 0.0
+
+
+def _instrument_score(
+    unit: TrialUnit, segment: pd.DataFrame, folds: Sequence[Fold]
+) -> tuple[float, list[int]]:
+    walked = walk_forward(
+        segment,
+        lambda: make_forecaster(LSTM, unit.cfg, seed=unit.seed, batch_shards=unit.batch_shards),
+        folds,
+    )
+    histories = [f.history_ for f in walked.forecasters]
+    epochs = [len(h["loss"]) for h in histories]
+    if unit.cfg.search.metric == "val_loss":
+        return float(np.mean([min(h["val_loss"]) for h in histories])), epochs
+    return score_forecasts(segment, {LSTM: walked.forecasts})[LSTM]["theil_u2"], epochs
+
+
+def run_trial(unit: TrialUnit) -> TrialResult:
+    """Fit and score ``unit``'s configuration on every instrument's validation slices.
+
+    Raises:
+        ValueError: the score is not a finite number (e.g. the loss diverged).
+    """
+    import keras
+
+    started = time.perf_counter()
+    runtime.seed_everything(unit.seed)
+    scores: dict[str, float] = {}
+    epochs: list[int] = []
+    try:
+        with runtime.device_scope(unit.device):
+            for name, segment in unit.segments.items():
+                scores[name], trained = _instrument_score(unit, segment, unit.folds[name])
+                epochs.extend(trained)
+    finally:
+        # every trial builds a model of another shape: nothing compiled is reused
+        keras.backend.clear_session()
+    score = float(np.mean(list(scores.values())))
+    if not math.isfinite(score):
+        raise ValueError(f"{unit}: the {unit.cfg.search.metric} is not finite ({scores})")
+    return TrialResult(score, scores, float(np.mean(epochs)), time.perf_counter() - started)
