@@ -20,6 +20,14 @@ data. Writes, under ``<run>/backtests/``:
   the metrics, the sweep's Sharpe ratios by bp (``cost_sweep``), and the
   swept points (``cost_sweep_bp``).
 
+Once they are written, ``record_runs`` records them in MLflow: a ``backtest``
+run with one child per instrument x strategy, ``backtest/<INST>/<strategy>``
+(params ``stage``, ``instrument``, ``strategy``, ``kind`` and the strategy's
+own as ``strategy.<name>``), carrying the metrics, the cost sweep's Sharpe
+ratios (``sharpe_at_<bp>bp``), the strategy's files above as artifacts
+(``backtest/``) and its equity and drawdown against buy-and-hold as PNGs
+(``plots/``).
+
 Strategy names: each forecaster column present in the file (``ForecastStrategy``
 on that column), then ``sma_crossover``, ``ema_crossover``, ``buy_and_hold``
 as configured, then ``lstm_seed<k>`` for each LSTM seed's own forecast column
@@ -37,6 +45,7 @@ the units from the files, runs them in a loop and writes what they return.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -48,7 +57,7 @@ from tqdm import tqdm
 
 from core.bars import BAR_COLUMNS, format_timestamp
 from core.periods import PERIODS_PER_YEAR, bar_interval
-from pipelines import executors
+from pipelines import charts, executors, tracking
 from pipelines.backtest_unit import BacktestUnit, StrategyBacktest, run_unit
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
 from pipelines.config import BacktestConfig, Config, ForecastersConfig
@@ -377,6 +386,53 @@ def write_backtests(cfg: Config, instruments: list[InstrumentBacktests]) -> Path
     return path
 
 
+def _record_strategy(
+    out_dir: Path, instrument: str, name: str, item: dict[str, Any], benchmark: pd.Series | None
+) -> None:
+    """Log one strategy's metrics, params, files and charts to its child run."""
+    kind = strategy_kind(name)
+    tags = {"gatecast.instrument": instrument, "gatecast.strategy": name, "gatecast.kind": kind}
+    with tracking.child_run(f"{instrument}/{name}", tags=tags):
+        record = json.loads((out_dir / item["files"]["metrics"]).read_text())
+        tracking.log_params({"kind": kind, "strategy.class": item["class"]})
+        tracking.log_params({f"strategy.{k}": v for k, v in record["params"].items()})
+        tracking.log_metrics({k: v for k, v in item["metrics"].items() if v is not None})
+        tracking.log_metrics(
+            {f"sharpe_at_{bp}bp": v for bp, v in item["cost_sweep"].items() if v is not None}
+        )
+        for relative in item["files"].values():
+            tracking.log_artifact(out_dir / relative, "backtest")
+        equity = read_stage_parquet(out_dir / item["files"]["equity"], "backtest")["equity"]
+        curves = {name: equity}
+        if benchmark is not None and name != "buy_and_hold":
+            curves["buy_and_hold"] = benchmark
+        title = f"{instrument} {name}" + (" against buy-and-hold" if len(curves) > 1 else "")
+        tracking.log_figure(charts.equity_chart(curves, f"{title}: growth of 1"), "equity")
+        tracking.log_figure(charts.drawdown_chart(curves, f"{title}: drawdown"), "drawdown")
+
+
+def record_runs(cfg: Config, summary_path: Path) -> None:
+    """Record the written backtests in MLflow: a ``backtest`` run, a child per strategy.
+
+    Reads only the stage's files (``summary_path`` and those it lists), so the
+    runs carry exactly what ``build/`` holds.
+    """
+    out_dir = summary_path.parent
+    summary = read_stage_summary(summary_path, "backtest")
+    forecasts = cfg.run_directory / "forecasts"
+    inputs = {f"{name}.parquet": forecasts / f"{name}.parquet" for name in summary["instruments"]}
+    with tracking.pipeline_run(cfg, "backtest", inputs=inputs):
+        for instrument, entry in summary["instruments"].items():
+            strategies = entry["strategies"]
+            benchmark = None
+            if "buy_and_hold" in strategies:
+                files = strategies["buy_and_hold"]["files"]
+                benchmark = read_stage_parquet(out_dir / files["equity"], "backtest")["equity"]
+            for name, item in strategies.items():
+                _record_strategy(out_dir, instrument, name, item, benchmark)
+        tracking.log_artifact(summary_path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(
         "backtest",
@@ -391,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         results = run_backtests(cfg, charts=not args.no_charts)
         path = write_backtests(cfg, results)
         log.info("wrote %s", path)
+        record_runs(cfg, path)
         return 0
 
     return run_stage(body)

@@ -279,7 +279,7 @@ def _register_final_model(
     need = max(f.min_history for f in final)
     lo = max(last.train_start, last.test_start - need + 1)
     example = bars.iloc[lo : min(last.test_start + 5, last.test_end + 1)]
-    return tracking.log_lstm_model(cfg, instrument, final, example)
+    return tracking.log_lstm_model(cfg, instrument, final, example, fold=last.as_dict())
 
 
 def record(
