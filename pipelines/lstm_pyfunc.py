@@ -126,6 +126,9 @@ class LstmPyfuncModel(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context: Any) -> None:
+        from pipelines.runtime import import_tensorflow
+
+        import_tensorflow()  # without TensorFlow's start-up lines (pipelines.runtime)
         from models.lstm import LstmForecaster
 
         seeds = Path(context.artifacts[SEEDS_ARTIFACT])
