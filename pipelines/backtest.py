@@ -25,8 +25,8 @@ run with one child per instrument x strategy, ``backtest/<INST>/<strategy>``
 (params ``stage``, ``instrument``, ``strategy``, ``kind`` and the strategy's
 own as ``strategy.<name>``), carrying the metrics, the cost sweep's Sharpe
 ratios (``sharpe_at_<bp>bp``), the strategy's files above as artifacts
-(``backtest/``) and its equity and drawdown against buy-and-hold as PNGs
-(``plots/``).
+(``backtest/``) and its growth and drawdown against buy-and-hold as a PNG
+(``plots/equity.png``), besides Backtrader's chart where the stage drew one.
 
 Strategy names: each forecaster column present in the file (``ForecastStrategy``
 on that column), then ``sma_crossover``, ``ema_crossover``, ``buy_and_hold``
@@ -406,9 +406,35 @@ def _record_strategy(
         curves = {name: equity}
         if benchmark is not None and name != "buy_and_hold":
             curves["buy_and_hold"] = benchmark
-        title = f"{instrument} {name}" + (" against buy-and-hold" if len(curves) > 1 else "")
-        tracking.log_figure(charts.equity_chart(curves, f"{title}: growth of 1"), "equity")
-        tracking.log_figure(charts.drawdown_chart(curves, f"{title}: drawdown"), "drawdown")
+        tracking.log_figure(_equity_figure(curves, f"{instrument} {name}"), "equity")
+
+
+def _equity_figure(curves: dict[str, pd.Series], title: str) -> Any:
+    """Growth of 1 and drawdown of each curve (the strategy, buy-and-hold), one small PNG.
+
+    One figure, not the report's two wide ones: drawing is most of the
+    recording's time (a fixed layout: constrained layout doubled it).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    growth, drawdown = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+    for name, series in curves.items():
+        style = {"color": charts.colour(name), "linewidth": 1.2 if len(curves) == 1 else 1.0}
+        if name == "buy_and_hold" and len(curves) > 1:
+            style["linestyle"] = "--"
+        growth.plot(series.index, series / series.iloc[0], label=name, **style)
+        drawdown.plot(series.index, 100 * (series / series.cummax() - 1), **style)
+    growth.set_title(title + (" against buy-and-hold" if len(curves) > 1 else ""))
+    growth.set_ylabel("growth of 1")
+    drawdown.set_ylabel("drawdown (%)")
+    for ax in (growth, drawdown):
+        ax.grid(alpha=0.3)
+    growth.legend(loc="upper left", fontsize=8, frameon=False)
+    fig.subplots_adjust(left=0.09, right=0.98, top=0.93, bottom=0.07, hspace=0.12)
+    return fig
 
 
 def record_runs(cfg: Config, summary_path: Path) -> None:

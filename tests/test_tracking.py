@@ -400,7 +400,7 @@ def test_a_failed_mlflow_call_reaches_the_stage_and_fails_its_runs(store, cfg, t
     missing = tmp_path / "not-there.txt"
     ids = {}
     with (
-        pytest.raises(tracking.TrackingError, match=r"not-there\.txt of run train/GSPC/sma") as caught,
+        pytest.raises(tracking.TrackingError, match=r"not-there\.txt of run train/GSPC/") as caught,
         tracking.pipeline_run(cfg, "train") as parent,
     ):
         ids["parent"] = parent.run_id
