@@ -9,9 +9,19 @@ code)::
     model = mlflow.pyfunc.load_model("models:/gatecast-lstm-GSPC@newest")
     forecasts = model.predict(bars, params={"start": "2012-06-01"})
 
-``bars`` has a ``date`` column and ``open, high, low, close, volume``; the
-result has ``date``, ``lstm`` (mean of the seeds: the forecast of the next
-close) and ``lstm_seed<k>``, one row per forecast date.
+``bars`` are the bars as a user has them: a ``date`` column (or a
+DatetimeIndex) and ``open, high, low, close, volume``, names in any case
+(``Date,Open,High,Low,Close,Adj Close,Volume`` as the bundled CSV files have
+them; other columns are ignored), volume integer or not. The result has
+``date``, ``lstm`` (mean of the seeds: the forecast of the next close) and
+``lstm_seed<k>``, one row per forecast date. A missing column is a one-line
+``ValueError`` naming it.
+
+The signature has no input schema on purpose: MLflow matches input columns by
+exact name and refuses int64 for a double column, so it would turn away the
+bundled CSV as read; ``bars_from_input`` checks the input instead. The input
+example shows the expected columns; the output schema and the ``start``
+param are in the signature.
 
 This module and ``pipelines.tracking`` are the only ones that import mlflow.
 """
@@ -33,9 +43,11 @@ import numpy as np
 import pandas as pd
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 from mlflow.exceptions import MlflowException
-from mlflow.models import Model, infer_signature
+from mlflow.models import Model, ModelSignature, infer_signature
 
 from pipelines.config import REPO_ROOT
+
+BAR_COLUMNS = ("open", "high", "low", "close", "volume")
 
 # The model's one artifact: a folder with the seeds' forecasters, saved as seed0, seed1, ...
 SEEDS_ARTIFACT = "seeds"
@@ -69,23 +81,44 @@ def ensemble_forecast(
 
 
 def bars_from_input(model_input: pd.DataFrame) -> pd.DataFrame:
-    """Bars with a DatetimeIndex from a pyfunc input (a ``date`` column or a date index)."""
+    """Float bars ``open, high, low, close, volume`` by date from a pyfunc input.
+
+    Column names in any case, surrounding spaces ignored; the dates from a
+    ``date`` column or the frame's DatetimeIndex; other columns dropped.
+    """
     frame = pd.DataFrame(model_input)
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    wanted = "date, open, high, low, close, volume (any case)"
     if "date" in frame.columns:
-        frame = frame.set_index(pd.DatetimeIndex(pd.to_datetime(frame.pop("date")), name="date"))
-    elif not isinstance(frame.index, pd.DatetimeIndex):
+        try:
+            dates = pd.DatetimeIndex(pd.to_datetime(frame.pop("date")), name="date")
+        except (ValueError, TypeError) as err:
+            raise ValueError(
+                f"gatecast LSTM model: the 'date' column is not dates: {err}"
+            ) from None
+        frame.index = dates
+    elif isinstance(frame.index, pd.DatetimeIndex):
+        frame.index = frame.index.rename("date")
+    else:
         raise ValueError(
-            "gatecast LSTM model: the input needs a 'date' column (or a DatetimeIndex) and the "
-            "columns open, high, low, close, volume"
+            f"gatecast LSTM model: the input has no 'date' column and no DatetimeIndex; "
+            f"it needs {wanted}"
         )
-    return frame.astype(np.float64)
+    missing = [c for c in BAR_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"gatecast LSTM model: the input lacks column(s) {', '.join(missing)}; it needs "
+            f"{wanted}, and has {', '.join(map(str, frame.columns)) or 'none'}"
+        )
+    return frame[list(BAR_COLUMNS)].astype(np.float64)
 
 
 class LstmPyfuncModel(mlflow.pyfunc.PythonModel):
     """The final walk-forward fold's LSTM seeds as an MLflow pyfunc model.
 
     ``predict(bars, params={"start": "YYYY-MM-DD"})`` takes bars with a ``date``
-    column and ``open, high, low, close, volume``, and returns one row per
+    column (or a DatetimeIndex) and ``open, high, low, close, volume`` in any
+    case (``bars_from_input``), and returns one row per
     forecast date ``t >= start`` (every date with enough history when
     ``start`` is empty): ``date``, ``lstm`` (mean of the seeds: the forecast
     of the next close) and ``lstm_seed<k>``. A forecast for ``t`` reads the
@@ -93,6 +126,9 @@ class LstmPyfuncModel(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context: Any) -> None:
+        from pipelines.runtime import import_tensorflow
+
+        import_tensorflow()  # without TensorFlow's start-up lines (pipelines.runtime)
         from models.lstm import LstmForecaster
 
         seeds = Path(context.artifacts[SEEDS_ARTIFACT])
@@ -152,10 +188,16 @@ def _save_model(
         artifacts={SEEDS_ARTIFACT: str(seeds)},
         code_paths=[str(REPO_ROOT / package) for package in ("core", "models", "pipelines")],
         input_example=(example, {"start": ""}),
-        signature=infer_signature(example, pd.DataFrame(output), params={"start": ""}),
+        signature=_signature(example, output),
         pip_requirements=list(_pip_requirements()),
         mlflow_model=mlflow_model,
     )
+
+
+def _signature(example: pd.DataFrame, output: dict) -> ModelSignature:
+    """The output schema and the ``start`` param; no input schema (see the module docstring)."""
+    inferred = infer_signature(example, pd.DataFrame(output), params={"start": ""})
+    return ModelSignature(inputs=None, outputs=inferred.outputs, params=inferred.params)
 
 
 @functools.cache
@@ -180,12 +222,17 @@ def log_and_register(
     params: Mapping[str, str],
     tags: Mapping[str, str],
     description: str,
+    version_tags: Mapping[str, str] | None = None,
+    version_description: str | None = None,
 ) -> str:
     """Log the seeds as a logged model of run ``run_id``, add a version of ``name``; its number.
 
     The steps of ``mlflow.pyfunc.log_model`` through the client, on a run the
     caller opened, without its check that loads the model back and predicts
     (the tests load it in a fresh process and compare the forecasts).
+    ``tags`` go on the registered model (when it is created), the logged
+    model and the version; ``version_tags`` (its lineage) and
+    ``version_description`` on the version only.
     """
     logged = store.create_logged_model(
         experiment_id, name="model", source_run_id=run_id, tags=dict(tags), params=dict(params)
@@ -213,7 +260,8 @@ def log_and_register(
             source=f"models:/{logged.model_id}",
             run_id=run_id,
             model_id=logged.model_id,
-            tags={**tags, "gatecast.seeds": str(len(forecasters))},
+            tags={**tags, **(version_tags or {}), "gatecast.seeds": str(len(forecasters))},
+            description=version_description,
         )
         return str(created.version)
 

@@ -150,3 +150,85 @@ def run_tags(
         out[f"gatecast.input.{safe_key(label)}.sha256"] = sha256_file(path)
         out[f"gatecast.input.{safe_key(label)}.path"] = str(path)
     return out
+
+
+def model_lineage(
+    run_tags: Mapping[str, str],
+    config_text: str,
+    metrics: Mapping[str, float],
+    fold: Mapping[str, Any],
+) -> dict[str, str]:
+    """The tags of a registered model version that say where it came from.
+
+    ``gatecast.lineage.*``: the run (id, name, stage, config, command), the
+    commit and whether the tree was dirty, the SHA-256 of the resolved config,
+    the SHA-256 of each input data file (``gatecast.lineage.data.<file>``),
+    the final fold's dates; ``gatecast.metric.<name>``: the run's metrics.
+
+    Args:
+        run_tags: The tags of the run that trained the model (``run_tags`` plus
+            ``gatecast.run_id`` and ``gatecast.run_name``).
+        config_text: The resolved config as YAML (``config_yaml``).
+        metrics: Metric name -> value of the run (out-of-sample, whole period).
+        fold: The final walk-forward fold (``Fold.as_dict()``), or empty.
+    """
+    out = {
+        "gatecast.lineage.run_id": run_tags.get("gatecast.run_id", "unknown"),
+        "gatecast.lineage.run_name": run_tags.get("gatecast.run_name", "unknown"),
+        "gatecast.lineage.config": run_tags.get("gatecast.config", "unknown"),
+        "gatecast.lineage.config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
+        "gatecast.lineage.git.commit": run_tags.get("gatecast.git.commit", "unknown"),
+        "gatecast.lineage.git.dirty": run_tags.get("gatecast.git.dirty", "unknown"),
+        "gatecast.lineage.command": run_tags.get("gatecast.command", "unknown"),
+        "gatecast.lineage.seed": run_tags.get("gatecast.seed", "unknown"),
+    }
+    for key, value in run_tags.items():
+        match = re.fullmatch(r"gatecast\.input\.(.+)\.sha256", key)
+        if match:
+            out[f"gatecast.lineage.data.{match.group(1)}"] = value
+    for key, value in fold.items():
+        out[f"gatecast.lineage.fold.{key}"] = str(value)
+    for key, value in metrics.items():
+        out[f"gatecast.metric.{safe_key(key)}"] = f"{value:.6g}"
+    return out
+
+
+def model_description(instrument: str, seeds: int, lineage: Mapping[str, str], link: str) -> str:
+    """A model version's description (Markdown): what it is, what trained it, how it scored.
+
+    Args:
+        instrument: The instrument it forecasts.
+        seeds: How many LSTM seeds it averages.
+        lineage: Its tags from ``model_lineage``.
+        link: Where the training run's experiment opens in the MLflow UI.
+    """
+    get = lineage.get
+    commit = get("gatecast.lineage.git.commit", "unknown")
+    dirty = " (uncommitted changes)" if get("gatecast.lineage.git.dirty") == "true" else ""
+    data = [
+        f"`{k.removeprefix('gatecast.lineage.data.')}` sha256 `{v[:12]}`"
+        for k, v in lineage.items()
+        if k.startswith("gatecast.lineage.data.")
+    ]
+    scores = [
+        f"{k.removeprefix('gatecast.metric.')} {v}"
+        for k, v in lineage.items()
+        if k.startswith("gatecast.metric.")
+    ]
+    trained = (
+        f"trained on {get('gatecast.lineage.fold.train_start', '?')[:10]} to "
+        f"{get('gatecast.lineage.fold.train_end', '?')[:10]} (the final walk-forward fold)"
+    )
+    lines = [
+        f"GateLSTM forecast of {instrument}'s next close: the mean of {seeds} seed(s), {trained}.",
+        "",
+        f"- run `{get('gatecast.lineage.run_name')}` (`{get('gatecast.lineage.run_id')}`), "
+        f"config `{get('gatecast.lineage.config')}` "
+        f"(sha256 `{get('gatecast.lineage.config_sha256', '')[:12]}`): {link}",
+        f"- code: commit `{commit[:12]}`{dirty}",
+        f"- data: {', '.join(data) or 'not recorded'}",
+        f"- out-of-sample metrics of the run: {', '.join(scores) or 'none'}",
+        "- input: bars with a `date` column (or a DatetimeIndex) and open, high, low, close, "
+        "volume in any case; `params={'start': 'YYYY-MM-DD'}` limits the forecast dates.",
+    ]
+    return "\n".join(lines)

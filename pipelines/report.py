@@ -14,9 +14,11 @@ see docs/architecture.md); it runs no backtest. Writes
 
 The directory is built in a temporary sibling and renamed into place, so a
 failure leaves the previous report (or none), never half of one. The report
-is logged to MLflow as a ``report`` run with one child run per instrument x
-strategy carrying the league table's row as metrics (same names in every
-run, so the compare view lines them up).
+is logged to MLflow as a ``report`` run carrying the report as artifacts and
+the league table as metrics, ``<INST>/<strategy>/<metric>`` (and
+``pooled/<strategy>/<metric>``); each strategy's own run, with its equity
+curve, trades, cost sweep and charts, is the backtest stage's
+(``backtest/<INST>/<strategy>``).
 
 The work is split by job: ``pipelines.report_inputs`` reads the stage files,
 ``pipelines.comparison`` builds the league and its statistics (the
@@ -45,7 +47,7 @@ from pathlib import Path
 
 from pipelines import report_multiple, tracking
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
-from pipelines.comparison import METRIC_COLUMNS, POOLED, Comparison, compare, finite
+from pipelines.comparison import METRIC_COLUMNS, Comparison, compare, finite
 from pipelines.config import Config
 from pipelines.errors import GatecastError
 from pipelines.outputs import shown
@@ -103,23 +105,17 @@ def publish(build: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _log_strategy_runs(comparison: Comparison) -> None:
-    """One child run per instrument x strategy (and the pooled rows on the report run).
+def _log_league(comparison: Comparison) -> None:
+    """Every row of the league table as metrics of the report run, ``<INST>/<strategy>/<m>``.
 
-    Logged before the charts are drawn, so a failed render still leaves them.
+    The strategies' own runs are the backtest stage's; logged before the
+    charts are drawn, so a failed render still leaves them.
     """
     for row in comparison.league.to_dict(orient="records"):
-        numeric = {k: row[k] for k in METRIC_COLUMNS if finite(row.get(k))}
-        if row["instrument"] == POOLED:
-            tracking.log_metrics({f"{POOLED}/{row['strategy']}/{k}": v for k, v in numeric.items()})
-            continue
-        tags = {
-            "gatecast.instrument": row["instrument"],
-            "gatecast.strategy": row["strategy"],
-            "gatecast.kind": row["kind"],
-        }
-        with tracking.child_run(f"{row['instrument']}/{row['strategy']}", tags=tags):
-            tracking.log_metrics(numeric)
+        prefix = f"{row['instrument']}/{row['strategy']}"
+        tracking.log_metrics(
+            {f"{prefix}/{k}": row[k] for k in METRIC_COLUMNS if finite(row.get(k))}
+        )
 
 
 def _write_report(
@@ -174,7 +170,7 @@ def report(cfg: Config, *, config_path: str = "", command: str | None = None) ->
         t = lap("statistics", t)
         multiple = report_multiple.analyse(cfg, instruments, comparison)
         t = lap("multiple_testing", t)
-        _log_strategy_runs(comparison)
+        _log_league(comparison)
         t = lap("mlflow", t)
         index = _write_report(cfg, comparison, instruments, config_path, multiple)
         t = lap("render", t)

@@ -9,7 +9,8 @@ Each stage's own ``main`` is called in order with the same ``--config`` and
 ``--set`` arguments, exactly as ``python -m pipelines <stage>`` would run it;
 the first stage that fails stops the job with its exit code. At the end the
 console shows how long each stage took (and MLflow's share), the report's
-compact league table, and where the report and the MLflow experiment are.
+compact league table, and where the report and the MLflow experiment are
+(a link that opens the experiment's runs in the UI's model-training view).
 """
 
 from __future__ import annotations
@@ -147,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines import tracking
 
         print(f"report:  {shown(cfg.report_directory / 'index.html')}")
-        print(f"MLflow:  experiment {cfg.experiment_name} at {tracking.display_uri()} (make ui)")
+        print(f"MLflow:  experiment {cfg.experiment_name} at {tracking.display_uri()}")
+        experiment = tracking.client().get_experiment_by_name(cfg.experiment_name)
+        if experiment is not None:  # its runs, in the UI's model-training view
+            print(f"         {tracking.experiment_url(experiment.experiment_id)} (make ui)")
         return 0
 
     return run_stage(body)

@@ -14,21 +14,44 @@ too, at some cost in speed). Seeds are set per model with
 The train stage's worker processes (``executor: {kind: local}``) run
 ``configure_worker``, which is ``configure`` plus GPU memory growth, so that
 several workers can share one GPU.
+
+TensorFlow starts quietly (``import_tensorflow``, which ``configure`` uses):
+its C++ INFO and WARNING lines are off (``TF_CPP_MIN_LOG_LEVEL=2`` unless set),
+``device: cpu``, and ``device: auto`` on a machine with no NVIDIA device,
+hide the GPUs from CUDA before TensorFlow loads (``CUDA_VISIBLE_DEVICES=""``),
+and the lines TensorFlow writes to stderr while it loads, before absl's
+logging is set up and so beyond any setting (oneDNN, cuda drivers, cuInit,
+cuDNN/cuFFT/cuBLAS factories, CPU instructions), are dropped; any other line
+is passed on. ``TF_ENABLE_ONEDNN_OPTS`` is left alone: turning oneDNN off
+would change the numerics (TensorFlow's own line says so) and the speed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import platform
+import re
+import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipelines.config import Config
 from pipelines.errors import ConfigError
 
 log = logging.getLogger("gatecast.runtime")
+
+# What TensorFlow 2.21 writes to stderr as it loads and finds its devices, whatever the settings.
+_START_UP_NOISE = re.compile(
+    r"All log messages before absl::InitializeLog\(\) is called|oneDNN custom operations are on"
+    r"|Could not find cuda drivers|failed call to cuInit|Unable to register cu(DNN|FFT|BLAS) "
+    r"factory|computation_placer|cpu_feature_guard|rebuild TensorFlow with the appropriate "
+    r"compiler flags|TF-TRT Warning|Unable to register cuDNN"
+)
 
 
 @dataclass(frozen=True)
@@ -69,11 +92,67 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "CPU"
 
 
+def gpu_present() -> bool:
+    """Whether this machine has an NVIDIA device (Linux device files; WSL's ``/dev/dxg``)."""
+    return any(Path("/dev").glob("nvidia[0-9]*")) or Path("/dev/dxg").exists()
+
+
+def quiet_environment(device: str = "auto") -> None:
+    """Set TensorFlow's start-up settings; only has effect before TensorFlow is imported.
+
+    Args:
+        device: The config's ``device``: ``cpu`` (and ``auto`` where no GPU is
+            present) hides the GPUs from CUDA, so TensorFlow does not try to
+            start it.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    elif device == "auto" and not gpu_present():
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+@contextlib.contextmanager
+def _start_up_lines_dropped() -> Iterator[None]:
+    """Catch what is written to file descriptor 2 in the block; pass on all but start-up noise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as caught:
+        os.dup2(caught.fileno(), 2)
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            lines = caught.read().decode(errors="replace").splitlines(keepends=True)
+            kept = [line for line in lines if failed or not _START_UP_NOISE.search(line)]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
+
+
+def import_tensorflow(device: str = "auto") -> tuple[Any, list[Any]]:
+    """TensorFlow, started quietly (module docstring), and the GPUs it sees."""
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        return tf, tf.config.list_physical_devices("GPU")
+    quiet_environment(device)
+    with _start_up_lines_dropped():
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")  # CUDA's start-up lines come here
+    return tf, gpus
+
+
 def configure(cfg: Config) -> DeviceInfo:
     """Choose the device and switch op determinism on or off, as the config says."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
+    tf, gpus = import_tensorflow(cfg.device)
     if cfg.device == "gpu" and not gpus:
         raise ConfigError(
             "device: gpu, but TensorFlow sees no GPU (check the CUDA driver and "
@@ -114,10 +193,9 @@ def configure_worker(cfg: Config) -> DeviceInfo:
     On a GPU, memory is allocated as it is needed instead of all at once, so
     several workers can share one device.
     """
-    import tensorflow as tf
-
+    tf, gpus = import_tensorflow(cfg.device)
     if cfg.device != "cpu":
-        for gpu in tf.config.list_physical_devices("GPU"):
+        for gpu in gpus:
             try:
                 tf.config.experimental.set_memory_growth(gpu, True)
             except RuntimeError:  # already initialised in this process

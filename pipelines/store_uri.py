@@ -6,6 +6,12 @@ directory: runs in ``sqlite:///<repo>/mlruns/mlflow.db``, artifacts under
 when set; a ``sqlite:///.../x.db`` store keeps its artifacts in
 ``.../artifacts``, a server decides itself. No MLflow here (it is started as
 a command): ``pipelines.tracking`` opens the store.
+
+Links to an experiment (``experiment_url``) open its runs in the UI's
+model-training view: ``/#/experiments/<id>/runs?workflowType=machine_learning``.
+MLflow 3.17's UI opens every experiment in its GenAI view (traces, "Detect
+issues") unless the link asks, whatever the experiment's tags say; clicking
+"Model training" in its sidebar once per browser does the same.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -24,6 +31,7 @@ STORE_DIRECTORY = REPO_ROOT / "mlruns"
 DEFAULT_TRACKING_URI = f"sqlite:///{STORE_DIRECTORY / 'mlflow.db'}"
 DEFAULT_ARTIFACT_ROOT = STORE_DIRECTORY / "artifacts"
 _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+UI_ADDRESS = "http://127.0.0.1:5000"  # where ``make ui`` serves the store
 
 
 def tracking_uri() -> str:
@@ -72,6 +80,20 @@ def artifact_root(uri: str | None = None) -> Path | None:
     return path.parent / "artifacts" if path is not None else None
 
 
+def experiment_url(experiment_id: str, ui: str | None = None) -> str:
+    """The link that opens an experiment's runs in the MLflow UI's model-training view.
+
+    Args:
+        experiment_id: The MLflow experiment id.
+        ui: The UI's address; by default the tracking server's (password
+            masked) when the store is one, else ``make ui``'s.
+    """
+    if ui is None:
+        uri = tracking_uri()
+        ui = display_uri(uri) if urlparse(uri).scheme in {"http", "https"} else UI_ADDRESS
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 def server_command(
     host: str = "127.0.0.1",
     port: int = 5000,
@@ -89,7 +111,12 @@ def server_command(
     return command
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(
+    argv: list[str] | None = None,
+    experiments: Callable[[], list[tuple[str, str]]] | None = None,
+) -> int:
+    """``ui`` serves the store and prints a link per experiment (``experiments`` lists
+    their ids and names); ``uri`` prints where the store is."""
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.tracking",
         description="gatecast's MLflow store: serve it, or print where it is.",
@@ -112,7 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     path = sqlite_path(uri)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    print(f"MLflow UI for {uri} on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    address = f"http://{args.host}:{args.port}"
+    print(f"MLflow UI for {uri} on {address} (Ctrl-C stops it)")
+    listed = experiments() if experiments is not None else []
+    if listed:
+        print("experiments, in the model-training view (runs, metrics, charts):")
+    for experiment_id, name in listed:
+        print(f"  {name}: {experiment_url(experiment_id, address)}")
+    sys.stdout.flush()
     try:
         return subprocess.call(server_command(args.host, args.port, uri))
     except KeyboardInterrupt:

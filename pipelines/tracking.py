@@ -20,10 +20,15 @@ Store
     is never printed, logged or recorded (``display_uri``).
 
 Runs
-    One experiment per config (``cfg.experiment_name``); one parent run per
-    tracked stage invocation, named after the stage (tag ``gatecast.stage``);
-    one child per instrument x forecaster or strategy (``GSPC/lstm``). Every
-    run carries the resolved config as params and ``config.yaml``, and the
+    One experiment per config (``cfg.experiment_name``, tagged as MLflow 3's
+    model-training kind; ``experiment_url`` links to its runs); one parent run
+    per tracked stage invocation, named after the stage (``train``,
+    ``backtest``, ``report``); one child per instrument x forecaster or
+    strategy, named ``<stage>/<INST>/<name>`` (``train/GSPC/lstm``,
+    ``backtest/GSPC/lstm``). Stage, instrument and forecaster or strategy are
+    params (``stage``, ``instrument``, ``forecaster``, ``strategy``) as well as
+    tags (``gatecast.<the same>``), so the UI's compare view, "show diff only",
+    shows them. Every run carries the resolved config as params and ``config.yaml``, and the
     tags ``gatecast.git.commit``, ``gatecast.git.dirty``, ``gatecast.command``,
     ``gatecast.version.<library>``, ``gatecast.seed``, ``gatecast.host``,
     ``gatecast.pid`` and ``gatecast.input.<file>.sha256``. Metrics: plain names
@@ -42,7 +47,10 @@ Runs
 
 Registered model
     ``log_lstm_model`` registers the final fold's LSTM seeds as
-    ``<tracking.registered_model>-<INST>``; ``move_newest`` then moves the
+    ``<tracking.registered_model>-<INST>``. Each version carries its lineage
+    as tags (``gatecast.lineage.*``: run, commit, config hash, data hashes,
+    final fold; ``gatecast.metric.*``: the run's out-of-sample metrics) and
+    says the same in its description. ``move_newest`` then moves the
     alias ``newest`` (MLflow reserves ``latest``) to the new versions, which
     the train stage does only once every output file but its summary is
     written, so a stage that failed never moves it. ``pipelines.lstm_pyfunc``
@@ -74,7 +82,7 @@ import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-from pipelines import lstm_pyfunc
+from pipelines import lstm_pyfunc, store_uri
 from pipelines.config import Config
 from pipelines.lstm_pyfunc import ensemble_forecast  # noqa: F401  (the train stage uses it)
 from pipelines.provenance import (  # noqa: F401  (config_yaml, ...: part of this module's API)
@@ -83,6 +91,8 @@ from pipelines.provenance import (  # noqa: F401  (config_yaml, ...: part of thi
     flatten_config,
     git_state,
     library_versions,
+    model_description,
+    model_lineage,
     run_tags,
     safe_key,
     sha256_file,
@@ -91,17 +101,22 @@ from pipelines.store_uri import (  # noqa: F401  (part of this module's API)
     DEFAULT_TRACKING_URI,
     artifact_root,
     display_uri,
-    main,
+    experiment_url,
     masked,
     registry_uri,
     server_command,
     sqlite_path,
     tracking_uri,
 )
-from pipelines.tracking_store import (
+from pipelines.tracking_store import (  # noqa: F401  (find_runs, ...: part of this module's API)
     TrackingError,
+    child_runs,
     client,
+    download_artifact,
     experiment_id_of,
+    experiments,
+    find_runs,
+    load_model,
     open_store,
     store_errors,
 )
@@ -117,6 +132,8 @@ for _name in ("mlflow", "alembic"):
 
 # MLflow reserves the alias "latest"; "newest" always names the most recently trained version.
 LATEST_ALIAS = "newest"
+# Tags that are also params, named without the prefix, so the compare view can diff them.
+DIFF_TAGS = ("gatecast.stage", "gatecast.instrument", "gatecast.forecaster", "gatecast.strategy")
 FIGURE_DPI = 100  # PNGs logged with runs: enough to read a chart in the MLflow UI
 T = TypeVar("T")
 
@@ -241,6 +258,8 @@ def _start(stage: _Stage, name: str, tags: Mapping[str, str], own: Mapping[str, 
     uri = display_uri(stage.uri)
     handle = RunHandle(name, created.info.run_id, stage.experiment_id, uri, stage, dict(tags))
     handle.pending_params.update(stage.params)
+    merged = {**tags, **own}
+    handle.pending_params.update({k.split(".", 1)[1]: merged[k] for k in DIFF_TAGS if k in merged})
     return handle
 
 
@@ -353,16 +372,19 @@ def pipeline_run(
 
 @contextlib.contextmanager
 def child_run(name: str, tags: Mapping[str, str] | None = None) -> Iterator[RunHandle]:
-    """Open a child of the current run (e.g. ``GSPC/lstm``).
+    """Open a child of the current run: ``child_run("GSPC/lstm")`` in the train stage is
+    the run ``train/GSPC/lstm`` (the stage's name comes first).
 
     The child inherits the parent's params, tags and ``config.yaml``; ``tags``
-    adds its own (``gatecast.instrument``, ``gatecast.forecaster``, ...).
+    adds its own (``gatecast.instrument``, ``gatecast.forecaster``, ...), and
+    those of ``DIFF_TAGS`` are params too (``instrument``, ``forecaster``, ...).
     """
     parent = active_run()
     with _timing("child_run"):
         own = {k: str(v) for k, v in (tags or {}).items()}
+        full_name = f"{parent.tags['gatecast.stage']}/{name}"
         handle = _start(
-            parent.stage, name, {**parent.tags, **own}, {"mlflow.parentRunId": parent.run_id}
+            parent.stage, full_name, {**parent.tags, **own}, {"mlflow.parentRunId": parent.run_id}
         )
     with _running(handle):
         yield handle
@@ -503,9 +525,18 @@ def registered_model_name(cfg: Config, instrument: str) -> str:
 
 @_timed
 def log_lstm_model(
-    cfg: Config, instrument: str, forecasters: Sequence[Any], example_bars: pd.DataFrame
+    cfg: Config,
+    instrument: str,
+    forecasters: Sequence[Any],
+    example_bars: pd.DataFrame,
+    fold: Mapping[str, Any] | None = None,
 ) -> RegisteredModel:
     """Log the final fold's LSTM seeds as a pyfunc model of the current run and register it.
+
+    The new version carries its lineage (``provenance.model_lineage``: this
+    run, its commit, config hash, input data hashes, ``fold`` and the metrics
+    logged so far without a step, i.e. the whole out-of-sample ones) as tags
+    and in its description.
 
     Args:
         cfg: The resolved config (names the registered model).
@@ -513,8 +544,16 @@ def log_lstm_model(
         forecasters: Fitted ``LstmForecaster`` of each seed, in seed order.
         example_bars: A short slice of bars (enough history for a few
             forecasts), the model's input example and the base of its signature.
+        fold: The final walk-forward fold (``Fold.as_dict()``), which trained it.
     """
     run, name = active_run(), registered_model_name(cfg, instrument)
+    metrics = {m.key: m.value for m in run.pending_metrics if "/" not in m.key and not m.step}
+    lineage = model_lineage(
+        {**run.tags, "gatecast.run_id": run.run_id, "gatecast.run_name": run.name},
+        run.stage.config_text,
+        metrics,
+        fold or {},
+    )
     with store_errors(run.stage.uri, f"log the model {name} of run {run.name}"):
         version = lstm_pyfunc.log_and_register(
             run.stage.store,
@@ -526,6 +565,10 @@ def log_lstm_model(
             params=run.stage.params,
             tags={"gatecast.instrument": instrument, "gatecast.config": cfg.name},
             description=f"gatecast LSTM forecaster of {instrument} (config {cfg.name})",
+            version_tags=lineage,
+            version_description=model_description(
+                instrument, len(forecasters), lineage, experiment_url(run.experiment_id)
+            ),
         )
     run.pending_tags.update(
         {"gatecast.registered_model": name, "gatecast.registered_version": version}
@@ -544,57 +587,10 @@ def move_newest(models: Sequence[RegisteredModel]) -> None:
             stage.store.set_registered_model_alias(model.name, model.alias, model.version)
 
 
-# Queries (tests, the tracking CLI) ----------------------------------------------------------
-
-
-def find_runs(
-    experiment_name: str, filter_string: str = "", *, include_children: bool = True
-) -> list[Any]:
-    """Runs of an experiment (newest first), e.g. ``filter_string="tags.gatecast.stage = 'train'"``.
-
-    Returns ``mlflow.entities.Run`` objects; an unknown experiment gives ``[]``.
-    """
-    store = client()
-    experiment = store.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        return []
-    runs = store.search_runs(
-        [experiment.experiment_id],
-        filter_string=filter_string,
-        order_by=["attributes.start_time DESC"],
-        max_results=5000,
-    )
-    return [r for r in runs if include_children or "mlflow.parentRunId" not in r.data.tags]
-
-
-def child_runs(parent_run_id: str) -> list[Any]:
-    """The child runs of a parent run, by run name."""
-    store = client()
-    runs = store.search_runs(
-        [store.get_run(parent_run_id).info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
-        max_results=5000,
-    )
-    return sorted(runs, key=lambda r: r.info.run_name)
-
-
-def download_artifact(run_id: str, artifact_path: str, destination: str | Path) -> Path:
-    """Download one artifact of a run into ``destination``; returns its local path."""
-    path = mlflow.artifacts.download_artifacts(
-        run_id=run_id,
-        artifact_path=artifact_path,
-        dst_path=str(destination),
-        tracking_uri=tracking_uri(),
-    )
-    return Path(path)
-
-
-def load_model(model_uri: str) -> Any:
-    """``mlflow.pyfunc.load_model`` on the current store (``models:/gatecast-lstm-GSPC@newest``)."""
-    client()
-    mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_registry_uri(registry_uri())
-    return mlflow.pyfunc.load_model(model_uri)
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipelines.tracking ui|uri`` (``pipelines.store_uri.main``), whose ``ui``
+    prints a model-training-view link per experiment of the store."""
+    return store_uri.main(argv, experiments=experiments)
 
 
 if __name__ == "__main__":

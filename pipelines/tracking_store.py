@@ -13,6 +13,11 @@ import mlflow.
   has no heartbeat) are marked KILLED, with one log line, when a process first
   opens the store.
 - Every MLflow failure becomes one line of ``TrackingError``, password masked.
+- Experiments carry the tag ``mlflow.experimentKind=custom_model_development``
+  (MLflow 3's model-training view; 3.17's UI opens it only through links with
+  ``?workflowType=machine_learning``, ``pipelines.store_uri.experiment_url``).
+- Queries for tests and the tracking CLI: ``find_runs``, ``child_runs``,
+  ``download_artifact``, ``load_model``.
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ from pipelines.store_uri import (
 )
 
 log = logging.getLogger("gatecast.tracking")
+
+# MLflow 3's experiment kind for runs of trained models (not GenAI traces).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 # The first request to a server: fail in seconds when it is not there.
 _FIRST_CONTACT = {
@@ -179,14 +187,78 @@ def experiment_id_of(store: mlflow.MlflowClient, name: str, uri: str) -> str:
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
             store.restore_experiment(experiment.experiment_id)
+        for key, value in EXPERIMENT_KIND.items():
+            if experiment.tags.get(key) != value:  # an experiment of an older gatecast
+                store.set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
     root = artifact_root(uri)
     try:
         return store.create_experiment(
-            name, artifact_location=(root / name).as_uri() if root is not None else None
+            name,
+            artifact_location=(root / name).as_uri() if root is not None else None,
+            tags=EXPERIMENT_KIND,
         )
     except MlflowException:
         experiment = store.get_experiment_by_name(name)  # another process created it meanwhile
         if experiment is None:
             raise
         return experiment.experiment_id
+
+
+# Queries (tests, the tracking CLI) ----------------------------------------------------------
+
+
+def find_runs(
+    experiment_name: str, filter_string: str = "", *, include_children: bool = True
+) -> list[Any]:
+    """Runs of an experiment (newest first), e.g. ``filter_string="tags.gatecast.stage = 'train'"``.
+
+    Returns ``mlflow.entities.Run`` objects; an unknown experiment gives ``[]``.
+    """
+    store = client()
+    experiment = store.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    runs = store.search_runs(
+        [experiment.experiment_id],
+        filter_string=filter_string,
+        order_by=["attributes.start_time DESC"],
+        max_results=5000,
+    )
+    return [r for r in runs if include_children or "mlflow.parentRunId" not in r.data.tags]
+
+
+def child_runs(parent_run_id: str) -> list[Any]:
+    """The child runs of a parent run, by run name."""
+    store = client()
+    runs = store.search_runs(
+        [store.get_run(parent_run_id).info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        max_results=5000,
+    )
+    return sorted(runs, key=lambda r: r.info.run_name)
+
+
+def download_artifact(run_id: str, artifact_path: str, destination: str | Path) -> Path:
+    """Download one artifact of a run into ``destination``; returns its local path."""
+    path = mlflow.artifacts.download_artifacts(
+        run_id=run_id,
+        artifact_path=artifact_path,
+        dst_path=str(destination),
+        tracking_uri=tracking_uri(),
+    )
+    return Path(path)
+
+
+def load_model(model_uri: str) -> Any:
+    """``mlflow.pyfunc.load_model`` on the current store (``models:/gatecast-lstm-GSPC@newest``)."""
+    client()
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_registry_uri(registry_uri())
+    return mlflow.pyfunc.load_model(model_uri)
+
+
+def experiments() -> list[tuple[str, str]]:
+    """(id, name) of every active experiment of the current store, in id order."""
+    found = client().search_experiments(view_type=ViewType.ACTIVE_ONLY)
+    return sorted(((e.experiment_id, e.name) for e in found), key=lambda e: (len(e[0]), e[0]))

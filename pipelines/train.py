@@ -44,7 +44,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from pipelines import executors, runtime, tracking
 from pipelines.charts import gates_chart, loss_chart
@@ -53,6 +52,7 @@ from pipelines.config import REPO_ROOT, Config
 from pipelines.data import load_instrument, safe_child
 from pipelines.errors import DataError
 from pipelines.outputs import atomic_write, json_safe, read_stage_parquet, shown, write_json
+from pipelines.progress import StageProgress
 from pipelines.search import chosen_config
 from pipelines.units import LSTM, TrainResult, TrainUnit, make_units, run_train_unit
 from pipelines.walkforward import (
@@ -280,7 +280,7 @@ def _register_final_model(
     need = max(f.min_history for f in final)
     lo = max(last.train_start, last.test_start - need + 1)
     example = bars.iloc[lo : min(last.test_start + 5, last.test_end + 1)]
-    return tracking.log_lstm_model(cfg, instrument, final, example)
+    return tracking.log_lstm_model(cfg, instrument, final, example, fold=last.as_dict())
 
 
 def record(
@@ -336,7 +336,7 @@ def run_units(
     folds: Mapping[str, list[Fold]],
     units: Sequence[TrainUnit],
     executor: executors.Executor,
-    bar: tqdm,
+    bar: StageProgress,
 ) -> dict[Key, InstrumentResult]:
     """Run ``units`` through ``executor``; record each (instrument, forecaster) once all
     its units are in.
@@ -359,7 +359,7 @@ def run_units(
                 raise outcome
             bar.set_description(f"train {unit.instrument}", refresh=False)
             bar.set_postfix_str(str(unit), refresh=False)
-            bar.update()
+            bar.update(unit.instrument)
             arrived[unit.key].append((unit, outcome))
             if len(arrived[unit.key]) == expected[unit.key]:
                 to_blame = unit.key
@@ -504,7 +504,7 @@ def train(cfg: Config, *, command: str | None = None) -> dict[str, Any]:
             cfg, STAGE, inputs=inputs, tags={**device.tags(), **lstm_source}, command=command
         ) as parent,
         runtime.device_scope(device),
-        tqdm(total=len(units), desc="train", unit="fit", disable=None, file=sys.stderr) as bar,
+        StageProgress(STAGE, [u.key for u in units], "forecasters", unit="fit") as bar,
         executor,
     ):
         recorded = run_units(cfg, bars, folds, units, executor, bar)

@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ def run_stage_in_subprocess(tmp_path: Path, *extra: str) -> subprocess.Completed
         "from pipelines.backtest import main\n"
         "rc = main(sys.argv[1:])\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "{'keras', 'tensorflow', 'models', 'mlflow'})\n"
+        "{'keras', 'tensorflow', 'models'})\n"
         "print('HEAVY', heavy)\n"
         "sys.exit(rc)\n"
     )
@@ -106,6 +107,65 @@ def test_stage_backtests_every_strategy_without_models(tmp_path):
             png = out / ticker / f"{charted}.png"
             assert png.read_bytes()[:4] == b"\x89PNG"
         assert not (out / ticker / "buy_and_hold.png").exists()
+
+
+def test_each_strategy_run_carries_its_files_metrics_and_charts(tmp_path):
+    from pipelines import tracking
+
+    write_forecasts(tmp_path / "smoke")
+    experiment = f"gatecast-test-backtest-runs-{uuid.uuid4().hex[:8]}"
+    proc = run_stage_in_subprocess(tmp_path, "--set", f"tracking.experiment={experiment}")
+    assert proc.returncode == 0, proc.stderr
+    (parent,) = tracking.find_runs(experiment, include_children=False)
+    assert (parent.info.run_name, parent.info.status) == ("backtest", "FINISHED")
+    client = tracking.client()
+    assert "summary.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    children = {r.info.run_name: r for r in tracking.child_runs(parent.info.run_id)}
+    tickers = ("GSPC", "GOOG")
+    assert set(children) == {f"backtest/{t}/{s}" for t in tickers for s in STRATEGIES}
+
+    out = tmp_path / "smoke" / "backtests"
+    summary = json.loads((out / "summary.json").read_text())
+    for ticker in tickers:
+        for name, item in summary["instruments"][ticker]["strategies"].items():
+            run = children[f"backtest/{ticker}/{name}"]
+            assert run.info.status == "FINISHED"
+            params = run.data.params
+            assert (params["stage"], params["instrument"], params["strategy"]) == (
+                "backtest",
+                ticker,
+                name,
+            )
+            assert params["strategy.class"] == item["class"]
+            metrics = run.data.metrics
+            for key in ("sharpe", "total_return", "max_drawdown", "trades"):
+                if item["metrics"][key] is not None:
+                    assert metrics[key] == pytest.approx(item["metrics"][key], rel=1e-12), key
+            for bp, sharpe in item["cost_sweep"].items():  # None: no Sharpe (no trade)
+                if sharpe is not None:
+                    assert metrics[f"sharpe_at_{bp}bp"] == pytest.approx(sharpe, rel=1e-12)
+            assert len([k for k in metrics if k.startswith("sharpe_at_")]) == len(
+                [v for v in item["cost_sweep"].values() if v is not None]
+            )
+            # every file the stage wrote for it, and its equity and drawdown chart
+            logged = {a.path for a in client.list_artifacts(run.info.run_id, "backtest")}
+            assert logged == {f"backtest/{Path(f).name}" for f in item["files"].values()}
+            assert {"equity", "trades", "metrics"} <= set(item["files"])
+            if name != "lstm_seed0":
+                assert "cost_sweep" in item["files"]
+            plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+            assert plots == {"plots/equity.png"}
+            if name in ("lstm", "sma_crossover"):  # and Backtrader's chart
+                assert f"backtest/{name}.png" in logged
+        # one run's files, downloaded, are the stage's own
+        run_id = children[f"backtest/{ticker}/lstm"].info.run_id
+        name = "backtest/lstm_trades.parquet"
+        local = tracking.download_artifact(run_id, name, tmp_path / "dl" / ticker)
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(local), pd.read_parquet(out / ticker / "lstm_trades.parquet")
+        )
+        png = tracking.download_artifact(run_id, "plots/equity.png", tmp_path / "dl" / ticker)
+        assert png.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_stage_metrics_equal_a_direct_run(tmp_path):

@@ -145,3 +145,48 @@ def test_the_entry_point_imports_the_stage_and_hands_it_the_rest(monkeypatch, ar
     monkeypatch.setattr(entry.importlib, "import_module", stage_module)
     assert entry.main(argv) == 0
     assert events == [f"import {entry.STAGES[argv[0]][0]}", f"main {argv[1:]}"]
+
+
+def test_off_a_terminal_progress_is_a_line_per_instrument_and_one_per_stage(caplog):
+    import io
+    import logging
+
+    from pipelines.progress import StageProgress
+
+    stream = io.StringIO()  # not a terminal: no bar
+    units = [("GSPC", "sma"), ("GSPC", "lstm"), ("GSPC", "lstm"), ("GOOG", "sma")]
+    with (
+        caplog.at_level(logging.INFO, logger="gatecast.progress"),
+        StageProgress("train", units, "forecasters", stream=stream) as progress,
+    ):
+        progress.update("GSPC")
+        progress.update("GOOG")  # GOOG's only unit: its line comes first
+        progress.update("GSPC")
+        assert [r.getMessage().rsplit(",", 1)[0] for r in caplog.records] == [
+            "train GOOG: 1 forecaster"
+        ]
+        progress.update("GSPC")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[1].startswith("train GSPC: 2 forecasters, ") and lines[1].endswith(" s")
+    assert lines[2].startswith("train: 2 instrument(s), 4 units, ")
+    assert stream.getvalue() == ""
+
+
+def test_on_a_terminal_progress_is_the_bar_alone(caplog):
+    import io
+    import logging
+
+    from pipelines.progress import StageProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    with (
+        caplog.at_level(logging.INFO, logger="gatecast.progress"),
+        StageProgress("train", [("GSPC", "sma")], "forecasters", stream=stream) as progress,
+    ):
+        progress.update("GSPC")
+    assert caplog.records == []
+    assert "train: 100%" in stream.getvalue()

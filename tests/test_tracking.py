@@ -177,6 +177,8 @@ def test_parent_and_child_runs_carry_config_tags_metrics_and_artifacts(store, tm
     experiment = client.get_experiment_by_name(cfg.experiment_name)
     assert experiment.experiment_id == parent.experiment_id
     assert experiment.artifact_location == (store / "artifacts" / cfg.experiment_name).as_uri()
+    # MLflow 3's model-training kind (3.17's UI still needs the link's workflowType)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
     run = client.get_run(parent.run_id)
     assert run.info.status == "FINISHED"
@@ -206,6 +208,7 @@ def test_parent_and_child_runs_carry_config_tags_metrics_and_artifacts(store, tm
     )
     assert run.data.params["forecasters.lstm.units"] == "[8]"
     assert run.data.params["output_directory"] == str(tmp_path / "build")
+    assert run.data.params["stage"] == "train"  # a param too: the compare view diffs params
 
     # MLflow's own run context, as mlflow.start_run would set it
     assert tags["mlflow.user"]
@@ -214,12 +217,12 @@ def test_parent_and_child_runs_carry_config_tags_metrics_and_artifacts(store, tm
     sub = client.get_run(child.run_id)
     assert sub.info.status == "FINISHED"
     assert sub.data.tags["mlflow.source.type"] == "LOCAL"
-    assert sub.info.run_name == "GSPC/sma"
+    assert sub.info.run_name == "train/GSPC/sma"  # the stage comes first
     assert sub.data.tags["mlflow.parentRunId"] == parent.run_id
     assert sub.data.tags["gatecast.instrument"] == "GSPC"
     assert sub.data.tags["gatecast.stage"] == "train"
     assert sub.data.tags["gatecast.git.commit"] == tags["gatecast.git.commit"]
-    assert sub.data.params == run.data.params
+    assert sub.data.params == {**run.data.params, "instrument": "GSPC"}
     assert sub.data.metrics["rmse"] == 1.5
     assert np.isnan(sub.data.metrics["dm_p_value"])
     assert "note" not in sub.data.metrics
@@ -294,6 +297,64 @@ def test_ctrl_c_ends_the_runs_killed(store, cfg):
     assert caught.value.__notes__[-1].endswith(f"KILLED in experiment {cfg.experiment_name}")
 
 
+def test_an_experiment_of_an_older_gatecast_gets_the_model_training_kind(store, cfg):
+    client = tracking.client()
+    experiment_id = client.create_experiment(cfg.experiment_name)  # no tags, as before
+    with tracking.pipeline_run(cfg, "train") as run:
+        assert run.experiment_id == experiment_id
+    tags = client.get_experiment(experiment_id).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_experiment_links_open_the_runs_of_the_model_training_view(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/x.db")
+    runs_view = "/#/experiments/7/runs?workflowType=machine_learning"
+    assert tracking.experiment_url("7") == "http://127.0.0.1:5000" + runs_view  # make ui
+    assert tracking.experiment_url("7", "http://h:8080/") == "http://h:8080" + runs_view
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://ann:secret@mlflow.example:8443")
+    assert tracking.experiment_url("7") == "https://mlflow.example:8443" + runs_view
+
+
+def test_ui_prints_a_runs_view_link_per_experiment(store, cfg, capsys, monkeypatch):
+    with tracking.pipeline_run(cfg, "train") as run:
+        pass
+    served = []
+    monkeypatch.setattr(tracking.store_uri.subprocess, "call", lambda cmd: served.append(cmd) or 0)
+    assert tracking.main(["ui", "--port", "5123"]) == 0
+    out = capsys.readouterr().out
+    assert served and served[0][served[0].index("--port") + 1] == "5123"
+    link = f"http://127.0.0.1:5123/#/experiments/{run.experiment_id}/runs?workflowType=machine_learning"
+    assert f"  {cfg.experiment_name}: {link}\n" in out
+
+
+def test_model_lineage_and_description_say_where_a_model_came_from():
+    tags = {
+        "gatecast.run_id": "abc123",
+        "gatecast.run_name": "train/GSPC/lstm",
+        "gatecast.config": "smoke",
+        "gatecast.git.commit": "f" * 40,
+        "gatecast.git.dirty": "true",
+        "gatecast.input.GSPC.parquet.sha256": "d" * 64,
+        "gatecast.seed": "7",
+    }
+    fold = {"number": 1, "train_start": "2011-01-03T00:00:00", "train_end": "2012-03-01T00:00:00"}
+    lineage = tracking.model_lineage(tags, "seed: 7\n", {"rmse": 12.345678, "theil_u2": 0.99}, fold)
+    assert lineage["gatecast.lineage.run_id"] == "abc123"
+    assert lineage["gatecast.lineage.git.commit"] == "f" * 40
+    assert lineage["gatecast.lineage.git.dirty"] == "true"
+    assert lineage["gatecast.lineage.config_sha256"] == hashlib.sha256(b"seed: 7\n").hexdigest()
+    assert lineage["gatecast.lineage.data.GSPC.parquet"] == "d" * 64
+    assert lineage["gatecast.lineage.fold.train_start"] == "2011-01-03T00:00:00"
+    assert lineage["gatecast.metric.rmse"] == "12.3457"
+    text = tracking.model_description("GSPC", 2, lineage, "http://ui/#/experiments/1/runs")
+    assert text.startswith("GateLSTM forecast of GSPC's next close: the mean of 2 seed(s)")
+    assert "trained on 2011-01-03 to 2012-03-01" in text
+    assert "commit `ffffffffffff` (uncommitted changes)" in text
+    assert "`GSPC.parquet` sha256 `dddddddddddd`" in text
+    assert "rmse 12.3457, theil_u2 0.99" in text
+    assert "http://ui/#/experiments/1/runs" in text
+
+
 def test_logging_outside_a_run_is_a_clear_error(store):
     with pytest.raises(RuntimeError, match="no gatecast run is open"):
         tracking.log_metrics({"rmse": 1.0})
@@ -327,7 +388,10 @@ def test_a_run_sends_params_tags_and_metrics_in_one_request(store, cfg, monkeypa
         tracking.log_params({"extra": "1"})
     assert requests == {parent.run_id: 1, child.run_id: 1}
     run = tracking.client().get_run(child.run_id)
-    assert len(run.data.params) == len(tracking.flatten_config(cfg)) + 1
+    # the config's, "extra", and the stage and instrument as params
+    assert len(run.data.params) == len(tracking.flatten_config(cfg)) + 3
+    assert run.data.params["extra"] == "1"
+    assert run.data.params["stage"] == "train" and run.data.params["instrument"] == "GSPC"
     assert run.data.tags["gatecast.seeds"] == "7,8"
     assert len(tracking.client().get_metric_history(child.run_id, "loss/fold3/seed0")) == 15
 
@@ -336,7 +400,7 @@ def test_a_failed_mlflow_call_reaches_the_stage_and_fails_its_runs(store, cfg, t
     missing = tmp_path / "not-there.txt"
     ids = {}
     with (
-        pytest.raises(tracking.TrackingError, match=r"not-there\.txt of run GSPC/sma") as caught,
+        pytest.raises(tracking.TrackingError, match=r"not-there\.txt of run train/GSPC/") as caught,
         tracking.pipeline_run(cfg, "train") as parent,
     ):
         ids["parent"] = parent.run_id
@@ -598,3 +662,34 @@ def test_a_password_in_the_uri_is_never_printed_logged_or_recorded(tmp_path):
         proxy.shutdown()
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_the_registered_model_reads_bars_as_a_user_has_them():
+    from pipelines.lstm_pyfunc import bars_from_input
+
+    as_read = pd.read_csv(REPO_ROOT / "data" / "sample" / "GSPC.csv", nrows=5)
+    assert list(as_read.columns) == ["Date", "Open", "High", "Low", "Close", "Adj Close", "Volume"]
+    assert as_read["Volume"].dtype == np.int64
+    bars = bars_from_input(as_read)
+    assert list(bars.columns) == ["open", "high", "low", "close", "volume"]
+    assert (bars.dtypes == np.float64).all()
+    assert bars.index.name == "date" and bars.index[0] == pd.Timestamp("1999-01-04")
+    assert bars["volume"].iloc[0] == 877000000.0
+    # a DatetimeIndex instead of a date column, names in upper case
+    indexed = as_read.set_index(pd.DatetimeIndex(as_read.pop("Date"))).rename(columns=str.upper)
+    pd.testing.assert_frame_equal(bars_from_input(indexed), bars)
+
+
+@pytest.mark.parametrize(
+    ("drop", "message"),
+    [
+        ("Volume", r"the input lacks column\(s\) volume; it needs date, open, high, low, close"),
+        ("Date", "no 'date' column and no DatetimeIndex"),
+    ],
+)
+def test_the_registered_model_names_a_missing_column(drop, message):
+    from pipelines.lstm_pyfunc import bars_from_input
+
+    as_read = pd.read_csv(REPO_ROOT / "data" / "sample" / "GSPC.csv", nrows=5)
+    with pytest.raises(ValueError, match=message):
+        bars_from_input(as_read.drop(columns=[drop]))

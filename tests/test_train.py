@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -104,15 +105,21 @@ def test_experiment_parent_and_child_runs(store):
 
     children = tracking.child_runs(parent.info.run_id)
     names = [r.info.run_name for r in children]
-    assert sorted(names) == sorted(f"GSPC/{n}" for n in [*CLASSIC, "lstm"])
+    assert sorted(names) == sorted(f"train/GSPC/{n}" for n in [*CLASSIC, "lstm"])
     metrics = summary["instruments"]["GSPC"]["metrics"]
     for run in children:
-        forecaster = run.info.run_name.split("/")[1]
+        forecaster = run.info.run_name.split("/")[2]
         assert run.info.status == "FINISHED"
         assert run.data.tags["gatecast.forecaster"] == forecaster
         assert run.data.tags["gatecast.instrument"] == "GSPC"
         assert run.data.tags["gatecast.git.commit"] == tags["gatecast.git.commit"]
-        assert run.data.params == parent.data.params
+        # the stage (the parent's too), instrument and forecaster are params, for the compare view
+        assert parent.data.params["stage"] == "train"
+        assert run.data.params == {
+            **parent.data.params,
+            "instrument": "GSPC",
+            "forecaster": forecaster,
+        }
         # identical metric names across forecasters, matching summary.json
         for name in ("rmse", "mae", "theil_u2", "mase", "directional_accuracy", "dm_p_value"):
             logged, written = run.data.metrics[name], metrics[forecaster][name]
@@ -153,6 +160,25 @@ def test_lstm_run_has_losses_plots_model_and_seed_metrics(store):
     assert str(version.version) == model["version"]
     assert version.run_id == run_id
     assert version.tags["gatecast.instrument"] == "GSPC"
+    # its lineage: run, commit, config and data hashes, final fold, the run's metrics
+    assert version.tags["gatecast.lineage.run_id"] == run_id
+    assert version.tags["gatecast.lineage.run_name"] == "train/GSPC/lstm"
+    assert version.tags["gatecast.lineage.git.commit"] == run.data.tags["gatecast.git.commit"]
+    config_text = tracking.download_artifact(run_id, "config.yaml", store / "cfg").read_text()
+    assert (
+        version.tags["gatecast.lineage.config_sha256"]
+        == hashlib.sha256(config_text.encode()).hexdigest()
+    )
+    data_hash = run.data.tags["gatecast.input.GSPC.csv.sha256"]
+    assert version.tags["gatecast.lineage.data.GSPC.csv"] == data_hash
+    last_fold = summary["instruments"]["GSPC"]["folds"][-1]
+    assert version.tags["gatecast.lineage.fold.train_start"] == last_fold["train_start"]
+    for key in ("rmse", "mae", "theil_u2"):
+        assert float(version.tags[f"gatecast.metric.{key}"]) == pytest.approx(
+            metrics["lstm"][key], rel=1e-5
+        )
+    assert version.description.startswith("GateLSTM forecast of GSPC's next close")
+    assert data_hash[:12] in version.description and run_id in version.description
     # a logged model of the run, finished, with its signature and input example
     assert version.source.startswith("models:/m-")
     model_id = version.source.removeprefix("models:/")
@@ -164,8 +190,8 @@ def test_lstm_run_has_losses_plots_model_and_seed_metrics(store):
     info = mlflow.models.get_model_info(model["uri"])
     assert info.model_id == model_id
     assert info.run_id == run_id
-    inputs = info.signature.inputs.input_names()
-    assert inputs == ["date", "open", "high", "low", "close", "volume"]
+    # no input schema: MLflow would refuse the bars as read from a CSV (lstm_pyfunc)
+    assert info.signature.inputs is None
     assert "lstm" in info.signature.outputs.input_names()
     assert info.signature.params.to_dict()[0]["name"] == "start"
     assert info.saved_input_example_info["type"] == "dataframe"
@@ -286,9 +312,9 @@ def test_a_failure_midway_ends_the_runs_failed_and_a_rerun_succeeds(
     runs = [r for r in runs if r.data.params["forecasters.lstm"] == "null"]
     by_name = {r.info.run_name: r.info.status for r in runs}
     assert by_name["train"] == "FAILED"
-    assert by_name["GSPC/kalman"] == "FAILED"
-    assert by_name["GSPC/random_walk"] == "FINISHED"  # finished before the crash
-    assert "GSPC/ols" not in by_name
+    assert by_name["train/GSPC/kalman"] == "FAILED"
+    assert by_name["train/GSPC/random_walk"] == "FINISHED"  # finished before the crash
+    assert "train/GSPC/ols" not in by_name
     assert "RUNNING" not in by_name.values()
 
     monkeypatch.undo()
@@ -313,7 +339,7 @@ def test_ctrl_c_ends_the_runs_killed(store, tmp_path, monkeypatch, capsys):
     runs = [r for r in tracking.find_runs("gatecast-smoke") if r.info.start_time >= started - 1]
     by_name = {r.info.run_name: r.info.status for r in runs}
     assert by_name["train"] == "KILLED"
-    assert by_name["GSPC/kalman"] == "KILLED"
+    assert by_name["train/GSPC/kalman"] == "KILLED"
 
 
 def _free_port() -> int:
@@ -359,10 +385,10 @@ def test_against_a_real_mlflow_server(tmp_path, monkeypatch):
         experiment = client.get_experiment_by_name("gatecast-smoke")
         runs = client.search_runs([experiment.experiment_id])
         names = {r.info.run_name: r for r in runs}
-        assert set(names) == {"train", *(f"GSPC/{n}" for n in [*CLASSIC, "lstm"])}
+        assert set(names) == {"train", *(f"train/GSPC/{n}" for n in [*CLASSIC, "lstm"])}
         assert all(r.info.status == "FINISHED" for r in runs)
         assert names["train"].info.run_id == summary["parent_run_id"]
-        lstm = names["GSPC/lstm"]
+        lstm = names["train/GSPC/lstm"]
         assert client.get_metric_history(lstm.info.run_id, "loss/fold1/seed0")
         assert "forecasts.parquet" in {a.path for a in client.list_artifacts(lstm.info.run_id)}
         version = client.get_model_version_by_alias("gatecast-lstm-smoke-GSPC", "newest")
