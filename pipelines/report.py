@@ -47,7 +47,7 @@ from pathlib import Path
 
 from pipelines import report_multiple, tracking
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
-from pipelines.comparison import METRIC_COLUMNS, Comparison, compare, finite
+from pipelines.comparison import METRIC_COLUMNS, POOLED, Comparison, compare, finite
 from pipelines.config import Config
 from pipelines.errors import GatecastError
 from pipelines.outputs import shown
