@@ -11,15 +11,18 @@ so two runs with the same seed give bit-identical results on the CPU (on a GPU
 too, at some cost in speed). Seeds are set per model with
 ``keras.utils.set_random_seed`` (``seed_everything``).
 
-The train stage's worker processes (``executor: {kind: local}``) run
+The train stage's worker processes (``executor: {kind: local}`` or ``ray``) run
 ``configure_worker``, which is ``configure`` plus GPU memory growth, so that
-several workers can share one GPU.
+several workers can share one GPU. A Ray worker that runs only CPU units
+(``GATECAST_UNIT_DEVICE=cpu``, set by ``pipelines.ray_executor``) is configured
+for the CPU whatever the config's device, so it needs no GPU of its own.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import platform
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -109,12 +112,16 @@ def configure(cfg: Config) -> DeviceInfo:
 
 
 def configure_worker(cfg: Config) -> DeviceInfo:
-    """``configure`` in a worker process of a pool (``pipelines.executors.LocalExecutor``).
+    """``configure`` in a worker process (``pipelines.executors``, ``pipelines.ray_executor``).
 
     On a GPU, memory is allocated as it is needed instead of all at once, so
-    several workers can share one device.
+    several workers can share one device. A worker whose units run on CPUs only
+    (``GATECAST_UNIT_DEVICE=cpu``) is configured with ``device: cpu``.
     """
     import tensorflow as tf
+
+    if os.environ.get("GATECAST_UNIT_DEVICE") == "cpu" and cfg.device != "cpu":
+        cfg = cfg.model_copy(update={"device": "cpu"})
 
     if cfg.device != "cpu":
         for gpu in tf.config.list_physical_devices("GPU"):
