@@ -32,11 +32,16 @@ instrument's ``oos_start`` to its ``oos_end`` under the same
 
 Each (instrument, strategy) is one unit of work, ``pipelines.backtest_unit``:
 a plain function of its inputs that returns its results; this module builds
-the units from the files, runs them in a loop and writes what they return.
+the units from the files, runs them through the config's executor and writes
+what they return. A failed unit fails alone: the others finish (their results
+kept for a rerun, which redoes only the failed ones), then the stage exits
+non-zero with one line naming every failed (instrument, strategy) and its
+error, and writes no summary.json.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -49,13 +54,20 @@ from tqdm import tqdm
 from core.bars import BAR_COLUMNS, format_timestamp
 from core.periods import PERIODS_PER_YEAR, bar_interval
 from pipelines import executors
-from pipelines.backtest_unit import BacktestUnit, StrategyBacktest, run_unit
+from pipelines.backtest_unit import BacktestUnit, StrategyBacktest, run_unit, unit_inputs
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
 from pipelines.config import BacktestConfig, Config, ForecastersConfig
 from pipelines.data import bars_per_year, load_risk_free
 from pipelines.errors import ConfigError, DataError
-from pipelines.outputs import json_safe, read_stage_parquet, read_stage_summary, write_json
+from pipelines.outputs import (
+    json_safe,
+    read_stage_parquet,
+    read_stage_summary,
+    shown,
+    write_json,
+)
 from pipelines.strategy_names import LSTM, cost_label, seed_columns, strategy_kind
+from pipelines.unit_cache import UnitCache
 from strategies.engine import ExecutionSettings, execution_dict, warmup_bars
 
 log = logging.getLogger("gatecast.backtest")
@@ -243,10 +255,13 @@ def run_backtests(
 ) -> list[InstrumentBacktests]:
     """Run every configured strategy, with its cost sweep, on every instrument's forecasts.
 
-    Nothing is written. Every unit is planned (so bad inputs stop the stage
-    before any backtest runs), then run through the config's executor
-    (``executor``: in this process, or a pool of processes); the results are
-    the same either way.
+    No stage file is written. Every unit is planned (so bad inputs stop the
+    stage before any backtest runs), then run through the config's executor
+    (``executor``: in this process, a pool of processes or Ray); the results
+    are the same either way. Each finished unit's result is kept in
+    ``backtests/.units`` (``pipelines.unit_cache``) and taken from there by a
+    later call with the same inputs and code. A unit that raises does not stop
+    the others; once all are done, ``UnitsFailed`` names every failed one.
 
     Args:
         cfg: the experiment.
@@ -269,6 +284,11 @@ def run_backtests(
     ]
     owner = {id(unit): (inst, name) for inst in planned for name, unit in inst.units.items()}
     units = [unit for inst in planned for unit in inst.units.values()]
+    order = {id(unit): k for k, unit in enumerate(units)}
+    cache = UnitCache(cfg.run_directory / "backtests", "pipelines.backtest_unit", unit_inputs)
+    done, todo = cache.split(units, "backtest")
+    reused = {id(unit) for unit, _ in done}
+    failures: list[tuple[int, executors.UnitFailure]] = []
     # disable=None: a bar on a terminal, nothing in logs and CI
     with (
         executors.executor_for(cfg.executor) as executor,
@@ -280,15 +300,21 @@ def run_backtests(
             file=sys.stderr,
         ) as bar,
     ):
-        for unit, outcome in executor.run(run_unit, units):
+        for unit, outcome in itertools.chain(done, executor.run(run_unit, todo)):
             inst, name = owner[id(unit)]
-            if isinstance(outcome, ValueError):
-                raise DataError(f"{inst.path}: strategy {name!r}: {outcome}") from None
+            bar.update()
             if isinstance(outcome, Exception):
-                raise outcome
+                where = f"{unit.instrument}/{name} ({shown(inst.path)})"
+                failures.append((order[id(unit)], executors.UnitFailure(where, outcome)))
+                log.error("backtest unit failed: %s", failures[-1][1])
+                continue
+            if id(unit) not in reused:
+                cache.put(unit, outcome)
             inst.results[name] = outcome
             _log_result(inst.instrument, name, outcome)
-            bar.update()
+    if failures:
+        raise executors.UnitsFailed("backtest", [f for _, f in sorted(failures)], len(units))
+    cache.prune(units)
     for inst in planned:  # results in plan order, whatever order the units finished in
         inst.results = {name: inst.results[name] for name in inst.units}
     return planned
@@ -388,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         cfg = config_from_args(args)
+        # make must not take a failed run for a finished stage
+        (cfg.run_directory / "backtests" / "summary.json").unlink(missing_ok=True)
         results = run_backtests(cfg, charts=not args.no_charts)
         path = write_backtests(cfg, results)
         log.info("wrote %s", path)

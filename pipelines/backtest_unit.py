@@ -150,3 +150,8 @@ class BacktestUnit:
 def run_unit(unit: BacktestUnit) -> StrategyBacktest:
     """``backtest_strategy`` on a unit's inputs (top level, so a process pool can pickle it)."""
     return backtest_strategy(**unit.arguments())
+
+
+def unit_inputs(unit: BacktestUnit) -> dict[str, Any]:
+    """What ``run_unit``'s result depends on, for ``pipelines.unit_cache``'s key: every field."""
+    return {f.name: getattr(unit, f.name) for f in dataclasses.fields(unit)}

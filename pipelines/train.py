@@ -30,7 +30,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import json
 import logging
 import shlex
@@ -53,7 +55,15 @@ from pipelines.config import REPO_ROOT, Config
 from pipelines.data import load_instrument, safe_child
 from pipelines.errors import DataError
 from pipelines.outputs import atomic_write, json_safe, read_stage_parquet, shown, write_json
-from pipelines.units import LSTM, TrainResult, TrainUnit, make_units, run_train_unit
+from pipelines.unit_cache import UnitCache
+from pipelines.units import (
+    LSTM,
+    TrainResult,
+    TrainUnit,
+    cache_inputs,
+    make_units,
+    run_train_unit,
+)
 from pipelines.walkforward import (
     Fold,
     make_folds,
@@ -329,6 +339,29 @@ def _batch_shards(cfg: Config) -> int | None:
     return max(1, min(default_batch_shards(), rows // MIN_AUTO_SHARD_ROWS))
 
 
+def _gpus(cfg: Config, device: runtime.DeviceInfo, unit: TrainUnit) -> float | None:
+    """GPUs a unit asks an executor for: an LSTM unit on a GPU device, else None (CPUs only)."""
+    if unit.forecaster != LSTM or device.kind != "gpu":
+        return None
+    wanted = cfg.executor.gpus_per_lstm_unit
+    return 1.0 if wanted is None else wanted
+
+
+def _record_failure(key: Key, failure: executors.UnitFailure) -> None:
+    """Open and end the child run of ``key``'s forecaster FAILED, naming the failed unit."""
+    tags = {
+        "gatecast.instrument": key[0],
+        "gatecast.forecaster": key[1],
+        "gatecast.failed_unit": str(failure),
+    }
+    with contextlib.suppress(_UnitFailed), tracking.child_run(f"{key[0]}/{key[1]}", tags=tags):
+        raise _UnitFailed(str(failure))
+
+
+class _UnitFailed(Exception):
+    """Ends a failed forecaster's child run FAILED (``_record_failure``); never leaves it."""
+
+
 def run_units(
     cfg: Config,
     bars: Mapping[str, pd.DataFrame],
@@ -336,29 +369,47 @@ def run_units(
     units: Sequence[TrainUnit],
     executor: executors.Executor,
     bar: tqdm,
+    cache: UnitCache | None = None,
 ) -> dict[Key, InstrumentResult]:
     """Run ``units`` through ``executor``; record each (instrument, forecaster) once all
     its units are in.
 
-    A failed unit ends the child run of its forecaster FAILED (opened for the
-    purpose), and an interruption the run of the first forecaster not yet
+    Units whose result ``cache`` keeps from an earlier run are not run again;
+    every unit that finishes is kept there. A unit that raises ends the child
+    run of its forecaster FAILED (opened for the purpose) and the other units
+    go on; once all are done, ``UnitsFailed`` names every failed unit. An
+    error of the driver's own (recording) ends the run it was recording
+    FAILED, and an interruption the run of the first forecaster not yet
     recorded KILLED, before the exception goes on; the forecasters recorded
     keep their FINISHED runs, and those not started get none.
     """
     expected = Counter(unit.key for unit in units)
+    order = {id(unit): k for k, unit in enumerate(units)}
     arrived: dict[Key, list[Piece]] = defaultdict(list)
     recorded: dict[Key, InstrumentResult] = {}
+    failures: list[tuple[int, executors.UnitFailure]] = []
     opened: set[Key] = set()
     to_blame: Key | None = None
+    done, todo = cache.split(units, STAGE) if cache else ([], list(units))
+    reused = {id(unit) for unit, _ in done}
     try:
-        for unit, outcome in executor.run(run_train_unit, units):
-            if isinstance(outcome, Exception):
-                to_blame = unit.key
-                outcome.add_note(f"in the train unit {unit}")
-                raise outcome
+        for unit, outcome in itertools.chain(done, executor.run(run_train_unit, todo)):
             bar.set_description(f"train {unit.instrument}", refresh=False)
             bar.set_postfix_str(str(unit), refresh=False)
             bar.update()
+            if isinstance(outcome, Exception):
+                failure = executors.UnitFailure(str(unit), outcome)
+                failures.append((order[id(unit)], failure))
+                log.error("train unit failed: %s", failure)
+                if unit.key not in opened:
+                    opened.add(unit.key)
+                    arrived.pop(unit.key, None)
+                    _record_failure(unit.key, failure)
+                continue
+            if cache is not None and id(unit) not in reused:
+                cache.put(unit, outcome)
+            if unit.key in opened:  # its forecaster already failed or was recorded
+                continue
             arrived[unit.key].append((unit, outcome))
             if len(arrived[unit.key]) == expected[unit.key]:
                 to_blame = unit.key
@@ -370,12 +421,14 @@ def run_units(
                 )
                 to_blame = None
     except BaseException:
-        key = to_blame or next((k for k in expected if k not in recorded), None)
+        key = to_blame or next((k for k in expected if k not in opened), None)
         if key is not None and key not in opened:
             tags = {"gatecast.instrument": key[0], "gatecast.forecaster": key[1]}
             with tracking.child_run(f"{key[0]}/{key[1]}", tags=tags):
                 raise
         raise
+    if failures:
+        raise executors.UnitsFailed(STAGE, [f for _, f in sorted(failures)], len(units))
     return recorded
 
 
@@ -487,8 +540,11 @@ def train(cfg: Config, *, command: str | None = None) -> dict[str, Any]:
     min_history = _min_history(cfg)
     folds = {name: make_folds(b.index, cfg.walkforward, min_history) for name, b in bars.items()}
     units = make_units(cfg, bars, folds, device, _batch_shards(cfg))
+    cache = UnitCache(out, "pipelines.units", cache_inputs)
     executor = executors.executor_for(
-        cfg.executor, setup=functools.partial(runtime.configure_worker, cfg)
+        cfg.executor,
+        setup=functools.partial(runtime.configure_worker, cfg),
+        gpus=functools.partial(_gpus, cfg, device),
     )
     log.info("%d units of work; executor: %s", len(units), executor.describe())
 
@@ -500,7 +556,7 @@ def train(cfg: Config, *, command: str | None = None) -> dict[str, Any]:
         tqdm(total=len(units), desc="train", unit="fit", disable=None, file=sys.stderr) as bar,
         executor,
     ):
-        recorded = run_units(cfg, bars, folds, units, executor, bar)
+        recorded = run_units(cfg, bars, folds, units, executor, bar, cache)
         results = [_instrument_result(cfg, name, f, recorded) for name, f in folds.items()]
         header = {
             "config": cfg.name,
@@ -520,6 +576,7 @@ def train(cfg: Config, *, command: str | None = None) -> dict[str, Any]:
         summary = write_outputs(cfg, bars, results, header)
         tracking.log_metrics({"wall_seconds": time.perf_counter() - started})
         tracking.log_dict(summary, "summary.json")
+    cache.prune(units)
     return summary
 
 

@@ -22,8 +22,10 @@ LSTM units, so a long-lived worker's memory stays bounded.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -109,6 +111,11 @@ def make_units(
     units = []
     lstm = cfg.forecasters.lstm
     for instrument, instrument_bars in bars.items():
+        # one window per fold, shared by its units (an executor ships each once)
+        windows = {
+            f.number: instrument_bars.iloc[f.train_start : f.test_end + 1]
+            for f in folds[instrument]
+        }
         for name in cfg.forecasters.enabled():
             seeds = range(lstm.seeds) if name == LSTM and lstm is not None else range(1)
             for k in seeds:
@@ -119,7 +126,7 @@ def make_units(
                             instrument=instrument,
                             forecaster=name,
                             fold=fold,
-                            bars=instrument_bars.iloc[fold.train_start : fold.test_end + 1],
+                            bars=windows[fold.number],
                             device=device,
                             seed_index=k,
                             seed=cfg.seed + k,
@@ -129,6 +136,25 @@ def make_units(
                         )
                     )
     return units
+
+
+# Config sections a train unit never reads (the others are part of its cache key).
+_NOT_READ = {"name", "output_directory", "data", "backtest", "report", "tracking", "executor"}
+
+
+def cache_inputs(unit: TrainUnit) -> dict[str, Any]:
+    """What ``run_train_unit``'s result depends on, for ``pipelines.unit_cache``'s key.
+
+    Every field of the unit, with the config narrowed to what can change the
+    numbers: every section but those listed in ``_NOT_READ`` (a new section
+    counts until it is listed), and of ``forecasters`` only the unit's own.
+    The bars are the unit's own (its fold's window, read by the driver from the
+    data stage's files), so a changed data file changes the key.
+    """
+    config = unit.cfg.model_dump(mode="json", exclude=_NOT_READ)
+    config["forecasters"] = {unit.forecaster: config["forecasters"][unit.forecaster]}
+    fields = {f.name: getattr(unit, f.name) for f in dataclasses.fields(unit)}
+    return {**fields, "cfg": config}
 
 
 def run_train_unit(unit: TrainUnit) -> TrainResult:
