@@ -251,7 +251,11 @@ def _log_result(instrument: str, name: str, result: StrategyBacktest) -> None:
 
 
 def run_backtests(
-    cfg: Config, forecasts_dir: Path | None = None, charts: bool = False, progress: bool = True
+    cfg: Config,
+    forecasts_dir: Path | None = None,
+    charts: bool = False,
+    progress: bool = True,
+    reuse: bool = True,
 ) -> list[InstrumentBacktests]:
     """Run every configured strategy, with its cost sweep, on every instrument's forecasts.
 
@@ -269,6 +273,7 @@ def run_backtests(
             ``<run_directory>/forecasts``).
         charts: draw Backtrader's chart of the charted strategies.
         progress: show a progress bar on a terminal.
+        reuse: keep and reuse finished units' results (False: run every unit, keep none).
     """
     forecasts_dir = Path(forecasts_dir or cfg.run_directory / "forecasts")
     summary = read_stage_summary(forecasts_dir / "summary.json", "train")
@@ -285,8 +290,10 @@ def run_backtests(
     owner = {id(unit): (inst, name) for inst in planned for name, unit in inst.units.items()}
     units = [unit for inst in planned for unit in inst.units.values()]
     order = {id(unit): k for k, unit in enumerate(units)}
-    cache = UnitCache(cfg.run_directory / "backtests", "pipelines.backtest_unit", unit_inputs)
-    done, todo = cache.split(units, "backtest")
+    cache = None
+    if reuse:
+        cache = UnitCache(cfg.run_directory / "backtests", "pipelines.backtest_unit", unit_inputs)
+    done, todo = cache.split(units, "backtest") if cache else ([], units)
     reused = {id(unit) for unit, _ in done}
     failures: list[tuple[int, executors.UnitFailure]] = []
     # disable=None: a bar on a terminal, nothing in logs and CI
@@ -308,13 +315,14 @@ def run_backtests(
                 failures.append((order[id(unit)], executors.UnitFailure(where, outcome)))
                 log.error("backtest unit failed: %s", failures[-1][1])
                 continue
-            if id(unit) not in reused:
+            if cache is not None and id(unit) not in reused:
                 cache.put(unit, outcome)
             inst.results[name] = outcome
             _log_result(inst.instrument, name, outcome)
     if failures:
         raise executors.UnitsFailed("backtest", [f for _, f in sorted(failures)], len(units))
-    cache.prune(units)
+    if cache is not None:
+        cache.prune(units)
     for inst in planned:  # results in plan order, whatever order the units finished in
         inst.results = {name: inst.results[name] for name in inst.units}
     return planned

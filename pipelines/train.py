@@ -530,8 +530,12 @@ def _table(summary: Mapping[str, Any]) -> str:
 # The stage ----------------------------------------------------------------------------
 
 
-def train(cfg: Config, *, command: str | None = None) -> dict[str, Any]:
-    """Run the train stage for ``cfg`` and return the summary written to summary.json."""
+def train(cfg: Config, *, command: str | None = None, reuse: bool = True) -> dict[str, Any]:
+    """Run the train stage for ``cfg`` and return the summary written to summary.json.
+
+    ``reuse``: take finished units' results from ``forecasts/.units`` and keep
+    them there (``pipelines.unit_cache``); False runs every unit and keeps none.
+    """
     started = time.perf_counter()
     out = forecasts_directory(cfg)
     (out / "summary.json").unlink(missing_ok=True)
@@ -540,7 +544,7 @@ def train(cfg: Config, *, command: str | None = None) -> dict[str, Any]:
     min_history = _min_history(cfg)
     folds = {name: make_folds(b.index, cfg.walkforward, min_history) for name, b in bars.items()}
     units = make_units(cfg, bars, folds, device, _batch_shards(cfg))
-    cache = UnitCache(out, "pipelines.units", cache_inputs)
+    cache = UnitCache(out, "pipelines.units", cache_inputs) if reuse else None
     executor = executors.executor_for(
         cfg.executor,
         setup=functools.partial(runtime.configure_worker, cfg),
@@ -576,7 +580,8 @@ def train(cfg: Config, *, command: str | None = None) -> dict[str, Any]:
         summary = write_outputs(cfg, bars, results, header)
         tracking.log_metrics({"wall_seconds": time.perf_counter() - started})
         tracking.log_dict(summary, "summary.json")
-    cache.prune(units)
+    if cache is not None:
+        cache.prune(units)
     return summary
 
 
