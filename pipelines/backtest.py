@@ -41,7 +41,6 @@ error, and writes no summary.json.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -67,7 +66,7 @@ from pipelines.outputs import (
     write_json,
 )
 from pipelines.strategy_names import LSTM, cost_label, seed_columns, strategy_kind
-from pipelines.unit_cache import UnitCache
+from pipelines.unit_cache import UnitCache, UnitRunner
 from strategies.engine import ExecutionSettings, execution_dict, warmup_bars
 
 log = logging.getLogger("gatecast.backtest")
@@ -289,13 +288,10 @@ def run_backtests(
     ]
     owner = {id(unit): (inst, name) for inst in planned for name, unit in inst.units.items()}
     units = [unit for inst in planned for unit in inst.units.values()]
-    order = {id(unit): k for k, unit in enumerate(units)}
     cache = None
     if reuse:
         cache = UnitCache(cfg.run_directory / "backtests", "pipelines.backtest_unit", unit_inputs)
-    done, todo = cache.split(units, "backtest") if cache else ([], units)
-    reused = {id(unit) for unit, _ in done}
-    failures: list[tuple[int, executors.UnitFailure]] = []
+    runner = UnitRunner("backtest", cache, lambda u: f"{u} ({shown(owner[id(u)][0].path)})")
     # disable=None: a bar on a terminal, nothing in logs and CI
     with (
         executors.executor_for(cfg.executor) as executor,
@@ -307,22 +303,13 @@ def run_backtests(
             file=sys.stderr,
         ) as bar,
     ):
-        for unit, outcome in itertools.chain(done, executor.run(run_unit, todo)):
-            inst, name = owner[id(unit)]
+        for unit, outcome in runner.run(executor, run_unit, units):
             bar.update()
-            if isinstance(outcome, Exception):
-                where = f"{unit.instrument}/{name} ({shown(inst.path)})"
-                failures.append((order[id(unit)], executors.UnitFailure(where, outcome)))
-                log.error("backtest unit failed: %s", failures[-1][1])
-                continue
-            if cache is not None and id(unit) not in reused:
-                cache.put(unit, outcome)
-            inst.results[name] = outcome
-            _log_result(inst.instrument, name, outcome)
-    if failures:
-        raise executors.UnitsFailed("backtest", [f for _, f in sorted(failures)], len(units))
-    if cache is not None:
-        cache.prune(units)
+            if not isinstance(outcome, Exception):
+                inst, name = owner[id(unit)]
+                inst.results[name] = outcome
+                _log_result(inst.instrument, name, outcome)
+    runner.finish()
     for inst in planned:  # results in plan order, whatever order the units finished in
         inst.results = {name: inst.results[name] for name in inst.units}
     return planned

@@ -140,6 +140,9 @@ class BacktestUnit:
     cost_sweep_bp: tuple[float, ...] = ()
     chart: bool = False
 
+    def __str__(self) -> str:
+        return f"{self.instrument}/{self.name}"
+
     def arguments(self) -> dict[str, Any]:
         """Keyword arguments of ``backtest_strategy``."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -9,10 +9,14 @@
    forecaster as units of work (``pipelines.units``: one forecaster, one fold,
    and for the LSTM one seed, ``cfg.seed + k``, each) through the executor of
    the config's ``executor`` section (``pipelines.executors``: in this process,
-   or a pool of worker processes; the results are bit-identical). This process
-   is the driver: only it talks to MLflow, and it records each (instrument,
-   forecaster) as soon as all its units are in. The LSTM's ``lstm`` column is
-   the mean of the seeds' forecasts and ``lstm_seed<k>`` each seed's;
+   a pool of worker processes or Ray tasks; the results are bit-identical).
+   This process is the driver: only it talks to MLflow, and it records each
+   (instrument, forecaster) as soon as all its units are in. A failed unit
+   fails alone: its forecaster's run ends FAILED, the others are recorded, and
+   the stage ends with one line naming every failed unit; finished units'
+   results are kept (``pipelines.unit_cache``), so a rerun redoes only the
+   failed ones. The LSTM's ``lstm`` column is the mean of the seeds' forecasts
+   and ``lstm_seed<k>`` each seed's;
 4. scores every forecaster on the same out-of-sample dates
    (``models.metrics``: RMSE, MAE, Theil's U2, MASE, directional accuracy, the
    Diebold-Mariano test against the random walk), whole period and per fold;
@@ -32,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 import json
 import logging
 import shlex
@@ -55,12 +58,14 @@ from pipelines.config import REPO_ROOT, Config
 from pipelines.data import load_instrument, safe_child
 from pipelines.errors import DataError
 from pipelines.outputs import atomic_write, json_safe, read_stage_parquet, shown, write_json
-from pipelines.unit_cache import UnitCache
+from pipelines.unit_cache import UnitCache, UnitRunner
 from pipelines.units import (
     LSTM,
     TrainResult,
     TrainUnit,
+    batch_shards,
     cache_inputs,
+    gpus_wanted,
     make_units,
     run_train_unit,
 )
@@ -324,29 +329,6 @@ def _min_history(cfg: Config) -> int:
     return max(required_train_bars(make_forecaster(n, cfg)) for n in cfg.forecasters.enabled())
 
 
-def _batch_shards(cfg: Config) -> int | None:
-    """The LSTM's row blocks per batch, resolved once here and given to every unit.
-
-    What ``GateLSTM(batch_shards=None)`` would choose for a training batch in
-    this process (one block per core, none under ``MIN_AUTO_SHARD_ROWS`` rows),
-    so a worker with fewer threads still trains the driver's model.
-    """
-    if cfg.forecasters.lstm is None:
-        return None
-    from models.gate_lstm_xla import MIN_AUTO_SHARD_ROWS, default_batch_shards
-
-    rows = cfg.forecasters.lstm.batch_size
-    return max(1, min(default_batch_shards(), rows // MIN_AUTO_SHARD_ROWS))
-
-
-def _gpus(cfg: Config, device: runtime.DeviceInfo, unit: TrainUnit) -> float | None:
-    """GPUs a unit asks an executor for: an LSTM unit on a GPU device, else None (CPUs only)."""
-    if unit.forecaster != LSTM or device.kind != "gpu":
-        return None
-    wanted = cfg.executor.gpus_per_lstm_unit
-    return 1.0 if wanted is None else wanted
-
-
 def _record_failure(key: Key, failure: executors.UnitFailure) -> None:
     """Open and end the child run of ``key``'s forecaster FAILED, naming the failed unit."""
     tags = {
@@ -374,41 +356,32 @@ def run_units(
     """Run ``units`` through ``executor``; record each (instrument, forecaster) once all
     its units are in.
 
-    Units whose result ``cache`` keeps from an earlier run are not run again;
-    every unit that finishes is kept there. A unit that raises ends the child
-    run of its forecaster FAILED (opened for the purpose) and the other units
-    go on; once all are done, ``UnitsFailed`` names every failed unit. An
-    error of the driver's own (recording) ends the run it was recording
-    FAILED, and an interruption the run of the first forecaster not yet
-    recorded KILLED, before the exception goes on; the forecasters recorded
-    keep their FINISHED runs, and those not started get none.
+    Units whose result ``cache`` keeps from an earlier run are not run again
+    (``pipelines.unit_cache``). A unit that raises ends the child run of its
+    forecaster FAILED (opened for the purpose) and the others go on; once all
+    are done, ``UnitsFailed`` names every failed unit. An error of the
+    driver's own (recording) ends the run it was recording FAILED, and an
+    interruption the run of the first forecaster not yet recorded KILLED,
+    before the exception goes on; the forecasters recorded keep their FINISHED
+    runs, and those not started get none.
     """
     expected = Counter(unit.key for unit in units)
-    order = {id(unit): k for k, unit in enumerate(units)}
     arrived: dict[Key, list[Piece]] = defaultdict(list)
     recorded: dict[Key, InstrumentResult] = {}
-    failures: list[tuple[int, executors.UnitFailure]] = []
-    opened: set[Key] = set()
+    opened: set[Key] = set()  # recorded, being recorded, or failed
     to_blame: Key | None = None
-    done, todo = cache.split(units, STAGE) if cache else ([], list(units))
-    reused = {id(unit) for unit, _ in done}
+    runner = UnitRunner(STAGE, cache)
     try:
-        for unit, outcome in itertools.chain(done, executor.run(run_train_unit, todo)):
+        for unit, outcome in runner.run(executor, run_train_unit, units):
             bar.set_description(f"train {unit.instrument}", refresh=False)
             bar.set_postfix_str(str(unit), refresh=False)
             bar.update()
-            if isinstance(outcome, Exception):
-                failure = executors.UnitFailure(str(unit), outcome)
-                failures.append((order[id(unit)], failure))
-                log.error("train unit failed: %s", failure)
-                if unit.key not in opened:
-                    opened.add(unit.key)
-                    arrived.pop(unit.key, None)
-                    _record_failure(unit.key, failure)
+            if unit.key in opened:  # its forecaster already failed
                 continue
-            if cache is not None and id(unit) not in reused:
-                cache.put(unit, outcome)
-            if unit.key in opened:  # its forecaster already failed or was recorded
+            if isinstance(outcome, Exception):
+                opened.add(unit.key)
+                arrived.pop(unit.key, None)
+                _record_failure(unit.key, runner.failures[-1][1])
                 continue
             arrived[unit.key].append((unit, outcome))
             if len(arrived[unit.key]) == expected[unit.key]:
@@ -427,8 +400,7 @@ def run_units(
             with tracking.child_run(f"{key[0]}/{key[1]}", tags=tags):
                 raise
         raise
-    if failures:
-        raise executors.UnitsFailed(STAGE, [f for _, f in sorted(failures)], len(units))
+    runner.finish()
     return recorded
 
 
@@ -543,12 +515,12 @@ def train(cfg: Config, *, command: str | None = None, reuse: bool = True) -> dic
     bars, inputs = load_bars(cfg)
     min_history = _min_history(cfg)
     folds = {name: make_folds(b.index, cfg.walkforward, min_history) for name, b in bars.items()}
-    units = make_units(cfg, bars, folds, device, _batch_shards(cfg))
+    units = make_units(cfg, bars, folds, device, batch_shards(cfg))
     cache = UnitCache(out, "pipelines.units", cache_inputs) if reuse else None
     executor = executors.executor_for(
         cfg.executor,
         setup=functools.partial(runtime.configure_worker, cfg),
-        gpus=functools.partial(_gpus, cfg, device),
+        gpus=functools.partial(gpus_wanted, cfg, device),
     )
     log.info("%d units of work; executor: %s", len(units), executor.describe())
 
@@ -580,8 +552,6 @@ def train(cfg: Config, *, command: str | None = None, reuse: bool = True) -> dic
         summary = write_outputs(cfg, bars, results, header)
         tracking.log_metrics({"wall_seconds": time.perf_counter() - started})
         tracking.log_dict(summary, "summary.json")
-    if cache is not None:
-        cache.prune(units)
     return summary
 
 

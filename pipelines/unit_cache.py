@@ -1,7 +1,8 @@
 """Finished units' results, kept by the driver so that a rerun redoes only what failed.
 
-A stage whose unit fails lets the others finish (``pipelines.executors.UnitsFailed``);
-each finished unit's result is kept here, under
+A stage runs its units through ``UnitRunner``: a unit that fails lets the
+others finish, and the stage then raises ``pipelines.executors.UnitsFailed``,
+naming every failed unit in one line. Each finished unit's result is kept, under
 ``build/<name>/<stage folder>/.units/<key>.pkl`` (written atomically), and
 the next run of the stage takes it from here instead of running the unit
 again, logging one line ``reused N of M units``. After a stage that finished,
@@ -39,10 +40,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import logging
 import pickle
 import platform
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from pipelines.depends import ROOT, code_files
+from pipelines.executors import Executor, R, U, UnitFailure, UnitsFailed
 from pipelines.outputs import atomic_write
 
 log = logging.getLogger("gatecast.cache")
@@ -201,3 +204,51 @@ class UnitCache:
             for path in self.directory.glob("*.pkl"):
                 if path.name not in keep:
                     path.unlink(missing_ok=True)
+
+
+class UnitRunner:
+    """Runs a stage's units: kept results first, then the others through an executor.
+
+    ``run`` yields ``(unit, result or Exception)`` for every unit, like
+    ``Executor.run``, keeps each new result in ``cache`` and notes each failure;
+    the stage handles both as they come (records a run, marks one FAILED), then
+    calls ``finish``: ``UnitsFailed`` naming every failed unit (in the units'
+    order), or, when none failed, the cache pruned to this run's units.
+
+    Args:
+        stage: The stage's name, for messages (``train``, ``backtest``).
+        cache: Where finished units' results are kept (None: nowhere, nothing reused).
+        label: A unit's name in messages, e.g. ``GSPC/kalman fold 1``.
+    """
+
+    def __init__(
+        self, stage: str, cache: UnitCache | None, label: Callable[[Any], str] = str
+    ) -> None:
+        self.stage, self.cache, self.label = stage, cache, label
+        self.units: list[Any] = []
+        self.failures: list[tuple[int, UnitFailure]] = []
+
+    def run(
+        self, executor: Executor, fn: Callable[[U], R], units: Sequence[U]
+    ) -> Iterator[tuple[U, R | Exception]]:
+        """Every unit's outcome, kept results first (see the class docstring)."""
+        self.units = list(units)
+        order = {id(unit): k for k, unit in enumerate(self.units)}
+        done, todo = self.cache.split(units, self.stage) if self.cache else ([], self.units)
+        reused = {id(unit) for unit, _ in done}
+        for unit, outcome in itertools.chain(done, executor.run(fn, todo)):
+            if isinstance(outcome, Exception):
+                failure = UnitFailure(self.label(unit), outcome)
+                self.failures.append((order[id(unit)], failure))
+                log.error("%s unit failed: %s", self.stage, failure)
+            elif self.cache is not None and id(unit) not in reused:
+                self.cache.put(unit, outcome)
+            yield unit, outcome
+
+    def finish(self) -> None:
+        """Raise ``UnitsFailed`` if any unit failed; else prune the cache to these units."""
+        if self.failures:
+            failed = [failure for _, failure in sorted(self.failures, key=lambda f: f[0])]
+            raise UnitsFailed(self.stage, failed, len(self.units))
+        if self.cache is not None:
+            self.cache.prune(self.units)

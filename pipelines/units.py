@@ -96,6 +96,29 @@ class TrainResult:
     model: bytes | None = None
 
 
+def batch_shards(cfg: Config) -> int | None:
+    """The LSTM's row blocks per batch, resolved once here and given to every unit.
+
+    What ``GateLSTM(batch_shards=None)`` would choose for a training batch in
+    this process (one block per core, none under ``MIN_AUTO_SHARD_ROWS`` rows),
+    so a worker with fewer threads still trains the driver's model.
+    """
+    if cfg.forecasters.lstm is None:
+        return None
+    from models.gate_lstm_xla import MIN_AUTO_SHARD_ROWS, default_batch_shards
+
+    rows = cfg.forecasters.lstm.batch_size
+    return max(1, min(default_batch_shards(), rows // MIN_AUTO_SHARD_ROWS))
+
+
+def gpus_wanted(cfg: Config, device: runtime.DeviceInfo, unit: TrainUnit) -> float | None:
+    """GPUs a unit asks an executor for: an LSTM unit on a GPU device, else None (CPUs only)."""
+    if unit.forecaster != LSTM or device.kind != "gpu":
+        return None
+    wanted = cfg.executor.gpus_per_lstm_unit
+    return 1.0 if wanted is None else wanted
+
+
 def make_units(
     cfg: Config,
     bars: Mapping[str, pd.DataFrame],

@@ -21,7 +21,7 @@ from pipelines.config import ExecutorConfig, load_config
 from pipelines.data import load_instrument
 from pipelines.ray_executor import LOCAL_RAY_ENVIRONMENT, MISSING_RAY, RayExecutor
 from pipelines.runtime import DeviceInfo
-from pipelines.units import make_units
+from pipelines.units import gpus_wanted, make_units
 from pipelines.walkforward import make_folds
 from tests.test_executors import mark_setup, square, where_am_i
 
@@ -53,13 +53,13 @@ def test_an_lstm_unit_asks_for_gpus_only_on_a_gpu():
     units = make_units(cfg, bars, folds, gpu, batch_shards=1)
     lstm = next(u for u in units if u.forecaster == "lstm")
     sma = next(u for u in units if u.forecaster == "sma")
-    assert train._gpus(cfg, gpu, lstm) == 1.0
-    assert train._gpus(cfg, gpu, sma) is None
-    assert train._gpus(cfg, cpu, lstm) is None
+    assert gpus_wanted(cfg, gpu, lstm) == 1.0
+    assert gpus_wanted(cfg, gpu, sma) is None
+    assert gpus_wanted(cfg, cpu, lstm) is None
     half = load_config(
         "configs/smoke.yaml", {"executor": {"kind": "ray", "gpus_per_lstm_unit": 0.5}}
     )
-    assert train._gpus(half, gpu, lstm) == 0.5
+    assert gpus_wanted(half, gpu, lstm) == 0.5
     # the units of one fold share its bars, so an executor ships them once
     assert len({id(u.bars) for u in units}) == len(folds["GSPC"])
 
