@@ -272,8 +272,9 @@ def test_a_failing_forecaster_fails_alone_and_a_rerun_succeeds(
     assert "Traceback" not in err
     line = err.strip().splitlines()[-1]
     assert line.startswith("error: train failed: UnitsFailed: 2 of 10 train units failed")
+    crash = "RuntimeError: simulated crash in the Kalman filter"
     for fold in (0, 1):  # every failed unit by name, with its error
-        assert f"GSPC/kalman fold {fold}: RuntimeError: simulated crash in the Kalman filter" in line
+        assert f"GSPC/kalman fold {fold}: {crash}" in line
     assert "marked FAILED in experiment gatecast-smoke" in line
     assert line.endswith("-v shows the traceback)")
     assert not stale.exists()  # make must not take the stage for done
