@@ -23,7 +23,9 @@ interface:
   in the order the units finish.
 - ``pipelines.ray_executor.RayExecutor`` makes each unit a Ray task, on a local
   Ray or a cluster (``executor: {kind: ray}``; Ray is an optional extra,
-  imported only then).
+  imported only then). It has the same interface (``Executor.run``,
+  ``describe``, a ``with`` block) without importing this module, which
+  imports it.
 
 An exception raised by a unit comes back as its outcome, so the driver decides
 what a failure means; ``KeyboardInterrupt`` and other ``BaseException``s of the
@@ -48,19 +50,10 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from pipelines.config import ExecutorConfig
+from pipelines.runtime import THREAD_VARIABLES, available_cores
 
 U = TypeVar("U")
 R = TypeVar("R")
-
-#: TensorFlow reads these when it starts; ``tf.config.threading`` is the fallback.
-THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 def threads_per_worker(workers: int, cores: int | None = None) -> int:

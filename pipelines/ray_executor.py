@@ -54,16 +54,19 @@ import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import pandas as pd
 from pydantic import BaseModel
 
 from pipelines.config import ExecutorConfig
 from pipelines.errors import ConfigError
-from pipelines.executors import THREAD_VARIABLES, Executor, R, U, available_cores
+from pipelines.runtime import THREAD_VARIABLES, available_cores
 
 log = logging.getLogger("gatecast.ray")
+
+U = TypeVar("U")
+R = TypeVar("R")
 
 MISSING_RAY = "executor kind 'ray' needs the ray extra: pip install 'gatecast[ray]'"
 
@@ -133,8 +136,9 @@ def _run_task(
         return _Raised(err)
 
 
-class RayExecutor(Executor):
-    """Units as Ray tasks; see the module docstring.
+class RayExecutor:
+    """Units as Ray tasks; see the module docstring. The interface of
+    ``pipelines.executors.Executor`` (not its subclass: that module imports this one).
 
     Args:
         config: The ``executor`` section (``kind: ray``).

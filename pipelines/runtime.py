@@ -33,6 +33,17 @@ from pipelines.errors import ConfigError
 
 log = logging.getLogger("gatecast.runtime")
 
+#: TensorFlow reads these when it starts (an executor's workers set them to cap its
+#: threads); ``tf.config.threading`` is the fallback once it has started.
+THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
 
 @dataclass(frozen=True)
 class DeviceInfo:
