@@ -125,13 +125,13 @@ def _run_task(
     *values: Any,
 ) -> Any:
     """The Ray task: the driver's setup once per worker, then ``fn`` on the rebuilt unit."""
-    if token not in _SETUP_DONE:
-        if setup is not None:
-            setup()
-        _SETUP_DONE.add(token)
-    unit = dataclasses.replace(shell, **dict(zip(names, values, strict=True))) if names else shell
     try:
-        return fn(unit)
+        if token not in _SETUP_DONE:
+            if setup is not None:
+                setup()
+            _SETUP_DONE.add(token)
+        big = dict(zip(names, values, strict=True))
+        return fn(dataclasses.replace(shell, **big) if names else shell)
     except Exception as err:
         return _Raised(err)
 
