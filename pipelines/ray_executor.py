@@ -43,9 +43,11 @@ process before its first unit of the stage. Workers are recycled after
 (2 CPUs, one worker, 48 LSTM units), a worker's RSS grew by about 14 MiB a
 unit, from 950 to 1215 MiB over 32 units, and the train units' Keras session
 clearing every 16 units (``pipelines.units``) gave back only about 30 MiB each
-time (TensorFlow keeps memory that ``clear_session`` does not free). A new
-worker costs TensorFlow's start-up (2-3 s), once every ``UNITS_PER_WORKER``
-units.
+time (TensorFlow keeps memory that ``clear_session`` does not free). Recycled
+after 32 units, the next worker started again at about 930 MiB and the last
+of the 48 units ended at 1062 MiB instead of 1404. A new worker costs
+TensorFlow's start-up and the first fit's compilation (about 15 s on that
+busy 2-core machine), once every ``UNITS_PER_WORKER`` units.
 """
 
 from __future__ import annotations
