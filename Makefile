@@ -51,6 +51,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install gatecast with its dev tools (skipped when up to date)
 
+# The tests also run the Ray executor: `make test` adds the ray extra; `make all` does not need it.
+RAY_STAMP := $(VENV)/.gatecast-ray
+$(RAY_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev,ray]'
+	@touch $@
+
 # Each stage and the file it writes, in order (see `all`).
 STAGE_FILES := data:$(BUILD)/data/summary.json search:$(BUILD)/search/summary.json \
                train:$(BUILD)/forecasts/summary.json \
@@ -94,10 +100,10 @@ report: $(REPORT) ## League table, statistics and the HTML report
 run: $(STAMP) ## Run every stage unconditionally (python -m pipelines run)
 	$(PY) -m pipelines run --config $(CONFIG)
 
-test: $(STAMP) ## Run the test suite
+test: $(RAY_STAMP) ## Run the test suite (installs the ray extra)
 	$(PY) -m pytest
 
-test-fast: $(STAMP) ## Run the tests not marked slow
+test-fast: $(RAY_STAMP) ## Run the tests not marked slow
 	$(PY) -m pytest -m "not slow"
 
 lint: $(STAMP) ## ruff check and format check, and the import-linter contracts (the layering)

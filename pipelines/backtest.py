@@ -42,7 +42,11 @@ instrument's ``oos_start`` to its ``oos_end`` under the same
 
 Each (instrument, strategy) is one unit of work, ``pipelines.backtest_unit``:
 a plain function of its inputs that returns its results; this module builds
-the units from the files, runs them in a loop and writes what they return.
+the units from the files, runs them through the config's executor and writes
+what they return. A failed unit fails alone: the others finish (their results
+kept for a rerun, which redoes only the failed ones), then the stage exits
+non-zero with one line naming every failed (instrument, strategy) and its
+error, and writes no summary.json.
 """
 
 from __future__ import annotations
@@ -60,13 +64,20 @@ from tqdm import tqdm
 from core.bars import BAR_COLUMNS, format_timestamp
 from core.periods import PERIODS_PER_YEAR, bar_interval
 from pipelines import charts, executors, portfolio_unit, tracking
-from pipelines.backtest_unit import BacktestUnit, StrategyBacktest, run_unit
+from pipelines.backtest_unit import BacktestUnit, StrategyBacktest, run_unit, unit_inputs
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
 from pipelines.config import BacktestConfig, Config, ForecastersConfig
 from pipelines.data import bars_per_year, load_risk_free
 from pipelines.errors import ConfigError, DataError
-from pipelines.outputs import json_safe, read_stage_parquet, read_stage_summary, write_json
+from pipelines.outputs import (
+    json_safe,
+    read_stage_parquet,
+    read_stage_summary,
+    shown,
+    write_json,
+)
 from pipelines.strategy_names import LSTM, cost_label, seed_columns, strategy_kind
+from pipelines.unit_cache import UnitCache, UnitRunner
 from strategies.engine import ExecutionSettings, execution_dict, warmup_bars
 
 log = logging.getLogger("gatecast.backtest")
@@ -250,14 +261,21 @@ def _log_result(instrument: str, name: str, result: StrategyBacktest) -> None:
 
 
 def run_backtests(
-    cfg: Config, forecasts_dir: Path | None = None, charts: bool = False, progress: bool = True
+    cfg: Config,
+    forecasts_dir: Path | None = None,
+    charts: bool = False,
+    progress: bool = True,
+    reuse: bool = True,
 ) -> list[InstrumentBacktests]:
     """Run every configured strategy, with its cost sweep, on every instrument's forecasts.
 
-    Nothing is written. Every unit is planned (so bad inputs stop the stage
-    before any backtest runs), then run through the config's executor
-    (``executor``: in this process, or a pool of processes); the results are
-    the same either way.
+    No stage file is written. Every unit is planned (so bad inputs stop the
+    stage before any backtest runs), then run through the config's executor
+    (``executor``: in this process, a pool of processes or Ray); the results
+    are the same either way. Each finished unit's result is kept in
+    ``backtests/.units`` (``pipelines.unit_cache``) and taken from there by a
+    later call with the same inputs and code. A unit that raises does not stop
+    the others; once all are done, ``UnitsFailed`` names every failed one.
 
     Args:
         cfg: the experiment.
@@ -265,6 +283,7 @@ def run_backtests(
             ``<run_directory>/forecasts``).
         charts: draw Backtrader's chart of the charted strategies.
         progress: show a progress bar on a terminal.
+        reuse: keep and reuse finished units' results (False: run every unit, keep none).
     """
     forecasts_dir = Path(forecasts_dir or cfg.run_directory / "forecasts")
     summary = read_stage_summary(forecasts_dir / "summary.json", "train")
@@ -280,6 +299,10 @@ def run_backtests(
     ]
     owner = {id(unit): (inst, name) for inst in planned for name, unit in inst.units.items()}
     units = [unit for inst in planned for unit in inst.units.values()]
+    cache = None
+    if reuse:
+        cache = UnitCache(cfg.run_directory / "backtests", "pipelines.backtest_unit", unit_inputs)
+    runner = UnitRunner("backtest", cache, lambda u: f"{u} ({shown(owner[id(u)][0].path)})")
     # disable=None: a bar on a terminal, nothing in logs and CI
     with (
         executors.executor_for(cfg.executor) as executor,
@@ -291,15 +314,13 @@ def run_backtests(
             file=sys.stderr,
         ) as bar,
     ):
-        for unit, outcome in executor.run(run_unit, units):
-            inst, name = owner[id(unit)]
-            if isinstance(outcome, ValueError):
-                raise DataError(f"{inst.path}: strategy {name!r}: {outcome}") from None
-            if isinstance(outcome, Exception):
-                raise outcome
-            inst.results[name] = outcome
-            _log_result(inst.instrument, name, outcome)
+        for unit, outcome in runner.run(executor, run_unit, units):
             bar.update()
+            if not isinstance(outcome, Exception):
+                inst, name = owner[id(unit)]
+                inst.results[name] = outcome
+                _log_result(inst.instrument, name, outcome)
+    runner.finish()
     for inst in planned:  # results in plan order, whatever order the units finished in
         inst.results = {name: inst.results[name] for name in inst.units}
     return planned
@@ -479,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         cfg = config_from_args(args)
+        # make must not take a failed run for a finished stage
+        (cfg.run_directory / "backtests" / "summary.json").unlink(missing_ok=True)
         results = run_backtests(cfg, charts=not args.no_charts)
         portfolios = portfolio_unit.run_portfolios(cfg, results)  # {} without backtest.top_k
         path = write_backtests(cfg, results, portfolios)

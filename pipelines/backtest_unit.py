@@ -140,6 +140,9 @@ class BacktestUnit:
     cost_sweep_bp: tuple[float, ...] = ()
     chart: bool = False
 
+    def __str__(self) -> str:
+        return f"{self.instrument}/{self.name}"
+
     def arguments(self) -> dict[str, Any]:
         """Keyword arguments of ``backtest_strategy``."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -150,3 +153,8 @@ class BacktestUnit:
 def run_unit(unit: BacktestUnit) -> StrategyBacktest:
     """``backtest_strategy`` on a unit's inputs (top level, so a process pool can pickle it)."""
     return backtest_strategy(**unit.arguments())
+
+
+def unit_inputs(unit: BacktestUnit) -> dict[str, Any]:
+    """What ``run_unit``'s result depends on, for ``pipelines.unit_cache``'s key: every field."""
+    return {f.name: getattr(unit, f.name) for f in dataclasses.fields(unit)}

@@ -285,14 +285,33 @@ class ExecutorConfig(_Section):
     own process. ``kind: local`` runs them in a pool of ``workers`` processes on
     this machine (null = one per CPU core), each with ``cores // workers``
     TensorFlow threads (at least one) so the pool does not oversubscribe the
-    cores. Both give bit-identical forecasts and metrics: a unit carries every
+    cores. ``kind: ray`` makes each unit a Ray task (``pipelines.ray_executor``;
+    needs the ``ray`` extra): on the cluster at ``address`` (or ``RAY_ADDRESS``),
+    else on a local Ray started for the stage on the loopback address with
+    ``workers`` CPUs (null = every core); each task asks for ``cpus_per_unit``
+    CPUs (also its TensorFlow threads) and, when the models run on a GPU, each
+    LSTM unit for ``gpus_per_lstm_unit`` GPUs (null = 1; a fraction shares one).
+    Every kind gives bit-identical forecasts and metrics: a unit carries every
     setting its numbers depend on, so its result does not depend on the process
     it runs in (``pipelines.units``, ``pipelines.executors``).
     """
 
-    kind: Literal["sequential", "local"] = "sequential"
+    kind: Literal["sequential", "local", "ray"] = "sequential"
     workers: StrictInt | None = Field(
-        None, ge=1, description="processes for kind=local; null = one per CPU core"
+        None,
+        ge=1,
+        description="processes for kind=local, CPUs of a local Ray; null = one per CPU core",
+    )
+    address: str | None = Field(
+        None, description="kind=ray: a Ray cluster to connect to; null = RAY_ADDRESS or a local Ray"
+    )
+    cpus_per_unit: float = Field(
+        1.0, gt=0, description="kind=ray: CPUs (and TensorFlow threads) each unit asks for"
+    )
+    gpus_per_lstm_unit: float | None = Field(
+        None,
+        ge=0,
+        description="kind=ray, device on a GPU: GPUs each LSTM unit asks for; null = 1",
     )
 
     @model_validator(mode="after")
@@ -301,6 +320,19 @@ class ExecutorConfig(_Section):
             raise ValueError(
                 f"workers={self.workers} needs a process pool: set executor.kind: local "
                 "(or drop executor.workers)"
+            )
+        ray_only = sorted(
+            {"address", "cpus_per_unit", "gpus_per_lstm_unit"} & self.model_fields_set
+        )
+        if self.kind != "ray" and ray_only:
+            raise ValueError(
+                f"executor.{ray_only[0]} is for Ray: set executor.kind: ray "
+                f"(or drop executor.{ray_only[0]})"
+            )
+        if self.address is not None and self.workers is not None:
+            raise ValueError(
+                "executor.workers sizes a local Ray; a cluster at executor.address has its "
+                "own CPUs: drop one of the two"
             )
         return self
 

@@ -4,8 +4,8 @@ A unit of work is a plain, picklable value and the function that runs it takes
 it as its only argument and returns a picklable result; nothing is shared with
 the driver but what goes in and what comes back (no shared filesystem, no
 global state). That is what lets one driver run its units in its own process,
-in a pool of processes on this machine, or (next) on a Ray cluster, behind the
-one interface:
+in a pool of processes on this machine, or on a Ray cluster, behind the one
+interface:
 
     with executor_for(cfg.executor, setup=...) as executor:
         for unit, outcome in executor.run(fn, units):
@@ -21,11 +21,21 @@ one interface:
   not oversubscribe the cores, then runs the driver's ``setup`` (e.g. the
   device and op-determinism settings of ``pipelines.runtime``). Outcomes come
   in the order the units finish.
+- ``pipelines.ray_executor.RayExecutor`` makes each unit a Ray task, on a local
+  Ray or a cluster (``executor: {kind: ray}``; Ray is an optional extra,
+  imported only then). It has the same interface (``Executor.run``,
+  ``describe``, a ``with`` block) without importing this module, which
+  imports it.
 
 An exception raised by a unit comes back as its outcome, so the driver decides
 what a failure means; ``KeyboardInterrupt`` and other ``BaseException``s of the
 driver's own process are not caught. Leaving the ``with`` block on an exception
 cancels the units not started and stops the workers.
+
+The stages let a failed unit fail alone: the other units finish and are
+recorded, and the stage then raises ``UnitsFailed``, one line naming every
+failed unit and its error (``pipelines.unit_cache`` keeps the finished units'
+results, so a rerun redoes only the failed ones).
 """
 
 from __future__ import annotations
@@ -34,24 +44,16 @@ import concurrent.futures
 import multiprocessing
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from pipelines.config import ExecutorConfig
+from pipelines.runtime import THREAD_VARIABLES, available_cores
 
 U = TypeVar("U")
 R = TypeVar("R")
-
-#: TensorFlow reads these when it starts; ``tf.config.threading`` is the fallback.
-THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 def threads_per_worker(workers: int, cores: int | None = None) -> int:
@@ -187,8 +189,61 @@ def _workers(pool: concurrent.futures.ProcessPoolExecutor) -> list[Any]:
     return list((getattr(pool, "_processes", None) or {}).values())
 
 
-def executor_for(config: ExecutorConfig, setup: Callable[[], Any] | None = None) -> Executor:
-    """The executor the config's ``executor`` section asks for (``setup``: a pool's workers')."""
+def executor_for(
+    config: ExecutorConfig,
+    setup: Callable[[], Any] | None = None,
+    gpus: Callable[[Any], float] | None = None,
+) -> Executor:
+    """The executor the config's ``executor`` section asks for.
+
+    Args:
+        config: The ``executor`` section.
+        setup: Run once in every worker process before its first unit (pool, Ray).
+        gpus: GPUs a unit asks for (Ray; e.g. an LSTM unit when the device is a GPU).
+    """
     if config.kind == "local":
         return LocalExecutor(config.workers or available_cores(), setup=setup)
+    if config.kind == "ray":
+        from pipelines.ray_executor import RayExecutor  # imports Ray only for kind: ray
+
+        return RayExecutor(config, setup=setup, gpus=gpus)
     return SequentialExecutor()
+
+
+# Failures ---------------------------------------------------------------------------------
+
+#: Characters of one unit's error message kept in the stage's one-line report.
+MAX_ERROR_CHARS = 300
+
+
+@dataclass(frozen=True)
+class UnitFailure:
+    """One unit that raised: its name (e.g. ``GSPC/kalman fold 1``) and its error."""
+
+    unit: str
+    error: BaseException
+
+    def __str__(self) -> str:
+        message = " ".join(str(self.error).split()) or "(no message)"
+        if len(message) > MAX_ERROR_CHARS:
+            message = message[: MAX_ERROR_CHARS - 3] + "..."
+        return f"{self.unit}: {type(self.error).__name__}: {message}"
+
+
+class UnitsFailed(RuntimeError):
+    """Some units of a stage raised; the others finished and were recorded.
+
+    The message is one line naming every failed unit and its error, in the
+    stage's unit order, e.g. ``2 of 20 train units failed: GSPC/kalman fold 0:
+    RuntimeError: ...; GSPC/kalman fold 1: RuntimeError: ...``.
+    """
+
+    def __init__(self, stage: str, failures: Sequence[UnitFailure], total: int) -> None:
+        self.stage = stage
+        self.failures = list(failures)
+        self.total = total
+        listed = "; ".join(map(str, self.failures))
+        super().__init__(
+            f"{len(self.failures)} of {total} {stage} units failed (a rerun redoes only "
+            f"these): {listed}"
+        )

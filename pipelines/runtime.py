@@ -11,9 +11,11 @@ so two runs with the same seed give bit-identical results on the CPU (on a GPU
 too, at some cost in speed). Seeds are set per model with
 ``keras.utils.set_random_seed`` (``seed_everything``).
 
-The train stage's worker processes (``executor: {kind: local}``) run
+The train stage's worker processes (``executor: {kind: local}`` or ``ray``) run
 ``configure_worker``, which is ``configure`` plus GPU memory growth, so that
-several workers can share one GPU.
+several workers can share one GPU. A Ray worker that runs only CPU units
+(``GATECAST_UNIT_DEVICE=cpu``, set by ``pipelines.ray_executor``) is configured
+for the CPU whatever the config's device, so it needs no GPU of its own.
 
 TensorFlow starts quietly (``import_tensorflow``, which ``configure`` uses):
 its C++ INFO and WARNING lines are off (``TF_CPP_MIN_LOG_LEVEL=2`` unless set),
@@ -44,6 +46,18 @@ from pipelines.config import Config
 from pipelines.errors import ConfigError
 
 log = logging.getLogger("gatecast.runtime")
+
+#: TensorFlow reads these when it starts (an executor's workers set them to cap its
+#: threads); ``tf.config.threading`` is the fallback once it has started.
+THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
 
 # What TensorFlow 2.21 writes to stderr as it loads and finds its devices, whatever the settings.
 _START_UP_NOISE = re.compile(
@@ -188,11 +202,14 @@ def configure(cfg: Config) -> DeviceInfo:
 
 
 def configure_worker(cfg: Config) -> DeviceInfo:
-    """``configure`` in a worker process of a pool (``pipelines.executors.LocalExecutor``).
+    """``configure`` in a worker process (``pipelines.executors``, ``pipelines.ray_executor``).
 
     On a GPU, memory is allocated as it is needed instead of all at once, so
-    several workers can share one device.
+    several workers can share one device. A worker whose units run on CPUs only
+    (``GATECAST_UNIT_DEVICE=cpu``) is configured with ``device: cpu``.
     """
+    if os.environ.get("GATECAST_UNIT_DEVICE") == "cpu" and cfg.device != "cpu":
+        cfg = cfg.model_copy(update={"device": "cpu"})
     tf, gpus = import_tensorflow(cfg.device)
     if cfg.device != "cpu":
         for gpu in gpus:

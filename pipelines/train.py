@@ -9,10 +9,14 @@
    forecaster as units of work (``pipelines.units``: one forecaster, one fold,
    and for the LSTM one seed, ``cfg.seed + k``, each) through the executor of
    the config's ``executor`` section (``pipelines.executors``: in this process,
-   or a pool of worker processes; the results are bit-identical). This process
-   is the driver: only it talks to MLflow, and it records each (instrument,
-   forecaster) as soon as all its units are in. The LSTM's ``lstm`` column is
-   the mean of the seeds' forecasts and ``lstm_seed<k>`` each seed's;
+   a pool of worker processes or Ray tasks; the results are bit-identical).
+   This process is the driver: only it talks to MLflow, and it records each
+   (instrument, forecaster) as soon as all its units are in. A failed unit
+   fails alone: its forecaster's run ends FAILED, the others are recorded, and
+   the stage ends with one line naming every failed unit; finished units'
+   results are kept (``pipelines.unit_cache``), so a rerun redoes only the
+   failed ones. The LSTM's ``lstm`` column is the mean of the seeds' forecasts
+   and ``lstm_seed<k>`` each seed's;
 4. scores every forecaster on the same out-of-sample dates
    (``models.metrics``: RMSE, MAE, Theil's U2, MASE, directional accuracy, the
    Diebold-Mariano test against the random walk), whole period and per fold;
@@ -30,6 +34,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -54,7 +59,17 @@ from pipelines.errors import DataError
 from pipelines.outputs import atomic_write, json_safe, read_stage_parquet, shown, write_json
 from pipelines.progress import StageProgress
 from pipelines.search import chosen_config
-from pipelines.units import LSTM, TrainResult, TrainUnit, make_units, run_train_unit
+from pipelines.unit_cache import UnitCache, UnitRunner
+from pipelines.units import (
+    LSTM,
+    TrainResult,
+    TrainUnit,
+    batch_shards,
+    cache_inputs,
+    gpus_wanted,
+    make_units,
+    run_train_unit,
+)
 from pipelines.walkforward import (
     Fold,
     make_folds,
@@ -315,19 +330,19 @@ def _min_history(cfg: Config) -> int:
     return max(required_train_bars(make_forecaster(n, cfg)) for n in cfg.forecasters.enabled())
 
 
-def _batch_shards(cfg: Config) -> int | None:
-    """The LSTM's row blocks per batch, resolved once here and given to every unit.
+def _record_failure(key: Key, failure: executors.UnitFailure) -> None:
+    """Open and end the child run of ``key``'s forecaster FAILED, naming the failed unit."""
+    tags = {
+        "gatecast.instrument": key[0],
+        "gatecast.forecaster": key[1],
+        "gatecast.failed_unit": str(failure),
+    }
+    with contextlib.suppress(_UnitFailed), tracking.child_run(f"{key[0]}/{key[1]}", tags=tags):
+        raise _UnitFailed(str(failure))
 
-    What ``GateLSTM(batch_shards=None)`` would choose for a training batch in
-    this process (one block per core, none under ``MIN_AUTO_SHARD_ROWS`` rows),
-    so a worker with fewer threads still trains the driver's model.
-    """
-    if cfg.forecasters.lstm is None:
-        return None
-    from models.gate_lstm_xla import MIN_AUTO_SHARD_ROWS, default_batch_shards
 
-    rows = cfg.forecasters.lstm.batch_size
-    return max(1, min(default_batch_shards(), rows // MIN_AUTO_SHARD_ROWS))
+class _UnitFailed(Exception):
+    """Ends a failed forecaster's child run FAILED (``_record_failure``); never leaves it."""
 
 
 def run_units(
@@ -337,29 +352,38 @@ def run_units(
     units: Sequence[TrainUnit],
     executor: executors.Executor,
     bar: StageProgress,
+    cache: UnitCache | None = None,
 ) -> dict[Key, InstrumentResult]:
     """Run ``units`` through ``executor``; record each (instrument, forecaster) once all
     its units are in.
 
-    A failed unit ends the child run of its forecaster FAILED (opened for the
-    purpose), and an interruption the run of the first forecaster not yet
-    recorded KILLED, before the exception goes on; the forecasters recorded
-    keep their FINISHED runs, and those not started get none.
+    Units whose result ``cache`` keeps from an earlier run are not run again
+    (``pipelines.unit_cache``). A unit that raises ends the child run of its
+    forecaster FAILED (opened for the purpose) and the others go on; once all
+    are done, ``UnitsFailed`` names every failed unit. An error of the
+    driver's own (recording) ends the run it was recording FAILED, and an
+    interruption the run of the first forecaster not yet recorded KILLED,
+    before the exception goes on; the forecasters recorded keep their FINISHED
+    runs, and those not started get none.
     """
     expected = Counter(unit.key for unit in units)
     arrived: dict[Key, list[Piece]] = defaultdict(list)
     recorded: dict[Key, InstrumentResult] = {}
-    opened: set[Key] = set()
+    opened: set[Key] = set()  # recorded, being recorded, or failed
     to_blame: Key | None = None
+    runner = UnitRunner(STAGE, cache)
     try:
-        for unit, outcome in executor.run(run_train_unit, units):
-            if isinstance(outcome, Exception):
-                to_blame = unit.key
-                outcome.add_note(f"in the train unit {unit}")
-                raise outcome
+        for unit, outcome in runner.run(executor, run_train_unit, units):
             bar.set_description(f"train {unit.instrument}", refresh=False)
             bar.set_postfix_str(str(unit), refresh=False)
             bar.update(unit.instrument)
+            if unit.key in opened:  # its forecaster already failed
+                continue
+            if isinstance(outcome, Exception):
+                opened.add(unit.key)
+                arrived.pop(unit.key, None)
+                _record_failure(unit.key, runner.failures[-1][1])
+                continue
             arrived[unit.key].append((unit, outcome))
             if len(arrived[unit.key]) == expected[unit.key]:
                 to_blame = unit.key
@@ -371,12 +395,13 @@ def run_units(
                 )
                 to_blame = None
     except BaseException:
-        key = to_blame or next((k for k in expected if k not in recorded), None)
+        key = to_blame or next((k for k in expected if k not in opened), None)
         if key is not None and key not in opened:
             tags = {"gatecast.instrument": key[0], "gatecast.forecaster": key[1]}
             with tracking.child_run(f"{key[0]}/{key[1]}", tags=tags):
                 raise
         raise
+    runner.finish()
     return recorded
 
 
@@ -478,8 +503,11 @@ def _table(summary: Mapping[str, Any]) -> str:
 # The stage ----------------------------------------------------------------------------
 
 
-def train(cfg: Config, *, command: str | None = None) -> dict[str, Any]:
+def train(cfg: Config, *, command: str | None = None, reuse: bool = True) -> dict[str, Any]:
     """Run the train stage for ``cfg`` and return the summary written to summary.json.
+
+    ``reuse``: take finished units' results from ``forecasts/.units`` and keep
+    them there (``pipelines.unit_cache``); False runs every unit and keeps none.
 
     The LSTM's settings are the search stage's chosen configuration when
     ``search.trials`` is above 0 (read from its summary.json, ``pipelines.search``);
@@ -493,9 +521,12 @@ def train(cfg: Config, *, command: str | None = None) -> dict[str, Any]:
     bars, inputs = load_bars(cfg)
     min_history = _min_history(cfg)
     folds = {name: make_folds(b.index, cfg.walkforward, min_history) for name, b in bars.items()}
-    units = make_units(cfg, bars, folds, device, _batch_shards(cfg))
+    units = make_units(cfg, bars, folds, device, batch_shards(cfg))
+    cache = UnitCache(out, "pipelines.units", cache_inputs) if reuse else None
     executor = executors.executor_for(
-        cfg.executor, setup=functools.partial(runtime.configure_worker, cfg)
+        cfg.executor,
+        setup=functools.partial(runtime.configure_worker, cfg),
+        gpus=functools.partial(gpus_wanted, cfg, device),
     )
     log.info("%d units of work; executor: %s", len(units), executor.describe())
 
@@ -507,7 +538,7 @@ def train(cfg: Config, *, command: str | None = None) -> dict[str, Any]:
         StageProgress(STAGE, [u.key for u in units], "forecasters", unit="fit") as bar,
         executor,
     ):
-        recorded = run_units(cfg, bars, folds, units, executor, bar)
+        recorded = run_units(cfg, bars, folds, units, executor, bar, cache)
         results = [_instrument_result(cfg, name, f, recorded) for name, f in folds.items()]
         header = {
             "config": cfg.name,

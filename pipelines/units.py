@@ -22,8 +22,10 @@ LSTM units, so a long-lived worker's memory stays bounded.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -94,6 +96,29 @@ class TrainResult:
     model: bytes | None = None
 
 
+def batch_shards(cfg: Config) -> int | None:
+    """The LSTM's row blocks per batch, resolved once here and given to every unit.
+
+    What ``GateLSTM(batch_shards=None)`` would choose for a training batch in
+    this process (one block per core, none under ``MIN_AUTO_SHARD_ROWS`` rows),
+    so a worker with fewer threads still trains the driver's model.
+    """
+    if cfg.forecasters.lstm is None:
+        return None
+    from models.gate_lstm_xla import MIN_AUTO_SHARD_ROWS, default_batch_shards
+
+    rows = cfg.forecasters.lstm.batch_size
+    return max(1, min(default_batch_shards(), rows // MIN_AUTO_SHARD_ROWS))
+
+
+def gpus_wanted(cfg: Config, device: runtime.DeviceInfo, unit: TrainUnit) -> float | None:
+    """GPUs a unit asks an executor for: an LSTM unit on a GPU device, else None (CPUs only)."""
+    if unit.forecaster != LSTM or device.kind != "gpu":
+        return None
+    wanted = cfg.executor.gpus_per_lstm_unit
+    return 1.0 if wanted is None else wanted
+
+
 def make_units(
     cfg: Config,
     bars: Mapping[str, pd.DataFrame],
@@ -109,6 +134,11 @@ def make_units(
     units = []
     lstm = cfg.forecasters.lstm
     for instrument, instrument_bars in bars.items():
+        # one window per fold, shared by its units (an executor ships each once)
+        windows = {
+            f.number: instrument_bars.iloc[f.train_start : f.test_end + 1]
+            for f in folds[instrument]
+        }
         for name in cfg.forecasters.enabled():
             seeds = range(lstm.seeds) if name == LSTM and lstm is not None else range(1)
             for k in seeds:
@@ -119,7 +149,7 @@ def make_units(
                             instrument=instrument,
                             forecaster=name,
                             fold=fold,
-                            bars=instrument_bars.iloc[fold.train_start : fold.test_end + 1],
+                            bars=windows[fold.number],
                             device=device,
                             seed_index=k,
                             seed=cfg.seed + k,
@@ -129,6 +159,25 @@ def make_units(
                         )
                     )
     return units
+
+
+# Config sections a train unit never reads (the others are part of its cache key).
+_NOT_READ = {"name", "output_directory", "data", "backtest", "report", "tracking", "executor"}
+
+
+def cache_inputs(unit: TrainUnit) -> dict[str, Any]:
+    """What ``run_train_unit``'s result depends on, for ``pipelines.unit_cache``'s key.
+
+    Every field of the unit, with the config narrowed to what can change the
+    numbers: every section but those listed in ``_NOT_READ`` (a new section
+    counts until it is listed), and of ``forecasters`` only the unit's own.
+    The bars are the unit's own (its fold's window, read by the driver from the
+    data stage's files), so a changed data file changes the key.
+    """
+    config = unit.cfg.model_dump(mode="json", exclude=_NOT_READ)
+    config["forecasters"] = {unit.forecaster: config["forecasters"][unit.forecaster]}
+    fields = {f.name: getattr(unit, f.name) for f in dataclasses.fields(unit)}
+    return {**fields, "cfg": config}
 
 
 def run_train_unit(unit: TrainUnit) -> TrainResult:

@@ -316,7 +316,7 @@ def test_a_process_pool_gives_the_sequential_results(tmp_path):
         )
         return {
             (inst.instrument, name): result
-            for inst in run_backtests(cfg, progress=False)
+            for inst in run_backtests(cfg, progress=False, reuse=False)  # both really run
             for name, result in inst.results.items()
         }
 

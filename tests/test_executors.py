@@ -154,7 +154,12 @@ def test_executor_config_defaults_to_sequential_and_builds_the_executor():
 @pytest.mark.parametrize(
     "section, message",
     [
-        ({"kind": "ray"}, "executor.kind: Input should be 'sequential' or 'local'"),
+        ({"kind": "dask"}, "executor.kind: Input should be 'sequential', 'local' or 'ray'"),
+        ({"kind": "local", "address": "10.0.0.1:6379"}, "executor.address is for Ray"),
+        ({"cpus_per_unit": 2}, "executor.cpus_per_unit is for Ray: set executor.kind: ray"),
+        ({"kind": "ray", "cpus_per_unit": 0}, "executor.cpus_per_unit: Input should be greater"),
+        ({"kind": "ray", "gpus_per_lstm_unit": -1}, "executor.gpus_per_lstm_unit: Input should"),
+        ({"kind": "ray", "address": "h:1", "workers": 2}, "drop one of the two"),
         ({"kind": "local", "workers": 0}, "executor.workers: Input should be greater than"),
         ({"workers": 4}, "workers=4 needs a process pool: set executor.kind: local"),
         ({"kind": "local", "worker": 2}, "unknown key 'executor.worker'; did you mean 'workers'"),

@@ -280,7 +280,7 @@ def _classic_argv(out: Path) -> list[str]:
     return _argv(out, "forecasters.lstm=null")
 
 
-def test_a_failure_midway_ends_the_runs_failed_and_a_rerun_succeeds(
+def test_a_failing_forecaster_fails_alone_and_a_rerun_succeeds(
     store, tmp_path, monkeypatch, capsys
 ):
     out = tmp_path / "build"
@@ -297,9 +297,10 @@ def test_a_failure_midway_ends_the_runs_failed_and_a_rerun_succeeds(
     err = capsys.readouterr().err
     assert "Traceback" not in err
     line = err.strip().splitlines()[-1]
-    assert line.startswith(
-        "error: train failed: RuntimeError: simulated crash in the Kalman filter ("
-    )
+    assert line.startswith("error: train failed: UnitsFailed: 2 of 10 train units failed")
+    crash = "RuntimeError: simulated crash in the Kalman filter"
+    for fold in (0, 1):  # every failed unit by name, with its error
+        assert f"GSPC/kalman fold {fold}: {crash}" in line
     assert "marked FAILED in experiment gatecast-smoke" in line
     assert line.endswith("-v shows the traceback)")
     assert not stale.exists()  # make must not take the stage for done
@@ -314,7 +315,7 @@ def test_a_failure_midway_ends_the_runs_failed_and_a_rerun_succeeds(
     assert by_name["train"] == "FAILED"
     assert by_name["train/GSPC/kalman"] == "FAILED"
     assert by_name["train/GSPC/random_walk"] == "FINISHED"  # finished before the crash
-    assert "train/GSPC/ols" not in by_name
+    assert by_name["train/GSPC/ols"] == "FINISHED"  # and the units after it still ran
     assert "RUNNING" not in by_name.values()
 
     monkeypatch.undo()
