@@ -51,6 +51,7 @@ error, and writes no summary.json.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -489,6 +490,31 @@ def record_runs(cfg: Config, summary_path: Path) -> None:
         tracking.log_artifact(summary_path)
 
 
+class _UnitFailed(Exception):
+    """Ends a failed strategy's child run FAILED (``record_failures``); never leaves it."""
+
+
+def record_failures(cfg: Config, failed: executors.UnitsFailed) -> None:
+    """A ``backtest`` run, FAILED, with a FAILED child per failed unit naming its error.
+
+    The finished units' runs are recorded by the rerun that completes the stage
+    (their results wait in ``backtests/.units``): a strategy run carries the
+    stage's files, and no file is written while a unit is missing.
+    """
+    with contextlib.suppress(executors.UnitsFailed), tracking.pipeline_run(cfg, "backtest"):
+        for failure in failed.failures:
+            name = failure.unit.split(" (", 1)[0]  # GSPC/lstm (build/.../GSPC.parquet)
+            instrument, _, strategy = name.partition("/")
+            tags = {
+                "gatecast.instrument": instrument,
+                "gatecast.strategy": strategy,
+                "gatecast.failed_unit": str(failure),
+            }
+            with contextlib.suppress(_UnitFailed), tracking.child_run(name, tags=tags):
+                raise _UnitFailed(str(failure))
+        raise failed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(
         "backtest",
@@ -502,7 +528,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         # make must not take a failed run for a finished stage
         (cfg.run_directory / "backtests" / "summary.json").unlink(missing_ok=True)
-        results = run_backtests(cfg, charts=not args.no_charts)
+        try:
+            results = run_backtests(cfg, charts=not args.no_charts)
+        except executors.UnitsFailed as failed:
+            record_failures(cfg, failed)
+            raise
         portfolios = portfolio_unit.run_portfolios(cfg, results)  # {} without backtest.top_k
         path = write_backtests(cfg, results, portfolios)
         log.info("wrote %s", path)

@@ -132,7 +132,7 @@ def test_cost_sweep_reuse_equals_a_fresh_backtest(finished_run):
     sweep = pd.read_csv(cfg.report_directory / "cost_sweep.csv")
     base_bp = 1e4 * cfg.backtest.commission
     reused = sweep[(sweep["instrument"] == "GSPC") & np.isclose(sweep["cost_bp"], base_bp)]
-    fresh = {b.instrument: b for b in run_backtests(cfg, progress=False)}["GSPC"]
+    fresh = {b.instrument: b for b in run_backtests(cfg, progress=False, reuse=False)}["GSPC"]
     swept = {name: r for name, r in fresh.results.items() if r.sweep_sharpe}
     assert len(reused) == len(swept)
     for row in reused.itertuples():

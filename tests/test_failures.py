@@ -65,16 +65,16 @@ def test_a_failed_train_unit_fails_alone_and_a_rerun_redoes_only_it(
     runs = [r for r in tracking.find_runs("gatecast-smoke") if r.info.start_time >= started - 1]
     status = {r.info.run_name: r.info.status for r in runs}
     assert status.pop("train") == "FAILED"
-    assert status.pop("GSPC/kalman") == "FAILED"
+    assert status.pop("train/GSPC/kalman") == "FAILED"
     assert status == {
-        f"{i}/{f}": "FINISHED"
+        f"train/{i}/{f}": "FINISHED"
         for i in ("GSPC", "GOOG")
         for f in ("random_walk", "sma", "ema", "kalman", "ols")
         if (i, f) != ("GSPC", "kalman")
     }
-    failed = next(r for r in runs if r.info.run_name == "GSPC/kalman")
+    failed = next(r for r in runs if r.info.run_name == "train/GSPC/kalman")
     assert "injected fault" in failed.data.tags["gatecast.failed_unit"]
-    finished = next(r for r in runs if r.info.run_name == "GOOG/kalman")
+    finished = next(r for r in runs if r.info.run_name == "train/GOOG/kalman")
     assert "rmse" in finished.data.metrics  # recorded with its outputs
 
     again = Counted(faulty.real)
@@ -137,6 +137,7 @@ def test_a_failed_backtest_unit_fails_alone_and_a_rerun_redoes_only_it(
     stale.write_text("{}")
     faulty = Counted(backtest.run_unit, lambda u: (u.instrument, u.name) == BROKEN_BACKTEST)
     monkeypatch.setattr(backtest, "run_unit", faulty)
+    started = time.time() * 1000
     assert backtest.main(_backtest_argv(out)) == 1
     line = capsys.readouterr().err.strip().splitlines()[-1]
     total = len(faulty.calls)
@@ -144,6 +145,10 @@ def test_a_failed_backtest_unit_fails_alone_and_a_rerun_redoes_only_it(
     assert line.startswith(f"error: backtest failed: UnitsFailed: 1 of {total} backtest units")
     assert "GOOG/sma_crossover (" in line and "RuntimeError: injected fault" in line
     assert not stale.exists()
+    # the failed unit's run says so; the stage's run ended FAILED, none left RUNNING
+    runs = tracking.find_runs("gatecast-smoke", "tags.`gatecast.stage` = 'backtest'")
+    status = {r.info.run_name: r.info.status for r in runs if r.info.start_time >= started - 1}
+    assert status == {"backtest": "FAILED", "backtest/GOOG/sma_crossover": "FAILED"}
 
     again = Counted(faulty.real)
     monkeypatch.setattr(backtest, "run_unit", again)
