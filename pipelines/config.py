@@ -321,9 +321,12 @@ class ExecutorConfig(_Section):
                 f"workers={self.workers} needs a process pool: set executor.kind: local "
                 "(or drop executor.workers)"
             )
-        ray_only = sorted(
-            {"address", "cpus_per_unit", "gpus_per_lstm_unit"} & self.model_fields_set
-        )
+        # set to anything but its default (a dumped and reloaded config sets them all)
+        ray_only = [
+            key
+            for key in ("address", "cpus_per_unit", "gpus_per_lstm_unit")
+            if getattr(self, key) != type(self).model_fields[key].default
+        ]
         if self.kind != "ray" and ray_only:
             raise ValueError(
                 f"executor.{ray_only[0]} is for Ray: set executor.kind: ray "

@@ -56,7 +56,9 @@ import dataclasses
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
@@ -175,6 +177,7 @@ class RayExecutor:
         self._task: Any = None
         self._setup_ref: Any = None
         self._pending: dict[Any, Any] = {}
+        self._signals: dict[int, Any] = {}
 
     def describe(self) -> str:
         where = f"cluster at {self.address}" if self.address else f"local, {self.workers} CPU(s)"
@@ -191,6 +194,9 @@ class RayExecutor:
     def __enter__(self) -> Self:
         ray = self.ray
         if not ray.is_initialized():
+            # ray.init installs its own SIGTERM handler and shutdown leaves it: put
+            # the driver's back on exit (its runs end KILLED on SIGTERM, pipelines.tracking)
+            self._signals = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
             if self.address is None:
                 ray.init(
                     address="local",  # never a cluster `ray start` left on this machine
@@ -218,6 +224,9 @@ class RayExecutor:
         if self._started:
             self.ray.shutdown()
             self._started = False
+            if threading.current_thread() is threading.main_thread():
+                for number, handler in self._signals.items():
+                    signal.signal(number, handler)
 
     def _submit(self, fn: Callable[[U], R], unit: U, shared: dict[int, tuple[Any, Any]]) -> Any:
         names: list[str] = []

@@ -176,7 +176,7 @@ def test_each_trial_is_a_nested_run_with_its_params_and_score(store):
     assert parent.data.metrics["best_score"] == pytest.approx(summary["best_score"])
     assert parent.data.metrics["trials_completed"] == 2
     children = tracking.child_runs(summary["parent_run_id"])
-    assert [r.info.run_name for r in children] == ["trial/0", "trial/1"]
+    assert [r.info.run_name for r in children] == ["search/trial/0", "search/trial/1"]
     for run, entry in zip(children, summary["trial_list"], strict=True):
         assert run.info.status == "FINISHED"
         assert run.data.tags["mlflow.parentRunId"] == summary["parent_run_id"]
@@ -295,9 +295,9 @@ def test_a_failed_trial_ends_its_run_failed_and_the_search_goes_on(tmp_path, mon
     assert summary["best_trial"] == 1
     runs = tracking.child_runs(summary["parent_run_id"])
     assert [(r.info.run_name, r.info.status) for r in runs] == [
-        ("trial/0", "FAILED"),
-        ("trial/1", "FINISHED"),
-        ("trial/2", "FINISHED"),
+        ("search/trial/0", "FAILED"),
+        ("search/trial/1", "FINISHED"),
+        ("search/trial/2", "FINISHED"),
     ]
 
 
