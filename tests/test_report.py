@@ -73,14 +73,17 @@ def make_instrument(name: str, seed: int, days: int = 260, start: str = "2020-01
     for k, strategy in enumerate(["lstm", "lstm_seed0", "lstm_seed1", "sma", "sma_crossover"]):
         r = 0.6 * bh + rng.normal(0.0002 * (k - 2), 0.006, days)
         runs[strategy] = _run(_equity(r, oos), list(rng.normal(100, 500, 6)))
+    units, n = 4, days + 1
     gates = pd.DataFrame(
         {
-            "forget": rng.uniform(0.4, 0.9, days + 1),
-            "input": rng.uniform(0.1, 0.6, days + 1),
-            "output": rng.uniform(0.3, 0.8, days + 1),
-            "cell": rng.normal(0, 0.5, days + 1),
-        },
-        index=oos,
+            "date": oos.repeat(units),
+            "fold": np.repeat((np.arange(n) >= 130).astype(int), units),
+            "unit": np.tile(np.arange(units), n),
+            "forget": rng.uniform(0.4, 0.9, n * units),
+            "input": rng.uniform(0.1, 0.6, n * units),
+            "output": rng.uniform(0.3, 0.8, n * units),
+            "cell": rng.normal(0, 0.5, n * units),
+        }
     )
     return report_inputs.InstrumentData(
         name=name,
@@ -92,6 +95,31 @@ def make_instrument(name: str, seed: int, days: int = 260, start: str = "2020-01
         gates=gates,
         fold_starts=[oos[0], oos[130]],
     )
+
+
+def make_trades(inst):
+    """A trade log per strategy, in the backtest stage's columns: long round trips of 10 bars
+    every 40 bars on the close, the last one still open."""
+    close = inst.frame.loc[inst.oos_start :, "close"]
+    logs = {}
+    for k, strategy in enumerate(inst.runs):
+        rows = []
+        for start in range(k, len(close) - 11, 40):
+            entry, exit_ = close.index[start], close.index[start + 10]
+            size = 900.0 + k
+            last = start + 40 > len(close) - 11
+            exit_price = close.iloc[start + 10]
+            pnl = size * (exit_price - close.iloc[start])
+            rows.append(
+                (entry, pd.NaT if last else exit_, size, close.iloc[start], exit_price, pnl,
+                 10.0, pnl - 10.0, 10, last)
+            )  # fmt: skip
+        logs[strategy] = pd.DataFrame(
+            rows,
+            columns=["entry_date", "exit_date", "size", "entry_price", "exit_price", "pnl",
+                     "commission", "pnl_net", "bars", "open"],
+        )  # fmt: skip
+    return logs
 
 
 def make_sweep(instruments):
@@ -360,6 +388,9 @@ def built(tmp_path_factory):
         patch.setattr(report, "load_instruments", lambda c: instruments)
         patch.setattr(report, "load_cost_sweep", lambda c, insts: make_sweep(insts))
         patch.setattr(report, "bars_per_year", lambda c: (252.0, "daily"))
+        patch.setattr(
+            report, "load_trade_logs", lambda c, names: {i.name: make_trades(i) for i in instruments}
+        )
         result = report.report(cfg)
     return cfg, result
 
