@@ -37,6 +37,7 @@ import pandas as pd
 from core.bars import format_timestamp
 from core.periods import PERIODS_PER_YEAR
 from pipelines import report_bokeh, report_charts, tearsheet
+from pipelines.charts import ordered
 from pipelines.comparison import POOLED, Comparison, finite, sorted_block
 from pipelines.config import Config
 from pipelines.report_inputs import InstrumentData
@@ -275,7 +276,7 @@ def _instrument_context(
     )
     overview += report_charts.forecast(out, inst, comparison)
     overview += report_charts.sweep(out, comparison, name)
-    strategies = [n for n in charts_order(equity) if n in inst.runs]
+    strategies = [n for n in ordered(list(equity)) if n in inst.runs]
     picked = LSTM if LSTM in strategies else (strategies[0] if strategies else "")
     return {
         "name": name,
@@ -289,13 +290,6 @@ def _instrument_context(
         ),
         "default_strategy": picked,
     }
-
-
-def charts_order(names: Mapping[str, Any]) -> list[str]:
-    """Strategies in the report's fixed order (``pipelines.charts.ordered``)."""
-    from pipelines.charts import ordered
-
-    return ordered(list(names))
 
 
 def _fill_divs(out: report_charts.Charts, contexts: Sequence[Any]) -> str:

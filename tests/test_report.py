@@ -254,7 +254,7 @@ def test_excess_returns_use_each_backtests_risk_free_rate(cfg, instruments):
 
 REPORT_MODULES = (
     "report", "report_inputs", "comparison", "verdict", "report_html", "report_tables",
-    "strategy_names", "stats", "charts",
+    "strategy_names", "stats", "charts", "report_bokeh", "report_charts", "tearsheet",
 )  # fmt: skip
 # Backtrader and the other stages: the report reads their files, it does not call them.
 FORBIDDEN = (
@@ -546,3 +546,58 @@ def test_verdict_mixed_case_names_which_edge_is_not_significant():
         "Sharpe ratio; its accuracy edge over the random walk is not statistically significant "
         "(Diebold-Mariano)."
     )
+
+
+def test_verdict_reads_well_at_the_edges():
+    # a ratio that rounds to 1.000 is not called lower; a mean that rounds to 0 has no sign
+    block = _block(theil_u2=0.99996, seeds=2, sharpe_seed_mean=-0.001, sharpe_seed_std=0.26)
+    text = " ".join(verdict(block, 0.05, 20)[0])
+    assert "Theil U2 0.99996, the same error to three decimals" in text
+    assert "(lower error)" not in text and "-0.00" not in text
+    assert "Across 2 seeds its Sharpe ratio is 0.00 ± 0.26" in text
+    assert ": but" not in text
+    assert "p = 0.600: more accurate, but not significantly." in text
+    worse = " ".join(verdict(_block(), 0.05, 20)[0])
+    assert (
+        "Theil U2 1.010, higher error; Diebold-Mariano 0.50, p = 0.600: less accurate, but "
+        "not significantly." in worse
+    )
+
+
+def test_gates_long_layout_matches_the_per_unit_frames():
+    from pipelines.charts import gate_matrix
+    from pipelines.units import GATES_COLUMNS, gates_long
+
+    dates = pd.bdate_range("2021-01-01", periods=5, name="date")
+    rng = np.random.default_rng(3)
+    per_unit = {
+        g: pd.DataFrame(
+            rng.uniform(size=(5, 3)), index=dates, columns=["unit_0", "unit_1", "unit_2"]
+        )
+        for g in ("forget", "input", "output", "cell")
+    }
+    frame = gates_long(per_unit, fold=2)
+    assert tuple(frame.columns) == GATES_COLUMNS and len(frame) == 15
+    assert (frame["fold"] == 2).all()
+    row = frame[(frame["date"] == dates[3]) & (frame["unit"] == 1)].iloc[0]
+    assert row["input"] == per_unit["input"].iloc[3, 1]
+    for gate, wide in per_unit.items():
+        np.testing.assert_array_equal(gate_matrix(frame, gate).to_numpy(), wide.to_numpy())
+
+
+def test_gate_statistics_use_no_later_bars():
+    from pipelines import report_charts
+
+    inst = make_instrument("AAA", 1)
+    t = inst.gates["date"].unique()[150]
+    means = report_charts._gate_means(inst.gates, inst.frame["close"], 252.0)
+    changed = inst.frame["close"].copy()
+    changed[changed.index > t] *= np.linspace(0.5, 2.0, int((changed.index > t).sum()))
+    gates = inst.gates.copy()
+    gates.loc[gates["date"] > t, ["forget", "input", "output", "cell"]] = 0.0
+    again = report_charts._gate_means(gates, changed, 252.0)
+    pd.testing.assert_frame_equal(means.loc[:t], again.loc[:t])
+    assert not means.loc[t:].iloc[1:].equals(again.loc[t:].iloc[1:])
+    rows = {r["gate"]: r for r in report_charts.gate_correlations(means)}
+    pair = means[["forget", "vol"]].dropna()
+    assert rows["forget"]["vol"] == f"{pair['forget'].corr(pair['vol'], method='spearman'):+.2f}"
