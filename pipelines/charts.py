@@ -197,6 +197,9 @@ def gates_chart(
 ) -> Figure:
     """Heatmaps of units x dates of the LSTM's forget, input and output gates and cell state.
 
+    Units are sorted by their mean forget gate; each gate's colours span its 1st to 99th
+    percentile (the cell state's, symmetric around 0).
+
     Args:
         gates: the long per-unit frame of ``pipelines.units.gates_long`` (columns
             ``date``, ``unit``, ``forget``, ``input``, ``output``, ``cell``).
@@ -225,7 +228,9 @@ def gates_chart(
         if order is not None:
             matrix = matrix[order]
         dates = mdates.date2num(matrix.index.to_pydatetime())
-        limits = (0.0, 1.0) if gate != "cell" else _symmetric(matrix.to_numpy())
+        limits = (
+            _percentiles(matrix.to_numpy()) if gate != "cell" else _symmetric(matrix.to_numpy())
+        )
         image = ax.imshow(
             matrix.to_numpy().T, aspect="auto", origin="lower", interpolation="nearest",
             extent=(dates[0], dates[-1], -0.5, matrix.shape[1] - 0.5),
@@ -240,6 +245,16 @@ def gates_chart(
                        linewidth=0.9, linestyle=":")  # fmt: skip
     axes[0].set_title(title)
     return fig
+
+
+def _percentiles(values: np.ndarray) -> tuple[float, float]:
+    """1st and 99th percentile: the gates sit in a narrow band of [0, 1], and a colour
+    scale over all of [0, 1] would show them flat."""
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return 0.0, 1.0
+    low, high = np.quantile(finite, [0.01, 0.99])
+    return float(low), float(max(high, low + 1e-3))
 
 
 def _symmetric(values: np.ndarray) -> tuple[float, float]:

@@ -388,17 +388,21 @@ def distribution_chart(
 def gate_heatmap(matrix: pd.DataFrame, gate: str, title: str, fold_starts: Sequence = ()):
     """Units x dates of one gate (``pipelines.charts.gate_matrix``), units in the given order.
 
-    The values travel as bytes (0-255 over the colour scale, a step of 0.004 for a
-    sigmoid gate): a quarter of float32's size, with the hover scaling them back.
+    The colour scale spans the 1st to 99th percentile of the values (symmetric around 0
+    for the cell state). The values travel as bytes (0-255 over that scale): a quarter of
+    float32's size, with the hover scaling them back.
     """
     values = matrix.to_numpy(dtype="float64").T  # units x dates
     dates = matrix.index
+    finite = values[np.isfinite(values)]
     if gate == "cell":
-        finite = np.abs(values[np.isfinite(values)])
-        bound = float(np.quantile(finite, 0.99)) if finite.size else 1.0
+        bound = float(np.quantile(np.abs(finite), 0.99)) if finite.size else 1.0
         low, high, palette = -(bound or 1.0), bound or 1.0, tuple(reversed(RdBu11))
     else:
-        low, high, palette = 0.0, 1.0, Viridis256
+        # the gates sit in a narrow band of [0, 1]: the colours span the 1st to 99th
+        # percentile, so what moves shows (the colour bar gives the range)
+        low, high = np.quantile(finite, [0.01, 0.99]) if finite.size else (0.0, 1.0)
+        low, high, palette = float(low), float(max(high, low + 1e-3)), Viridis256
     scaled = np.round(255 * (np.clip(values, low, high) - low) / (high - low))
     coded = np.nan_to_num(scaled, nan=0).astype(np.uint8)
     mapper = LinearColorMapper(palette=palette, low=0, high=255)
@@ -455,7 +459,6 @@ def gate_folds_chart(quantiles: pd.DataFrame, title: str):
         sizing_mode="stretch_width",
         x_range=order,
         tools="pan,wheel_zoom,reset,save",
-        y_range=(-0.02, 1.02),
     )
     fig.toolbar.logo = None
     fig.title.text_font_size = "13px"
@@ -490,21 +493,27 @@ def gate_folds_chart(quantiles: pd.DataFrame, title: str):
 
 
 def gate_volatility_chart(frame: pd.DataFrame, title: str):
-    """Mean of each gate over units (y) against the realised volatility of the same date (x).
+    """Mean of each gate over units, less its average over dates (y), against the realised
+    volatility of the same date (x): the gates sit at different levels, so each is drawn as
+    its deviation, and the hover gives the level itself.
 
     Args:
         frame: one row per date: ``vol`` (annualised realised volatility, in %, of the
             returns up to that date) and one column per sigmoid gate.
     """
+    frame = frame.copy()
+    gates = [g for g in GATES if g in frame.columns and g != "cell"]
+    for gate in gates:
+        frame[f"{gate}_deviation"] = frame[gate] - frame[gate].mean()
     source = ColumnDataSource(frame.rename_axis("date").reset_index())
-    fig = _figure(title, "mean activation over units", dates=False, height=300)
+    fig = _figure(title, "mean over units − its average", dates=False, height=300)
     fig.xaxis.axis_label = "realised volatility (%, annualised, 20 bars)"
     renderers = []
-    for gate in (g for g in GATES if g in frame.columns and g != "cell"):
+    for gate in gates:
         renderers.append(
             fig.scatter(
                 "vol",
-                gate,
+                f"{gate}_deviation",
                 source=source,
                 size=4,
                 alpha=0.5,

@@ -167,7 +167,12 @@ def gate_section(out: Charts, inst: InstrumentData, per_year: float) -> dict[str
                 gates, inst.frame["close"], f"{name}: LSTM gates per unit", inst.fold_starts
             )
         figs.append(
-            out.add(fig, f"{name}: {label} of each unit at each date.", png, f"{name}_gates.png")
+            out.add(
+                fig,
+                f"{name}: {label} of each unit at each date (colours: 1st to 99th percentile).",
+                png,
+                f"{name}_gates.png",
+            )
         )
     if len(figs) > 1:
         # one x-range: zooming one heatmap zooms them all
@@ -193,8 +198,9 @@ def gate_section(out: Charts, inst: InstrumentData, per_year: float) -> dict[str
             means.drop(columns=["abs_return", "cell"], errors="ignore"),
             f"{name}: mean gate activation against realised volatility",
         ),
-        f"{name}: each date's mean activation over units against the annualised volatility "
-        f"of the last {VOL_BARS} bars' log returns (both known at that date).",
+        f"{name}: each date's mean activation over units, as its deviation from its average "
+        f"over the dates, against the annualised volatility of the last {VOL_BARS} bars' log "
+        "returns (both known at that date).",
     )
     return {
         "heatmaps": figs,
