@@ -42,8 +42,18 @@ def _run(equity: pd.Series, pnl: list[float]) -> report_inputs.StrategyRun:
     return report_inputs.StrategyRun(metrics, equity, equity.pct_change().iloc[1:], np.array(pnl))
 
 
-def make_instrument(name: str, seed: int, days: int = 260, start: str = "2020-01-01"):
-    """Bars, forecasts, backtests and gates of one synthetic instrument."""
+def make_instrument(
+    name: str,
+    seed: int,
+    days: int = 260,
+    start: str = "2020-01-01",
+    extra: tuple[str, ...] = (),
+    units: int = 4,
+):
+    """Bars, forecasts, backtests and gates of one synthetic instrument.
+
+    ``extra`` adds more strategies (forecasters get a forecast column too), drawn from
+    their own generator so the others' numbers do not move."""
     rng = np.random.default_rng(seed)
     dates = pd.bdate_range(start, periods=WARMUP + days + 1, name="date")
     close = 100 * np.cumprod(1 + rng.normal(0.0004, 0.01, len(dates)))
@@ -69,7 +79,17 @@ def make_instrument(name: str, seed: int, days: int = 260, start: str = "2020-01
     for k, strategy in enumerate(["lstm", "lstm_seed0", "lstm_seed1", "sma", "sma_crossover"]):
         r = 0.6 * bh + rng.normal(0.0002 * (k - 2), 0.006, days)
         runs[strategy] = _run(_equity(r, oos), list(rng.normal(100, 500, 6)))
-    units, n = 4, days + 1
+    more = np.random.default_rng(seed + 1000)
+    for k, strategy in enumerate(extra):
+        if not strategy.endswith("crossover"):
+            noise = more.normal(0, 0.006, len(dates))
+            frame[strategy] = np.where(dates >= oos[0], close * (1 + noise), np.nan)
+            fmetrics[strategy] = forecast_metrics(
+                actual, frame[strategy].loc[oos], frame["random_walk"].loc[oos]
+            )
+        r = 0.6 * bh + more.normal(0.0001 * k, 0.006, days)
+        runs[strategy] = _run(_equity(r, oos), list(more.normal(100, 500, 6)))
+    n = days + 1
     gates = pd.DataFrame(
         {
             "date": oos.repeat(units),
@@ -601,3 +621,23 @@ def test_gate_statistics_use_no_later_bars():
     rows = {r["gate"]: r for r in report_charts.gate_correlations(means)}
     pair = means[["forget", "vol"]].dropna()
     assert rows["forget"]["vol"] == f"{pair['forget'].corr(pair['vol'], method='spearman'):+.2f}"
+
+
+@pytest.mark.slow
+def test_a_default_sized_report_stays_under_10_mb(tmp_path):
+    """The default run's shape: 4 instruments x 9 strategies (and 2 seeds), 4 folds of 250
+    bars, 32 LSTM units. The page carries Bokeh's JavaScript once and every chart's data."""
+    from pipelines.report_html import render_html
+
+    cfg = _synthetic_cfg(tmp_path)
+    extra = ("ema", "kalman", "ols", "random_walk", "ema_crossover")
+    instruments = [
+        make_instrument(name, k, days=1000, start=f"{2008 + k}-01-01", extra=extra, units=32)
+        for k, name in enumerate(("AAA", "BBB", "CCC", "DDD"))
+    ]
+    comp = comparison.compare(cfg, instruments, make_sweep(instruments))
+    trades = {inst.name: make_trades(inst) for inst in instruments}
+    index = render_html(cfg, comp, instruments, tmp_path, trades=trades)
+    size = index.stat().st_size
+    assert 2e6 < size < 10e6, f"{size / 1e6:.1f} MB"  # the real default run: 5.2 MB
+    assert len(list(tmp_path.glob("*.png"))) == 4 * 5 + 3
