@@ -1,14 +1,17 @@
 """The report's interactive charts, drawn with Bokeh and embedded in the page offline.
 
-Every function returns a Bokeh model (a figure) that ``pipelines.report_html``
-embeds with ``bokeh.embed.components``; the page inlines Bokeh's own JavaScript
-once (``inline_resources``: the ``bokeh`` component only, 1.3 MB), so it opens
-from a file with no network. Every chart zooms (wheel and box, along x for time
-series), pans, resets, and shows the date and value under the cursor; a click
-on a legend entry hides that series. Strategies keep the colour and dash of
-``pipelines.charts.STYLES`` (Okabe-Ito, the same as the PNGs). Series that
-several charts show (an instrument's close) are one ``ColumnDataSource``, so
-the page carries their data once.
+Every chart function returns a Bokeh figure; ``embed`` serialises all of a page's
+figures as one document (``bokeh.embed.components``), and the page inlines Bokeh's
+own JavaScript once (``inline_resources``: the ``bokeh`` component only, 1.3 MB), so
+it opens from a file with no network. Every chart zooms (wheel and box, along x for
+time series), pans, resets, and shows the date and value under the cursor; a click
+on a legend entry hides that series (its legend sits right of the plot, off the
+lines). Strategies keep the colour and dash of ``pipelines.charts.STYLES``
+(Okabe-Ito, the same as the PNGs). The per-instrument strategy charts (trades,
+rolling Sharpe, distribution) hold every strategy, each series named
+``pick_name(instrument, strategy, part)`` so that the page's strategy picker can
+show the picked one. Arrays go as float32 (gate heatmaps as bytes) to keep the page
+small: the default run's page is about 5 MB.
 """
 
 from __future__ import annotations
@@ -223,6 +226,20 @@ def pick_name(instrument: str, strategy: str, part: str) -> str:
     return f"pick:{instrument}:{strategy}:{part}"
 
 
+def _trade_points(log: pd.DataFrame) -> dict[str, Any]:
+    """Entries (triangles up for long, down for short) then exits (crosses) of a trade log;
+    an open trade has no exit."""
+    long = log["size"] > 0
+    closed = log[log["exit_date"].notna()]
+    return {
+        "date": pd.to_datetime(pd.concat([log["entry_date"], closed["exit_date"]])),
+        "price": pd.concat([log["entry_price"], closed["exit_price"]]).astype(float),
+        "what": ["entry " + ("long" if x else "short") for x in long] + ["exit"] * len(closed),
+        "marker": list(np.where(long, "triangle", "inverted_triangle")) + ["x"] * len(closed),
+        "pnl": [np.nan] * len(log) + list(closed["pnl_net"].astype(float)),
+    }
+
+
 def trades_chart(
     instrument: str,
     close: pd.Series,
@@ -259,19 +276,7 @@ def trades_chart(
         if log.empty:
             continue
         hue, _ = style(strategy)
-        long = log["size"] > 0
-        closed = log[log["exit_date"].notna()]
-        points = ColumnDataSource(
-            {
-                "date": pd.to_datetime(pd.concat([log["entry_date"], closed["exit_date"]])),
-                "price": pd.concat([log["entry_price"], closed["exit_price"]]).astype(float),
-                "what": ["entry " + ("long" if x else "short") for x in long]
-                + ["exit"] * len(closed),
-                "marker": list(np.where(long, "triangle", "inverted_triangle"))
-                + ["x"] * len(closed),
-                "pnl": [np.nan] * len(log) + list(closed["pnl_net"].astype(float)),
-            }
-        )
+        points = ColumnDataSource(_trade_points(log))
         markers.append(
             fig.scatter(
                 "date",
