@@ -10,13 +10,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib.dates as mdates
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-# Fixed order and colours, so one strategy looks the same in every chart.
+# Fixed order, colour and dash of each strategy: one mapping for every chart, PNG and
+# interactive. Colours are the Okabe-Ito palette (distinguishable with the common colour
+# vision deficiencies), with its yellow darkened to read on white and a grey for the random
+# walk; strategies that share a hue family also differ by dash, so nine lines stay apart.
 STRATEGY_ORDER = (
     "lstm",
     "sma",
@@ -28,26 +32,41 @@ STRATEGY_ORDER = (
     "ema_crossover",
     "buy_and_hold",
 )
-_COLOURS = {
-    "lstm": "#d62728",
-    "sma": "#1f77b4",
-    "ema": "#17becf",
-    "kalman": "#9467bd",
-    "ols": "#8c564b",
-    "random_walk": "#7f7f7f",
-    "sma_crossover": "#2ca02c",
-    "ema_crossover": "#bcbd22",
-    "buy_and_hold": "#000000",
+STYLES: dict[str, tuple[str, str]] = {
+    "lstm": ("#D55E00", "solid"),  # vermillion
+    "sma": ("#0072B2", "solid"),  # blue
+    "ema": ("#56B4E9", "dashed"),  # sky blue
+    "kalman": ("#CC79A7", "solid"),  # reddish purple
+    "ols": ("#009E73", "solid"),  # bluish green
+    "random_walk": ("#999999", "dotted"),  # grey
+    "sma_crossover": ("#E69F00", "dashdot"),  # orange
+    "ema_crossover": ("#B59A00", "dashed"),  # Okabe-Ito yellow, darkened
+    "buy_and_hold": ("#000000", "dashed"),  # black
 }
-_GATES = ("forget", "input", "output", "cell")
+_OTHER = ("#7F3C8D", "dotdash")
+# Bokeh's dash names -> matplotlib's
+MPL_DASH = {
+    "solid": "-",
+    "dashed": "--",
+    "dotted": ":",
+    "dashdot": "-.",
+    "dotdash": (0, (6, 2, 1, 2)),
+}
+GATES = ("forget", "input", "output", "cell")
+GATE_COLOURS = {"forget": "#0072B2", "input": "#009E73", "output": "#E69F00", "cell": "#CC79A7"}
 DPI = 100
+
+
+def style(strategy: str) -> tuple[str, str]:
+    """(colour, Bokeh dash name) of a strategy; LSTM seeds share the LSTM's colour, dotted."""
+    if strategy.startswith("lstm_seed"):
+        return STYLES["lstm"][0], "dotted"
+    return STYLES.get(strategy, _OTHER)
 
 
 def colour(strategy: str) -> str:
     """The colour of a strategy in every chart (LSTM seeds share the LSTM's)."""
-    if strategy.startswith("lstm"):
-        return _COLOURS["lstm"]
-    return _COLOURS.get(strategy, "#e377c2")
+    return style(strategy)[0]
 
 
 def ordered(names: Sequence[str]) -> list[str]:
@@ -57,11 +76,13 @@ def ordered(names: Sequence[str]) -> list[str]:
 
 
 def _style(strategy: str) -> dict[str, object]:
+    hue, dash = style(strategy)
+    kwargs: dict[str, object] = {"color": hue, "linestyle": MPL_DASH[dash]}
     if strategy == "lstm":
-        return {"color": colour(strategy), "linewidth": 2.2, "zorder": 5}
+        return {**kwargs, "linewidth": 2.2, "zorder": 5}
     if strategy == "buy_and_hold":
-        return {"color": colour(strategy), "linewidth": 1.6, "linestyle": "--", "zorder": 4}
-    return {"color": colour(strategy), "linewidth": 1.0, "alpha": 0.85}
+        return {**kwargs, "linewidth": 1.6, "zorder": 4}
+    return {**kwargs, "linewidth": 1.2, "alpha": 0.9}
 
 
 def _new(width: float, height: float) -> Figure:
@@ -117,29 +138,55 @@ def forecast_chart(
     """Next-close forecasts against the close they forecast.
 
     A forecast made at ``t`` is drawn at ``t + 1``, the bar whose close it
-    forecasts, so the lines are directly comparable with the actual close. The
-    lower panel zooms into the last ``zoom`` bars.
+    forecasts, so the lines are directly comparable with the actual close. Every
+    forecast is drawn thin and translucent under the close (the LSTM's emphasis of
+    the other charts would hide the rest); the lower panel zooms into the last
+    ``zoom`` bars, with a marker per forecast.
     """
     fig = _new(11, 6.4)
     top, bottom = fig.subplots(2, 1, height_ratios=[3, 2])
     dates = close.index
     for ax, span in ((top, slice(None)), (bottom, slice(-zoom, None))):
         actual = close.iloc[span]
-        ax.plot(actual.index, actual, color="#000000", linewidth=1.4, label="actual close")
+        ax.plot(
+            actual.index, actual, color="#000000", linewidth=1.4, label="actual close", zorder=6
+        )
         for name in ordered(list(forecasts)):
             f = forecasts[name].reindex(dates)
             shifted = pd.Series(f.to_numpy()[:-1], index=dates[1:]).iloc[span].dropna()
             if shifted.empty:
                 continue
-            style = _style(name)
-            style.pop("linestyle", None)
-            ax.plot(shifted.index, shifted, label=f"{name} forecast", **style)
+            hue, dash = style(name)
+            marker = "o" if ax is bottom else None
+            ax.plot(shifted.index, shifted, label=f"{name} forecast", color=hue,
+                    linestyle=MPL_DASH[dash], linewidth=1.0, alpha=0.8, marker=marker,
+                    markersize=2.5)  # fmt: skip
+        ax.set_ylabel("price")
         ax.grid(alpha=0.3)
     top.set_title(title)
-    top.set_ylabel("price")
-    bottom.set_ylabel(f"last {zoom} bars")
+    bottom.set_title(f"the last {zoom} bars", fontsize=9, loc="left")
     top.legend(loc="upper left", fontsize=8, ncol=4, frameon=False)
     return fig
+
+
+def gate_matrix(gates: pd.DataFrame, gate: str) -> pd.DataFrame:
+    """One gate of the long per-unit frame (``pipelines.units.gates_long``) as dates x units.
+
+    Units are in their own order (columns ``0..units-1``); dates ascending.
+    """
+    if gate not in gates.columns or not {"date", "unit"} <= set(gates.columns):
+        raise ValueError(
+            f"gates need columns date, unit and {gate!r} (pipelines.units.gates_long), "
+            f"got {list(gates.columns)}"
+        )
+    return gates.pivot(index="date", columns="unit", values=gate).sort_index()
+
+
+def unit_order(gates: pd.DataFrame) -> list[int]:
+    """Units sorted by their mean forget gate, so the heatmaps of every gate share one order
+    and units that keep their memory sit together."""
+    means = gate_matrix(gates, "forget").mean()
+    return [int(u) for u in means.sort_values().index]
 
 
 def gates_chart(
@@ -148,41 +195,73 @@ def gates_chart(
     title: str,
     fold_starts: Sequence[pd.Timestamp] = (),
 ) -> Figure:
-    """The LSTM's forget, input and output gates and its cell state over time.
+    """Heatmaps of units x dates of the LSTM's forget, input and output gates and cell state.
+
+    Units are sorted by their mean forget gate; each gate's colours span its 1st to 99th
+    percentile (the cell state's, symmetric around 0).
 
     Args:
-        gates: one row per date with columns ``forget``, ``input``, ``output``
-            (sigmoid gates in [0, 1], averaged over units) and ``cell``.
+        gates: the long per-unit frame of ``pipelines.units.gates_long`` (columns
+            ``date``, ``unit``, ``forget``, ``input``, ``output``, ``cell``).
         close: the instrument's close on the same dates, drawn on top for context.
         title: chart title.
         fold_starts: walk-forward refits (a new model starts there), drawn as
             vertical lines.
     """
-    present = [g for g in _GATES if g in gates.columns]
+    present = [g for g in GATES if g in gates.columns]
     if not present:
-        raise ValueError(f"gates need columns among {_GATES}, got {list(gates.columns)}")
+        raise ValueError(f"gates need columns among {GATES}, got {list(gates.columns)}")
+    order = unit_order(gates) if "forget" in present else None
     rows = len(present) + (1 if close is not None else 0)
-    fig = _new(11, 1.7 * rows + 0.6)
+    fig = _new(11, 1.9 * rows + 0.6)
     axes = np.atleast_1d(fig.subplots(rows, 1, sharex=True))
     k = 0
+    first = gate_matrix(gates, present[0])
     if close is not None:
-        c = close.reindex(gates.index)
+        c = close.reindex(first.index)
         axes[0].plot(c.index, c, color="#000000", linewidth=1.0)
         axes[0].set_ylabel("close")
+        axes[0].grid(alpha=0.3)
         k = 1
-    palette = {"forget": "#1f77b4", "input": "#2ca02c", "output": "#ff7f0e", "cell": "#9467bd"}
     for gate, ax in zip(present, axes[k:], strict=True):
-        values = gates[gate]
-        ax.plot(values.index, values, color=palette[gate], linewidth=0.9)
-        if gate != "cell":
-            ax.set_ylim(-0.02, 1.02)
-        ax.set_ylabel(gate if gate == "cell" else f"{gate} gate")
-        ax.grid(alpha=0.3)
+        matrix = gate_matrix(gates, gate)
+        if order is not None:
+            matrix = matrix[order]
+        dates = mdates.date2num(matrix.index.to_pydatetime())
+        limits = (
+            _percentiles(matrix.to_numpy()) if gate != "cell" else _symmetric(matrix.to_numpy())
+        )
+        image = ax.imshow(
+            matrix.to_numpy().T, aspect="auto", origin="lower", interpolation="nearest",
+            extent=(dates[0], dates[-1], -0.5, matrix.shape[1] - 0.5),
+            cmap="viridis" if gate != "cell" else "RdBu_r", vmin=limits[0], vmax=limits[1],
+        )  # fmt: skip
+        fig.colorbar(image, ax=ax, pad=0.01, fraction=0.03)
+        ax.set_ylabel(f"{gate} gate\nunit" if gate != "cell" else "cell state\nunit")
+        ax.xaxis_date()
     for ax in axes:
         for start in fold_starts:
-            ax.axvline(start, color="#999999", linewidth=0.8, linestyle=":")
+            ax.axvline(start, color="#ffffff" if ax is not axes[0] else "#999999",
+                       linewidth=0.9, linestyle=":")  # fmt: skip
     axes[0].set_title(title)
     return fig
+
+
+def _percentiles(values: np.ndarray) -> tuple[float, float]:
+    """1st and 99th percentile: the gates sit in a narrow band of [0, 1], and a colour
+    scale over all of [0, 1] would show them flat."""
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return 0.0, 1.0
+    low, high = np.quantile(finite, [0.01, 0.99])
+    return float(low), float(max(high, low + 1e-3))
+
+
+def _symmetric(values: np.ndarray) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    bound = float(np.quantile(np.abs(finite), 0.99)) if finite.size else 1.0
+    bound = bound or 1.0
+    return -bound, bound
 
 
 def cost_sweep_chart(
@@ -209,7 +288,8 @@ def cost_sweep_chart(
     ax.set_xlabel("commission per trade (bp of traded value)")
     ax.set_ylabel("Sharpe ratio (annualised)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8, ncol=3, frameon=False)
+    # outside the axes: inside, it sat on the lines
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return fig
 
 

@@ -5,9 +5,10 @@ Only reads what the earlier stages wrote under ``<output_directory>/<name>/``
 see docs/architecture.md); it runs no backtest. Writes
 ``<report.directory>/<name>/``:
 
-- ``index.html``: one self-contained page (charts embedded as base64 PNG, no
-  script, font or stylesheet from the network);
-- ``*.png``: the same charts as files;
+- ``index.html``: one self-contained page (interactive Bokeh charts, Bokeh's
+  JavaScript inlined once; no script, font, stylesheet or image from the
+  network; see ``pipelines.report_html``);
+- ``*.png``: a matplotlib twin of each overview chart, linked from the page;
 - ``league.csv`` and ``league.json``: the league table (one row per
   instrument x strategy, plus the pooled rows), ``cost_sweep.csv``,
   ``seeds.csv``.
@@ -60,6 +61,7 @@ from pipelines.report_inputs import (
     load_instruments,
 )
 from pipelines.report_tables import console_table, write_tables
+from pipelines.tearsheet import load_trade_logs
 from pipelines.verdict import verdict
 
 __all__ = ["METRIC_COLUMNS", "ReportResult", "main", "publish", "report"]
@@ -132,8 +134,16 @@ def _write_report(
     build.chmod(0o755)  # mkdtemp's 0700 would outlive the rename
     try:
         fragment = report_multiple.render(multiple)
+        trades = load_trade_logs(cfg, [inst.name for inst in instruments])
         index = render_html(
-            cfg, comparison, instruments, build, config_path=config_path, multiple_html=fragment
+            cfg,
+            comparison,
+            instruments,
+            build,
+            config_path=config_path,
+            trades=trades,
+            multiple_html=fragment,
+            corrected=report_multiple.verdict_sentences(multiple),
         )
         write_tables(comparison, build)
         report_multiple.write_tables(multiple, build)

@@ -1,15 +1,27 @@
-"""The HTML report: league table, verdicts, charts and notes in one self-contained page.
+"""The HTML report: verdicts, league table, interactive charts and tear sheets in one page.
 
-``render_html`` draws every chart into the report's directory as a PNG and
-writes ``index.html`` from ``templates/report.html.j2``, with the charts
-embedded as base64 (no script, font or stylesheet from the network), so the
-page opens anywhere, from a file or as an MLflow artifact. Every cell of the
-league table carries its exact value (``data-value``) next to the rounded text.
+``render_html`` writes ``index.html`` from ``templates/report.html.j2``:
+
+- a table of contents; the verdicts with a legend of their colours; the league
+  table (sortable by any column with a click on its header, the header stays on
+  screen while scrolling, the strategy column stays while scrolling sideways on
+  a phone), every cell carrying its exact value (``data-value``);
+- Bokeh charts (``pipelines.report_charts``): pooled, then per instrument the
+  equity, drawdowns, forecasts, cost sweep and the LSTM's gates, and a strategy
+  picker over one tear sheet per strategy (price with entries and exits,
+  sortable trade list, monthly returns, drawdown periods, rolling Sharpe ratio,
+  return distribution; ``pipelines.tearsheet``).
+
+The page is self-contained and offline: Bokeh's JavaScript (its core component
+only) and the page's own small script are inlined; no font, stylesheet, script
+or image comes from the network. Each overview chart's PNG is written beside the
+page (``<label>_<chart>.png``) and linked, not embedded, which keeps the default
+run's page near 5 MB. The template's ``extra_sections`` block is where further
+sections (multiple-testing results) go.
 """
 
 from __future__ import annotations
 
-import base64
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,16 +30,18 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 import numpy as np
 import pandas as pd
 
 from core.bars import format_timestamp
 from core.periods import PERIODS_PER_YEAR
-from pipelines import charts
+from pipelines import report_bokeh, report_charts, tearsheet
+from pipelines.charts import ordered
 from pipelines.comparison import POOLED, Comparison, finite, sorted_block
 from pipelines.config import Config
-from pipelines.report_inputs import InstrumentData, StrategyRun
-from pipelines.strategy_names import BENCHMARK, LSTM, RANDOM_WALK, seed_columns, strategy_kind
+from pipelines.report_inputs import InstrumentData
+from pipelines.strategy_names import BENCHMARK, LSTM, seed_columns
 from pipelines.verdict import verdict
 
 TEMPLATE = "report.html.j2"
@@ -120,118 +134,6 @@ def _cell(col: Column, row: pd.Series, alpha: float) -> dict[str, str]:
     return {"key": col.key, "text": text, "raw": raw, "css": css}
 
 
-def _png(fig: Any, directory: Path, filename: str, caption: str, embed: bool) -> dict[str, Any]:
-    path = charts.save_png(fig, directory / filename)
-    width, height = (int(round(v)) for v in fig.get_size_inches() * charts.DPI)
-    src = filename
-    if embed:
-        src = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-    return {
-        "src": src,
-        "file": filename,
-        "alt": caption,
-        "caption": caption,
-        "width": width,
-        "height": height,
-    }
-
-
-def _main_equity(runs: Mapping[str, StrategyRun]) -> dict[str, pd.Series]:
-    return {n: r.equity for n, r in runs.items() if strategy_kind(n) != "seed"}
-
-
-def _instrument_charts(
-    inst: InstrumentData, comparison: Comparison, directory: Path, embed: bool
-) -> list[dict[str, Any]]:
-    out = []
-    name = inst.name
-    equity = _main_equity(inst.runs)
-    out.append(
-        _png(
-            charts.equity_chart(equity, f"{name}: equity of every strategy (out of sample)"),
-            directory,
-            f"{name}_equity.png",
-            f"{name}: growth of 1 for every strategy from the out-of-sample start, after costs.",
-            embed,
-        )
-    )
-    out.append(
-        _png(
-            charts.drawdown_chart(equity, f"{name}: drawdowns"),
-            directory,
-            f"{name}_drawdown.png",
-            f"{name}: drawdown from the running peak.",
-            embed,
-        )
-    )
-    block = comparison.league[comparison.league["instrument"] == name].set_index("strategy")
-    forecasters = block[(block["kind"] == "forecast")]["rmse"].dropna()
-    shown = [n for n in (LSTM, RANDOM_WALK) if n in inst.frame]
-    rest = forecasters.drop(index=[n for n in shown if n in forecasters.index])
-    if not rest.empty:
-        shown.append(rest.idxmin())
-    if shown:
-        oos = inst.frame.loc[inst.oos_start : inst.oos_end]
-        fig = charts.forecast_chart(
-            oos["close"],
-            {n: oos[n] for n in shown},
-            f"{name}: next-close forecasts against the actual close",
-        )
-        out.append(
-            _png(
-                fig,
-                directory,
-                f"{name}_forecast.png",
-                f"{name}: forecasts of {', '.join(shown)} (the LSTM, the random walk and "
-                "the most accurate other forecaster), each drawn on the date it forecasts.",
-                embed,
-            )
-        )
-    if inst.gates is not None and not inst.gates.empty:
-        fig = charts.gates_chart(
-            inst.gates,
-            inst.frame["close"],
-            f"{name}: LSTM gate activations over the out-of-sample dates",
-            inst.fold_starts,
-        )
-        out.append(
-            _png(
-                fig,
-                directory,
-                f"{name}_gates.png",
-                f"{name}: forget, input and output gates (mean over units) and cell state "
-                "of the LSTM's last layer at each date; dotted lines: walk-forward refits.",
-                embed,
-            )
-        )
-    out.extend(_sweep_chart(comparison, name, directory, embed))
-    return out
-
-
-def _sweep_chart(
-    comparison: Comparison, name: str, directory: Path, embed: bool
-) -> list[dict[str, Any]]:
-    sweep = comparison.sweep[comparison.sweep["instrument"] == name]
-    sweep = sweep[sweep["strategy"].map(strategy_kind) != "seed"]
-    if sweep.empty or sweep["cost_bp"].nunique() < 2:
-        return []
-    table = sweep.pivot(index="cost_bp", columns="strategy", values="sharpe")
-    block = comparison.league[comparison.league["instrument"] == name]
-    be = {r.strategy: r.break_even_bp for r in block.itertuples() if finite(r.break_even_bp)}
-    fig = charts.cost_sweep_chart(table, f"{name}: Sharpe ratio against commission", be)
-    label = "pooled" if name == POOLED else name
-    return [
-        _png(
-            fig,
-            directory,
-            f"{label}_cost_sweep.png",
-            f"{label}: annualised Sharpe ratio of each strategy as the commission grows "
-            "(all else as configured); circles mark the break-even cost against buy-and-hold.",
-            embed,
-        )
-    ]
-
-
 def _per_year_words(comparison: Comparison) -> str:
     if comparison.interval == "daily" and comparison.periods_per_year == PERIODS_PER_YEAR:
         return "daily equity bars"
@@ -287,29 +189,57 @@ def _notes(cfg: Config, comparison: Comparison) -> list[str]:
     ]
 
 
+SEED_METRICS = (
+    ("sharpe", "Sharpe ratio", "number"),
+    ("sortino", "Sortino ratio", "number"),
+    ("cagr", "CAGR", "percent"),
+    ("max_drawdown", "max drawdown", "percent"),
+    ("trades", "trades", "count"),
+    ("total_return", "total return", "percent"),
+)
+
+
+def _number(value: float, digits: int = 2) -> str:
+    """``value`` rounded for people: no ``-0.00`` when the rounded value is zero."""
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
+def _mean_std(mean: float, std: float, kind: str) -> str:
+    """ "0.45 ± 0.12", "12.3% ± 1.5%", or for counts "103 ± 1" (integers as integers)."""
+    if not np.isfinite(mean):
+        return "–"
+    if kind == "percent":
+        text, spread = f"{_number(100 * mean, 1)}%", f"{100 * std:.1f}%"
+    elif kind == "count":
+        text, spread = f"{round(mean):d}", f"{round(std):d}"
+    else:
+        text, spread = _number(mean), f"{std:.2f}"
+    return f"{text} ± {spread}" if np.isfinite(std) else text
+
+
 def _seed_table(comparison: Comparison) -> tuple[list[str], list[dict[str, Any]]]:
-    metrics = ["sharpe", "sortino", "cagr", "max_drawdown", "trades", "total_return"]
     rows = []
     for inst, summary in comparison.seeds.items():
-        cells = []
-        for m in metrics:
-            mean, std = summary.get(m, (math.nan, math.nan))
-            pct = m in {"cagr", "max_drawdown", "total_return"}
-            scale, unit = (100, "%") if pct else (1, "")
-            if not np.isfinite(mean):
-                cells.append("–")
-            elif np.isfinite(std):
-                cells.append(f"{scale * mean:.2f}{unit} ± {scale * std:.2f}{unit}")
-            else:
-                cells.append(f"{scale * mean:.2f}{unit}")
+        cells = [
+            _mean_std(*summary.get(key, (math.nan, math.nan)), kind)
+            for key, _, kind in SEED_METRICS
+        ]
         rows.append({"instrument": inst, "cells": cells})
-    return metrics, rows
+    return [label for _, label, _ in SEED_METRICS], rows
 
 
 def _league_blocks(
-    cfg: Config, comparison: Comparison, instruments: Sequence[InstrumentData]
+    cfg: Config,
+    comparison: Comparison,
+    instruments: Sequence[InstrumentData],
+    corrected: Sequence[str] = (),
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The league table's blocks (pooled first) and the verdict of each, for the template."""
+    """The league table's blocks (pooled first) and the verdict of each, for the template.
+
+    ``corrected``: the multiple-testing sentences (``report_multiple.verdict_sentences``),
+    which end the first verdict: the pooled one, or the only instrument's.
+    """
     alpha = cfg.report.significance
     league = comparison.league
     blocks, verdicts = [], []
@@ -334,6 +264,8 @@ def _league_blocks(
             rows.append({"strategy": row["strategy"], "css": css, "cells": cells})
         blocks.append({"key": key, "title": title, "rows": rows})
         sentences, outcome = verdict(block.set_index("strategy"), alpha, comparison.n_trials)
+        if not verdicts:
+            sentences = [*sentences, *corrected]
         verdicts.append({"instrument": title, "sentences": sentences, "css": outcome})
     return blocks, verdicts
 
@@ -348,29 +280,74 @@ def _column_groups() -> list[tuple[str, int]]:
     return groups
 
 
-def _pooled_charts(
-    comparison: Comparison, instruments: Sequence[InstrumentData], directory: Path, embed: bool
-) -> list[dict[str, Any]]:
-    if len(instruments) <= 1 or not comparison.pooled_runs:
-        return []
-    equity = _main_equity(comparison.pooled_runs)
-    return [
-        _png(
-            charts.equity_chart(equity, "Pooled: equal-weight equity"),
-            directory,
-            "pooled_equity.png",
-            "Pooled: growth of 1 of the equal-weight portfolio of each strategy.",
-            embed,
+def _instrument_context(
+    inst: InstrumentData,
+    comparison: Comparison,
+    out: report_charts.Charts,
+    trades: Mapping[str, pd.DataFrame],
+) -> dict[str, Any]:
+    name, per_year = inst.name, comparison.periods_per_year
+    bars = len(inst.runs[next(iter(inst.runs))].returns) if inst.runs else 0
+    equity = report_charts.main_equity(inst.runs)
+    overview = report_charts.equity_and_drawdown(
+        out, equity, name, "equity of every strategy (out of sample)"
+    )
+    overview += report_charts.forecast(out, inst, comparison)
+    overview += report_charts.sweep(out, comparison, name)
+    strategies = [n for n in ordered(list(equity)) if n in inst.runs]
+    picked = LSTM if LSTM in strategies else (strategies[0] if strategies else "")
+    return {
+        "name": name,
+        "oos_start": format_timestamp(inst.oos_start),
+        "oos_end": format_timestamp(inst.oos_end),
+        "bars": bars,
+        "charts": overview,
+        "gates": report_charts.gate_section(out, inst, per_year),
+        "strategies": report_charts.strategy_section(
+            out, inst, trades, per_year, strategies, picked
         ),
-        _png(
-            charts.drawdown_chart(equity, "Pooled: drawdowns"),
-            directory,
-            "pooled_drawdown.png",
-            "Pooled: drawdown from the running peak.",
-            embed,
-        ),
-        *_sweep_chart(comparison, POOLED, directory, embed),
-    ]
+        "default_strategy": picked,
+    }
+
+
+def _fill_divs(out: report_charts.Charts, contexts: Sequence[Any]) -> str:
+    """Serialise every figure in one Bokeh document; put each div into its chart dict."""
+    if not out.figures:
+        return ""
+    script, divs = report_bokeh.embed(out.figures)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "index" in node and "div" in node:
+                node["div"] = divs[node["index"]]
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list | tuple):
+            for value in node:
+                walk(value)
+
+    walk(list(contexts))
+    return script
+
+
+def _toc(
+    inst_ctx: Sequence[Mapping[str, Any]], pooled: bool, seeds: bool, multiple: bool = False
+) -> list[dict]:
+    entries = [{"id": "verdicts", "title": "Verdict"}]
+    if multiple:
+        entries.append({"id": "multiple-testing", "title": "Many strategies, many instruments"})
+    entries.append({"id": "league", "title": "League table"})
+    if seeds:
+        entries.append({"id": "seeds", "title": "LSTM across seeds"})
+    if pooled:
+        entries.append({"id": "pooled", "title": "Pooled across instruments"})
+    for inst in inst_ctx:
+        children = [{"id": f"inst-{inst['name']}-strategies", "title": "strategies"}]
+        if inst["gates"]:
+            children.insert(0, {"id": f"inst-{inst['name']}-gates", "title": "LSTM gates"})
+        entries.append({"id": f"inst-{inst['name']}", "title": inst["name"], "children": children})
+    entries.append({"id": "method", "title": "How these numbers were made"})
+    return entries
 
 
 def render_html(
@@ -380,25 +357,31 @@ def render_html(
     directory: Path,
     *,
     config_path: str = "",
-    embed: bool = True,
+    trades: Mapping[str, Mapping[str, pd.DataFrame]] | None = None,
     multiple_html: str = "",  # pipelines.report_multiple.render
+    corrected: Sequence[str] = (),  # pipelines.report_multiple.verdict_sentences
 ) -> Path:
-    """Draw every chart into ``directory`` and write ``index.html`` there."""
+    """Draw every chart, write the PNGs and ``index.html`` into ``directory``.
+
+    Args:
+        trades: the backtests' trade logs, ``{instrument: {strategy: frame}}``
+            (``pipelines.tearsheet.load_trade_logs``); missing ones show no trades.
+    """
     alpha = cfg.report.significance
-    blocks, verdicts = _league_blocks(cfg, comparison, instruments)
-    inst_ctx = []
-    for inst in instruments:
-        bars = len(inst.runs[next(iter(inst.runs))].returns) if inst.runs else 0
-        inst_ctx.append(
-            {
-                "name": inst.name,
-                "oos_start": format_timestamp(inst.oos_start),
-                "oos_end": format_timestamp(inst.oos_end),
-                "bars": bars,
-                "charts": _instrument_charts(inst, comparison, directory, embed),
-            }
+    blocks, verdicts = _league_blocks(cfg, comparison, instruments, corrected)
+    out = report_charts.Charts(directory)
+    pooled_charts: list[dict[str, Any]] = []
+    if len(instruments) > 1 and comparison.pooled_runs:
+        equity = report_charts.main_equity(comparison.pooled_runs)
+        pooled_charts = report_charts.equity_and_drawdown(
+            out, equity, "pooled", "equal-weight equity"
         )
-    pooled_charts = _pooled_charts(comparison, instruments, directory, embed)
+        pooled_charts += report_charts.sweep(out, comparison, POOLED)
+    inst_ctx = [
+        _instrument_context(inst, comparison, out, (trades or {}).get(inst.name, {}))
+        for inst in instruments
+    ]
+    bokeh_script = _fill_divs(out, [pooled_charts, inst_ctx])
     seed_metrics, seed_rows = _seed_table(comparison)
     seed_count = max((len(seed_columns(inst.frame.columns)) for inst in instruments), default=0)
     env = jinja2.Environment(
@@ -423,6 +406,11 @@ def render_html(
         pooled_charts=pooled_charts,
         notes=_notes(cfg, comparison),
         multiple_html=multiple_html,
+        toc=_toc(inst_ctx, bool(pooled_charts), bool(seed_rows), bool(multiple_html)),
+        bokeh_js=markupsafe.Markup(report_bokeh.inline_resources()),
+        bokeh_script=markupsafe.Markup(bokeh_script),
+        month_names=tearsheet.MONTHS,
+        trade_headers=tearsheet.TRADE_HEADERS,
     )
     path = directory / "index.html"
     path.write_text(html, encoding="utf-8")

@@ -26,7 +26,8 @@
    registered as ``<tracking.registered_model>-<INST>`` (alias ``newest``);
 6. writes ``build/<name>/forecasts/<INST>.parquet`` (bars + one column per
    forecaster, NaN before the out-of-sample start), ``<INST>.gates.parquet``
-   (the LSTM's gate activations over the out-of-sample dates) and, last,
+   (the LSTM's per-unit gate activations over the out-of-sample dates, one row
+   per date and unit: ``pipelines.units.gates_long``) and, last,
    ``summary.json``. Every file is written atomically and the old
    ``summary.json`` is removed first, so a failed run never leaves a summary
    that make would take for a finished stage.
@@ -264,7 +265,7 @@ def _record_lstm(
         )
 
     # Gates of the first seed's model of each fold, over that fold's test dates.
-    gates = pd.concat([r.gates for r in results[0]]).rename_axis("date")
+    gates = pd.concat([r.gates for r in results[0]], ignore_index=True)
     tracking.log_dataframe(_forecast_frame(bars, columns, folds), "forecasts")
     tracking.log_dataframe(gates, "gates")
     tracking.log_figure(loss_chart(histories, f"{instrument}: LSTM loss per epoch"), "loss")

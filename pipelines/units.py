@@ -14,7 +14,8 @@ worker processes (``pipelines.executors``); TensorFlow's op determinism, which
 ``pipelines.runtime.configure`` switches on in every process, does the rest.
 
 The LSTM runs as one unit per seed and fold; the first seed's units also return
-the gate activations over the fold's test dates, and the final fold's units
+the gate activations of every unit of the last layer over the fold's test dates
+(``gates_long``: one row per date and unit), and the final fold's units
 return the fitted forecaster as bytes (``LstmForecaster.to_bytes``), which the
 driver registers. The Keras session is cleared after every ``CLEAR_KERAS_EVERY``
 LSTM units, so a long-lived worker's memory stays bounded.
@@ -84,7 +85,8 @@ class TrainResult:
         forecasts: Next-close forecasts on the fold's test dates (float64).
         fit_seconds, predict_seconds: Wall time of the fit and of the forecasts.
         history: The LSTM's per-epoch ``loss`` and ``val_loss``.
-        gates: The LSTM's gate activations on the test dates (when asked).
+        gates: The LSTM's per-unit gate activations on the test dates (when asked), in
+            the long form of ``gates_long``.
         model: The fitted LSTM as ``LstmForecaster.to_bytes`` (when asked).
     """
 
@@ -212,6 +214,36 @@ def _after_lstm_unit() -> None:
         _lstm_units_since_clear = 0
 
 
+GATES_COLUMNS = ("date", "fold", "unit", "forget", "input", "output", "cell")
+
+
+def gates_long(per_unit: Mapping[str, pd.DataFrame], fold: int) -> pd.DataFrame:
+    """Per-unit gate activations as one tidy frame, the layout of ``<INST>.gates.parquet``.
+
+    Args:
+        per_unit: ``LstmForecaster.gate_activations_per_unit``: gate -> frame of dates x
+            units (columns ``unit_<k>``).
+        fold: the walk-forward fold these dates belong to (its model made them).
+
+    Returns:
+        Columns ``GATES_COLUMNS``: one row per date and unit (date-major, units in order),
+        ``forget``, ``input`` and ``output`` the sigmoid gates in [0, 1] and ``cell``
+        the cell state, at the last step of the window ending at ``date``.
+    """
+    first = next(iter(per_unit.values()))
+    units = len(first.columns)
+    frame = pd.DataFrame(
+        {
+            "date": first.index.repeat(units),
+            "fold": fold,
+            "unit": list(range(units)) * len(first.index),
+        }
+    )
+    for gate in GATES_COLUMNS[3:]:
+        frame[gate] = per_unit[gate].to_numpy().reshape(-1)
+    return frame
+
+
 def _result(unit: TrainUnit, fold: Fold) -> TrainResult:
     walked = walk_forward(
         unit.bars,
@@ -229,7 +261,9 @@ def _result(unit: TrainUnit, fold: Fold) -> TrainResult:
     if unit.forecaster == LSTM:
         result.history = forecaster.history_
         if unit.gates:
-            result.gates = forecaster.gate_activations(unit.bars, fold.test_start_date)
+            result.gates = gates_long(
+                forecaster.gate_activations_per_unit(unit.bars, fold.test_start_date), fold.number
+            )
         if unit.export:
             result.model = forecaster.to_bytes()
     return result

@@ -16,8 +16,20 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipelines.comparison import fmt
+from pipelines.comparison import fmt as _fmt
 from pipelines.strategy_names import BENCHMARK, LSTM
+
+
+def fmt(value: float, digits: int = 2) -> str:
+    """``comparison.fmt`` without a minus sign on a value that rounds to zero ("-0.00")."""
+    text = _fmt(value, digits)
+    return text[1:] if text.startswith("-") and text.strip("-0.") == "" else text
+
+
+def _signed(value: float) -> str:
+    """ "+0.12", "-0.30", or "0.00" when it rounds to zero."""
+    text = f"{value:+.2f}"
+    return "0.00" if text.strip("+-0.") == "" else text
 
 
 @dataclass
@@ -86,8 +98,8 @@ def _significance_sentences(
         else:
             judged = "not significantly different from buy-and-hold (the interval contains 0)"
         sentences.append(
-            f"Sharpe ratio minus buy-and-hold's: {lstm['sharpe_diff']:+.2f}, {level}% bootstrap "
-            f"interval [{fmt(low)}, {fmt(high)}]: {judged}."
+            f"Sharpe ratio minus buy-and-hold's: {_signed(lstm['sharpe_diff'])} "
+            f"({level}% bootstrap interval {fmt(low)} to {fmt(high)}), {judged}."
         )
     found.dsr_ok = bool(np.isfinite(lstm["dsr"]) and lstm["dsr"] > 1 - alpha)
     if np.isfinite(lstm["dsr"]):
@@ -131,11 +143,20 @@ def _forecast_sentences(
     if np.isfinite(u2) and np.isfinite(p):
         better = u2 < 1
         found.sig_forecast = bool(better and p < alpha)
-        verdict_dm = "significantly" if p < alpha else "but not significantly"
+        shown = fmt(u2, 3)
+        if shown == "1.000":  # the error ratio rounds to 1: say so rather than "lower"
+            error = f"{fmt(u2, 5)}, the same error to three decimals"
+        else:
+            error = f"{shown}, {'lower' if better else 'higher'} error"
+        direction = "more" if better else "less"
+        judged = (
+            f"significantly {direction} accurate"
+            if p < alpha
+            else f"{direction} accurate, but not significantly"
+        )
         sentences.append(
-            f"Against the random walk: Theil U2 {fmt(u2, 3)} "
-            f"({'lower' if better else 'higher'} error), Diebold-Mariano {fmt(dm)}, "
-            f"p = {fmt(p, 3)}: {verdict_dm} {'more' if better else 'less'} accurate."
+            f"Against the random walk: Theil U2 {error}; Diebold-Mariano {fmt(dm)}, "
+            f"p = {fmt(p, 3)}: {judged}."
         )
     return sentences
 

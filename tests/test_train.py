@@ -77,8 +77,9 @@ def test_outputs_hold_every_forecaster_on_the_out_of_sample_dates(store):
     assert {m["n"] for m in entry["metrics"].values()} == {199}
     assert entry["metrics"]["random_walk"]["theil_u2"] == pytest.approx(1.0)
     gates = pd.read_parquet(store / "build" / "smoke" / "forecasts" / "GSPC.gates.parquet")
-    assert list(gates.columns) == ["forget", "input", "output", "cell"]
-    assert gates.index.equals(after.index)
+    assert list(gates.columns) == ["date", "fold", "unit", "forget", "input", "output", "cell"]
+    assert pd.DatetimeIndex(gates["date"].unique()).equals(after.index)
+    assert len(gates) == len(after) * gates["unit"].nunique()
     assert summary["seeds"] == [7, 8]
     assert summary["device"]["kind"] == "cpu"
 
