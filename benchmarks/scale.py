@@ -159,8 +159,8 @@ def child(argv: list[str]) -> int:
     probe: dict[str, Any] = {"record_seconds": 0.0, "records": 0}
     executor_for, record = executors.executor_for, train.record
 
-    def timed_executor_for(config: Any, setup: Any = None) -> _TimedExecutor:
-        return _TimedExecutor(executor_for(config, setup=setup), probe)
+    def timed_executor_for(config: Any, setup: Any = None, **kwargs: Any) -> _TimedExecutor:
+        return _TimedExecutor(executor_for(config, setup=setup, **kwargs), probe)
 
     def timed_record(*args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()

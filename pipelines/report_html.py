@@ -212,7 +212,8 @@ def _mean_std(mean: float, std: float, kind: str) -> str:
     if kind == "percent":
         text, spread = f"{_number(100 * mean, 1)}%", f"{100 * std:.1f}%"
     elif kind == "count":
-        text, spread = f"{round(mean):d}", f"{round(std):d}"
+        text = f"{round(mean):d}"
+        spread = f"{round(std):d}" if np.isfinite(std) else ""  # one seed: no spread
     else:
         text, spread = _number(mean), f"{std:.2f}"
     return f"{text} ± {spread}" if np.isfinite(std) else text

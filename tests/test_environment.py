@@ -98,7 +98,7 @@ def _brought_by(names: set[str]) -> set[str]:
 @pytest.mark.parametrize(
     ("folders", "extras"),
     [
-        (["core", "models", "strategies", "pipelines", "benchmarks"], ["online"]),
+        (["core", "models", "strategies", "pipelines", "benchmarks"], ["online", "ray", "docs"]),
         (["tests"], ["dev"]),
     ],
 )

@@ -45,7 +45,9 @@ def where_am_i(_: int) -> dict[str, str | int]:
 
 def nap(job: tuple[Path, float]) -> float:
     path, seconds = job
-    path.write_text(str(os.getpid()))
+    partial = path.with_suffix(".part")  # the test reads the pid once the name exists
+    partial.write_text(str(os.getpid()))
+    partial.rename(path)
     time.sleep(seconds)
     return seconds
 
@@ -117,7 +119,8 @@ def test_leaving_on_an_error_stops_the_units_still_running(tmp_path):
             while not ((tmp_path / "a").exists() or (tmp_path / "b").exists()):
                 time.sleep(0.1)  # a worker is asleep in a long unit
             raise RuntimeError("driver gave up")
-    pids = [int(path.read_text()) for path in tmp_path.iterdir()]
+    # a worker stopped between writing its pid and naming the file leaves a .part
+    pids = [int(text) for path in tmp_path.iterdir() if (text := path.read_text())]
     deadline = time.monotonic() + 30
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -642,3 +642,12 @@ def test_a_default_sized_report_stays_under_10_mb(tmp_path):
     size = index.stat().st_size
     assert 2e6 < size < 10e6, f"{size / 1e6:.1f} MB"  # the real default run: 5.2 MB
     assert len(list(tmp_path.glob("*.png"))) == 4 * 5 + 3
+
+
+def test_seed_spreads_read_as_people_write_them():
+    from pipelines.report_html import _mean_std
+
+    assert _mean_std(103.0, 1.41, "count") == "103 ± 1"
+    assert _mean_std(111.0, math.nan, "count") == "111"  # one seed: no spread to show
+    assert _mean_std(0.1234, 0.015, "percent") == "12.3% ± 1.5%"
+    assert _mean_std(math.nan, 0.1, "ratio") == "–"
