@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipelines.comparison import POOLED, Comparison, excess_returns, fmt
@@ -209,19 +210,49 @@ def verdict_sentences(result: MultipleTesting) -> list[str]:
 # HTML -------------------------------------------------------------------------------------
 
 
+# Column names as a reader reads them; counts are shown as integers.
+HEADERS = {
+    "sharpe_diff": "Sharpe minus buy-and-hold",
+    "sharpe_p_raw": "p",
+    "sharpe_p_holm": "p (Holm)",
+    "sharpe_p_bh": "p (BH)",
+    "dm_statistic": "DM statistic",
+    "dm_p_raw": "DM p",
+    "dm_p_holm": "DM p (Holm)",
+    "dm_p_bh": "DM p (BH)",
+    "ic_mean": "IC mean",
+    "ic_std": "IC std",
+    "icir": "ICIR",
+    "rank_ic_mean": "rank IC mean",
+    "rank_ic_std": "rank IC std",
+    "rank_icir": "rank ICIR",
+}
+COUNTS = {"strategies", "days", "dates", "trades", "instruments"}
+
+
+def _header(column: object) -> str:
+    return HEADERS.get(str(column), str(column).replace("_", " "))
+
+
+def _text(column: object, value: object, digits: int) -> str:
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else ""
+    if isinstance(value, int | float | np.integer | np.floating):
+        number = float(value)
+        if str(column) in COUNTS and math.isfinite(number):
+            return f"{round(number):,d}"
+        return fmt(number, digits)
+    return str(value)
+
+
 def _table(frame: pd.DataFrame, caption: str, digits: int = 3) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in [frame.index.name or "", *frame])
+    columns = [frame.index.name or "", *frame]
+    head = "".join(f"<th>{html.escape(_header(c))}</th>" for c in columns)
     body = []
     for key, row in frame.iterrows():
         cells = [f'<td class="name">{html.escape(str(key))}</td>']
-        for value in row:
-            if isinstance(value, bool):
-                text = "yes" if value else ""
-            elif isinstance(value, int | float):
-                text = fmt(float(value), digits)
-            else:
-                text = str(value)
-            cells.append(f"<td>{html.escape(text)}</td>")
+        for column, value in row.items():
+            cells.append(f"<td>{html.escape(_text(column, value, digits))}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
     return (
         f'<table class="multiple"><caption>{html.escape(caption)}</caption>'

@@ -294,7 +294,7 @@ def test_report_shows_corrected_answers_ic_and_the_portfolio(tmp_path):
     assert list(multiple.cross_section.index) == ["sma", "ema", "kalman", "ols", "lstm"]
     assert "equal_weight" in multiple.portfolio.index and multiple.portfolio_test.tested
     page = result.index.read_text()
-    assert 'id="multiple-testing"' in page and "after Holm" in page and "rank_ic_mean" in page
+    assert 'id="multiple-testing"' in page and "after Holm" in page and "rank IC mean" in page
     sentences = " ".join(result.verdicts["pooled"])
     assert "Hansen's SPA" in sentences and "Over 3 instrument(s)" in sentences
     out = cfg.report_directory
@@ -303,3 +303,17 @@ def test_report_shows_corrected_answers_ic_and_the_portfolio(tmp_path):
     # the same seed gives the same p-values
     again = report.report(cfg).multiple
     assert again.superiority == multiple.superiority
+
+
+def test_the_sections_tables_show_counts_as_integers_and_headers_in_words():
+    from pipelines.report_multiple import _table
+
+    frame = pd.DataFrame(
+        {"strategies": [8.0], "days": [999.0], "sharpe_p_holm": [1.0], "ic_mean": [0.0123]},
+        index=pd.Index(["GSPC"], name="scope"),
+    )
+    page = _table(frame, "caption")
+    assert "<td>8</td>" in page and "<td>999</td>" in page  # counts, not 8.000
+    assert "<td>1.000</td>" in page  # a p-value keeps its digits
+    assert "<th>p (Holm)</th>" in page and "<th>IC mean</th>" in page
+    assert "_" not in page.split("<tbody>")[0]  # no snake_case header
