@@ -325,3 +325,147 @@ def loss_chart(histories: Sequence[Sequence[Mapping[str, list[float]]]], title: 
     axes[0].legend(fontsize=7, frameon=False)
     fig.suptitle(title)
     return fig
+
+
+# The per-instrument strategy and gate charts. Their interactive twins hold every strategy
+# behind a picker; the PNG shows the chart as the page opens (the picked strategy and
+# buy-and-hold). Fixed margins rather than constrained layout: twenty of these are drawn
+# for the default run, and the layout engine costs more than the lines.
+
+
+def _fixed(width: float, height: float, right: float = 1.6) -> tuple[Figure, object]:
+    """A one-axes figure with fixed margins (inches), the legend's room on the right."""
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(
+        left=0.8 / width, right=1 - right / width, bottom=0.55 / height, top=1 - 0.4 / height
+    )
+    return fig, fig.add_subplot()
+
+
+def _legend_right(ax) -> None:
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+
+
+def trade_points(log: pd.DataFrame) -> pd.DataFrame:
+    """Entries then exits of a trade log, one row each: ``date``, ``price``, ``what``
+    (``entry long``, ``entry short``, ``exit``) and ``pnl`` (net, exits only). An open trade
+    has no exit."""
+    long = log["size"] > 0
+    closed = log[log["exit_date"].notna()]
+    return pd.DataFrame(
+        {
+            "date": pd.to_datetime(pd.concat([log["entry_date"], closed["exit_date"]])),
+            "price": pd.concat([log["entry_price"], closed["exit_price"]]).astype(float),
+            "what": ["entry " + ("long" if x else "short") for x in long] + ["exit"] * len(closed),
+            "pnl": [np.nan] * len(log) + list(closed["pnl_net"].astype(float)),
+        }
+    ).reset_index(drop=True)
+
+
+def trades_png(close: pd.Series, trades: Mapping[str, pd.DataFrame], title: str) -> Figure:
+    """The close with the entries (triangles: up long, down short) and exits (crosses) of
+    each strategy in ``trades``."""
+    fig, ax = _fixed(11, 3.6)
+    ax.plot(close.index, close, color="#000000", linewidth=1.0, label="close")
+    markers = {"entry long": "^", "entry short": "v", "exit": "x"}
+    for name in ordered(list(trades)):
+        if trades[name].empty:
+            continue
+        points = trade_points(trades[name])
+        for what, marker in markers.items():
+            rows = points[points["what"] == what]
+            if not rows.empty:
+                ax.scatter(rows["date"], rows["price"], marker=marker, s=28, linewidths=1.2,
+                           color=colour(name), label=f"{name}: {what}", zorder=5)  # fmt: skip
+    ax.set_title(title)
+    ax.set_ylabel("price")
+    ax.grid(alpha=0.3)
+    _legend_right(ax)
+    return fig
+
+
+def rolling_sharpe_png(rolling: Mapping[str, pd.Series], title: str) -> Figure:
+    """Rolling Sharpe ratio of each strategy in ``rolling``."""
+    fig, ax = _fixed(11, 3.0)
+    for name in ordered(list(rolling)):
+        series = rolling[name].dropna()
+        ax.plot(series.index, series, label=name, **_style(name))
+    ax.axhline(0.0, color="#999999", linewidth=0.6)
+    ax.set_title(title)
+    ax.set_ylabel("Sharpe ratio")
+    ax.grid(alpha=0.3)
+    _legend_right(ax)
+    return fig
+
+
+def return_histograms(
+    returns: Mapping[str, pd.Series], bins: int = 40
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Common bin edges (in %, over the pooled 0.1-99.9th percentiles; values outside fall
+    in the end bins) and each strategy's share of bars per bin, in %."""
+    values = {n: 100 * r.dropna().to_numpy(float) for n, r in returns.items()}
+    pooled = np.concatenate([v for v in values.values() if len(v)] or [np.zeros(1)])
+    low, high = np.quantile(pooled, [0.001, 0.999])
+    edges = np.linspace(low, high, bins + 1)
+    shares = {}
+    for name, v in values.items():
+        counts, _ = np.histogram(np.clip(v, low, high), bins=edges)
+        shares[name] = 100 * counts / max(counts.sum(), 1)
+    return edges, shares
+
+
+def distribution_png(returns: Mapping[str, pd.Series], title: str) -> Figure:
+    """Histograms of each strategy's returns per bar on common bins."""
+    edges, shares = return_histograms(returns)
+    fig, ax = _fixed(11, 3.0)
+    for name in ordered(list(shares)):
+        ax.stairs(shares[name], edges, fill=True, alpha=0.35, color=colour(name), label=name)
+        ax.stairs(shares[name], edges, color=colour(name), linewidth=1.0)
+    ax.set_title(title)
+    ax.set_xlabel("return per bar (%)")
+    ax.set_ylabel("share of bars (%)")
+    ax.grid(alpha=0.3)
+    _legend_right(ax)
+    return fig
+
+
+def gate_folds_png(quantiles: pd.DataFrame, title: str) -> Figure:
+    """Each gate's activations per fold: box (quartiles, median line) and whiskers (5-95%).
+
+    Args:
+        quantiles: rows (gate, fold), columns ``q05``, ``q25``, ``q50``, ``q75``, ``q95``.
+    """
+    fig, ax = _fixed(11, 3.2, right=0.3)
+    rows = sorted(quantiles.index, key=lambda key: (key[0], key[1]))
+    for x, (gate, fold) in enumerate(rows):
+        q = quantiles.loc[(gate, fold)]
+        hue = GATE_COLOURS.get(gate, "#555555")
+        ax.plot([x, x], [q["q05"], q["q95"]], color="#555555", linewidth=1.0)
+        ax.bar(x, q["q75"] - q["q25"], bottom=q["q25"], width=0.6, color=hue,
+               edgecolor="#333333", alpha=0.8)  # fmt: skip
+        ax.plot([x - 0.3, x + 0.3], [q["q50"], q["q50"]], color="#000000", linewidth=1.2)
+    ax.set_xticks(range(len(rows)), [f"{gate}\nfold {fold}" for gate, fold in rows], fontsize=7)
+    ax.set_title(title)
+    ax.set_ylabel("activation")
+    ax.grid(alpha=0.3, axis="y")
+    return fig
+
+
+def gate_volatility_png(frame: pd.DataFrame, title: str, vol_label: str) -> Figure:
+    """Each sigmoid gate's mean over units, less its average over dates, against ``vol``.
+
+    Args:
+        frame: one row per date: ``vol`` and one column per gate.
+    """
+    fig, ax = _fixed(11, 3.6)
+    for gate in (g for g in GATES if g in frame.columns and g != "cell"):
+        ax.scatter(frame["vol"], frame[gate] - frame[gate].mean(), s=6, alpha=0.5,
+                   color=GATE_COLOURS[gate], label=f"{gate} gate")  # fmt: skip
+    ax.axhline(0.0, color="#999999", linewidth=0.6)
+    ax.set_title(title)
+    ax.set_xlabel(vol_label)
+    ax.set_ylabel("mean − its average")
+    ax.grid(alpha=0.3)
+    _legend_right(ax)
+    return fig

@@ -8,7 +8,7 @@ see docs/architecture.md); it runs no backtest. Writes
 - ``index.html``: one self-contained page (interactive Bokeh charts, Bokeh's
   JavaScript inlined once; no script, font, stylesheet or image from the
   network; see ``pipelines.report_html``);
-- ``*.png``: a matplotlib twin of each overview chart, linked from the page;
+- ``*.png``: a matplotlib twin of each chart, linked from the page;
 - ``league.csv`` and ``league.json``: the league table (one row per
   instrument x strategy, plus the pooled rows), ``cost_sweep.csv``,
   ``seeds.csv``.

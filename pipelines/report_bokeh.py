@@ -35,7 +35,14 @@ from bokeh.palettes import RdBu11, Viridis256
 from bokeh.plotting import figure
 from bokeh.resources import Resources
 
-from pipelines.charts import GATE_COLOURS, GATES, ordered, style
+from pipelines.charts import (
+    GATE_COLOURS,
+    GATES,
+    ordered,
+    return_histograms,
+    style,
+    trade_points,
+)
 
 HEIGHT = 320
 TOOLS = "xpan,xwheel_zoom,box_zoom,reset,save"
@@ -226,18 +233,14 @@ def pick_name(instrument: str, strategy: str, part: str) -> str:
     return f"pick:{instrument}:{strategy}:{part}"
 
 
+MARKERS = {"entry long": "triangle", "entry short": "inverted_triangle", "exit": "x"}
+
+
 def _trade_points(log: pd.DataFrame) -> dict[str, Any]:
-    """Entries (triangles up for long, down for short) then exits (crosses) of a trade log;
-    an open trade has no exit."""
-    long = log["size"] > 0
-    closed = log[log["exit_date"].notna()]
-    return {
-        "date": pd.to_datetime(pd.concat([log["entry_date"], closed["exit_date"]])),
-        "price": pd.concat([log["entry_price"], closed["exit_price"]]).astype(float),
-        "what": ["entry " + ("long" if x else "short") for x in long] + ["exit"] * len(closed),
-        "marker": list(np.where(long, "triangle", "inverted_triangle")) + ["x"] * len(closed),
-        "pnl": [np.nan] * len(log) + list(closed["pnl_net"].astype(float)),
-    }
+    """``charts.trade_points`` of a trade log with each point's Bokeh marker."""
+    points = trade_points(log)
+    points["marker"] = points["what"].map(MARKERS)
+    return {column: points[column] for column in points.columns}
 
 
 def trades_chart(
@@ -349,17 +352,14 @@ def distribution_chart(
     instrument: str, returns: Mapping[str, pd.Series], shown: Sequence[str], title: str
 ):
     """Histograms of each strategy's returns per bar, on common bins (one legend entry each)."""
-    values = {n: 100 * r.dropna().to_numpy(float) for n, r in returns.items()}
-    pooled = np.concatenate([v for v in values.values() if len(v)] or [np.zeros(1)])
-    low, high = np.quantile(pooled, [0.001, 0.999])
-    edges = np.linspace(low, high, 41)
+    edges, shares = return_histograms(returns)
     fig = _figure(title, "share of bars (%)", dates=False, height=260)
     fig.xaxis.axis_label = "return per bar (%)"
     quads = []
-    for strategy in ordered(list(values)):
-        counts, _ = np.histogram(np.clip(values[strategy], low, high), bins=edges)
-        share = 100 * counts / max(counts.sum(), 1)
-        source = ColumnDataSource({"left": edges[:-1], "right": edges[1:], "share": share})
+    for strategy in ordered(list(shares)):
+        source = ColumnDataSource(
+            {"left": edges[:-1], "right": edges[1:], "share": shares[strategy]}
+        )
         hue, _ = style(strategy)
         quads.append(
             fig.quad(

@@ -2,10 +2,10 @@
 
 ``Charts`` collects every Bokeh figure of the page so ``bokeh.embed.components``
 serialises them in one document (one script; shared data sources once), and
-writes the PNG twin of each overview chart (equity, drawdown, forecast, gates,
-cost sweep) into the report's directory as a file the page links to. The
-per-strategy charts (price with trades, rolling Sharpe, return distribution)
-are interactive only: drawing 100-odd extra PNGs would cost tens of seconds.
+writes the PNG twin of each chart into the report's directory as a file the
+page links to. The per-instrument strategy charts (price with trades, rolling
+Sharpe, return distribution) hold every strategy behind the page's picker; their
+PNGs show them as the page opens (the picked strategy, with buy-and-hold).
 
 Gates: ``<INST>.gates.parquet`` holds every unit's activations (long form,
 ``pipelines.units.gates_long``). The section shows a heatmap of units x dates
@@ -175,9 +175,10 @@ def gate_section(out: Charts, inst: InstrumentData, per_year: float) -> dict[str
             )
         )
     if len(figs) > 1:
-        # one x-range: zooming one heatmap zooms them all
+        # one x-range: zooming one heatmap zooms them all; one PNG draws them all
         for chart in figs[1:]:
             out.figures[chart["index"]].x_range = out.figures[figs[0]["index"]].x_range
+            chart["png"] = figs[0]["png"]
     quantiles = (
         gates.melt(
             id_vars=["fold"], value_vars=[g for g in present if g != "cell"], var_name="gate"
@@ -187,20 +188,26 @@ def gate_section(out: Charts, inst: InstrumentData, per_year: float) -> dict[str
         .unstack()
     )
     quantiles.columns = ["q05", "q25", "q50", "q75", "q95"]
+    title = f"{name}: gate activations per fold"
     folds = out.add(
-        report_bokeh.gate_folds_chart(quantiles, f"{name}: gate activations per fold"),
+        report_bokeh.gate_folds_chart(quantiles, title),
         f"{name}: spread of every unit's activations per walk-forward fold (each fold is its "
         "own model): boxes are the quartiles, whiskers 5% to 95%.",
+        charts.gate_folds_png(quantiles, title),
+        f"{name}_gate_folds.png",
     )
     means = _gate_means(gates, inst.frame["close"], per_year)
+    title = f"{name}: mean gate activation against realised volatility"
+    vol_frame = means.drop(columns=["abs_return", "cell"], errors="ignore")
     scatter = out.add(
-        report_bokeh.gate_volatility_chart(
-            means.drop(columns=["abs_return", "cell"], errors="ignore"),
-            f"{name}: mean gate activation against realised volatility",
-        ),
+        report_bokeh.gate_volatility_chart(vol_frame, title),
         f"{name}: each date's mean activation over units, as its deviation from its average "
         f"over the dates, against the annualised volatility of the last {VOL_BARS} bars' log "
         "returns (both known at that date).",
+        charts.gate_volatility_png(
+            vol_frame, title, f"realised volatility (%, annualised, {VOL_BARS} bars)"
+        ),
+        f"{name}_gate_volatility.png",
     )
     return {
         "heatmaps": figs,
@@ -227,19 +234,18 @@ def strategy_section(
     shown = [picked, BENCHMARK]
     stats = {s: tearsheet.strategy_stats(inst.runs[s], per_year) for s in names}
     logs = {s: trades.get(s, pd.DataFrame()) for s in names}
-    price = report_bokeh.trades_chart(
-        name, close, logs, [picked], f"{name}: close with each strategy's entries and exits"
-    )
+    price_title = f"{name}: close with each strategy's entries and exits"
+    price = report_bokeh.trades_chart(name, close, logs, [picked], price_title)
+    rolling_title = f"{name}: Sharpe ratio over the last {tearsheet.ROLLING_BARS} bars"
+    rolling_series = {s: st.rolling_sharpe for s, st in stats.items()}
     rolling = report_bokeh.rolling_sharpe_chart(
-        name,
-        {s: st.rolling_sharpe for s, st in stats.items()},
-        shown,
-        f"{name}: Sharpe ratio over the last {tearsheet.ROLLING_BARS} bars",
-        price.x_range,
+        name, rolling_series, shown, rolling_title, price.x_range
     )
-    distribution = report_bokeh.distribution_chart(
-        name, {s: st.returns for s, st in stats.items()}, shown, f"{name}: returns per bar"
-    )
+    returns = {s: st.returns for s, st in stats.items()}
+    distribution_title = f"{name}: returns per bar"
+    distribution = report_bokeh.distribution_chart(name, returns, shown, distribution_title)
+    # the PNGs show each chart as the page opens: the picked strategy (and buy-and-hold)
+    shown_here = [s for s in shown if s in stats]
     tables = [
         {
             "strategy": s,
@@ -255,15 +261,26 @@ def strategy_section(
             price,
             f"{name}: entries (triangles: up long, down short) and exits (crosses) of the picked "
             "strategy; click a legend entry to show another's.",
+            charts.trades_png(
+                close,
+                {picked: logs.get(picked, pd.DataFrame())},
+                f"{name}: close with the entries and exits of {picked}",
+            ),
+            f"{name}_trades.png",
         ),
         "rolling": out.add(
             rolling,
             f"{name}: annualised Sharpe ratio of the returns above the risk-free rate over the "
             f"last {tearsheet.ROLLING_BARS} bars (quantstats), the picked strategy and "
             "buy-and-hold.",
+            charts.rolling_sharpe_png({s: rolling_series[s] for s in shown_here}, rolling_title),
+            f"{name}_rolling_sharpe.png",
         ),
         "distribution": out.add(
-            distribution, f"{name}: distribution of the returns per bar (common bins)."
+            distribution,
+            f"{name}: distribution of the returns per bar (common bins).",
+            charts.distribution_png({s: returns[s] for s in shown_here}, distribution_title),
+            f"{name}_distribution.png",
         ),
         "tables": tables,
     }

@@ -14,7 +14,7 @@
 
 The page is self-contained and offline: Bokeh's JavaScript (its core component
 only) and the page's own small script are inlined; no font, stylesheet, script
-or image comes from the network. Each overview chart's PNG is written beside the
+or image comes from the network. Each chart's PNG is written beside the
 page (``<label>_<chart>.png``) and linked, not embedded, which keeps the default
 run's page near 5 MB. The template's ``extra_sections`` block is where further
 sections (multiple-testing results) go.

@@ -22,6 +22,19 @@ from strategies.metrics import compute_metrics
 
 WARMUP = 40
 SWEEP_BP = [0.0, 10.0, 20.0, 50.0]
+# every instrument's charts with a PNG beside the page (pooled: equity, drawdown, cost sweep)
+CHART_PNGS = (
+    "equity",
+    "drawdown",
+    "forecast",
+    "cost_sweep",
+    "gates",
+    "gate_folds",
+    "gate_volatility",
+    "trades",
+    "rolling_sharpe",
+    "distribution",
+)
 
 
 def _equity(returns: np.ndarray, dates: pd.DatetimeIndex) -> pd.Series:
@@ -423,7 +436,7 @@ def test_report_writes_every_output_and_logs_runs(built):
     names = {p.name for p in out.iterdir()}
     assert {"index.html", "league.csv", "league.json", "cost_sweep.csv", "seeds.csv"} <= names
     for inst in ("AAA", "BBB"):
-        for chart in ("equity", "drawdown", "forecast", "gates", "cost_sweep"):
+        for chart in CHART_PNGS:
             assert f"{inst}_{chart}.png" in names
     assert {"pooled_equity.png", "pooled_drawdown.png", "pooled_cost_sweep.png"} <= names
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
@@ -480,7 +493,11 @@ def test_html_is_self_contained(built):
     assert "<img" not in html  # charts are Bokeh, their PNG twins files beside the page
     pngs = sorted(p.name for p in result.index.parent.glob("*.png"))
     linked = sorted(set(re.findall(r'<a href="([^"/]+\.png)">', html)))
-    assert linked == pngs and len(pngs) >= 13
+    assert linked == pngs and len(pngs) == 2 * len(CHART_PNGS) + 3
+    # every chart of the page links its PNG (the gate heatmaps share one drawing them all)
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", html, re.S)
+    assert len(captions) > len(pngs)
+    assert all(re.search(r'<a href="[^"/]+\.png">PNG</a>$', c.strip()) for c in captions)
     for name in pngs:
         assert (result.index.parent / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # every league row of the CSV is in the HTML table, with its exact value
@@ -641,7 +658,7 @@ def test_a_default_sized_report_stays_under_10_mb(tmp_path):
     index = render_html(cfg, comp, instruments, tmp_path, trades=trades)
     size = index.stat().st_size
     assert 2e6 < size < 10e6, f"{size / 1e6:.1f} MB"  # the real default run: 5.2 MB
-    assert len(list(tmp_path.glob("*.png"))) == 4 * 5 + 3
+    assert len(list(tmp_path.glob("*.png"))) == 4 * len(CHART_PNGS) + 3
 
 
 def test_seed_spreads_read_as_people_write_them():
@@ -651,3 +668,36 @@ def test_seed_spreads_read_as_people_write_them():
     assert _mean_std(111.0, math.nan, "count") == "111"  # one seed: no spread to show
     assert _mean_std(0.1234, 0.015, "percent") == "12.3% ± 1.5%"
     assert _mean_std(math.nan, 0.1, "ratio") == "–"
+
+
+def test_trade_points_and_common_histogram_bins():
+    from pipelines.charts import return_histograms, trade_points
+
+    log = pd.DataFrame(
+        {
+            "entry_date": pd.to_datetime(["2020-01-02", "2020-02-03"]),
+            "exit_date": pd.to_datetime(["2020-01-10", None]),
+            "size": [10, -5],
+            "entry_price": [100.0, 110.0],
+            "exit_price": [105.0, np.nan],
+            "pnl_net": [49.5, np.nan],
+        }
+    )
+    points = trade_points(log)
+    assert list(points["what"]) == ["entry long", "entry short", "exit"]  # the open one: no exit
+    assert list(points["date"]) == list(pd.to_datetime(["2020-01-02", "2020-02-03", "2020-01-10"]))
+    assert list(points["price"]) == [100.0, 110.0, 105.0]
+    assert np.isnan(points["pnl"][:2]).all() and points["pnl"][2] == 49.5
+
+    rng = np.random.default_rng(0)
+    returns = {
+        "a": pd.Series(rng.normal(0, 0.01, 1000)),
+        "b": pd.Series(np.r_[rng.normal(0, 0.02, 999), 0.5]),  # one outlier
+    }
+    edges, shares = return_histograms(returns, bins=20)
+    assert len(edges) == 21 and set(shares) == {"a", "b"}
+    pooled = 100 * np.r_[returns["a"], returns["b"]]
+    assert edges[0] == np.quantile(pooled, 0.001) and edges[-1] == np.quantile(pooled, 0.999)
+    for share in shares.values():
+        assert share.sum() == pytest.approx(100.0)  # values beyond the edges fall in the end bins
+    assert shares["b"][-1] >= 0.1
