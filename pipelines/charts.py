@@ -213,7 +213,14 @@ def gates_chart(
         raise ValueError(f"gates need columns among {GATES}, got {list(gates.columns)}")
     order = unit_order(gates) if "forget" in present else None
     rows = len(present) + (1 if close is not None else 0)
-    fig = _new(11, 1.9 * rows + 0.6)
+    width, height = 11, 1.9 * rows + 0.6
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    # fixed margins (inches): the constrained layout took most of this chart's time
+    fig.subplots_adjust(
+        left=0.9 / width, right=1 - 0.2 / width, bottom=0.4 / height, top=1 - 0.4 / height,
+        hspace=0.25,
+    )  # fmt: skip
     axes = np.atleast_1d(fig.subplots(rows, 1, sharex=True))
     k = 0
     first = gate_matrix(gates, present[0])

@@ -193,6 +193,7 @@ def executor_for(
     config: ExecutorConfig,
     setup: Callable[[], Any] | None = None,
     gpus: Callable[[Any], float] | None = None,
+    recycles: Callable[[Any], bool] | None = None,
 ) -> Executor:
     """The executor the config's ``executor`` section asks for.
 
@@ -200,13 +201,14 @@ def executor_for(
         config: The ``executor`` section.
         setup: Run once in every worker process before its first unit (pool, Ray).
         gpus: GPUs a unit asks for (Ray; e.g. an LSTM unit when the device is a GPU).
+        recycles: Whether a unit counts towards recycling its Ray worker (default: all).
     """
     if config.kind == "local":
         return LocalExecutor(config.workers or available_cores(), setup=setup)
     if config.kind == "ray":
         from pipelines.ray_executor import RayExecutor  # imports Ray only for kind: ray
 
-        return RayExecutor(config, setup=setup, gpus=gpus)
+        return RayExecutor(config, setup=setup, gpus=gpus, recycles=recycles)
     return SequentialExecutor()
 
 

@@ -39,7 +39,10 @@ a GPU never gets a GPU unit; the other units run with
 
 The driver's ``setup`` (device and op determinism) runs once in each worker
 process before its first unit of the stage. Workers are recycled after
-``UNITS_PER_WORKER`` units (Ray's ``max_calls``): measured on the smoke config
+``UNITS_PER_WORKER`` units that grow a worker's memory (Ray's ``max_calls``;
+the ``recycles`` predicate, by default every unit; the train stage counts only
+its LSTM units, since the classic forecasters' units leave nothing behind and
+recycling after them only paid TensorFlow's start-up again): measured on the smoke config
 (2 CPUs, one worker, 48 LSTM units), a worker's RSS grew by about 14 MiB a
 unit, from 950 to 1215 MiB over 32 units, and the train units' Keras session
 clearing every 16 units (``pipelines.units``) gave back only about 30 MiB each
@@ -147,6 +150,12 @@ def _run_task(
         return _Raised(err)
 
 
+def _run_light_task(*args: Any) -> Any:
+    """``_run_task`` for a unit that does not count towards recycling its worker (a task
+    of its own: Ray counts ``max_calls`` per remote function)."""
+    return _run_task(*args)
+
+
 class RayExecutor:
     """Units as Ray tasks; see the module docstring. The interface of
     ``pipelines.executors.Executor`` (not its subclass: that module imports this one).
@@ -155,6 +164,8 @@ class RayExecutor:
         config: The ``executor`` section (``kind: ray``).
         setup: Run once in every worker before its first unit; must pickle.
         gpus: GPUs a unit asks for, or None for a unit that runs on CPUs only.
+        recycles: Whether a unit counts towards recycling its worker after
+            ``UNITS_PER_WORKER`` of them (default: every unit does).
     """
 
     kind = "ray"
@@ -164,6 +175,7 @@ class RayExecutor:
         config: ExecutorConfig,
         setup: Callable[[], Any] | None = None,
         gpus: Callable[[Any], float | None] | None = None,
+        recycles: Callable[[Any], bool] | None = None,
     ) -> None:
         self.address = config.address or os.environ.get("RAY_ADDRESS") or None
         self.ray = import_ray(local=self.address is None)
@@ -172,9 +184,11 @@ class RayExecutor:
         self.threads = max(1, math.floor(config.cpus_per_unit))
         self.setup = setup
         self.gpus = gpus or (lambda unit: None)
+        self.recycles = recycles or (lambda unit: True)
         self._started = False
         self._token = uuid.uuid4().hex
         self._task: Any = None
+        self._light_task: Any = None
         self._setup_ref: Any = None
         self._pending: dict[Any, Any] = {}
         self._signals: dict[int, Any] = {}
@@ -208,6 +222,7 @@ class RayExecutor:
                 ray.init(address=self.address, logging_level=logging.WARNING)
             self._started = True
         self._task = ray.remote(max_calls=UNITS_PER_WORKER)(_run_task)
+        self._light_task = ray.remote(_run_light_task)
         self._setup_ref = ray.put(self.setup)
         return self
 
@@ -220,7 +235,7 @@ class RayExecutor:
         pending, self._pending = self._pending, {}
         for ref in pending:  # only after an error or interruption: the driver stopped early
             self.ray.cancel(ref, force=True)
-        self._task = self._setup_ref = None
+        self._task = self._light_task = self._setup_ref = None
         if self._started:
             self.ray.shutdown()
             self._started = False
@@ -251,7 +266,7 @@ class RayExecutor:
         }
         if gpus:
             options["num_gpus"] = gpus
-        task = self._task.options(**options)
+        task = (self._task if self.recycles(unit) else self._light_task).options(**options)
         return task.remote(fn, self._setup_ref, self._token, shell, tuple(names), *refs)
 
     def run(self, fn: Callable[[U], R], units: Iterable[U]) -> Iterator[tuple[U, R | Exception]]:

@@ -221,6 +221,9 @@ class RunHandle:
     pending_metrics: list[Metric] = field(default_factory=list, repr=False)
     pending_params: dict[str, str] = field(default_factory=dict, repr=False)
     pending_tags: dict[str, str] = field(default_factory=dict, repr=False)
+    # the run's artifact repository, resolved once: the client looks the run up again
+    # for every file it logs
+    repository: Any = field(default=None, repr=False)
 
     def flush(self) -> None:
         """Send the waiting params, tags and metrics (``log_batch`` splits them at the limits)."""
@@ -256,7 +259,15 @@ def _start(stage: _Stage, name: str, tags: Mapping[str, str], own: Mapping[str, 
             (Path(tmp) / "config.yaml").write_text(stage.config_text)
             repository.log_artifact(f"{tmp}/config.yaml")
     uri = display_uri(stage.uri)
-    handle = RunHandle(name, created.info.run_id, stage.experiment_id, uri, stage, dict(tags))
+    handle = RunHandle(
+        name,
+        created.info.run_id,
+        stage.experiment_id,
+        uri,
+        stage,
+        dict(tags),
+        repository=repository,
+    )
     handle.pending_params.update(stage.params)
     merged = {**tags, **own}
     handle.pending_params.update({k.split(".", 1)[1]: merged[k] for k in DIFF_TAGS if k in merged})
@@ -446,13 +457,9 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
     """Copy a file (or a directory's files) into the current run's artifacts."""
     path = Path(path)
     if path.is_dir():
-        _artifact(
-            path.name, lambda r: r.stage.store.log_artifacts(r.run_id, str(path), artifact_path)
-        )
+        _artifact(path.name, lambda r: r.repository.log_artifacts(str(path), artifact_path))
     else:
-        _artifact(
-            path.name, lambda r: r.stage.store.log_artifact(r.run_id, str(path), artifact_path)
-        )
+        _artifact(path.name, lambda r: r.repository.log_artifact(str(path), artifact_path))
 
 
 @_timed
@@ -471,7 +478,7 @@ def _log_file(name: str, artifact_path: str | None, write: Callable[[Path], None
     with tempfile.TemporaryDirectory(prefix="gatecast-artifact-") as tmp:
         path = Path(tmp) / name
         write(path)
-        _artifact(name, lambda r: r.stage.store.log_artifact(r.run_id, str(path), artifact_path))
+        _artifact(name, lambda r: r.repository.log_artifact(str(path), artifact_path))
 
 
 @_timed
@@ -493,9 +500,7 @@ def log_figure(
         path = Path(tmp) / filename
         fig.savefig(path, format="png", dpi=dpi)
         with _timing("log_figure"):
-            _artifact(
-                filename, lambda r: r.stage.store.log_artifact(r.run_id, str(path), artifact_path)
-            )
+            _artifact(filename, lambda r: r.repository.log_artifact(str(path), artifact_path))
 
 
 # The registered LSTM ------------------------------------------------------------------------

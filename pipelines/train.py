@@ -68,6 +68,7 @@ from pipelines.units import (
     batch_shards,
     cache_inputs,
     gpus_wanted,
+    grows_memory,
     make_units,
     run_train_unit,
 )
@@ -528,6 +529,7 @@ def train(cfg: Config, *, command: str | None = None, reuse: bool = True) -> dic
         cfg.executor,
         setup=functools.partial(runtime.configure_worker, cfg),
         gpus=functools.partial(gpus_wanted, cfg, device),
+        recycles=grows_memory,
     )
     log.info("%d units of work; executor: %s", len(units), executor.describe())
 

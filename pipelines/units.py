@@ -195,6 +195,13 @@ def run_train_unit(unit: TrainUnit) -> TrainResult:
         _after_lstm_unit()
 
 
+def grows_memory(unit: TrainUnit) -> bool:
+    """Whether ``unit`` leaves memory behind in its process: an LSTM unit (TensorFlow keeps
+    some of every model, about 6 MiB a unit of the smoke config, cleared session or not);
+    a Ray worker is recycled after ``pipelines.ray_executor.UNITS_PER_WORKER`` of them."""
+    return unit.forecaster == LSTM
+
+
 # Keras keeps every model a process builds until its session is cleared, and clearing it
 # also drops the compiled GateLSTM loop, which the next fit then compiles again: clearing
 # after every unit made the default train stage 14% slower (121 s against 106 s, the

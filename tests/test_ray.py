@@ -82,23 +82,35 @@ def _listening_addresses(process) -> set[str]:
 
 
 @pytest.mark.slow
-def test_a_local_ray_listens_on_loopback_and_returns_results_and_errors(ray_environment):
+def test_a_local_ray_listens_on_loopback_and_returns_results_and_errors(
+    ray_environment, monkeypatch
+):
     ray = pytest.importorskip("ray")
     psutil = pytest.importorskip("psutil")
-    executor = RayExecutor(ExecutorConfig(kind="ray", workers=2), setup=mark_setup)
+    from pipelines import ray_executor
+
+    monkeypatch.setattr(ray_executor, "UNITS_PER_WORKER", 2)
+    # units from 100 up count towards recycling a worker, those below do not
+    executor = RayExecutor(
+        ExecutorConfig(kind="ray", workers=2), setup=mark_setup, recycles=lambda u: u >= 100
+    )
     assert "local, 2 CPU(s)" in executor.describe()
     with executor:
         assert ray.util.get_node_ip_address() == "127.0.0.1"
         addresses = _listening_addresses(psutil.Process())
         assert addresses and all(map(_is_loopback, addresses)), addresses
         outcomes = dict(executor.run(square, [3, -1, 5]))
-        seen = [outcome for _, outcome in executor.run(where_am_i, range(4))]
+        seen = [outcome for _, outcome in executor.run(where_am_i, range(12))]
+        recycled = [outcome for _, outcome in executor.run(where_am_i, range(100, 106))]
     assert not ray.is_initialized()  # the stage's Ray is shut down with it
     assert {k: v for k, v in outcomes.items() if k != -1} == {3: 9, 5: 25}
     assert isinstance(outcomes[-1], ValueError) and "negative: -1" in str(outcomes[-1])
-    assert all(s["pid"] != os.getpid() for s in seen)
-    assert {(s["intra"], s["inter"]) for s in seen} == {("1", "1")}
-    assert all(s["setup"] == f"done in {s['pid']}" for s in seen)
+    assert all(s["pid"] != os.getpid() for s in seen + recycled)
+    assert {(s["intra"], s["inter"]) for s in seen + recycled} == {("1", "1")}
+    assert all(s["setup"] == f"done in {s['pid']}" for s in seen + recycled)
+    # 15 units that do not count ran on the 2 workers; 6 that count, 2 a worker, on 3 or more
+    assert len({s["pid"] for s in seen}) <= 2
+    assert len({s["pid"] for s in recycled}) >= 3
 
 
 def _stage_argv(root: Path, executor: str) -> list[str]:
