@@ -40,3 +40,24 @@ def repo_root() -> Path:
 @pytest.fixture
 def sample_dir() -> Path:
     return SAMPLE_DIR
+
+
+@pytest.fixture(scope="session")
+def smoke_sequential(tmp_path_factory: pytest.TempPathFactory):
+    """The smoke config's train and backtest (no charts) stages, run once sequentially in
+    their own folder and SQLite store: what the tests of the other executors compare with.
+
+    Yields (folder whose ``smoke/`` holds the stages' outputs, the store's URI); tests that
+    compare MLflow runs point MLFLOW_TRACKING_URI at that store too.
+    """
+    from pipelines import backtest, train
+
+    root = tmp_path_factory.mktemp("smoke-sequential")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    argv = ["--config", "configs/smoke.yaml", "--set", f"output_directory={root / 'build'}"]
+    argv += ["--set", "executor={kind: sequential}"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        assert train.main(argv) == 0
+        assert backtest.main([*argv, "--no-charts"]) == 0
+    yield root / "build", uri

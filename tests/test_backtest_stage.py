@@ -63,13 +63,22 @@ def run_stage_in_subprocess(tmp_path: Path, *extra: str) -> subprocess.Completed
     )
 
 
-def test_stage_backtests_every_strategy_without_models(tmp_path):
-    summary_in = write_forecasts(tmp_path / "smoke")
-    proc = run_stage_in_subprocess(tmp_path)
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory) -> tuple[Path, dict, str]:
+    """The stage run once in a fresh process on made-up forecasts of GSPC and GOOG: its
+    output folder, the forecasts' summary and its MLflow experiment."""
+    root = tmp_path_factory.mktemp("staged")
+    summary_in = write_forecasts(root / "smoke")
+    experiment = f"gatecast-test-backtest-runs-{uuid.uuid4().hex[:8]}"
+    proc = run_stage_in_subprocess(root, "--set", f"tracking.experiment={experiment}")
     assert proc.returncode == 0, proc.stderr
-    assert "HEAVY []" in proc.stdout, proc.stdout
+    assert "HEAVY []" in proc.stdout, proc.stdout  # no model and no Keras loaded
+    return root, summary_in, experiment
 
-    out = tmp_path / "smoke" / "backtests"
+
+def test_stage_backtests_every_strategy_without_models(staged):
+    root, summary_in, _ = staged
+    out = root / "smoke" / "backtests"
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["instruments"]) == {"GSPC", "GOOG"}
     for ticker, entry in summary["instruments"].items():
@@ -109,13 +118,10 @@ def test_stage_backtests_every_strategy_without_models(tmp_path):
         assert not (out / ticker / "buy_and_hold.png").exists()
 
 
-def test_each_strategy_run_carries_its_files_metrics_and_charts(tmp_path):
+def test_each_strategy_run_carries_its_files_metrics_and_charts(staged, tmp_path):
     from pipelines import tracking
 
-    write_forecasts(tmp_path / "smoke")
-    experiment = f"gatecast-test-backtest-runs-{uuid.uuid4().hex[:8]}"
-    proc = run_stage_in_subprocess(tmp_path, "--set", f"tracking.experiment={experiment}")
-    assert proc.returncode == 0, proc.stderr
+    root, _, experiment = staged
     (parent,) = tracking.find_runs(experiment, include_children=False)
     assert (parent.info.run_name, parent.info.status) == ("backtest", "FINISHED")
     client = tracking.client()
@@ -124,7 +130,7 @@ def test_each_strategy_run_carries_its_files_metrics_and_charts(tmp_path):
     tickers = ("GSPC", "GOOG")
     assert set(children) == {f"backtest/{t}/{s}" for t in tickers for s in STRATEGIES}
 
-    out = tmp_path / "smoke" / "backtests"
+    out = root / "smoke" / "backtests"
     summary = json.loads((out / "summary.json").read_text())
     for ticker in tickers:
         for name, item in summary["instruments"][ticker]["strategies"].items():
@@ -225,17 +231,13 @@ def test_stage_metrics_equal_a_direct_run(tmp_path):
     assert planned.results["lstm_seed0"].sweep_sharpe == {}  # the seeds are not swept
 
 
-def test_report_reads_the_seed_backtests_of_the_stage(tmp_path):
-    from pipelines.backtest import main
+def test_report_reads_the_seed_backtests_of_the_stage(staged):
     from pipelines.config import load_config
     from pipelines.errors import DataError
     from pipelines.report_inputs import check_seeds, load_instruments
     from pipelines.strategy_names import seed_columns
 
-    write_forecasts(tmp_path / "smoke")
-    args = ["--config", "configs/smoke.yaml", "--set", f"output_directory={tmp_path}"]
-    assert main([*args, "--no-charts"]) == 0
-    cfg = load_config("configs/smoke.yaml", overrides={"output_directory": str(tmp_path)})
+    cfg = load_config("configs/smoke.yaml", overrides={"output_directory": str(staged[0])})
     instruments = load_instruments(cfg)
     for inst in instruments:
         assert seed_columns(inst.frame.columns) == ["lstm_seed0"]

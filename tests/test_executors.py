@@ -215,10 +215,11 @@ def _train(root: Path, executor: dict) -> dict:
 
 @pytest.mark.slow
 def test_the_smoke_config_gives_identical_numbers_sequentially_and_in_a_pool_of_two(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, smoke_sequential
 ):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    first = _train(tmp_path / "sequential", {"kind": "sequential"})
+    sequential, uri = smoke_sequential
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    first = json.loads((sequential / "smoke" / "forecasts" / "summary.json").read_text())
     second = _train(tmp_path / "pool", {"kind": "local", "workers": 2})
     assert list(first["instruments"]) == list(second["instruments"]) == ["GSPC", "GOOG"]
     client = tracking.client()
@@ -227,7 +228,7 @@ def test_the_smoke_config_gives_identical_numbers_sequentially_and_in_a_pool_of_
         assert entry["columns"] == other["columns"]
         assert entry["metrics"] == other["metrics"]
         for suffix in (".parquet", ".gates.parquet"):
-            a = pd.read_parquet(tmp_path / "sequential" / "smoke" / "forecasts" / f"{name}{suffix}")
+            a = pd.read_parquet(sequential / "smoke" / "forecasts" / f"{name}{suffix}")
             b = pd.read_parquet(tmp_path / "pool" / "smoke" / "forecasts" / f"{name}{suffix}")
             pd.testing.assert_frame_equal(a, b, check_exact=True)
         assert np.isfinite(

@@ -120,24 +120,24 @@ def _stage_argv(root: Path, executor: str) -> list[str]:
 
 @pytest.mark.slow
 def test_the_smoke_config_on_ray_gives_the_sequential_numbers(
-    tmp_path, monkeypatch, ray_environment
+    tmp_path, monkeypatch, ray_environment, smoke_sequential
 ):
     pytest.importorskip("ray")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = {"sequential": "{kind: sequential}", "ray": "{kind: ray, workers: 2}"}
-    for name, executor in runs.items():
-        assert train.main(_stage_argv(tmp_path / name, executor)) == 0
-        assert backtest.main([*_stage_argv(tmp_path / name, executor), "--no-charts"]) == 0
+    folders = {"sequential": smoke_sequential[0], "ray": tmp_path / "ray"}
+    argv = _stage_argv(folders["ray"], "{kind: ray, workers: 2}")
+    assert train.main(argv) == 0
+    assert backtest.main([*argv, "--no-charts"]) == 0
 
     def read(name: str, stage: str) -> dict:
-        return json.loads((tmp_path / name / "smoke" / stage / "summary.json").read_text())
+        return json.loads((folders[name] / "smoke" / stage / "summary.json").read_text())
 
     first, second = read("sequential", "forecasts"), read("ray", "forecasts")
     assert list(first["instruments"]) == list(second["instruments"]) == ["GSPC", "GOOG"]
     for inst, entry in first["instruments"].items():
         assert entry["metrics"] == second["instruments"][inst]["metrics"]
         for suffix in (".parquet", ".gates.parquet"):
-            a, b = (tmp_path / n / "smoke" / "forecasts" / f"{inst}{suffix}" for n in runs)
+            a, b = (folders[n] / "smoke" / "forecasts" / f"{inst}{suffix}" for n in folders)
             pd.testing.assert_frame_equal(pd.read_parquet(a), pd.read_parquet(b), check_exact=True)
     first, second = read("sequential", "backtests"), read("ray", "backtests")
     for inst, body in first["instruments"].items():

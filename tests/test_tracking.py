@@ -452,14 +452,17 @@ def _python(code: list[str], uri: str, *, timeout: float = 300) -> subprocess.Co
 
 # One tracked run of a stage (logging set up as the stages do), in a fresh process.
 _ONE_RUN = """
-import logging, sys, time
+import logging, os, pathlib, sys, time
 from pipelines import tracking
 from pipelines.config import load_config
 logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 cfg = load_config("configs/smoke.yaml", overrides={"output_directory": sys.argv[1],
                   "tracking": {"experiment": sys.argv[2]}})
-while time.time() < float(sys.argv[3]):  # start together with the others
-    time.sleep(0.01)
+barrier, count = pathlib.Path(sys.argv[3]), int(sys.argv[4])
+(barrier / f"ready-{os.getpid()}").touch()  # imported; start together with the others
+deadline = time.time() + 120
+while len(list(barrier.glob("ready-*"))) < count and time.time() < deadline:
+    time.sleep(0.005)
 with tracking.pipeline_run(cfg, "train") as parent:
     with tracking.child_run("GSPC/sma"):
         tracking.log_metrics({"rmse": 1.0})
@@ -506,7 +509,9 @@ def test_runs_of_a_pipeline_killed_outright_are_marked_killed_by_the_next_run(tm
     running = {name for name, status in at_kill.items() if status == "RUNNING"}
     assert "train" in running and len(at_kill) >= 2, at_kill
 
-    done = _python(["-c", _ONE_RUN, str(tmp_path / "b2"), "gatecast-test-next", "0"], uri)
+    done = _python(
+        ["-c", _ONE_RUN, str(tmp_path / "b2"), "gatecast-test-next", str(tmp_path), "0"], uri
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     store = mlflow.MlflowClient(uri)
     runs = store.search_runs([store.get_experiment_by_name("gatecast-test-kill9").experiment_id])
@@ -525,11 +530,13 @@ def test_runs_of_a_pipeline_killed_outright_are_marked_killed_by_the_next_run(tm
 @pytest.mark.slow
 def test_two_first_runs_on_a_fresh_sqlite_store_both_finish(tmp_path):
     uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
-    start = str(time.time() + 12)  # after every process has imported what it needs
+    barrier = tmp_path / "barrier"  # each process starts once all have imported
+    barrier.mkdir()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO_ROOT)}
     runs = [
         subprocess.Popen(
-            [sys.executable, "-c", _ONE_RUN, str(tmp_path / f"b{k}"), "gatecast-test-race", start],
+            [sys.executable, "-c", _ONE_RUN, str(tmp_path / f"b{k}"), "gatecast-test-race"]
+            + [str(barrier), "3"],
             cwd=REPO_ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -646,7 +653,9 @@ def test_a_password_in_the_uri_is_never_printed_logged_or_recorded(tmp_path):
                 "    tracking.log_artifact('/nonexistent/file.txt')\n"
             )
         )
-        done = _python(["-c", code, str(tmp_path / "b"), "gatecast-test-secret", "0"], uri)
+        done = _python(
+            ["-c", code, str(tmp_path / "b"), "gatecast-test-secret", str(tmp_path), "0"], uri
+        )
         assert done.returncode == 1, done.stderr[-3000:]
         assert "TrackingError: MLflow could not write the artifact file.txt" in done.stderr
         assert "s3cret-pw" not in done.stdout + done.stderr
