@@ -61,3 +61,49 @@ def smoke_sequential(tmp_path_factory: pytest.TempPathFactory):
         assert train.main(argv) == 0
         assert backtest.main([*argv, "--no-charts"]) == 0
     yield root / "build", uri
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """One ``mlflow server`` (``pipelines.tracking.server_command``) on a free loopback port
+    with its own SQLite store and artifact folder, for the tests that talk to a server;
+    each uses its own experiment. Yields (its URL, its artifact folder)."""
+    import signal
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    from pipelines import tracking
+
+    root = tmp_path_factory.mktemp("mlflow-server")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = tracking.server_command(
+        "127.0.0.1", port, f"sqlite:///{root / 'server.db'}", root / "artifacts"
+    )
+    log = (root / "server.log").open("w")
+    server = subprocess.Popen(
+        command, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, f"mlflow server exited: {root / 'server.log'}"
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "mlflow server did not answer in 120 s"
+                time.sleep(0.25)
+        yield url, root / "artifacts"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+        log.close()

@@ -5,12 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 
 import mlflow.models
@@ -344,67 +342,30 @@ def test_ctrl_c_ends_the_runs_killed(store, tmp_path, monkeypatch, capsys):
     assert by_name["train/GSPC/kalman"] == "KILLED"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(url: str, process: subprocess.Popen, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"mlflow server did not answer {url} within {seconds:.0f} s")
-
-
 @pytest.mark.slow
-def test_against_a_real_mlflow_server(tmp_path, monkeypatch):
-    port = _free_port()
-    command = tracking.server_command(
-        "127.0.0.1", port, f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts"
-    )
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(
-        command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_for(f"{url}/health", server, 120)
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-        out = tmp_path / "build"
-        argv = _argv(out, "forecasters.lstm.seeds=1", "forecasters.lstm.epochs=1")
-        assert train.main(argv) == 0
-        summary = _summary(out)
+def test_against_a_real_mlflow_server(tmp_path, monkeypatch, mlflow_server):
+    url, artifacts = mlflow_server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    out = tmp_path / "build"
+    argv = _argv(out, "forecasters.lstm.seeds=1", "forecasters.lstm.epochs=1")
+    argv += ["--set", "tracking.experiment=gatecast-test-server"]
+    assert train.main(argv) == 0
+    summary = _summary(out)
 
-        client = MlflowClient(tracking_uri=url)
-        experiment = client.get_experiment_by_name("gatecast-smoke")
-        runs = client.search_runs([experiment.experiment_id])
-        names = {r.info.run_name: r for r in runs}
-        assert set(names) == {"train", *(f"train/GSPC/{n}" for n in [*CLASSIC, "lstm"])}
-        assert all(r.info.status == "FINISHED" for r in runs)
-        assert names["train"].info.run_id == summary["parent_run_id"]
-        lstm = names["train/GSPC/lstm"]
-        assert client.get_metric_history(lstm.info.run_id, "loss/fold1/seed0")
-        assert "forecasts.parquet" in {a.path for a in client.list_artifacts(lstm.info.run_id)}
-        version = client.get_model_version_by_alias("gatecast-lstm-smoke-GSPC", "newest")
-        assert version.run_id == lstm.info.run_id
-        # the artifacts went through the server into its artifact store
-        assert any((tmp_path / "artifacts").rglob("MLmodel"))
-    finally:
-        os.killpg(server.pid, 15)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, 9)
-            server.wait(timeout=30)
-        log.close()
+    client = MlflowClient(tracking_uri=url)
+    experiment = client.get_experiment_by_name("gatecast-test-server")
+    runs = client.search_runs([experiment.experiment_id])
+    names = {r.info.run_name: r for r in runs}
+    assert set(names) == {"train", *(f"train/GSPC/{n}" for n in [*CLASSIC, "lstm"])}
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert names["train"].info.run_id == summary["parent_run_id"]
+    lstm = names["train/GSPC/lstm"]
+    assert client.get_metric_history(lstm.info.run_id, "loss/fold1/seed0")
+    assert "forecasts.parquet" in {a.path for a in client.list_artifacts(lstm.info.run_id)}
+    version = client.get_model_version_by_alias("gatecast-lstm-smoke-GSPC", "newest")
+    assert version.run_id == lstm.info.run_id
+    # the artifacts went through the server into its artifact store
+    assert any(artifacts.rglob("MLmodel"))
 
 
 def test_gpu_request_without_a_gpu_is_a_clear_error(tmp_path, capsys):
