@@ -9,6 +9,7 @@ the round trips, which the engine turns into a ``BacktestResult``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import backtrader as bt
 import numpy as np
@@ -92,12 +93,17 @@ class PercentOfEquitySizer(bt.Sizer):
 class Recorder(bt.Analyzer):
     """Per-bar equity and position, the order log and the round trips of one run.
 
+    ``strategies.portfolio.PortfolioRecorder`` is the same over many feeds: it sets
+    ``by_feed``, so each order and trade also names its feed's instrument, and records
+    every feed's units at each bar.
+
     Args:
         dates: the bars' index; Backtrader's float dates are mapped back to it
             exactly rather than through ``num2date``.
     """
 
     params = (("dates", None),)
+    by_feed = False
 
     def start(self):
         self._dates = dict(zip(date_numbers(self.p.dates).tolist(), self.p.dates, strict=True))
@@ -107,38 +113,30 @@ class Recorder(bt.Analyzer):
         self.closed = []
         self.opened = {}
 
+    def _feed(self, data) -> tuple:
+        """The instrument column of a row: the feed's name when ``by_feed``, else none."""
+        return (data._name,) if self.by_feed else ()
+
+    def _units(self):
+        return self.strategy.position.size
+
     def next(self):
         self.values.append(self.strategy.broker.getvalue())
-        self.units.append(self.strategy.position.size)
+        self.units.append(self._units())
 
     def notify_order(self, order):
+        side = "buy" if order.isbuy() else "sell"
         if order.status == order.Completed:
-            size = order.executed.size
-            price = order.executed.price
+            size, price = order.executed.size, order.executed.price
             self.orders.append(
-                (
-                    self._dates[order.executed.dt],
-                    "filled",
-                    "buy" if order.isbuy() else "sell",
-                    size,
-                    price,
-                    abs(size) * price,
-                    order.executed.comm,
-                )
-            )
+                (self._dates[order.executed.dt], "filled", side, size, price,
+                 abs(size) * price, order.executed.comm, *self._feed(order.data))
+            )  # fmt: skip
         elif order.status in (order.Margin, order.Rejected, order.Canceled, order.Expired):
-            size = order.created.size
             self.orders.append(
-                (
-                    self._dates[self.strategy.datetime[0]],
-                    order.getstatusname().lower(),
-                    "buy" if order.isbuy() else "sell",
-                    size,
-                    np.nan,
-                    np.nan,
-                    0.0,
-                )
-            )
+                (self._dates[self.strategy.datetime[0]], order.getstatusname().lower(), side,
+                 order.created.size, np.nan, np.nan, 0.0, *self._feed(order.data))
+            )  # fmt: skip
 
     def notify_trade(self, trade):
         if trade.justopened:
@@ -148,38 +146,38 @@ class Recorder(bt.Analyzer):
                 first.size,
                 first.price,
                 trade.commission,
+                trade.data,
             )
         if trade.isclosed:
-            entry_date, size, entry_price, _ = self.opened.pop(trade.ref)
+            entry_date, size, entry_price, _, data = self.opened.pop(trade.ref)
             self.closed.append(
-                (
-                    entry_date,
-                    self._dates[trade.dtclose],
-                    size,
-                    entry_price,
-                    trade.history[-1].event.price,
-                    trade.pnl,
-                    trade.commission,
-                    trade.pnlcomm,
-                    trade.barlen,
-                    False,
-                )
-            )
+                (entry_date, self._dates[trade.dtclose], size, entry_price,
+                 trade.history[-1].event.price, trade.pnl, trade.commission, trade.pnlcomm,
+                 trade.barlen, False, *self._feed(data))
+            )  # fmt: skip
 
-    def trade_log(self, dates: pd.DatetimeIndex, last_close: float) -> pd.DataFrame:
+    def _columns(self, columns: tuple[str, ...]) -> list[str]:
+        return [*columns, "instrument"] if self.by_feed else list(columns)
+
+    def trade_log(
+        self, dates: pd.DatetimeIndex, last_close: float | Mapping[str, float]
+    ) -> pd.DataFrame:
+        """Closed round trips, then those still open marked to the last close (each
+        instrument's, when ``by_feed``) without exit costs."""
         rows = list(self.closed)
-        for entry_date, size, entry_price, commission in self.opened.values():
-            # open at the end: marked to the last close, no exit costs
-            pnl = size * (last_close - entry_price)
+        for entry_date, size, entry_price, commission, data in self.opened.values():
+            close = last_close[data._name] if self.by_feed else last_close
+            pnl = size * (close - entry_price)
             bars = len(dates) - 1 - dates.get_loc(entry_date)
             rows.append(
-                (entry_date, pd.NaT, size, entry_price, last_close, pnl, commission,
-                 pnl - commission, bars, True)
+                (entry_date, pd.NaT, size, entry_price, close, pnl, commission,
+                 pnl - commission, bars, True, *self._feed(data))
             )  # fmt: skip
-        trades = pd.DataFrame(rows, columns=list(TRADE_COLUMNS))
+        trades = pd.DataFrame(rows, columns=self._columns(TRADE_COLUMNS))
         return trades.astype({"size": float, "pnl": float, "commission": float, "bars": int})
 
     def order_log(self) -> pd.DataFrame:
-        """The filled and refused orders, columns ``ORDER_COLUMNS``."""
-        orders = pd.DataFrame(self.orders, columns=list(ORDER_COLUMNS))
+        """The filled and refused orders, columns ``ORDER_COLUMNS`` (plus ``instrument``
+        when ``by_feed``)."""
+        orders = pd.DataFrame(self.orders, columns=self._columns(ORDER_COLUMNS))
         return orders.astype({"size": float, "price": float, "value": float, "commission": float})

@@ -30,12 +30,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import backtrader as bt
-import numpy as np
 import pandas as pd
 
-from strategies.broker import ORDER_COLUMNS, TRADE_COLUMNS
+from strategies.broker import Recorder
 from strategies.engine import BacktestResult, ExecutionSettings, new_cerebro
-from strategies.feeds import date_numbers, make_feed
+from strategies.feeds import make_feed
 from strategies.metrics import compute_metrics
 from strategies.topk import EqualWeightBuyAndHold, TopK
 
@@ -56,75 +55,19 @@ class PortfolioResult(BacktestResult):
     holdings: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-class PortfolioRecorder(bt.Analyzer):
-    """Per-bar equity and units of every feed, the order log and the round trips, by instrument.
+class PortfolioRecorder(Recorder):
+    """``strategies.broker.Recorder`` over every feed: the units of each feed at each bar,
+    and each order and trade with its instrument (``trade_log`` takes each instrument's
+    last close).
 
     Args:
         dates: the bars' index (shared by every feed).
     """
 
-    params = (("dates", None),)
+    by_feed = True
 
-    def start(self):
-        self._dates = dict(zip(date_numbers(self.p.dates).tolist(), self.p.dates, strict=True))
-        self.values, self.units, self.orders, self.closed = [], [], [], []
-        self.opened: dict[int, tuple] = {}
-
-    def next(self):
-        self.values.append(self.strategy.broker.getvalue())
-        self.units.append([self.strategy.getposition(d).size for d in self.strategy.datas])
-
-    def notify_order(self, order):
-        side = "buy" if order.isbuy() else "sell"
-        name = order.data._name
-        if order.status == order.Completed:
-            size, price = order.executed.size, order.executed.price
-            self.orders.append(
-                (self._dates[order.executed.dt], "filled", side, size, price,
-                 abs(size) * price, order.executed.comm, name)
-            )  # fmt: skip
-        elif order.status in (order.Margin, order.Rejected, order.Canceled, order.Expired):
-            self.orders.append(
-                (self._dates[self.strategy.datetime[0]], order.getstatusname().lower(), side,
-                 order.created.size, np.nan, np.nan, 0.0, name)
-            )  # fmt: skip
-
-    def notify_trade(self, trade):
-        if trade.justopened:
-            first = trade.history[0].event
-            self.opened[trade.ref] = (
-                self._dates[trade.dtopen],
-                first.size,
-                first.price,
-                trade.commission,
-                trade.data,
-            )
-        if trade.isclosed:
-            entry_date, size, entry_price, _, data = self.opened.pop(trade.ref)
-            self.closed.append(
-                (entry_date, self._dates[trade.dtclose], size, entry_price,
-                 trade.history[-1].event.price, trade.pnl, trade.commission, trade.pnlcomm,
-                 trade.barlen, False, data._name)
-            )  # fmt: skip
-
-    def trade_log(self, dates: pd.DatetimeIndex, last_close: Mapping[str, float]) -> pd.DataFrame:
-        """Closed round trips, then those still open marked to their instrument's last close."""
-        rows = list(self.closed)
-        for entry_date, size, entry_price, commission, data in self.opened.values():
-            close = last_close[data._name]
-            pnl = size * (close - entry_price)
-            bars = len(dates) - 1 - dates.get_loc(entry_date)
-            rows.append(
-                (entry_date, pd.NaT, size, entry_price, close, pnl, commission,
-                 pnl - commission, bars, True, data._name)
-            )  # fmt: skip
-        trades = pd.DataFrame(rows, columns=[*TRADE_COLUMNS, "instrument"])
-        return trades.astype({"size": float, "pnl": float, "commission": float, "bars": int})
-
-    def order_log(self) -> pd.DataFrame:
-        """The filled and refused orders, columns ``ORDER_COLUMNS`` plus ``instrument``."""
-        orders = pd.DataFrame(self.orders, columns=[*ORDER_COLUMNS, "instrument"])
-        return orders.astype({"size": float, "price": float, "value": float, "commission": float})
+    def _units(self):
+        return [self.strategy.getposition(d).size for d in self.strategy.datas]
 
 
 def _checked_universe(
