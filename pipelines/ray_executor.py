@@ -116,7 +116,17 @@ def import_ray(local: bool) -> Any:
         from ray._private import ray_constants
 
         ray_constants.ENABLE_RAY_CLUSTER = False  # what the variable above gives at import
+        # Ray turns token authentication on for a new local Ray and says so with a warning
+        # that suggests turning it off: gatecast keeps it on, without the line
+        logging.getLogger(_AUTH_LOGGER).addFilter(_quiet_token_notice)
     return ray
+
+
+_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def _quiet_token_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Token authentication is enabled")
 
 
 @dataclasses.dataclass(frozen=True)
