@@ -93,7 +93,8 @@ LOCAL_RAY_ENVIRONMENT = {
 #: Tells ``pipelines.runtime.configure_worker`` whether the worker's units use a GPU.
 UNIT_DEVICE_VARIABLE = "GATECAST_UNIT_DEVICE"
 
-#: Units a worker runs before Ray replaces it (bounds its memory; see the module docstring).
+#: Units that count (``recycles``) a worker runs before Ray replaces it (bounds its memory;
+#: see the module docstring).
 UNITS_PER_WORKER = 32
 
 # The packages a cluster's workers import, sent with the tasks.

@@ -197,7 +197,8 @@ def run_train_unit(unit: TrainUnit) -> TrainResult:
 
 def grows_memory(unit: TrainUnit) -> bool:
     """Whether ``unit`` leaves memory behind in its process: an LSTM unit (TensorFlow keeps
-    some of every model, about 6 MiB a unit of the smoke config, cleared session or not);
+    some of every model, 6 to 14 MiB a unit measured on the smoke config's models, cleared
+    session or not);
     a Ray worker is recycled after ``pipelines.ray_executor.UNITS_PER_WORKER`` of them."""
     return unit.forecaster == LSTM
 
