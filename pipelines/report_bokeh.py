@@ -497,7 +497,7 @@ def gate_folds_chart(quantiles: pd.DataFrame, title: str):
     return fig
 
 
-def gate_volatility_chart(frame: pd.DataFrame, title: str):
+def gate_volatility_chart(frame: pd.DataFrame, title: str, vol_label: str):
     """Mean of each gate over units, less its average over dates (y), against the realised
     volatility of the same date (x): the gates sit at different levels, so each is drawn as
     its deviation, and the hover gives the level itself.
@@ -505,6 +505,7 @@ def gate_volatility_chart(frame: pd.DataFrame, title: str):
     Args:
         frame: one row per date: ``vol`` (annualised realised volatility, in %, of the
             returns up to that date) and one column per sigmoid gate.
+        vol_label: the x axis's label (how the volatility was measured).
     """
     frame = frame.copy()
     gates = [g for g in GATES if g in frame.columns and g != "cell"]
@@ -512,7 +513,7 @@ def gate_volatility_chart(frame: pd.DataFrame, title: str):
         frame[f"{gate}_deviation"] = frame[gate] - frame[gate].mean()
     source = ColumnDataSource(frame.rename_axis("date").reset_index())
     fig = _figure(title, "mean over units − its average", dates=False, height=300)
-    fig.xaxis.axis_label = "realised volatility (%, annualised, 20 bars)"
+    fig.xaxis.axis_label = vol_label
     renderers = []
     for gate in gates:
         renderers.append(

@@ -199,14 +199,13 @@ def gate_section(out: Charts, inst: InstrumentData, per_year: float) -> dict[str
     means = _gate_means(gates, inst.frame["close"], per_year)
     title = f"{name}: mean gate activation against realised volatility"
     vol_frame = means.drop(columns=["abs_return", "cell"], errors="ignore")
+    vol_label = f"realised volatility (%, annualised, {VOL_BARS} bars)"
     scatter = out.add(
-        report_bokeh.gate_volatility_chart(vol_frame, title),
+        report_bokeh.gate_volatility_chart(vol_frame, title, vol_label),
         f"{name}: each date's mean activation over units, as its deviation from its average "
         f"over the dates, against the annualised volatility of the last {VOL_BARS} bars' log "
         "returns (both known at that date).",
-        charts.gate_volatility_png(
-            vol_frame, title, f"realised volatility (%, annualised, {VOL_BARS} bars)"
-        ),
+        charts.gate_volatility_png(vol_frame, title, vol_label),
         f"{name}_gate_volatility.png",
     )
     return {
