@@ -290,7 +290,8 @@ class ExecutorConfig(_Section):
     else on a local Ray started for the stage on the loopback address with
     ``workers`` CPUs (null = every core); each task asks for ``cpus_per_unit``
     CPUs (also its TensorFlow threads) and, when the models run on a GPU, each
-    LSTM unit for ``gpus_per_lstm_unit`` GPUs (null = 1; a fraction shares one).
+    LSTM unit and search trial for ``gpus_per_lstm_unit`` GPUs (null = 1; a
+    fraction shares one).
     Every kind gives bit-identical forecasts and metrics: a unit carries every
     setting its numbers depend on, so its result does not depend on the process
     it runs in (``pipelines.units``, ``pipelines.executors``).
@@ -311,7 +312,7 @@ class ExecutorConfig(_Section):
     gpus_per_lstm_unit: float | None = Field(
         None,
         ge=0,
-        description="kind=ray, device on a GPU: GPUs each LSTM unit asks for; null = 1",
+        description="kind=ray, device on a GPU: GPUs each LSTM unit or trial asks for; null = 1",
     )
 
     @model_validator(mode="after")

@@ -27,6 +27,11 @@ interface:
   ``describe``, a ``with`` block) without importing this module, which
   imports it.
 
+Entering a pool's or Ray's ``with`` block starts its workers without waiting
+for them: each runs the driver's ``setup`` (TensorFlow's import, a few
+seconds) while the driver goes on preparing its units, so a stage enters its
+executor before its own set-up (``pipelines.train``).
+
 An exception raised by a unit comes back as its outcome, so the driver decides
 what a failure means; ``KeyboardInterrupt`` and other ``BaseException``s of the
 driver's own process are not caught. Leaving the ``with`` block on an exception
@@ -102,6 +107,11 @@ class SequentialExecutor(Executor):
             yield unit, outcome
 
 
+def _warm_up(_: Any = None) -> None:
+    """A task that does nothing: submitted once per worker on entering a pool (or Ray), it
+    starts the worker, whose set-up then overlaps the driver's."""
+
+
 def _start_worker(threads: int, setup: Callable[[], Any] | None) -> None:
     """A pool worker's initializer: cap TensorFlow's threads, then the driver's setup."""
     for name in THREAD_VARIABLES:
@@ -148,6 +158,8 @@ class LocalExecutor(Executor):
             initializer=_start_worker,
             initargs=(self.threads, self.setup),
         )
+        for _ in range(self.workers):  # spawn the workers now; not waited for
+            self._pool.submit(_warm_up)
         return self
 
     def __exit__(

@@ -38,7 +38,11 @@ a GPU never gets a GPU unit; the other units run with
 ``GATECAST_UNIT_DEVICE=cpu`` (``pipelines.runtime.configure_worker``).
 
 The driver's ``setup`` (device and op determinism) runs once in each worker
-process before its first unit of the stage. Workers are recycled after
+process before its first unit of the stage. Entering the executor starts Ray
+and then, without waiting for them, one do-nothing task for each unit that
+fits in ``workers`` CPUs at once, so the CPU workers start and run the setup
+(TensorFlow's import) while the driver prepares its units; the GPU units'
+workers start with their first unit. Workers are recycled after
 ``UNITS_PER_WORKER`` units that grow a worker's memory (Ray's ``max_calls``;
 the ``recycles`` predicate, by default every unit; the train stage counts only
 its LSTM units, since the classic forecasters' units leave nothing behind and
@@ -161,6 +165,10 @@ def _run_task(
         return _Raised(err)
 
 
+def _warm_up(_: Any) -> None:
+    """The do-nothing task that starts a worker (and runs the setup) on entering."""
+
+
 def _run_light_task(*args: Any) -> Any:
     """``_run_task`` for a unit that does not count towards recycling its worker (a task
     of its own: Ray counts ``max_calls`` per remote function)."""
@@ -201,6 +209,7 @@ class RayExecutor:
         self._task: Any = None
         self._light_task: Any = None
         self._setup_ref: Any = None
+        self._warming: list[Any] = []
         self._pending: dict[Any, Any] = {}
         self._signals: dict[int, Any] = {}
 
@@ -235,6 +244,11 @@ class RayExecutor:
         self._task = ray.remote(max_calls=UNITS_PER_WORKER)(_run_task)
         self._light_task = ray.remote(_run_light_task)
         self._setup_ref = ray.put(self.setup)
+        warm = self._light_task.options(num_cpus=self.cpus, runtime_env=self._runtime_env("cpu"))
+        self._warming = [
+            warm.remote(_warm_up, self._setup_ref, self._token, None, ())
+            for _ in range(max(1, int(self.workers // self.cpus)))
+        ]
         return self
 
     def __exit__(
@@ -246,6 +260,11 @@ class RayExecutor:
         pending, self._pending = self._pending, {}
         for ref in pending:  # only after an error or interruption: the driver stopped early
             self.ray.cancel(ref, force=True)
+        warming, self._warming = self._warming, []
+        if warming:  # done by now unless the stage failed before its units ran
+            _, starting = self.ray.wait(warming, num_returns=len(warming), timeout=0)
+            for ref in starting:
+                self.ray.cancel(ref)
         self._task = self._light_task = self._setup_ref = None
         if self._started:
             self.ray.shutdown()

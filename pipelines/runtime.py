@@ -220,6 +220,15 @@ def configure_worker(cfg: Config) -> DeviceInfo:
     return configure(cfg)
 
 
+def lstm_gpus(cfg: Config, device: DeviceInfo) -> float | None:
+    """GPUs one LSTM fit (a train unit, a search trial) asks an executor for:
+    ``executor.gpus_per_lstm_unit`` (default 1) on a GPU device, else None (CPUs only)."""
+    if device.kind != "gpu":
+        return None
+    wanted = cfg.executor.gpus_per_lstm_unit
+    return 1.0 if wanted is None else wanted
+
+
 @contextlib.contextmanager
 def device_scope(info: DeviceInfo) -> Iterator[None]:
     """Place TensorFlow ops on the chosen device inside the block."""

@@ -238,7 +238,9 @@ def run_trials(
 
     base, study = lstm_params(cfg), make_study(cfg)
     executor = executors.executor_for(
-        cfg.executor, setup=functools.partial(runtime.configure_worker, cfg)
+        cfg.executor,
+        setup=functools.partial(runtime.configure_worker, cfg),
+        gpus=search_unit.trial_gpus,
     )
     log.info("%d trial(s); executor: %s", cfg.search.trials, executor.describe())
     entries: list[dict[str, Any]] = []

@@ -159,6 +159,11 @@ class TrialUnit:
         return f"trial {self.number}"
 
 
+def trial_gpus(unit: TrialUnit) -> float | None:
+    """GPUs a trial asks an executor for: those of an LSTM fit (``runtime.lstm_gpus``)."""
+    return runtime.lstm_gpus(unit.cfg, unit.device)
+
+
 @dataclass
 class TrialResult:
     """What one trial returns.

@@ -519,48 +519,51 @@ def train(cfg: Config, *, command: str | None = None, reuse: bool = True) -> dic
     cfg, lstm_source = chosen_config(cfg)
     out = forecasts_directory(cfg)
     (out / "summary.json").unlink(missing_ok=True)
-    device = runtime.configure(cfg)
     bars, inputs = load_bars(cfg)
     min_history = _min_history(cfg)
     folds = {name: make_folds(b.index, cfg.walkforward, min_history) for name, b in bars.items()}
-    units = make_units(cfg, bars, folds, device, batch_shards(cfg))
-    cache = UnitCache(out, "pipelines.units", cache_inputs) if reuse else None
+    # The executor starts first: its workers start (and import TensorFlow) while this
+    # process does the same and opens its MLflow run (pipelines.executors).
     executor = executors.executor_for(
         cfg.executor,
         setup=functools.partial(runtime.configure_worker, cfg),
-        gpus=functools.partial(gpus_wanted, cfg, device),
+        gpus=gpus_wanted,
         recycles=grows_memory,
     )
-    log.info("%d units of work; executor: %s", len(units), executor.describe())
+    log.info("executor: %s", executor.describe())
 
-    with (
-        tracking.pipeline_run(
-            cfg, STAGE, inputs=inputs, tags={**device.tags(), **lstm_source}, command=command
-        ) as parent,
-        runtime.device_scope(device),
-        StageProgress(STAGE, [u.key for u in units], "forecasters", unit="fit") as bar,
-        executor,
-    ):
-        recorded = run_units(cfg, bars, folds, units, executor, bar, cache)
-        results = [_instrument_result(cfg, name, f, recorded) for name, f in folds.items()]
-        header = {
-            "config": cfg.name,
-            "stage": STAGE,
-            "experiment": cfg.experiment_name,
-            "experiment_id": parent.experiment_id,
-            "parent_run_id": parent.run_id,
-            "tracking_uri": tracking.display_uri(parent.tracking_uri),
-            "device": {"kind": device.kind, "name": device.name, "requested": device.requested},
-            "deterministic": device.deterministic,
-            "seeds": (
-                [cfg.seed + k for k in range(cfg.forecasters.lstm.seeds)]
-                if cfg.forecasters.lstm
-                else []
-            ),
-        }
-        summary = write_outputs(cfg, bars, results, header)
-        tracking.log_metrics({"wall_seconds": time.perf_counter() - started})
-        tracking.log_dict(summary, "summary.json")
+    with executor:
+        device = runtime.configure(cfg)
+        units = make_units(cfg, bars, folds, device, batch_shards(cfg))
+        log.info("%d units of work", len(units))
+        cache = UnitCache(out, "pipelines.units", cache_inputs) if reuse else None
+        with (
+            tracking.pipeline_run(
+                cfg, STAGE, inputs=inputs, tags={**device.tags(), **lstm_source}, command=command
+            ) as parent,
+            runtime.device_scope(device),
+            StageProgress(STAGE, [u.key for u in units], "forecasters", unit="fit") as bar,
+        ):
+            recorded = run_units(cfg, bars, folds, units, executor, bar, cache)
+            results = [_instrument_result(cfg, name, f, recorded) for name, f in folds.items()]
+            header = {
+                "config": cfg.name,
+                "stage": STAGE,
+                "experiment": cfg.experiment_name,
+                "experiment_id": parent.experiment_id,
+                "parent_run_id": parent.run_id,
+                "tracking_uri": tracking.display_uri(parent.tracking_uri),
+                "device": {"kind": device.kind, "name": device.name, "requested": device.requested},
+                "deterministic": device.deterministic,
+                "seeds": (
+                    [cfg.seed + k for k in range(cfg.forecasters.lstm.seeds)]
+                    if cfg.forecasters.lstm
+                    else []
+                ),
+            }
+            summary = write_outputs(cfg, bars, results, header)
+            tracking.log_metrics({"wall_seconds": time.perf_counter() - started})
+            tracking.log_dict(summary, "summary.json")
     return summary
 
 

@@ -113,12 +113,13 @@ def batch_shards(cfg: Config) -> int | None:
     return max(1, min(default_batch_shards(), rows // MIN_AUTO_SHARD_ROWS))
 
 
-def gpus_wanted(cfg: Config, device: runtime.DeviceInfo, unit: TrainUnit) -> float | None:
-    """GPUs a unit asks an executor for: an LSTM unit on a GPU device, else None (CPUs only)."""
-    if unit.forecaster != LSTM or device.kind != "gpu":
-        return None
-    wanted = cfg.executor.gpus_per_lstm_unit
-    return 1.0 if wanted is None else wanted
+def gpus_wanted(unit: TrainUnit) -> float | None:
+    """GPUs a unit asks an executor for: an LSTM unit on a GPU device, else None (CPUs only).
+
+    Decided by the unit alone (its config and device), so an executor can be
+    started before the driver has chosen its own device.
+    """
+    return runtime.lstm_gpus(unit.cfg, unit.device) if unit.forecaster == LSTM else None
 
 
 def make_units(

@@ -7,6 +7,7 @@ process and in a pool of two and asks for identical numbers.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -65,6 +66,21 @@ def mark_setup() -> None:
     os.environ["GATECAST_TEST_SETUP"] = f"done in {os.getpid()}"
 
 
+def mark_started(folder: Path) -> None:
+    """A setup that also leaves a file named after its worker's pid in ``folder``."""
+    mark_setup()
+    (folder / str(os.getpid())).write_text("")
+
+
+def wait_for_files(folder: Path, count: int, seconds: float = 90) -> set[int]:
+    """The pids named in ``folder`` once there are ``count`` of them (fails after ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    while len(names := {int(p.name) for p in folder.iterdir()}) < count:
+        assert time.monotonic() < deadline, f"{len(names)} of {count} workers started"
+        time.sleep(0.1)
+    return names
+
+
 # Executors ----------------------------------------------------------------------------
 
 
@@ -108,6 +124,14 @@ def test_local_workers_cap_tensorflow_threads_and_run_the_setup():
     assert {(s["intra"], s["inter"]) for s in seen} == {("3", "3")}
     assert all(s["setup"] == f"done in {s['pid']}" for s in seen)
     assert "GATECAST_TEST_SETUP" not in os.environ  # the driver is left alone
+
+
+def test_entering_the_pool_starts_its_workers_before_any_unit(tmp_path):
+    with LocalExecutor(2, setup=functools.partial(mark_started, tmp_path)) as executor:
+        started = wait_for_files(tmp_path, 2)  # no unit asked for yet
+        seen = [outcome for _, outcome in executor.run(where_am_i, range(4))]
+    assert {s["pid"] for s in seen} <= started
+    assert all(s["setup"] == f"done in {s['pid']}" for s in seen)
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc")

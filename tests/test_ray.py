@@ -7,6 +7,8 @@ The tests that start Ray skip when the ``ray`` extra is not installed
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import ipaddress
 import json
 import os
@@ -21,9 +23,10 @@ from pipelines.config import ExecutorConfig, load_config
 from pipelines.data import load_instrument
 from pipelines.ray_executor import LOCAL_RAY_ENVIRONMENT, MISSING_RAY, RayExecutor
 from pipelines.runtime import DeviceInfo
+from pipelines.search_unit import TrialUnit, trial_gpus
 from pipelines.units import gpus_wanted, make_units
 from pipelines.walkforward import make_folds
-from tests.test_executors import mark_setup, square, where_am_i
+from tests.test_executors import mark_started, square, wait_for_files, where_am_i
 
 
 @pytest.fixture
@@ -50,16 +53,23 @@ def test_an_lstm_unit_asks_for_gpus_only_on_a_gpu():
     folds = {"GSPC": make_folds(bars["GSPC"].index, cfg.walkforward, 60)}
     gpu = DeviceInfo("gpu", "gpu", "test", "/GPU:0", True)
     cpu = DeviceInfo("cpu", "cpu", "test", "/CPU:0", True)
-    units = make_units(cfg, bars, folds, gpu, batch_shards=1)
-    lstm = next(u for u in units if u.forecaster == "lstm")
-    sma = next(u for u in units if u.forecaster == "sma")
-    assert gpus_wanted(cfg, gpu, lstm) == 1.0
-    assert gpus_wanted(cfg, gpu, sma) is None
-    assert gpus_wanted(cfg, cpu, lstm) is None
+
+    def first(config, device, forecaster):
+        units = make_units(config, bars, folds, device, batch_shards=1)
+        return next(u for u in units if u.forecaster == forecaster), units
+
+    (lstm, units), (sma, _) = first(cfg, gpu, "lstm"), first(cfg, gpu, "sma")
+    assert gpus_wanted(lstm) == 1.0
+    assert gpus_wanted(sma) is None
+    assert gpus_wanted(first(cfg, cpu, "lstm")[0]) is None
     half = load_config(
         "configs/smoke.yaml", {"executor": {"kind": "ray", "gpus_per_lstm_unit": 0.5}}
     )
-    assert gpus_wanted(half, gpu, lstm) == 0.5
+    assert gpus_wanted(first(half, gpu, "lstm")[0]) == 0.5
+    # a search trial trains the LSTM: it asks for the same
+    trial = TrialUnit(0, {}, half, {}, {}, gpu, seed=0)
+    assert trial_gpus(trial) == 0.5
+    assert trial_gpus(dataclasses.replace(trial, device=cpu)) is None
     # the units of one fold share its bars, so an executor ships them once
     assert len({id(u.bars) for u in units}) == len(folds["GSPC"])
 
@@ -83,7 +93,7 @@ def _listening_addresses(process) -> set[str]:
 
 @pytest.mark.slow
 def test_a_local_ray_listens_on_loopback_and_returns_results_and_errors(
-    ray_environment, monkeypatch
+    ray_environment, monkeypatch, tmp_path
 ):
     ray = pytest.importorskip("ray")
     psutil = pytest.importorskip("psutil")
@@ -91,8 +101,9 @@ def test_a_local_ray_listens_on_loopback_and_returns_results_and_errors(
 
     monkeypatch.setattr(ray_executor, "UNITS_PER_WORKER", 2)
     # units from 100 up count towards recycling a worker, those below do not
+    setup = functools.partial(mark_started, tmp_path)
     executor = RayExecutor(
-        ExecutorConfig(kind="ray", workers=2), setup=mark_setup, recycles=lambda u: u >= 100
+        ExecutorConfig(kind="ray", workers=2), setup=setup, recycles=lambda u: u >= 100
     )
     assert "local, 2 CPU(s)" in executor.describe()
     with executor:
@@ -101,6 +112,7 @@ def test_a_local_ray_listens_on_loopback_and_returns_results_and_errors(
         assert raylet.get_authentication_mode() == raylet.AuthenticationMode.TOKEN  # kept on
         addresses = _listening_addresses(psutil.Process())
         assert addresses and all(map(_is_loopback, addresses)), addresses
+        wait_for_files(tmp_path, 1)  # entering started a worker, which ran the setup
         outcomes = dict(executor.run(square, [3, -1, 5]))
         seen = [outcome for _, outcome in executor.run(where_am_i, range(12))]
         recycled = [outcome for _, outcome in executor.run(where_am_i, range(100, 106))]
