@@ -511,12 +511,13 @@ def print_goals(analysis: dict, sizes: list[int], kinds: list[str]) -> None:
                 f"MB: {_verdict(mb_ok)})"
             )
         if worker["growth_mb"] is not None:
-            ok = worker["growth_mb"] <= GOAL_WORKER_GROWTH_MB
+            # the goal is the workers'; sequentially the units run in the driver
+            ok = worker["growth_mb"] <= GOAL_WORKER_GROWTH_MB if kind != "sequential" else None
             print(
                 f"    {'driver' if kind == 'sequential' else 'worker'} memory over >= "
                 f"{worker['units']} units: last quarter - first quarter after the warm-up, worst "
                 f"of {worker['processes']} process(es): {worker['growth_mb']:+.1f} MB (goal flat, "
-                f"<= {GOAL_WORKER_GROWTH_MB:.0f} MB: {_verdict(ok)})"
+                f"<= {GOAL_WORKER_GROWTH_MB:.0f} MB, for workers: {_verdict(ok)})"
             )
 
 
