@@ -520,8 +520,6 @@ def train(cfg: Config, *, command: str | None = None, reuse: bool = True) -> dic
     out = forecasts_directory(cfg)
     (out / "summary.json").unlink(missing_ok=True)
     bars, inputs = load_bars(cfg)
-    min_history = _min_history(cfg)
-    folds = {name: make_folds(b.index, cfg.walkforward, min_history) for name, b in bars.items()}
     # The executor starts first: its workers start (and import TensorFlow) while this
     # process does the same and opens its MLflow run (pipelines.executors).
     executor = executors.executor_for(
@@ -533,7 +531,9 @@ def train(cfg: Config, *, command: str | None = None, reuse: bool = True) -> dic
     log.info("executor: %s", executor.describe())
 
     with executor:
-        device = runtime.configure(cfg)
+        device = runtime.configure(cfg)  # imports TensorFlow, quietly: before anything else
+        min_history = _min_history(cfg)  # builds the forecasters
+        folds = {n: make_folds(b.index, cfg.walkforward, min_history) for n, b in bars.items()}
         units = make_units(cfg, bars, folds, device, batch_shards(cfg))
         log.info("%d units of work", len(units))
         cache = UnitCache(out, "pipelines.units", cache_inputs) if reuse else None
