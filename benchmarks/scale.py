@@ -49,7 +49,7 @@ each result reaches the driver, tear-down). From these it reports:
 Repeats: ``--repeats`` (default 5,3,2 for 8,16,32 instruments) and
 ``--default-repeats`` (default 1): the issue's standard is 5 with
 min/median/max where a ratio is quoted; fewer for the larger sizes keep the
-benchmark near 15 minutes on 2 cores, and the output says how many each used.
+benchmark within 25 to 45 minutes on 2 cores, and the output says how many each used.
 ``--quick`` (sizes 2,4; one repeat; no default config) is for a look on a busy
 machine. Writes ``benchmarks/results/scale.json``.
 """
