@@ -42,7 +42,14 @@ process before its first unit of the stage. Entering the executor starts Ray
 and then, without waiting for them, one do-nothing task for each unit that
 fits in ``workers`` CPUs at once, so the CPU workers start and run the setup
 (TensorFlow's import) while the driver prepares its units; the GPU units'
-workers start with their first unit. Workers are recycled after
+workers start with their first unit. ``ray.init`` itself runs in the driver's
+main thread: run in a thread of its own so that it too overlapped the driver's
+preparation, it bought nothing measurable on 2 cores (16 synthetic
+instruments, 2 runs each way: the first unit started 11.6-11.7 s after entering
+against 11.4-15.5 s; both starts are CPU-bound and share the same cores), and
+that thread would have to outlive Ray, since Ray starts its processes with
+``PR_SET_PDEATHSIG``, which Linux sends when the thread that started them
+ends. Workers are recycled after
 ``UNITS_PER_WORKER`` units that grow a worker's memory (Ray's ``max_calls``;
 the ``recycles`` predicate, by default every unit; the train stage counts only
 its LSTM units, since the classic forecasters' units leave nothing behind and
