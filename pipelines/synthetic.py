@@ -329,16 +329,24 @@ def read_sources(directory: str | Path, names: Sequence[str] = ()) -> dict[str, 
 
 
 def _prepare_folder(out: Path) -> None:
-    """Make ``out``; a folder this module wrote before loses its old CSV files, others refuse."""
+    """Make ``out``; a folder this module wrote before loses its old CSV files, others refuse.
+
+    Ours: its README.md starts with the synthetic title (``main`` wrote it), or it
+    holds nothing but ``SYN-*.csv`` files (``write_universe`` alone wrote it)."""
     if out.exists() and not out.is_dir():
         raise SyntheticError(f"--out: {shown(out)} is a file, not a folder")
     readme = out / "README.md"
     if out.is_dir() and any(out.iterdir()):
         ours = readme.is_file() and readme.read_text(encoding="utf-8").startswith(README_TITLE)
+        ours = ours or all(
+            p.is_file() and p.name.startswith(f"{PREFIX}-") and p.suffix == ".csv"
+            for p in out.iterdir()
+        )
         if not ours:
             raise SyntheticError(
-                f"--out: {shown(out)} is not empty and holds no synthetic universe (its "
-                "README.md would start with the synthetic title); choose a new or empty folder"
+                f"--out: {shown(out)} is not empty and holds no synthetic universe (it would "
+                f"have a README.md starting with the synthetic title, or only {PREFIX}-*.csv "
+                "files); choose a new or empty folder"
             )
         for old in out.glob(f"{PREFIX}-*.csv"):
             old.unlink()

@@ -27,6 +27,7 @@ from pipelines.synthetic import (
     stationary_indices,
     synthetic_name,
     synthetic_universe,
+    write_universe,
 )
 from tests.conftest import SAMPLE_DIR
 
@@ -311,6 +312,19 @@ def test_cli_rewrites_its_own_folder_and_refuses_others(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is not empty and holds no synthetic universe" in err and err.count("\n") == 1
     assert sorted(p.name for p in other.iterdir()) == ["AAPL.csv"]
+
+
+def test_write_universe_rewrites_a_folder_it_wrote_without_a_readme(tmp_path):
+    out = tmp_path / "u"
+    sources = read_sources(SAMPLE_DIR)
+    write_universe(synthetic_universe(sources, 3, 20, seed=0), out)
+    second = synthetic_universe(sources, 1, 20, seed=1)
+    write_universe(second, out)  # no README (main writes it): the SYN-*.csv files say it is ours
+    assert sorted(p.name for p in out.iterdir()) == [f"{name}.csv" for name in second]
+    (out / "notes.txt").write_text("mine")  # anything else makes it someone else's folder
+    with pytest.raises(SyntheticError, match="is not empty and holds no synthetic universe"):
+        write_universe(second, out)
+    assert sorted(p.name for p in out.iterdir()) == ["SYN-GOOG-0000.csv", "notes.txt"]
 
 
 # Bad input -----------------------------------------------------------------------------
