@@ -520,7 +520,9 @@ def main(argv: list[str] | None = None) -> int:
         "backtest",
         "Backtest every configured strategy, and its cost sweep, on the saved forecasts.",
     )
-    parser.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
+    parser.add_argument(
+        "--no-charts", action="store_true", help="skip the PNG charts (as tracking.charts: false)"
+    )
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
 
@@ -529,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         # make must not take a failed run for a finished stage
         (cfg.run_directory / "backtests" / "summary.json").unlink(missing_ok=True)
         try:
-            results = run_backtests(cfg, charts=not args.no_charts)
+            results = run_backtests(cfg, charts=cfg.tracking.charts and not args.no_charts)
         except executors.UnitsFailed as failed:
             record_failures(cfg, failed)
             raise

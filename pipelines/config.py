@@ -262,6 +262,14 @@ class ReportConfig(_Section):
 class TrackingConfig(_Section):
     experiment: str | None = Field(None, description="MLflow experiment; null = gatecast-<name>")
     registered_model: str = "gatecast-lstm"
+    charts: StrictBool = Field(
+        True,
+        description=(
+            "PNG charts logged with the runs: each LSTM's loss and gates (train) and "
+            "Backtrader's charts (backtest); false for a universe of hundreds of "
+            "instruments, where drawing them is most of the driver's serial work"
+        ),
+    )
 
     @field_validator("experiment", "registered_model")
     @classmethod

@@ -269,16 +269,17 @@ def _record_lstm(
     gates = pd.concat([r.gates for r in results[0]], ignore_index=True)
     tracking.log_dataframe(_forecast_frame(bars, columns, folds), "forecasts")
     tracking.log_dataframe(gates, "gates")
-    tracking.log_figure(loss_chart(histories, f"{instrument}: LSTM loss per epoch"), "loss")
-    tracking.log_figure(
-        gates_chart(
-            gates,
-            bars["close"],
-            f"{instrument}: LSTM gates over the out-of-sample dates (seed {seeds[0]})",
-            fold_starts=[f.test_start_date for f in folds],
-        ),
-        "gates",
-    )
+    if cfg.tracking.charts:  # the gates stay as data above; the report draws its own charts
+        tracking.log_figure(loss_chart(histories, f"{instrument}: LSTM loss per epoch"), "loss")
+        tracking.log_figure(
+            gates_chart(
+                gates,
+                bars["close"],
+                f"{instrument}: LSTM gates over the out-of-sample dates (seed {seeds[0]})",
+                fold_starts=[f.test_start_date for f in folds],
+            ),
+            "gates",
+        )
     model = _register_final_model(cfg, instrument, bars, folds[-1], results)
     return columns, metrics, gates, model
 

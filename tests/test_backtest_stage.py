@@ -257,7 +257,8 @@ def test_report_reads_the_cost_sweep_of_the_stage(tmp_path):
     write_forecasts(tmp_path / "smoke", instruments=("GSPC",))
     args = ["--config", "configs/smoke.yaml", "--set", f"output_directory={tmp_path}"]
     args += ["--set", "data.instruments=[GSPC]"]
-    assert main([*args, "--no-charts"]) == 0
+    assert main([*args, "--set", "tracking.charts=false"]) == 0  # as --no-charts
+    assert not list((tmp_path / "smoke" / "backtests").rglob("*.png"))
     overrides = {"output_directory": str(tmp_path), "data": {"instruments": ["GSPC"]}}
     cfg = load_config("configs/smoke.yaml", overrides=overrides)
     instruments = load_instruments(cfg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -194,6 +195,30 @@ def test_lstm_run_has_losses_plots_model_and_seed_metrics(store):
     assert "lstm" in info.signature.outputs.input_names()
     assert info.signature.params.to_dict()[0]["name"] == "start"
     assert info.saved_input_example_info["type"] == "dataframe"
+
+
+def test_charts_off_leaves_out_the_pngs_and_nothing_else(store, tmp_path, monkeypatch):
+    """``tracking.charts: false`` (for big universes) drops the LSTM's loss and gate PNGs;
+    it is no input of any unit, so a rerun on the same build reuses every one."""
+    build = tmp_path / "build"
+    shutil.copytree(store / "build", build)
+
+    def no_unit(unit):
+        raise AssertionError(f"{unit} ran again: the charts setting must not be a unit input")
+
+    monkeypatch.setattr(train, "run_train_unit", no_unit)
+    own = ["tracking.experiment=gatecast-smoke-no-charts", "tracking.registered_model=no-charts"]
+    assert train.main(_argv(build, "tracking.charts=false", *own)) == 0
+    run_id = _summary(build)["instruments"]["GSPC"]["runs"]["lstm"]
+    artifacts = {a.path for a in tracking.client().list_artifacts(run_id)}
+    assert {"config.yaml", "forecasts.parquet", "gates.parquet"} <= artifacts
+    assert "plots" not in artifacts  # with charts on (the test above): loss.png and gates.png
+    name = "GSPC.parquet"
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(build / "smoke" / "forecasts" / name),
+        pd.read_parquet(store / "build" / "smoke" / "forecasts" / name),
+        check_exact=True,
+    )
 
 
 def test_a_fresh_process_loads_the_registered_model_and_reproduces_the_forecasts(store, tmp_path):
