@@ -50,7 +50,7 @@ Repeats: ``--repeats`` (default 5,3,5 for 8,16,32 instruments) and
 ``--default-repeats`` (default 1): the standard is 5 with min/median/max where
 a ratio is quoted, which the speed-up and overhead on 32 instruments are; 16
 instruments, which only feed the time per instrument, get 3, and the default
-config 1, to keep the benchmark near 40 minutes on 2 cores. The output says
+config 1, to keep the benchmark within 25 to 45 minutes on 2 cores. The output says
 how many each used.
 ``--quick`` (sizes 2,4; one repeat; no default config) is for a look on a busy
 machine. Writes ``benchmarks/results/scale.json``.
