@@ -253,7 +253,7 @@ class GateLSTM(keras.layers.RNN):
     ) -> tuple[Any, Any, list[Any]]:
         if keras.tree.is_nested(mask):
             mask = mask[0]
-        if self.jit_compile and not self.unroll:
+        if self.jit_compile and not self.unroll and gate_lstm_xla.supported(sequences, mask):
             dropped = sequences
             if training and self.dropout > 0:
                 # One mask per sequence, drawn by keras.layers.RNN before its loop.

@@ -68,6 +68,15 @@ def gate_sequences(
     return _jit(_forward_all_steps)(inputs, kernel, recurrent_kernel, bias, h_0, c_0)
 
 
+def supported(sequences: Any, mask: Any) -> bool:
+    """Whether ``lstm`` can run on these inputs here (it raises where it cannot)."""
+    try:
+        _check_supported(sequences, mask)
+    except NotImplementedError:
+        return False
+    return True
+
+
 def _check_supported(sequences: Any, mask: Any) -> None:
     if keras.backend.backend() != "tensorflow":
         raise NotImplementedError("GateLSTM's XLA loop runs on the TensorFlow backend only")

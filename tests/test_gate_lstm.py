@@ -698,3 +698,42 @@ def test_fresh_layers_reuse_the_compiled_programs():
     wider.compile(optimizer="adam", loss="mse")
     wider.fit(x, y, batch_size=16, epochs=1, verbose=0)
     assert gate_lstm_xla.trace_count() > traced, "a new shape must be traced: the count can move"
+
+
+def test_runs_on_jax_without_tensorflow():
+    # On another backend the layer runs Keras's generic loop over the cell; nothing
+    # on that path may need TensorFlow (a GPU machine may have only JAX or PyTorch).
+    done = _run_python(
+        """
+        import os, sys
+        sys.modules["tensorflow"] = None  # any import of TensorFlow fails
+        os.environ["KERAS_BACKEND"] = "jax"
+        import jax, jax.numpy as jnp, keras, numpy as np
+        from models.gate_lstm import GateLSTM
+        assert keras.backend.backend() == "jax"
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(6, 9, 3)).astype("float32")
+        ref = keras.layers.LSTM(5, return_sequences=True, use_cudnn=False)
+        ref(x)
+        k, rk, b = ref.get_weights()
+        ref.set_weights([k, rk, rng.normal(scale=0.5, size=b.shape).astype("float32")])
+        ours = GateLSTM(5, return_sequences=True)
+        ours(x)
+        ours.set_weights(ref.get_weights())
+        def grads(layer):
+            fixed = [v.value for v in layer.non_trainable_variables]
+            def loss(w):
+                out, _ = layer.stateless_call(w, fixed, x, training=True)
+                return jnp.sum(out * jnp.arange(out.size).reshape(out.shape) / out.size)
+            return jax.grad(loss)([v.value for v in layer.trainable_variables])
+        np.testing.assert_allclose(ours(x), ref(x), atol=1e-6)
+        for a, b in zip(grads(ours), grads(ref), strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+        model = keras.Sequential([keras.Input((9, 3)), GateLSTM(4), keras.layers.Dense(1)])
+        model.compile("adam", "mse")
+        model.fit(x, x[:, -1, :1], epochs=1, verbose=0)
+        print("matches")
+        """
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "matches" in done.stdout
