@@ -36,7 +36,7 @@ export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup all data search train backtest report run test test-fast lint format bench bench-gpu ui clean clean-runs
+.PHONY: help setup all data search train backtest report run test test-fast lint format bench bench-gpu bench-gpu-backends ui clean clean-runs
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -120,6 +120,9 @@ bench: $(STAMP) ## Benchmarks: measured ratios, printed side by side
 
 bench-gpu: $(STAMP) ## On an NVIDIA GPU: GateLSTM vs cuDNN LSTM (numbers, speed), smoke run; else says so
 	$(PY) -m benchmarks.gpu
+
+bench-gpu-backends: $(STAMP) ## On a GPU: GateLSTM vs Keras's cuDNN LSTM on the JAX and PyTorch backends
+	$(PY) -m benchmarks.gpu_backends
 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000 (HOST=, PORT= to change) against the project's store
 	$(PY) -m pipelines.tracking ui --host $(HOST) --port $(PORT)

@@ -8,6 +8,7 @@ failure when a driver is present but TensorFlow sees no GPU, and that a bare
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -92,3 +93,30 @@ def test_makefile_has_a_bench_gpu_target_with_help():
     makefile = (REPO_ROOT / "Makefile").read_text()
     assert "\nbench-gpu: $(STAMP) ## " in makefile
     assert "\t$(PY) -m benchmarks.gpu\n" in makefile
+
+
+def test_backends_script_checks_and_times_gatelstm_on_jax(tmp_path):
+    # The GPU-machine script of `make bench-gpu-backends`, tried on the CPU: one backend
+    # in a child process, GateLSTM against Keras's LSTM, outputs, gradients and timings.
+    from benchmarks import gpu_backends
+
+    out = tmp_path / "gpu-backends.json"
+    argv = ["--cpu", "--backends", "jax", "--samples", "256", "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu_backends", *argv],
+        cwd=REPO_ROOT,
+        env=_without_gpu_hiding(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    jax = json.loads(out.read_text())["backends"]["jax"]
+    assert jax["backend"] == "jax" and jax["equivalence"]["passed"]
+    assert jax["equivalence"]["max_output_diff"] < gpu_backends.OUTPUT_ATOL
+    assert set(jax["timing"]) == {str(b) for b in gpu_backends.BATCHES}
+    for timing in jax["timing"].values():
+        assert len(timing["epoch_s"]["gate_lstm"]["all"]) == 5
+        assert timing["gate_over_keras"]["min"] > 0
+    assert jax["profile"]["gate_lstm"]["train_step_ms"] > jax["profile"]["gate_lstm"]["forward_ms"]
+    assert "GateLSTM / reference" in done.stdout
