@@ -14,23 +14,72 @@ Bars are a ``pandas.DataFrame`` with a strictly increasing, tz-naive
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
-from typing import ClassVar, Self
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
 
 import pandas as pd
+from pydantic import BaseModel
 
 from core.bars import BAR_COLUMNS
 
-__all__ = ["BAR_COLUMNS", "Forecaster"]
+__all__ = ["BAR_COLUMNS", "BuildContext", "Forecaster"]
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a config gives every forecaster beside its own parameters.
+
+    Attributes:
+        seed: The seed of this fit (a stochastic forecaster's run of ``seeds``
+            gets one each); deterministic forecasters ignore it.
+        features: The experiment's ``features`` section (``window``,
+            ``use_volume``, ``use_range``), for forecasters built on windows of
+            bar features.
+    """
+
+    seed: int = 42
+    features: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Forecaster(ABC):
     """Fit on a training segment, then forecast next closes without look-ahead.
 
-    Subclasses set ``name`` and implement ``fit`` and ``predict``.
+    Subclasses set ``name`` and implement ``fit`` and ``predict``. What a
+    pipeline does with a forecaster follows from what its class declares, never
+    from its name:
+
+    - ``Config``: a pydantic model of its parameters (the keys under
+      ``forecasters.<name>`` in a config); None takes the constructor's keyword
+      arguments, checked against its signature.
+    - ``stochastic``: a seed reaches it, so it runs ``seeds`` times and is
+      reported as mean ± std.
+    - ``introspection``: it has per-step internals the report can draw
+      (``internals(bars, start)``: the LSTM's gates).
+    - ``export``: it can be saved as an MLflow pyfunc model and registered.
+    - ``device``: it computes on a GPU where the config's ``device`` allows.
     """
 
     name: ClassVar[str]
+    Config: ClassVar[type[BaseModel] | None] = None
+    stochastic: ClassVar[bool] = False
+    introspection: ClassVar[bool] = False
+    export: ClassVar[bool] = False
+    device: ClassVar[bool] = False
+
+    @classmethod
+    def from_config(cls, params: Mapping[str, Any], context: BuildContext) -> Self:
+        """A fresh forecaster from its validated parameters and the experiment's context.
+
+        The default passes ``params`` as keyword arguments, and ``seed`` too where
+        the constructor takes one; a forecaster that reads ``features`` overrides it.
+        """
+        kwargs = dict(params)
+        if "seed" in inspect.signature(cls).parameters and "seed" not in kwargs:
+            kwargs["seed"] = context.seed
+        return cls(**kwargs)
 
     @property
     def min_history(self) -> int:
