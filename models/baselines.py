@@ -28,6 +28,8 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning
 from statsmodels.tsa.statespace.structural import UnobservedComponents
 
 from core.bars import validate_bars
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
+
 from models.base import Forecaster
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,45 @@ def _series(values: np.ndarray, index: pd.Index, name: str) -> pd.Series:
     return pd.Series(np.asarray(values, dtype="float64"), index=index, name=name)
 
 
+# Parameters (the keys under forecasters.<name> in a config) ---------------------
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RandomWalkConfig(_Params):
+    pass
+
+
+class SmaConfig(_Params):
+    window: StrictInt = Field(20, ge=1)
+
+
+class EmaConfig(_Params):
+    span: StrictInt = Field(20, ge=1)
+
+
+class KalmanConfig(_Params):
+    trend: StrictBool = False
+
+
+class OlsConfig(_Params):
+    lags: StrictInt = Field(5, ge=1, le=100)
+    window: StrictInt | None = Field(
+        None, ge=10, description="rolling window in bars; null = expanding"
+    )
+
+    @model_validator(mode="after")
+    def _window_holds_the_regression(self) -> OlsConfig:
+        if self.window is not None and self.window <= self.lags + 1:
+            raise ValueError(
+                f"window ({self.window}) must be greater than lags + 1 ({self.lags + 1}): a "
+                "rolling regression on the lags and a constant needs more pairs than unknowns"
+            )
+        return self
+
+
 # Forecasters ---------------------------------------------------------------------
 
 
@@ -100,6 +141,7 @@ class RandomWalkForecaster(Forecaster):
     """
 
     name: ClassVar[str] = "random_walk"
+    Config: ClassVar[type[BaseModel]] = RandomWalkConfig
 
     def required_train_bars(self) -> int:
         """The fewest training bars ``fit`` accepts."""
@@ -128,6 +170,7 @@ class SmaForecaster(Forecaster):
     """
 
     name: ClassVar[str] = "sma"
+    Config: ClassVar[type[BaseModel]] = SmaConfig
 
     def __init__(self, window: int = 20) -> None:
         if int(window) != window or window < 1:
@@ -173,6 +216,7 @@ class EmaForecaster(Forecaster):
     """
 
     name: ClassVar[str] = "ema"
+    Config: ClassVar[type[BaseModel]] = EmaConfig
 
     def __init__(self, span: int = 20) -> None:
         if int(span) != span or span < 1:
@@ -237,6 +281,7 @@ class KalmanForecaster(Forecaster):
     """
 
     name: ClassVar[str] = "kalman"
+    Config: ClassVar[type[BaseModel]] = KalmanConfig
     #: Fewer bars than this give a meaningless likelihood maximum.
     min_fit_bars: ClassVar[int] = 30
 
@@ -343,6 +388,7 @@ class OlsForecaster(Forecaster):
     """
 
     name: ClassVar[str] = "ols"
+    Config: ClassVar[type[BaseModel]] = OlsConfig
 
     def __init__(self, lags: int = 5, window: int | None = None) -> None:
         if int(lags) != lags or lags < 1:

@@ -16,14 +16,14 @@ import json
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Self
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
-from models.base import Forecaster
+from models.base import BuildContext, Forecaster
 from models.features import (
     FEATURE_WARMUP,
     RETURN,
@@ -35,7 +35,10 @@ from models.features import (
     supervised_windows,
     windows_ending_at,
 )
-from models.gate_lstm import GateLSTM
+
+if TYPE_CHECKING:  # Keras and TensorFlow load when a model is built, not on import
+    import keras
+    import tensorflow as tf
 
 # Below this many training samples (after the validation slice is set aside)
 # the network has next to nothing to learn from: say so instead of training.
@@ -57,6 +60,28 @@ STATE_FILE = "forecaster.json"
 FORMAT_VERSION = 1
 
 GATE_COLUMNS = {"forget": "f", "input": "i", "output": "o", "cell": "c"}
+
+
+class LstmConfig(BaseModel):
+    """The LSTM's parameters under ``forecasters.<name>``; ``window`` and the features
+    come from the config's ``features`` section, the seed from ``seed``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    units: list[StrictInt] = Field(default_factory=lambda: [32], min_length=1)
+    epochs: StrictInt = Field(20, ge=1)
+    batch_size: StrictInt = Field(64, ge=1)
+    learning_rate: float = Field(1e-3, gt=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    patience: StrictInt = Field(3, ge=1)
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5)
+
+    @field_validator("units")
+    @classmethod
+    def _positive_units(cls, units: list[int]) -> list[int]:
+        if any(u < 1 for u in units):
+            raise ValueError(f"every layer needs at least 1 unit, got {units}")
+        return units
 
 
 class LstmForecaster(Forecaster):
@@ -102,7 +127,24 @@ class LstmForecaster(Forecaster):
     what ``save`` writes into one zip archive and ``from_bytes`` reads it back.
     """
 
-    name = "lstm"
+    name: ClassVar[str] = "lstm"
+    Config: ClassVar[type[BaseModel]] = LstmConfig
+    stochastic: ClassVar[bool] = True
+    introspection: ClassVar[bool] = True
+    export: ClassVar[bool] = True
+    device: ClassVar[bool] = True
+
+    @classmethod
+    def from_config(cls, params: Mapping[str, Any], context: BuildContext) -> Self:
+        """The network of ``params`` on the windows of ``context.features``, seeded."""
+        features = context.features
+        return cls(
+            window=features.get("window", 30),
+            use_volume=features.get("use_volume", True),
+            use_range=features.get("use_range", True),
+            seed=context.seed,
+            **params,
+        )
 
     def __init__(
         self,
@@ -222,6 +264,8 @@ class LstmForecaster(Forecaster):
         x, y, ends = supervised_windows(scaled, target, self.window)
         n_fit, n_val = self._split(len(x))
 
+        import keras
+
         keras.utils.set_random_seed(self.seed)
         model = self._compiled_model(len(self.feature_columns))
         stop = keras.callbacks.EarlyStopping(
@@ -251,6 +295,8 @@ class LstmForecaster(Forecaster):
 
     def _compiled_model(self, n_features: int) -> keras.Model:
         """The network of ``_build_model``, compiled for training on ``_whole_batches``."""
+        import keras
+
         model = self._build_model(n_features)
         model.compile(
             optimizer=keras.optimizers.Adam(self.learning_rate),
@@ -264,6 +310,10 @@ class LstmForecaster(Forecaster):
         return model
 
     def _build_model(self, n_features: int) -> keras.Model:
+        import keras
+
+        from models.gate_lstm import GateLSTM
+
         inputs = keras.Input(shape=(self.window, n_features), name="features")
         x = inputs
         last = len(self.units) - 1
@@ -325,6 +375,8 @@ class LstmForecaster(Forecaster):
         ``GateLSTM.gate_activations``, indexed by the date ``t`` the window ends.
         """
         dates, x = self._inputs(bars, start)
+        from models.gate_lstm import GateLSTM
+
         layers = [layer for layer in self.model_.layers if isinstance(layer, GateLSTM)]
 
         def last_step_gates(chunk: np.ndarray) -> np.ndarray:
@@ -394,6 +446,10 @@ class LstmForecaster(Forecaster):
         forecaster.scaler_ = StandardScaler.from_dict(state["scaler"])
         if forecaster.scaler_.columns[0] != RETURN:
             raise ValueError(f"{directory / STATE_FILE}: the first scaled column must be {RETURN}")
+        import keras
+
+        import models.gate_lstm  # noqa: F401 -- registers GateLSTM for deserialisation
+
         forecaster.model_ = keras.saving.load_model(directory / MODEL_FILE, compile=False)
         forecaster.history_ = state["history"]
         forecaster.epochs_trained_ = state["epochs_trained"]
@@ -434,6 +490,12 @@ class LstmForecaster(Forecaster):
             return cls.load(tmp)
 
 
+def _to_numpy(tensor: Any) -> np.ndarray:
+    import keras
+
+    return keras.ops.convert_to_numpy(tensor)
+
+
 def _in_chunks(fn: Any, x: np.ndarray, out_shape: tuple[int, ...] = (1,)) -> np.ndarray:
     """``fn`` applied to ``x`` in zero-padded chunks of ``PREDICT_CHUNK`` rows."""
     out = np.empty((len(x), *out_shape), dtype=np.float32)
@@ -443,7 +505,7 @@ def _in_chunks(fn: Any, x: np.ndarray, out_shape: tuple[int, ...] = (1,)) -> np.
         if rows < PREDICT_CHUNK:
             pad = np.zeros((PREDICT_CHUNK - rows, *chunk.shape[1:]), dtype=chunk.dtype)
             chunk = np.concatenate([chunk, pad])
-        out[begin : begin + rows] = keras.ops.convert_to_numpy(fn(chunk))[:rows]
+        out[begin : begin + rows] = _to_numpy(fn(chunk))[:rows]
     return out
 
 
@@ -456,6 +518,8 @@ def _whole_batches(
     every epoch when ``shuffle_seed`` is given), then the last, partial batch is
     padded with zero rows of weight 0; real rows have weight 1.
     """
+    import tensorflow as tf
+
     data = tf.data.Dataset.from_tensor_slices((x.astype(np.float32), y.astype(np.float32)))
     if shuffle_seed is not None:
         data = data.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)

@@ -1,4 +1,4 @@
-"""``python -m pipelines <stage> --config FILE``: one entry point for every stage."""
+"""``gatecast <stage> --config FILE`` (or ``python -m pipelines <stage> ...``): every stage."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ STAGES = COMMANDS  # the registry: pipelines.stages
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
-        prog="python -m pipelines",
+        prog="gatecast",
         description="gatecast: a hand-built LSTM against classic forecasters, tested honestly.",
     )
     parser.add_argument("stage", choices=sorted(STAGES), help="stage to run")

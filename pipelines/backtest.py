@@ -67,7 +67,7 @@ from core.periods import PERIODS_PER_YEAR, bar_interval
 from pipelines import charts, executors, portfolio_unit, tracking
 from pipelines.backtest_unit import BacktestUnit, StrategyBacktest, run_unit, unit_inputs
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
-from pipelines.config import BacktestConfig, Config, ForecastersConfig
+from pipelines.config import BacktestConfig, Config
 from pipelines.data import bars_per_year, load_risk_free
 from pipelines.errors import ConfigError, DataError
 from pipelines.outputs import (
@@ -83,7 +83,6 @@ from strategies.engine import ExecutionSettings, execution_dict, warmup_bars
 
 log = logging.getLogger("gatecast.backtest")
 
-FORECASTERS = tuple(ForecastersConfig.model_fields)
 CHARTED = ("sma_crossover",)
 
 
@@ -132,7 +131,7 @@ def strategy_plan(cfg: Config, columns: list[str]) -> dict[str, tuple[str, dict[
         "entry_threshold": bt_cfg.entry_threshold,
         "exit_threshold": bt_cfg.exit_threshold,
     }
-    for name in FORECASTERS:
+    for name in cfg.forecasters.enabled():
         if name in columns:
             plan[name] = ("forecast", dict(thresholds))
     if bt_cfg.sma_crossover is not None:
@@ -141,7 +140,7 @@ def strategy_plan(cfg: Config, columns: list[str]) -> dict[str, tuple[str, dict[
         plan["ema_crossover"] = ("ema_crossover", bt_cfg.ema_crossover.model_dump())
     if bt_cfg.buy_and_hold:
         plan["buy_and_hold"] = ("buy_and_hold", {})
-    if cfg.forecasters.lstm is not None:
+    if cfg.forecasters.with_capability("stochastic"):
         for column in seed_columns(columns):
             plan[column] = ("forecast", dict(thresholds))
     return plan

@@ -17,23 +17,33 @@ code 2 (``pipelines.cli.run_stage``).
 from __future__ import annotations
 
 import difflib
+import functools
+import inspect
 import re
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     StrictBool,
     StrictInt,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
 
+from core import registry
+from models.base import Forecaster
 from pipelines.errors import ConfigError
 from pipelines.strict_yaml import echo, parse_yaml
 
@@ -131,69 +141,194 @@ class WalkForwardConfig(_Section):
     embargo: StrictInt = Field(0, ge=0, description="bars dropped between train end and test start")
 
 
-class RandomWalkConfig(_Section):
-    pass
+# Forecasters: registered components, configured by name ---------------------------
+
+#: Forecasters every config runs unless it sets them to null: the naive random walk,
+#: the benchmark of every forecast metric (Theil's U2, Diebold-Mariano).
+DEFAULT_FORECASTERS: dict[str, dict[str, Any]] = {"random_walk": {}}
+#: The most seeds a stochastic forecaster runs (``forecasters.<name>.seeds``).
+MAX_SEEDS = 50
 
 
-class SmaForecasterConfig(_Section):
-    window: StrictInt = Field(20, ge=1)
+class KeyedErrors(ValueError):
+    """Several bad keys at once: each line names its full dotted key (the source is added)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("; ".join(lines))
+        self.lines = lines
 
 
-class EmaForecasterConfig(_Section):
-    span: StrictInt = Field(20, ge=1)
+@dataclass(frozen=True)
+class ForecasterSpec:
+    """One configured forecaster: its name in the config, its kind and its parameters.
+
+    Attributes:
+        name: The key under ``forecasters:`` (the column, the run and the report's name).
+        kind: The registered name (or ``package.module:Class``) of its class.
+        cls: The class.
+        params: Its parameters, validated by the class's ``Config`` model (or a
+            model made from its constructor's signature).
+        seeds: How many seeds it runs (stochastic forecasters only; else 1).
+    """
+
+    name: str
+    kind: str
+    cls: type[Forecaster]
+    params: BaseModel
+    seeds: int = 1
+
+    def arguments(self) -> dict[str, Any]:
+        """The parameters as keyword arguments of ``cls.from_config``."""
+        return self.params.model_dump()
+
+    def dump(self) -> dict[str, Any]:
+        """The section as a config file writes it (it validates back to this spec)."""
+        out: dict[str, Any] = {} if self.kind == self.name else {"kind": self.kind}
+        if self.cls.stochastic:
+            out["seeds"] = self.seeds
+        return out | self.params.model_dump(mode="json")
 
 
-class KalmanConfig(_Section):
-    trend: StrictBool = False
+class ForecastersConfig(Mapping[str, ForecasterSpec]):
+    """The ``forecasters:`` section: a name of the user's choosing -> ``{kind, ...params}``.
+
+    ``kind`` defaults to the name, so ``sma: {window: 20}`` is the registered
+    ``sma``; ``sma_200: {kind: sma, window: 200}`` runs beside it. A section set
+    to null is left out (``random_walk: null`` drops the default random walk).
+    """
+
+    def __init__(self, specs: Mapping[str, ForecasterSpec]) -> None:
+        self._specs = dict(specs)
+
+    def __getitem__(self, name: str) -> ForecasterSpec:
+        return self._specs[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ForecastersConfig) and self.dump() == other.dump()
+
+    def __hash__(self) -> int:
+        return hash(repr(self.dump()))
+
+    def __repr__(self) -> str:
+        return f"ForecastersConfig({self.dump()!r})"
+
+    def enabled(self) -> dict[str, ForecasterSpec]:
+        """The configured forecasters by name, in the config's order."""
+        return dict(self._specs)
+
+    def with_capability(self, capability: str) -> dict[str, ForecasterSpec]:
+        """Those whose class declares ``capability`` (``stochastic``, ``export``, ...)."""
+        return {n: s for n, s in self._specs.items() if getattr(s.cls, capability, False)}
+
+    def dump(self) -> dict[str, Any]:
+        return {name: spec.dump() for name, spec in self._specs.items()}
+
+    @classmethod
+    def parse(cls, raw: Any) -> ForecastersConfig:
+        """Validate a ``forecasters:`` mapping; raise ``KeyedErrors`` naming each bad key."""
+        if isinstance(raw, ForecastersConfig):
+            return raw
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise KeyedErrors(["forecasters: expected a mapping of name: {kind: ..., parameters}"])
+        sections = {k: v for k, v in DEFAULT_FORECASTERS.items() if k not in raw} | raw
+        specs: dict[str, ForecasterSpec] = {}
+        errors: list[str] = []
+        for name, section in sections.items():
+            if section is None:
+                continue
+            try:
+                specs[name] = _forecaster_spec(name, section)
+            except KeyedErrors as err:
+                errors.extend(err.lines)
+        if errors:
+            raise KeyedErrors(errors)
+        return cls(specs)
 
 
-class OlsConfig(_Section):
-    lags: StrictInt = Field(5, ge=1, le=100)
-    window: StrictInt | None = Field(
-        None, ge=10, description="rolling window in bars; null = expanding"
+def _forecaster_spec(name: Any, section: Any) -> ForecasterSpec:
+    key = f"forecasters.{name}"
+    if not is_plain_name(name):
+        raise KeyedErrors([f"{key}: a forecaster's name: letters, digits, '.', '_' and '-' only"])
+    if not isinstance(section, dict):
+        raise KeyedErrors(
+            [
+                f"{key}: expected a mapping of its parameters ({{}} for the defaults), "
+                f"got {echo(section)}"
+            ]
+        )
+    params = dict(section)
+    kind = params.pop("kind", name)
+    seeds = params.pop("seeds", None)
+    if not isinstance(kind, str):
+        raise KeyedErrors([f"{key}.kind: expected a registered name, got {echo(kind)}"])
+    try:
+        forecaster = registry.load(registry.FORECASTERS, kind)
+    except registry.RegistryError as err:
+        raise KeyedErrors(
+            [f"{key}.kind: {err}" if "kind" in section else f"{key}: {err}"]
+        ) from None
+    if not (isinstance(forecaster, type) and issubclass(forecaster, Forecaster)):
+        raise KeyedErrors([f"{key}.kind: {kind} is not a models.base.Forecaster"])
+    if seeds is not None and not forecaster.stochastic:
+        raise KeyedErrors([f"{key}.seeds: {kind} is deterministic (not stochastic): one seed"])
+    if seeds is not None and (type(seeds) is not int or not 1 <= seeds <= MAX_SEEDS):
+        raise KeyedErrors([f"{key}.seeds: an integer from 1 to {MAX_SEEDS}, got {echo(seeds)}"])
+    model = parameters_model(forecaster)
+    try:
+        validated = model.model_validate(params)
+    except ValidationError as err:
+        raise KeyedErrors(_keyed(err, key, model)) from None
+    return ForecasterSpec(name, kind, forecaster, validated, seeds or 1)
+
+
+@functools.cache
+def parameters_model(forecaster: type[Forecaster]) -> type[BaseModel]:
+    """The class's ``Config`` model, or one made from its constructor's keyword arguments.
+
+    A constructor argument without a default is required; one without a type
+    hint takes any value; ``seed`` is left out (the experiment's seed goes there).
+    """
+    if forecaster.Config is not None:
+        return forecaster.Config
+    try:
+        hints = typing.get_type_hints(forecaster.__init__)
+    except Exception:  # noqa: BLE001 -- unresolvable hints: take any value
+        hints = {}
+    fields: dict[str, Any] = {}
+    for arg in inspect.signature(forecaster).parameters.values():
+        if arg.name == "seed" or arg.kind in (arg.VAR_POSITIONAL, arg.VAR_KEYWORD):
+            continue
+        default = ... if arg.default is arg.empty else arg.default
+        fields[arg.name] = (hints.get(arg.name, Any), default)
+    return create_model(
+        f"{forecaster.__name__}Params",
+        __config__=ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True),
+        **fields,
     )
 
-    @model_validator(mode="after")
-    def _window_holds_the_regression(self) -> OlsConfig:
-        if self.window is not None and self.window <= self.lags + 1:
-            raise ValueError(
-                f"window ({self.window}) must be greater than lags + 1 ({self.lags + 1}): a "
-                "rolling regression on the lags and a constant needs more pairs than unknowns"
-            )
-        return self
 
-
-class LstmConfig(_Section):
-    units: list[StrictInt] = Field(default_factory=lambda: [32], min_length=1)
-    epochs: StrictInt = Field(20, ge=1)
-    batch_size: StrictInt = Field(64, ge=1)
-    learning_rate: float = Field(1e-3, gt=0, lt=1)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    patience: StrictInt = Field(3, ge=1)
-    validation_fraction: float = Field(0.1, gt=0, lt=0.5)
-    seeds: StrictInt = Field(1, ge=1, le=50, description="independent seeds reported as mean ± std")
-
-    @field_validator("units")
-    @classmethod
-    def _positive_units(cls, units: list[int]) -> list[int]:
-        if any(u < 1 for u in units):
-            raise ValueError(f"every layer needs at least 1 unit, got {units}")
-        return units
-
-
-class ForecastersConfig(_Section):
-    """Forecasters to run; leave one out (or set it to null) to skip it."""
-
-    random_walk: RandomWalkConfig | None = RandomWalkConfig()
-    sma: SmaForecasterConfig | None = None
-    ema: EmaForecasterConfig | None = None
-    kalman: KalmanConfig | None = None
-    ols: OlsConfig | None = None
-    lstm: LstmConfig | None = None
-
-    def enabled(self) -> dict[str, _Section]:
-        """Enabled forecasters by name, in a fixed order."""
-        return {name: cfg for name, cfg in self if cfg is not None}
+def _keyed(err: ValidationError, prefix: str, model: type[BaseModel]) -> list[str]:
+    """``_format``'s lines for a forecaster's parameters, each key with its full prefix."""
+    out = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = ".".join([prefix, *(str(p) for p in loc)])
+        if e["type"] == "extra_forbidden":
+            out.append(f"unknown key {key!r}{_suggest(str(loc[-1]), model)}")
+        elif e["type"] == "missing":
+            out.append(f"missing required key {key!r}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            out.append(f"{key}: {msg} (got {echo(e.get('input'))})")
+    return out
 
 
 class SizingConfig(_Section):
@@ -422,6 +557,8 @@ class SearchConfig(_Section):
 class Config(_Section):
     """One experiment."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
     name: str
     seed: StrictInt = Field(42, ge=0)
     device: Literal["auto", "cpu", "gpu"] = "auto"
@@ -430,7 +567,11 @@ class Config(_Section):
     data: DataConfig
     features: FeaturesConfig = FeaturesConfig()
     walkforward: WalkForwardConfig = WalkForwardConfig()
-    forecasters: ForecastersConfig = ForecastersConfig()
+    forecasters: Annotated[
+        ForecastersConfig,
+        BeforeValidator(ForecastersConfig.parse),
+        PlainSerializer(ForecastersConfig.dump),
+    ] = Field(default_factory=lambda: ForecastersConfig.parse({}))
     backtest: BacktestConfig = BacktestConfig()
     report: ReportConfig = ReportConfig()
     tracking: TrackingConfig = TrackingConfig()
@@ -510,7 +651,10 @@ def _format(err: ValidationError, source: str) -> str:
     for e in err.errors():
         loc = tuple(e["loc"])
         key = ".".join(str(p) for p in loc) or "<top level>"
-        if e["type"] == "extra_forbidden":
+        keyed = e.get("ctx", {}).get("error")
+        if isinstance(keyed, KeyedErrors):
+            lines.extend(f"{source}: {line}" for line in keyed.lines)
+        elif e["type"] == "extra_forbidden":
             lines.append(f"{source}: unknown key {key!r}{_suggest(str(loc[-1]), _model_at(loc))}")
         elif e["type"] == "missing":
             lines.append(f"{source}: missing required key {key!r}")

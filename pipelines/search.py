@@ -55,7 +55,14 @@ from pipelines.data import load_instrument, safe_child
 from pipelines.errors import ConfigError, DataError
 from pipelines.outputs import json_safe, read_stage_parquet, read_stage_summary, shown, write_json
 from pipelines.runtime import DeviceInfo
-from pipelines.search_unit import LSTM_PARAMS, TrialResult, TrialUnit, apply_params, lstm_params
+from pipelines.search_unit import (
+    LSTM,
+    LSTM_PARAMS,
+    TrialResult,
+    TrialUnit,
+    apply_params,
+    lstm_params,
+)
 from pipelines.walkforward import Fold
 
 log = logging.getLogger("gatecast.search")
@@ -80,7 +87,7 @@ def fingerprint(cfg: Config) -> str:
 
 def check(cfg: Config) -> None:
     """What the config sections cannot check alone: a searched LSTM and known instruments."""
-    if cfg.search.trials and cfg.forecasters.lstm is None:
+    if cfg.search.trials and cfg.forecasters.get(LSTM) is None:
         raise ConfigError(
             f"search.trials is {cfg.search.trials} but forecasters.lstm is not enabled: "
             "enable the LSTM or set search.trials: 0"
@@ -207,10 +214,10 @@ def check_lengths(cfg: Config, folds: Mapping[str, Sequence[Fold]]) -> None:
     """Every validation slice must leave the widest searched window enough bars to train on."""
     from models.lstm import LstmForecaster
 
-    assert cfg.forecasters.lstm is not None
+    assert cfg.forecasters.get(LSTM) is not None
     window = cfg.search.space.window[1] if cfg.search.space.window else cfg.features.window
     need = LstmForecaster(
-        window=window, validation_fraction=cfg.forecasters.lstm.validation_fraction
+        window=window, validation_fraction=cfg.forecasters[LSTM].params.validation_fraction
     ).required_train_bars()
     for name, slices in folds.items():
         if slices[0].train_bars < need:
@@ -308,7 +315,7 @@ def search(
         "direction": DIRECTION,
     }
     if not cfg.search.trials:
-        chosen = lstm_params(cfg) if cfg.forecasters.lstm is not None else None
+        chosen = lstm_params(cfg) if cfg.forecasters.get(LSTM) is not None else None
         summary = {**header, "source": "config", "trials_completed": 0, "trials_failed": 0}
         summary.update(chosen=chosen, instruments={})
         write_json(out, json_safe(summary))
@@ -383,7 +390,7 @@ def chosen_config(cfg: Config) -> tuple[Config, dict[str, str]]:
     LSTM's settings, so the train run's params are the chosen values, and the tags
     (``gatecast.lstm.source: search``, ``gatecast.search.run_id``, ...) name the search.
     """
-    if cfg.forecasters.lstm is None or not cfg.search.trials:
+    if cfg.forecasters.get(LSTM) is None or not cfg.search.trials:
         return cfg, {}
     path = summary_path(cfg)
     summary = read_stage_summary(path, STAGE)

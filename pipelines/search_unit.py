@@ -40,16 +40,16 @@ LSTM_PARAMS = ("units", "window", "dropout", "learning_rate", "batch_size", "epo
 
 def lstm_params(cfg: Config) -> dict[str, Any]:
     """The config's own values of ``LSTM_PARAMS`` (what a search of no trials chooses)."""
-    lstm = cfg.forecasters.lstm
-    if lstm is None:
+    spec = cfg.forecasters.get(LSTM)
+    if spec is None:
         raise ConfigError("search: forecasters.lstm is not enabled; there is no LSTM to tune")
     return {
-        "units": list(lstm.units),
+        "units": list(spec.params.units),
         "window": cfg.features.window,
-        "dropout": lstm.dropout,
-        "learning_rate": lstm.learning_rate,
-        "batch_size": lstm.batch_size,
-        "epochs": lstm.epochs,
+        "dropout": spec.params.dropout,
+        "learning_rate": spec.params.learning_rate,
+        "batch_size": spec.params.batch_size,
+        "epochs": spec.params.epochs,
     }
 
 

@@ -225,8 +225,8 @@ def _record_classic(
 def _record_lstm(
     cfg: Config, instrument: str, bars: pd.DataFrame, folds: list[Fold], pieces: Sequence[Piece]
 ) -> tuple[dict[str, pd.Series], dict[str, dict[str, float]], pd.DataFrame, Any]:
-    assert cfg.forecasters.lstm is not None
-    seeds = [cfg.seed + k for k in range(cfg.forecasters.lstm.seeds)]
+    assert cfg.forecasters.get(LSTM) is not None
+    seeds = [cfg.seed + k for k in range(cfg.forecasters[LSTM].seeds)]
     tracking.set_tags(
         {
             "gatecast.seeds": ",".join(map(str, seeds)),
@@ -557,8 +557,8 @@ def train(cfg: Config, *, command: str | None = None, reuse: bool = True) -> dic
                 "device": {"kind": device.kind, "name": device.name, "requested": device.requested},
                 "deterministic": device.deterministic,
                 "seeds": (
-                    [cfg.seed + k for k in range(cfg.forecasters.lstm.seeds)]
-                    if cfg.forecasters.lstm
+                    [cfg.seed + k for k in range(cfg.forecasters[LSTM].seeds)]
+                    if cfg.forecasters.get(LSTM)
                     else []
                 ),
             }

@@ -105,11 +105,11 @@ def batch_shards(cfg: Config) -> int | None:
     this process (one block per core, none under ``MIN_AUTO_SHARD_ROWS`` rows),
     so a worker with fewer threads still trains the driver's model.
     """
-    if cfg.forecasters.lstm is None:
+    if cfg.forecasters.get(LSTM) is None:
         return None
     from models.gate_lstm_xla import MIN_AUTO_SHARD_ROWS, default_batch_shards
 
-    rows = cfg.forecasters.lstm.batch_size
+    rows = cfg.forecasters[LSTM].params.batch_size
     return max(1, min(default_batch_shards(), rows // MIN_AUTO_SHARD_ROWS))
 
 
@@ -119,7 +119,8 @@ def gpus_wanted(unit: TrainUnit) -> float | None:
     Decided by the unit alone (its config and device), so an executor can be
     started before the driver has chosen its own device.
     """
-    return runtime.lstm_gpus(unit.cfg, unit.device) if unit.forecaster == LSTM else None
+    wants = unit.cfg.forecasters[unit.forecaster].cls.device
+    return runtime.lstm_gpus(unit.cfg, unit.device) if wants else None
 
 
 def make_units(
@@ -135,15 +136,14 @@ def make_units(
     then (LSTM) seeds, then folds, oldest first.
     """
     units = []
-    lstm = cfg.forecasters.lstm
     for instrument, instrument_bars in bars.items():
         # one window per fold, shared by its units (an executor ships each once)
         windows = {
             f.number: instrument_bars.iloc[f.train_start : f.test_end + 1]
             for f in folds[instrument]
         }
-        for name in cfg.forecasters.enabled():
-            seeds = range(lstm.seeds) if name == LSTM and lstm is not None else range(1)
+        for name, spec in cfg.forecasters.enabled().items():
+            seeds = range(spec.seeds)
             for k in seeds:
                 for fold in folds[instrument]:
                     units.append(
@@ -157,8 +157,8 @@ def make_units(
                             seed_index=k,
                             seed=cfg.seed + k,
                             batch_shards=batch_shards,
-                            gates=name == LSTM and k == 0,
-                            export=name == LSTM and fold is folds[instrument][-1],
+                            gates=spec.cls.introspection and k == 0,
+                            export=spec.cls.export and fold is folds[instrument][-1],
                         )
                     )
     return units
@@ -187,7 +187,7 @@ def run_train_unit(unit: TrainUnit) -> TrainResult:
     """Fit ``unit``'s forecaster on its fold's training bars and forecast its test dates."""
     fold = unit.fold.rebased(unit.fold.train_start)
     runtime.seed_everything(unit.seed)
-    if unit.forecaster != LSTM:
+    if not unit.cfg.forecasters[unit.forecaster].cls.device:
         return _result(unit, fold)
     try:
         with runtime.device_scope(unit.device):
@@ -201,7 +201,7 @@ def grows_memory(unit: TrainUnit) -> bool:
     some of every model, 6 to 14 MiB a unit measured on the smoke config's models, cleared
     session or not);
     a Ray worker is recycled after ``pipelines.ray_executor.UNITS_PER_WORKER`` of them."""
-    return unit.forecaster == LSTM
+    return unit.cfg.forecasters[unit.forecaster].cls.device
 
 
 # Keras keeps every model a process builds until its session is cleared, and clearing it
@@ -260,6 +260,7 @@ def _result(unit: TrainUnit, fold: Fold) -> TrainResult:
             unit.forecaster, unit.cfg, seed=unit.seed, batch_shards=unit.batch_shards
         ),
         [fold],
+        name=unit.forecaster,
     )
     forecaster = walked.last_forecaster
     result = TrainResult(
@@ -267,12 +268,11 @@ def _result(unit: TrainUnit, fold: Fold) -> TrainResult:
         fit_seconds=walked.fit_seconds[0],
         predict_seconds=walked.predict_seconds[0],
     )
-    if unit.forecaster == LSTM:
-        result.history = forecaster.history_
-        if unit.gates:
-            result.gates = gates_long(
-                forecaster.gate_activations_per_unit(unit.bars, fold.test_start_date), fold.number
-            )
-        if unit.export:
-            result.model = forecaster.to_bytes()
+    result.history = getattr(forecaster, "history_", None)
+    if unit.gates:
+        result.gates = gates_long(
+            forecaster.gate_activations_per_unit(unit.bars, fold.test_start_date), fold.number
+        )
+    if unit.export:
+        result.model = forecaster.to_bytes()
     return result

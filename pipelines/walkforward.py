@@ -28,22 +28,12 @@ from typing import Any
 
 import pandas as pd
 
-from models.base import Forecaster
-from models.baselines import (
-    EmaForecaster,
-    KalmanForecaster,
-    OlsForecaster,
-    RandomWalkForecaster,
-    SmaForecaster,
-)
+from models.base import BuildContext, Forecaster
 from models.metrics import forecast_metrics
-from pipelines.config import Config, ForecastersConfig, WalkForwardConfig
+from pipelines.config import Config, WalkForwardConfig
 from pipelines.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
-
-#: Forecaster names, in the config's order.
-FORECASTER_NAMES: tuple[str, ...] = tuple(ForecastersConfig.model_fields)
 
 
 # Folds ---------------------------------------------------------------------------
@@ -208,56 +198,32 @@ def make_forecaster(
     """A fresh, unfitted forecaster from ``cfg.forecasters.<name>`` (and ``cfg.features``).
 
     Args:
-        name: one of ``FORECASTER_NAMES``.
-        cfg: the experiment config; the forecaster must be enabled in it.
-        seed: the LSTM's seed (default ``cfg.seed``); the classic forecasters
-            are deterministic and ignore it.
-        batch_shards: the LSTM's ``batch_shards`` (None: one row block per
-            core of the process; see ``models.lstm.LstmForecaster``).
+        name: a name under the config's ``forecasters:``.
+        cfg: the experiment config.
+        seed: the seed of this fit (default ``cfg.seed``); deterministic
+            forecasters ignore it.
+        batch_shards: row blocks per batch, for a forecaster whose constructor
+            takes ``batch_shards`` (None: its own default).
 
     Raises:
-        ConfigError: unknown name (with a suggestion) or a disabled forecaster.
+        ConfigError: a name the config does not list (with a suggestion).
     """
-    if name not in FORECASTER_NAMES:
-        close = difflib.get_close_matches(name, FORECASTER_NAMES, n=1, cutoff=0.5)
+    specs = cfg.forecasters.enabled()
+    if name not in specs:
+        close = difflib.get_close_matches(name, list(specs), n=1, cutoff=0.5)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise ConfigError(
-            f"unknown forecaster {name!r} under forecasters: {hint}"
-            f"valid names: {', '.join(FORECASTER_NAMES)}"
+            f"forecaster {name!r} is not configured under forecasters: {hint}"
+            f"configured: {', '.join(specs)} (add forecasters.{name} to the config)"
         )
-    section = getattr(cfg.forecasters, name)
-    if section is None:
-        raise ConfigError(
-            f"forecaster {name!r} is not enabled: add forecasters.{name} to the config "
-            f"(e.g. `{name}: {{}}` for its defaults)"
-        )
-    if name == "random_walk":
-        return RandomWalkForecaster()
-    if name == "sma":
-        return SmaForecaster(window=section.window)
-    if name == "ema":
-        return EmaForecaster(span=section.span)
-    if name == "kalman":
-        return KalmanForecaster(trend=section.trend)
-    if name == "ols":
-        return OlsForecaster(lags=section.lags, window=section.window)
-    # Imported here so the classic forecasters run without loading Keras.
-    from models.lstm import LstmForecaster
-
-    return LstmForecaster(
-        window=cfg.features.window,
-        units=list(section.units),
-        epochs=section.epochs,
-        batch_size=section.batch_size,
-        learning_rate=section.learning_rate,
-        dropout=section.dropout,
-        patience=section.patience,
-        validation_fraction=section.validation_fraction,
-        use_volume=cfg.features.use_volume,
-        use_range=cfg.features.use_range,
-        seed=cfg.seed if seed is None else seed,
-        batch_shards=batch_shards,
+    spec = specs[name]
+    context = BuildContext(
+        seed=cfg.seed if seed is None else seed, features=cfg.features.model_dump()
     )
+    forecaster = spec.cls.from_config(spec.arguments(), context)
+    if batch_shards is not None and hasattr(forecaster, "batch_shards"):
+        forecaster.batch_shards = int(batch_shards)
+    return forecaster
 
 
 # Walk-forward --------------------------------------------------------------------
@@ -298,6 +264,7 @@ def walk_forward(
     factory: Callable[[], Forecaster],
     folds: Sequence[Fold],
     progress: Callable[[Fold, Forecaster], None] | None = None,
+    name: str | None = None,
 ) -> WalkForwardResult:
     """Refit a fresh forecaster per fold and concatenate the out-of-sample forecasts.
 
@@ -312,6 +279,8 @@ def walk_forward(
         factory: returns a fresh, unfitted forecaster.
         folds: from ``make_folds(bars.index, ...)``.
         progress: called with each fold and its fitted forecaster when done.
+        name: the forecasts' name (default: the forecaster's class ``name``); a
+            config's name for it, where several of one kind run side by side.
 
     Raises:
         DataError: a forecaster rejected a fold's data (message names the fold).
@@ -322,7 +291,7 @@ def walk_forward(
     fitted: list[Forecaster] = []
     fit_seconds: list[float] = []
     predict_seconds: list[float] = []
-    name = "forecast"
+    label = name
     for fold in folds:
         if fold.test_end >= len(bars) or bars.index[fold.test_start] != fold.test_start_date:
             raise DataError(
@@ -331,9 +300,9 @@ def walk_forward(
                 "from bars.index"
             )
         forecaster = factory()
-        name = forecaster.name
+        label = name or forecaster.name
         where = (
-            f"{name}, fold {fold.number} (train {fold.train_start_date.date()} .. "
+            f"{label}, fold {fold.number} (train {fold.train_start_date.date()} .. "
             f"{fold.train_end_date.date()}, test {fold.test_start_date.date()} .. "
             f"{fold.test_end_date.date()})"
         )
@@ -360,9 +329,9 @@ def walk_forward(
         log.debug("%s: fit %.2f s, predict %.2f s", where, t1 - t0, t2 - t1)
         if progress is not None:
             progress(fold, forecaster)
-    forecasts = pd.concat(pieces).rename(name)
+    forecasts = pd.concat(pieces).rename(label)
     return WalkForwardResult(
-        name=name,
+        name=str(label),
         forecasts=forecasts,
         folds=list(folds),
         forecasters=fitted,

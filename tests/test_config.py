@@ -239,8 +239,8 @@ def test_overrides_merge_into_the_file_and_are_validated(tmp_path):
         ]
     )
     cfg = cli.config_from_args(args)
-    assert cfg.forecasters.lstm.epochs == 5
-    assert cfg.forecasters.lstm.units == [8]  # the rest of the section is kept
+    assert cfg.forecasters["lstm"].params.epochs == 5
+    assert cfg.forecasters["lstm"].params.units == [8]  # the rest of the section is kept
     assert cfg.data.instruments == ["GOOG"]
     assert cfg.data.start is not None  # untouched keys keep the file's values
     assert cfg.run_directory == Path(tmp_path) / "smoke"

@@ -232,7 +232,7 @@ def test_train_runs_the_chosen_configuration(store):
     summary = _summary(store / "build")
     cfg = _cfg(store / "build")
     chosen, tags = search.chosen_config(cfg)
-    assert chosen.forecasters.lstm.units == summary["chosen"]["units"]
+    assert chosen.forecasters["lstm"].params.units == summary["chosen"]["units"]
     assert chosen.features.window == summary["chosen"]["window"]
     assert tags["gatecast.lstm.source"] == "search"
     assert tags["gatecast.search.run_id"] == summary["parent_run_id"]

@@ -13,8 +13,9 @@ import shlex
 
 import pytest
 
+from core import registry
 from pipelines import synthetic
-from pipelines.config import REPO_ROOT, Config, ForecastersConfig, load_config, parse_set
+from pipelines.config import REPO_ROOT, Config, load_config, parse_set
 from pipelines.data import load_universe
 from pipelines.errors import DataError
 from pipelines.train import _min_history
@@ -49,7 +50,7 @@ def test_every_bundled_instrument_is_in_it(cfg):
 
 
 def test_every_forecaster_is_enabled(cfg):
-    assert set(cfg.forecasters.enabled()) == set(ForecastersConfig.model_fields)
+    assert set(cfg.forecasters.enabled()) == set(registry.names(registry.FORECASTERS))
 
 
 def test_folds_are_the_most_the_shortest_instrument_holds(cfg):

@@ -1,0 +1,134 @@
+"""Forecasters as registered components: entry points, ``kind``, variants, a user's class.
+
+A forecaster comes into a config through the registry only: its registered
+name (an entry point of ``gatecast.forecasters``) or ``package.module:Class``;
+the config's key is a name of the user's choosing and ``kind`` defaults to it.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+from core import registry
+from models.baselines import SmaForecaster
+from pipelines.config import load_config
+from pipelines.data import read_csv_bars
+from pipelines.errors import ConfigError
+from pipelines.walkforward import make_folds, make_forecaster, walk_forward
+from tests.conftest import SAMPLE_DIR
+
+BUILT_INS = {"random_walk", "sma", "ema", "kalman", "ols", "lstm"}
+
+
+def _smoke(forecasters: dict) -> object:
+    return load_config("configs/smoke.yaml", overrides={"forecasters": forecasters})
+
+
+def test_the_built_ins_are_entry_points():
+    assert set(registry.names(registry.FORECASTERS)) >= BUILT_INS
+    assert registry.load(registry.FORECASTERS, "sma") is SmaForecaster
+
+
+def test_todays_configs_keep_their_names_and_order():
+    cfg = load_config("configs/default.yaml")
+    specs = cfg.forecasters.enabled()
+    assert list(specs) == ["random_walk", "sma", "ema", "kalman", "ols", "lstm"]
+    assert all(spec.kind == name for name, spec in specs.items())
+    assert specs["lstm"].seeds == 2 and specs["sma"].seeds == 1
+    assert cfg.forecasters.with_capability("stochastic").keys() == {"lstm"}
+
+
+def test_variants_of_one_kind_run_side_by_side():
+    cfg = _smoke(
+        {"sma_50": {"kind": "sma", "window": 50}, "sma_200": {"kind": "sma", "window": 200}}
+    )
+    fifty, two_hundred = make_forecaster("sma_50", cfg), make_forecaster("sma_200", cfg)
+    assert (type(fifty), fifty.window) == (SmaForecaster, 50)
+    assert (type(two_hundred), two_hundred.window) == (SmaForecaster, 200)
+    bars = read_csv_bars(SAMPLE_DIR / "GSPC.csv")
+    folds = make_folds(bars.index, cfg.walkforward)[:1]
+    walked = walk_forward(bars, lambda: make_forecaster("sma_50", cfg), folds, name="sma_50")
+    assert walked.forecasts.name == "sma_50"
+
+
+def test_a_config_round_trips_through_its_dump():
+    cfg = _smoke({"sma_200": {"kind": "sma", "window": 200}})
+    again = load_config(
+        "configs/smoke.yaml", overrides={"forecasters": cfg.model_dump()["forecasters"]}
+    )
+    assert again.forecasters == cfg.forecasters
+    assert cfg.model_dump()["forecasters"]["sma_200"] == {"kind": "sma", "window": 200}
+
+
+@pytest.mark.parametrize(
+    ("forecasters", "message"),
+    [
+        (
+            {"ema_5": {"kind": "emma"}},
+            r"forecasters\.ema_5\.kind: unknown kind 'emma': did you mean 'ema'",
+        ),
+        ({"smaa": {}}, r"forecasters\.smaa: unknown kind 'smaa': did you mean 'sma'"),
+        (
+            {"sma_9": {"kind": "sma", "window": 0}},
+            r"forecasters\.sma_9\.window: .*greater than or equal to 1",
+        ),
+        ({"sma": {"windo": 5}}, r"unknown key 'forecasters\.sma\.windo'; did you mean 'window'"),
+        ({"sma": {"seeds": 3}}, r"forecasters\.sma\.seeds: sma is deterministic"),
+        ({"lstm": {"seeds": 0}}, r"forecasters\.lstm\.seeds: an integer from 1 to 50"),
+        (
+            {"x": {"kind": "no_such_module:Thing"}},
+            r"forecasters\.x\.kind: .*module 'no_such_module' not found",
+        ),
+        ({"sma": 5}, r"forecasters\.sma: expected a mapping of its parameters"),
+    ],
+)
+def test_bad_sections_are_one_line_naming_the_full_key(forecasters, message):
+    with pytest.raises(ConfigError, match=message):
+        _smoke(forecasters)
+
+
+USER_FORECASTER = '''
+    from models.base import Forecaster
+
+
+    class Drift(Forecaster):
+        """A plain subclass: no Config model, its constructor's keywords are its parameters."""
+
+        name = "drift"
+
+        def __init__(self, lookback: int = 20, scale: float = 1.0, seed: int = 0):
+            self.lookback, self.scale, self.seed = lookback, scale, seed
+
+        @property
+        def min_history(self):
+            return self.lookback + 1
+
+        def fit(self, train):
+            return self
+
+        def predict(self, bars, start):
+            close = bars["close"]
+            drift = (close / close.shift(self.lookback)) ** (1 / self.lookback)
+            return (close * drift ** self.scale).loc[start:].rename(self.name)
+'''
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    (tmp_path / "my_drift.py").write_text(textwrap.dedent(USER_FORECASTER))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "my_drift:Drift"
+    sys.modules.pop("my_drift", None)
+
+
+def test_a_users_class_by_module_path_takes_its_constructors_keywords(user_module):
+    cfg = _smoke({"drift": {"kind": user_module, "lookback": 10}})
+    forecaster = make_forecaster("drift", cfg, seed=7)
+    assert (forecaster.lookback, forecaster.scale, forecaster.seed) == (10, 1.0, 7)
+    with pytest.raises(ConfigError, match=r"unknown key 'forecasters\.drift\.lookbak'"):
+        _smoke({"drift": {"kind": user_module, "lookbak": 10}})
+    with pytest.raises(ConfigError, match=r"forecasters\.drift\.lookback: .*valid integer"):
+        _smoke({"drift": {"kind": user_module, "lookback": "ten"}})
