@@ -21,6 +21,7 @@ from typing import ClassVar, Self
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 from scipy.signal import lfilter
 from statsmodels.regression.linear_model import OLS
 from statsmodels.regression.rolling import RollingOLS
@@ -28,8 +29,6 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning
 from statsmodels.tsa.statespace.structural import UnobservedComponents
 
 from core.bars import validate_bars
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
-
 from models.base import Forecaster
 
 log = logging.getLogger(__name__)
