@@ -32,6 +32,7 @@ import pandas as pd
 
 from pipelines import runtime
 from pipelines.config import Config
+from pipelines.errors import ConfigError
 from pipelines.walkforward import Fold, make_forecaster, walk_forward
 
 LSTM = "lstm"
@@ -143,6 +144,12 @@ def make_units(
             for f in folds[instrument]
         }
         for name, spec in cfg.forecasters.enabled().items():
+            if spec.seeds > 1 and name != LSTM:
+                # the train stage averages seeds into one column for `lstm` only, so far
+                raise ConfigError(
+                    f"forecasters.{name}.seeds: {spec.seeds} seeds are recorded for the "
+                    f"forecaster named {LSTM!r} only; give {name} seeds: 1 or run it as {LSTM!r}"
+                )
             seeds = range(spec.seeds)
             for k in seeds:
                 for fold in folds[instrument]:

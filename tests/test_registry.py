@@ -132,3 +132,19 @@ def test_a_users_class_by_module_path_takes_its_constructors_keywords(user_modul
         _smoke({"drift": {"kind": user_module, "lookbak": 10}})
     with pytest.raises(ConfigError, match=r"forecasters\.drift\.lookback: .*valid integer"):
         _smoke({"drift": {"kind": user_module, "lookback": "ten"}})
+
+
+def test_a_second_lstm_runs_beside_the_first(tmp_path):
+    # one seed each: a variant of a stochastic kind trains as its own forecaster; several
+    # seeds averaged into one column are recorded for the one named lstm only, said so
+    from pipelines.units import make_units
+
+    cfg = _smoke({"lstm_4": {"kind": "lstm", "units": [4], "seeds": 1}})
+    assert make_forecaster("lstm_4", cfg).units == [4]
+    bars = {"GSPC": read_csv_bars(SAMPLE_DIR / "GSPC.csv")}
+    folds = {"GSPC": make_folds(bars["GSPC"].index, cfg.walkforward)}
+    units = make_units(cfg, bars, folds, device=None, batch_shards=None)
+    assert {u.forecaster for u in units} >= {"lstm", "lstm_4"}
+    two_seeds = _smoke({"lstm_4": {"kind": "lstm", "units": [4], "seeds": 2}})
+    with pytest.raises(ConfigError, match=r"forecasters\.lstm_4\.seeds: 2 seeds are recorded"):
+        make_units(two_seeds, bars, folds, device=None, batch_shards=None)
