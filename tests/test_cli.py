@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -190,3 +193,14 @@ def test_on_a_terminal_progress_is_the_bar_alone(caplog):
         progress.update("GSPC")
     assert caplog.records == []
     assert "train: 100%" in stream.getvalue()
+
+
+def test_the_gatecast_command_runs_the_stages():
+    from importlib.metadata import entry_points
+
+    (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "gatecast"]
+    assert script.value == "pipelines.__main__:main"
+    command = Path(sys.executable).with_name("gatecast")
+    done = subprocess.run([command, "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "usage: gatecast" in done.stdout and "train" in done.stdout
