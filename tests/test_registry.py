@@ -148,3 +148,33 @@ def test_a_second_lstm_runs_beside_the_first(tmp_path):
     two_seeds = _smoke({"lstm_4": {"kind": "lstm", "units": [4], "seeds": 2}})
     with pytest.raises(ConfigError, match=r"forecasters\.lstm_4\.seeds: 2 seeds are recorded"):
         make_units(two_seeds, bars, folds, device=None, batch_shards=None)
+
+
+def test_registered_forecasters_go_through_train_and_backtest(tmp_path, monkeypatch):
+    # arima and gbm come in through their entry points alone: the stages name neither
+    import json
+
+    import pandas as pd
+
+    from pipelines import backtest, tracking, train
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    sets = [
+        f"output_directory={tmp_path / 'build'}",
+        "data.instruments=[GSPC]",
+        "forecasters.lstm=null",
+        "forecasters.arima={order: [1, 0, 0]}",
+        "forecasters.gbm_5={kind: gbm, lags: 5, max_iter: 20}",
+        "tracking.experiment=gatecast-test-registry",
+    ]
+    argv = ["--config", "configs/smoke.yaml", *[a for s in sets for a in ("--set", s)]]
+    assert train.main(argv) == 0
+    frame = pd.read_parquet(tmp_path / "build" / "smoke" / "forecasts" / "GSPC.parquet")
+    assert {"arima", "gbm_5"} <= set(frame.columns)
+    assert frame[["arima", "gbm_5"]].dropna().shape[0] > 100
+    runs = {r.info.run_name for r in tracking.find_runs("gatecast-test-registry")}
+    assert {"train/GSPC/arima", "train/GSPC/gbm_5"} <= runs
+    assert backtest.main(argv) == 0
+    summary = json.loads((tmp_path / "build" / "smoke" / "backtests" / "summary.json").read_text())
+    strategies = summary["instruments"]["GSPC"]["strategies"]
+    assert {"arima", "gbm_5"} <= set(strategies)  # each trades its forecast

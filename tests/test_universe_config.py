@@ -13,7 +13,6 @@ import shlex
 
 import pytest
 
-from core import registry
 from pipelines import synthetic
 from pipelines.config import REPO_ROOT, Config, load_config, parse_set
 from pipelines.data import load_universe
@@ -49,8 +48,9 @@ def test_every_bundled_instrument_is_in_it(cfg):
     assert len(cfg.data.instruments) == len(bundled)
 
 
-def test_every_forecaster_is_enabled(cfg):
-    assert set(cfg.forecasters.enabled()) == set(registry.names(registry.FORECASTERS))
+def test_every_forecaster_of_the_default_run_is_enabled(cfg):
+    default = load_config("configs/default.yaml")
+    assert set(cfg.forecasters.enabled()) == set(default.forecasters.enabled())
 
 
 def test_folds_are_the_most_the_shortest_instrument_holds(cfg):
