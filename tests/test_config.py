@@ -29,7 +29,7 @@ def parse_error(raw) -> str:
     return str(err.value)
 
 
-@pytest.mark.parametrize("name", ["default", "smoke"])
+@pytest.mark.parametrize("name", ["default", "smoke", "zoo"])
 def test_bundled_configs_load(name):
     cfg = load_config(f"configs/{name}.yaml")
     assert isinstance(cfg, Config)
