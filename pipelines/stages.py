@@ -19,4 +19,5 @@ COMMANDS = {
     "backtest": ("pipelines.backtest", "backtest every strategy on the saved forecasts"),
     "report": ("pipelines.report", "league table, statistics and the HTML report"),
     "run": ("pipelines.run", "the whole job: data, search, train, backtest, report"),
+    "check": ("pipelines.check", "look-ahead analysis of every forecaster and strategy"),
 }
