@@ -12,13 +12,17 @@ Imports are read from the source with :mod:`ast` (every ``import`` statement,
 including those inside functions), so nothing is imported and only the
 standard library is needed: make can run this before the virtual environment
 exists. A module named only in a string (``importlib.import_module``) is not
-seen; the stages do not load their own code that way.
+seen; the stages do not load their own code that way, with one exception: the
+forecasters come through the registry (entry points), so a stage that builds
+them (it imports ``pipelines.walkforward``) also runs every project module
+registered in ``pyproject.toml``'s ``gatecast.forecasters`` group.
 """
 
 from __future__ import annotations
 
 import ast
 import sys
+import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -26,6 +30,9 @@ from pipelines.stages import COMMANDS, PIPELINE
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("core", "models", "strategies", "pipelines")
+# The module that builds forecasters from the registry, and the registry's group.
+BUILDS_FORECASTERS = "pipelines.walkforward"
+FORECASTER_GROUP = "gatecast.forecasters"
 # make variable -> the stage's module: DATA_CODE -> pipelines.data, ...
 STAGES = {f"{name.upper()}_CODE": COMMANDS[name][0] for name in PIPELINE}
 
@@ -64,12 +71,24 @@ def _with_parents(module: str) -> list[str]:
     return [".".join(parts[: k + 1]) for k in range(len(parts))]
 
 
+def registered_modules(root: Path = ROOT) -> list[str]:
+    """Project modules of the forecasters registered in ``root``'s ``pyproject.toml``."""
+    path = root / "pyproject.toml"
+    if not path.is_file():
+        return []
+    groups = tomllib.loads(path.read_text(encoding="utf-8"))["project"].get("entry-points", {})
+    values = groups.get(FORECASTER_GROUP, {}).values()
+    return sorted({v.partition(":")[0] for v in values if module_file(v.partition(":")[0], root)})
+
+
 def code_files(start: str, root: Path = ROOT) -> list[Path]:
     """Files of ``start`` and every project module it imports, transitively, sorted."""
     seen: set[str] = set()
     todo = [start]
     while todo:
         module = todo.pop()
+        if module == BUILDS_FORECASTERS:
+            todo.extend(registered_modules(root))
         for name in _with_parents(module):
             if name in seen or module_file(name, root) is None:
                 continue

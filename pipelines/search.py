@@ -81,7 +81,7 @@ def fingerprint(cfg: Config) -> str:
     dump = cfg.model_dump(mode="json")
     keys = ("seed", "device", "deterministic", "data", "features", "walkforward", "search")
     part = {k: dump[k] for k in keys}
-    part["lstm"] = dump["forecasters"]["lstm"]
+    part["lstm"] = dump["forecasters"].get(LSTM)
     return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()
 
 
