@@ -19,8 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, EstimationWarning
 from statsmodels.tsa.statespace.sarimax import SARIMAX, SARIMAXResults
 
-from core.bars import validate_bars
-from models.base import Forecaster
+from models.base import Forecaster, closes, first_forecast_position
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +103,7 @@ class ArimaForecaster(Forecaster):
 
     def fit(self, train: pd.DataFrame) -> Self:
         who = self._who()
-        close = _closes(train, who)
+        close = closes(train, who)
         if len(close) < self.required_train_bars():
             raise ValueError(
                 f"{who}: the training segment has {len(close)} bars, needs at least "
@@ -142,8 +141,8 @@ class ArimaForecaster(Forecaster):
         who = self._who()
         if not hasattr(self, "result_"):
             raise ValueError(f"{who}: call fit() before predict()")
-        close = _closes(bars, who)
-        first = _first_position(close, start, self.min_history, who)
+        close = closes(bars, who)
+        first = first_forecast_position(close.index, start, self.min_history, who)
         values = close.to_numpy()
         # Position j of `returns` is r[j+1]; the NaN after the last bar's return
         # stands for the unknown r[len]. The filter's one-step-ahead prediction
@@ -154,25 +153,3 @@ class ArimaForecaster(Forecaster):
         next_return = np.asarray(filtered.forecasts[0], dtype="float64") / _SCALE
         forecast = values[first:] * np.exp(next_return[first:])
         return pd.Series(forecast, index=close.index[first:], name=self.name)
-
-
-def _closes(bars: pd.DataFrame, who: str) -> pd.Series:
-    """The ``close`` column of ``bars`` as float64, after the bars contract's checks."""
-    validate_bars(bars, who, columns=("close",))
-    return bars["close"].astype("float64")
-
-
-def _first_position(close: pd.Series, start: pd.Timestamp, min_history: int, who: str) -> int:
-    """Position of the first ``t >= start``, checked to have enough history up to it."""
-    first = int(close.index.searchsorted(pd.Timestamp(start)))
-    if first >= len(close):
-        last = close.index[-1].date() if len(close) else "no bars"
-        raise ValueError(
-            f"{who}: no bars on or after start {pd.Timestamp(start).date()} (last bar: {last})"
-        )
-    if first + 1 < min_history:
-        raise ValueError(
-            f"{who}: the first forecast ({close.index[first].date()}) needs {min_history} bars "
-            f"up to and including it, got {first + 1}; pass more warm-up bars before start"
-        )
-    return first

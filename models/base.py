@@ -23,9 +23,9 @@ from typing import Any, ClassVar, Self
 import pandas as pd
 from pydantic import BaseModel
 
-from core.bars import BAR_COLUMNS
+from core.bars import BAR_COLUMNS, validate_bars
 
-__all__ = ["BAR_COLUMNS", "BuildContext", "Forecaster"]
+__all__ = ["BAR_COLUMNS", "BuildContext", "Forecaster", "closes", "first_forecast_position"]
 
 
 @dataclass(frozen=True)
@@ -107,3 +107,34 @@ class Forecaster(ABC):
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.endswith("_"))
         return f"{type(self).__name__}({params})"
+
+
+# Input checks every forecaster's predict makes ---------------------------------------
+
+
+def closes(bars: pd.DataFrame, who: str) -> pd.Series:
+    """The ``close`` column of ``bars`` as float64, after the bars contract's checks.
+
+    Only ``close`` must be there; every bar column present is checked (``core.bars``).
+    """
+    validate_bars(bars, who, columns=("close",))
+    return bars["close"].astype("float64")
+
+
+def first_forecast_position(
+    index: pd.DatetimeIndex, start: pd.Timestamp, min_history: int, who: str
+) -> int:
+    """Position of the first ``t >= start`` in ``index``, checked to have enough history."""
+    first = int(index.searchsorted(pd.Timestamp(start)))
+    if first >= len(index):
+        last = index[-1].date() if len(index) else "no bars"
+        raise ValueError(
+            f"{who}: no bars on or after start {pd.Timestamp(start).date()} (last bar: {last})"
+        )
+    if first + 1 < min_history:
+        raise ValueError(
+            f"{who}: the first forecast ({index[first].date()}) needs {min_history} bars "
+            f"up to and including it, got {first + 1}; pass more warm-up bars before start "
+            "or shorten the forecaster's window"
+        )
+    return first

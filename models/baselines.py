@@ -28,8 +28,7 @@ from statsmodels.regression.rolling import RollingOLS
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 from statsmodels.tsa.statespace.structural import UnobservedComponents
 
-from core.bars import validate_bars
-from models.base import Forecaster
+from models.base import Forecaster, closes, first_forecast_position
 
 log = logging.getLogger(__name__)
 
@@ -50,34 +49,8 @@ __all__ = [
 # Shared input checks -----------------------------------------------------------
 
 
-def _closes(bars: pd.DataFrame, who: str) -> pd.Series:
-    """The ``close`` column of ``bars`` as float64, after the bars contract's checks.
-
-    Only ``close`` must be there; every bar column present is checked (``core.bars``).
-    """
-    validate_bars(bars, who, columns=("close",))
-    return bars["close"].astype("float64")
-
-
-def _first_position(close: pd.Series, start: pd.Timestamp, min_history: int, who: str) -> int:
-    """Position of the first ``t >= start``, checked to have enough history up to it."""
-    first = int(close.index.searchsorted(pd.Timestamp(start)))
-    if first >= len(close):
-        last = close.index[-1].date() if len(close) else "no bars"
-        raise ValueError(
-            f"{who}: no bars on or after start {pd.Timestamp(start).date()} (last bar: {last})"
-        )
-    if first + 1 < min_history:
-        raise ValueError(
-            f"{who}: the first forecast ({close.index[first].date()}) needs {min_history} bars "
-            f"up to and including it, got {first + 1}; pass more warm-up bars before start "
-            "or shorten the forecaster's window"
-        )
-    return first
-
-
 def _check_train(train: pd.DataFrame, need: int, who: str) -> None:
-    close = _closes(train, who)
+    close = closes(train, who)
     if len(close) < need:
         raise ValueError(
             f"{who}: the training segment has {len(close)} bars, needs at least {need}; "
@@ -151,8 +124,8 @@ class RandomWalkForecaster(Forecaster):
         return self
 
     def predict(self, bars: pd.DataFrame, start: pd.Timestamp) -> pd.Series:
-        close = _closes(bars, self.name)
-        first = _first_position(close, start, self.min_history, self.name)
+        close = closes(bars, self.name)
+        first = first_forecast_position(close.index, start, self.min_history, self.name)
         return _series(close.to_numpy()[first:], close.index[first:], self.name)
 
 
@@ -190,8 +163,8 @@ class SmaForecaster(Forecaster):
 
     def predict(self, bars: pd.DataFrame, start: pd.Timestamp) -> pd.Series:
         who = f"sma(window={self.window})"
-        close = _closes(bars, who)
-        first = _first_position(close, start, self.min_history, who)
+        close = closes(bars, who)
+        first = first_forecast_position(close.index, start, self.min_history, who)
         values = close.to_numpy()[first - self.window + 1 :]
         # Each window is averaged on its own (no running sum), so a long
         # series at a large price level accumulates no rounding drift.
@@ -236,8 +209,8 @@ class EmaForecaster(Forecaster):
 
     def predict(self, bars: pd.DataFrame, start: pd.Timestamp) -> pd.Series:
         who = f"ema(span={self.span})"
-        close = _closes(bars, who)
-        first = _first_position(close, start, self.min_history, who)
+        close = closes(bars, who)
+        first = first_forecast_position(close.index, start, self.min_history, who)
         x = close.to_numpy()
         alpha = 2.0 / (self.span + 1.0)
         # ema[t] - (1-alpha) ema[t-1] = alpha x[t], started from ema[0] = x[0].
@@ -350,8 +323,8 @@ class KalmanForecaster(Forecaster):
         who = f"kalman(trend={self.trend})"
         if not hasattr(self, "params_"):
             raise ValueError(f"{who}: call fit() before predict()")
-        close = _closes(bars, who)
-        first = _first_position(close, start, self.min_history, who)
+        close = closes(bars, who)
+        first = first_forecast_position(close.index, start, self.min_history, who)
         model = self._model(close.to_numpy())
         result = model.filter(self.params_.to_numpy() * _LOG_SCALE**2)
         # predicted_state[:, t+1] is the state at t+1 given y[0..t] (filter only).
@@ -465,8 +438,8 @@ class OlsForecaster(Forecaster):
 
     def predict(self, bars: pd.DataFrame, start: pd.Timestamp) -> pd.Series:
         who = self._who()
-        close = _closes(bars, who)
-        first = _first_position(close, start, self.min_history, who)
+        close = closes(bars, who)
+        first = first_forecast_position(close.index, start, self.min_history, who)
         values = close.to_numpy()
         coef, features = self._coefficients(values)
         predicted_return = np.einsum("ij,ij->i", coef[first:], features[first:])

@@ -16,7 +16,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from sklearn.ensemble import HistGradientBoostingRegressor
 
-from models.base import Forecaster
+from models.base import Forecaster, first_forecast_position
 from models.features import build_features, next_log_return
 
 __all__ = ["GbmConfig", "GbmForecaster"]
@@ -170,15 +170,7 @@ class GbmForecaster(Forecaster):
         if not hasattr(self, "model_"):
             raise ValueError(f"{who}: call fit() before predict()")
         features = self._features(bars)
-        first = int(bars.index.searchsorted(pd.Timestamp(start)))
-        if first >= len(bars):
-            raise ValueError(f"{who}: no bars on or after start {pd.Timestamp(start).date()}")
-        if first + 1 < self.min_history:
-            raise ValueError(
-                f"{who}: the first forecast ({bars.index[first].date()}) needs "
-                f"{self.min_history} bars up to and including it, got {first + 1}; pass more "
-                "warm-up bars before start or lower lags"
-            )
+        first = first_forecast_position(bars.index, start, self.min_history, who)
         close = bars["close"].to_numpy(dtype="float64")[first:]
         next_return = self.model_.predict(features.to_numpy()[first:])
         forecast = close * np.exp(next_return)
