@@ -12,6 +12,7 @@ from models.arima import ArimaConfig, ArimaForecaster
 from models.base import BuildContext, Forecaster
 from pipelines.data import read_csv_bars
 from tests.conftest import SAMPLE_DIR
+from tests.lookahead import assert_no_lookahead, synthetic_bars
 
 TRAIN = 300  # bars in the training segment of these tests
 CUTS = (TRAIN, 345, 410, 479)  # positions of cut dates: bars after them are changed
@@ -27,48 +28,6 @@ def fitted(bars) -> ArimaForecaster:
     return ArimaForecaster().fit(bars.iloc[:TRAIN])
 
 
-def synthetic_bars(close: np.ndarray, start: str = "2001-01-01") -> pd.DataFrame:
-    close = np.asarray(close, dtype="float64")
-    index = pd.bdate_range(start, periods=len(close), name="date")
-    return pd.DataFrame(
-        {
-            "open": close,
-            "high": close * 1.01,
-            "low": close * 0.99,
-            "close": close,
-            "volume": np.full(len(close), 1e6),
-        },
-        index=index,
-    )
-
-
-def noised(bars: pd.DataFrame, cut: pd.Timestamp, seed: int = 0) -> pd.DataFrame:
-    """Every bar after ``cut`` replaced by random (contract-keeping) noise."""
-    out = bars.copy()
-    later = out.index > cut
-    rng = np.random.default_rng(seed)
-    close = out["close"].iloc[0] * np.exp(rng.normal(0.0, 0.2, later.sum()))
-    out.loc[later] = synthetic_bars(close).to_numpy() * [1.0, 1.0, 1.0, 1.0, 37.0]
-    return out
-
-
-def assert_no_lookahead(forecaster: Forecaster, bars: pd.DataFrame) -> None:
-    """Forecasts dated up to each cut neither move when later bars are removed nor
-    when they are replaced by noise; the noise does move the later forecasts."""
-    start = bars.index[TRAIN]
-    full = forecaster.predict(bars, start)
-    assert full.index.equals(bars.index[TRAIN:])
-    for cut in bars.index[list(CUTS)]:
-        truncated = forecaster.predict(bars.loc[:cut], start)
-        # Bit-identical: every computation at t must be a function of bars[:t] alone.
-        np.testing.assert_array_equal(truncated.to_numpy(), full.loc[:cut].to_numpy())
-        perturbed = forecaster.predict(noised(bars, cut), start)
-        assert perturbed.index.equals(full.index)
-        np.testing.assert_array_equal(perturbed.loc[:cut].to_numpy(), full.loc[:cut].to_numpy())
-        # ...and the noise is visible, so the comparison above is not vacuous.
-        assert (perturbed.loc[cut:].iloc[1:] != full.loc[cut:].iloc[1:]).all()
-
-
 # No look-ahead -------------------------------------------------------------------------
 
 
@@ -77,7 +36,7 @@ def assert_no_lookahead(forecaster: Forecaster, bars: pd.DataFrame) -> None:
 )
 def test_no_forecast_at_or_before_a_cut_changes(order, trend, bars):
     forecaster = ArimaForecaster(order=order, trend=trend).fit(bars.iloc[:TRAIN])
-    assert_no_lookahead(forecaster, bars)
+    assert_no_lookahead(forecaster, bars, TRAIN, CUTS)
 
 
 class _MisalignedArima(ArimaForecaster):
@@ -90,7 +49,7 @@ class _MisalignedArima(ArimaForecaster):
 
 def test_the_check_catches_a_misaligned_forecast(bars):
     with pytest.raises(AssertionError):
-        assert_no_lookahead(_MisalignedArima().fit(bars.iloc[:TRAIN]), bars)
+        assert_no_lookahead(_MisalignedArima().fit(bars.iloc[:TRAIN]), bars, TRAIN, CUTS)
 
 
 # Reference twins: statsmodels' own filter and forecast(1), a simulated AR(1) ----------

@@ -16,6 +16,7 @@ from models.baselines import (
 )
 from pipelines.data import read_csv_bars
 from tests.conftest import SAMPLE_DIR
+from tests.lookahead import synthetic_bars
 
 TRAIN = 250  # bars in the training segment of these tests
 CUT = 330  # position of the cut date: bars after it are changed
@@ -24,21 +25,6 @@ CUT = 330  # position of the cut date: bars after it are changed
 @pytest.fixture(scope="module")
 def bars() -> pd.DataFrame:
     return read_csv_bars(SAMPLE_DIR / "GSPC.csv").iloc[:420]
-
-
-def synthetic_bars(close: np.ndarray, start: str = "2001-01-01") -> pd.DataFrame:
-    close = np.asarray(close, dtype="float64")
-    index = pd.bdate_range(start, periods=len(close), name="date")
-    return pd.DataFrame(
-        {
-            "open": close,
-            "high": close * 1.01,
-            "low": close * 0.99,
-            "close": close,
-            "volume": np.full(len(close), 1e6),
-        },
-        index=index,
-    )
 
 
 def shocked(bars: pd.DataFrame, cut: pd.Timestamp) -> pd.DataFrame:

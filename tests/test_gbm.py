@@ -12,6 +12,7 @@ from models.base import BuildContext, Forecaster
 from models.gbm import GbmConfig, GbmForecaster
 from pipelines.data import read_csv_bars
 from tests.conftest import SAMPLE_DIR
+from tests.lookahead import assert_no_lookahead
 
 TRAIN = 300  # bars in the training segment of these tests
 CUTS = (TRAIN, 345, 410, 479)  # positions of cut dates: bars after them are changed
@@ -23,37 +24,6 @@ def bars() -> pd.DataFrame:
     return read_csv_bars(SAMPLE_DIR / "GSPC.csv").iloc[:500]
 
 
-def noised(bars: pd.DataFrame, cut: pd.Timestamp, seed: int = 0) -> pd.DataFrame:
-    """Every bar after ``cut`` replaced by random (contract-keeping) noise."""
-    out = bars.copy()
-    later = out.index > cut
-    rng = np.random.default_rng(seed)
-    close = out["close"].iloc[0] * np.exp(rng.normal(0.0, 0.2, later.sum()))
-    spread = np.exp(rng.uniform(0.0, 0.05, (2, later.sum())))
-    out.loc[later, ["open", "close"]] = close[:, None]
-    out.loc[later, "high"] = close * spread[0]
-    out.loc[later, "low"] = close / spread[1]
-    out.loc[later, "volume"] = rng.uniform(0.0, 1e10, later.sum())
-    return out
-
-
-def assert_no_lookahead(forecaster: Forecaster, bars: pd.DataFrame) -> None:
-    """Forecasts dated up to each cut neither move when later bars are removed nor
-    when they are replaced by noise; the noise does move the later forecasts."""
-    start = bars.index[TRAIN]
-    full = forecaster.predict(bars, start)
-    assert full.index.equals(bars.index[TRAIN:])
-    for cut in bars.index[list(CUTS)]:
-        truncated = forecaster.predict(bars.loc[:cut], start)
-        # Bit-identical: every computation at t must be a function of bars[:t] alone.
-        np.testing.assert_array_equal(truncated.to_numpy(), full.loc[:cut].to_numpy())
-        perturbed = forecaster.predict(noised(bars, cut), start)
-        assert perturbed.index.equals(full.index)
-        np.testing.assert_array_equal(perturbed.loc[:cut].to_numpy(), full.loc[:cut].to_numpy())
-        # ...and the noise is visible, so the comparison above is not vacuous.
-        assert (perturbed.loc[cut:].iloc[1:] != full.loc[cut:].iloc[1:]).all()
-
-
 # No look-ahead -------------------------------------------------------------------------
 
 
@@ -62,7 +32,7 @@ def assert_no_lookahead(forecaster: Forecaster, bars: pd.DataFrame) -> None:
 )
 def test_no_forecast_at_or_before_a_cut_changes(params, bars):
     forecaster = GbmForecaster(**params, **SMALL).fit(bars.iloc[:TRAIN])
-    assert_no_lookahead(forecaster, bars)
+    assert_no_lookahead(forecaster, bars, TRAIN, CUTS)
 
 
 def test_the_last_training_bar_is_the_last_target(bars):
@@ -86,7 +56,7 @@ class _MisalignedGbm(GbmForecaster):
 
 def test_the_check_catches_a_misaligned_forecast(bars):
     with pytest.raises(AssertionError):
-        assert_no_lookahead(_MisalignedGbm(**SMALL).fit(bars.iloc[:TRAIN]), bars)
+        assert_no_lookahead(_MisalignedGbm(**SMALL).fit(bars.iloc[:TRAIN]), bars, TRAIN, CUTS)
 
 
 # Reference twin: a regressor fit by hand on a lag matrix built with pandas shift -------
