@@ -294,7 +294,6 @@ def profile_layers(backend: str, cpu: bool) -> dict:
     device sync after each; medians. The backward pass's share is the step's
     time less the forward's.
     """
-    import keras
     import numpy as np
 
     from models.gate_lstm import GateLSTM
@@ -306,7 +305,6 @@ def profile_layers(backend: str, cpu: bool) -> dict:
         forward, step = _layer_callables(backend, layer, x)
         out[name] = {"forward_ms": _median_ms(forward), "train_step_ms": _median_ms(step)}
         out[name]["backward_ms"] = out[name]["train_step_ms"] - out[name]["forward_ms"]
-    out["note"] = keras.backend.backend()
     return out
 
 
@@ -463,26 +461,9 @@ def _print_backend(backend: str, one: dict) -> None:
     print(f"{backend}: keras {one['keras']}, {one['library']}, on {one['device']}")
     if one.get("cudnn", True) is not True:
         print(f"  no cuDNN LSTM on this backend ({one['cudnn']}): reference is Keras's loop")
-    check = one["equivalence"]
-    print(
-        f"  GateLSTM vs {check['reference']}, copied weights, {check['shape']} x "
-        f"{check['units']} units, TF32 off: max |output diff| {check['max_output_diff']:.1e} "
-        f"(tol {check['output_atol']:.0e}), max |gradient diff| "
-        f"{check['max_gradient_diff']:.1e} (tol {check['gradient_tol']:.0e} abs + rel): "
-        + ("passed" if check["passed"] else "FAILED")
-    )
+    print_equivalence(one["equivalence"])
     for timing in one["timing"].values():
-        print(f"  batch {timing['batch']}, epoch of {timing['samples_per_epoch']} samples:")
-        for name, s in timing["epoch_s"].items():
-            print(
-                f"    {name:<11} min {s['min']:.3f} s  median {s['median']:.3f} s  "
-                f"max {s['max']:.3f} s"
-            )
-        r = timing["gate_over_keras"]
-        print(
-            f"    GateLSTM / reference: min {r['min']:.2f}x  median {r['median']:.2f}x  "
-            f"max {r['max']:.2f}x"
-        )
+        print_timing(timing)
     p = one["profile"]
     for name in ("keras_lstm", "gate_lstm"):
         q = p[name]
@@ -491,6 +472,31 @@ def _print_backend(backend: str, one: dict) -> None:
             f"train step {q['train_step_ms']:.2f} ms (backward {q['backward_ms']:.2f} ms)"
         )
     print(f"  {one['seconds']:.0f} s")
+
+
+def print_equivalence(check: dict) -> None:
+    """One line: the largest differences against their tolerances, and the verdict."""
+    print(
+        f"  GateLSTM vs {check['reference']}, copied weights, {check['shape']} x "
+        f"{check['units']} units, TF32 off: max |output diff| {check['max_output_diff']:.1e} "
+        f"(tol {check['output_atol']:.0e}), max |gradient diff| "
+        f"{check['max_gradient_diff']:.1e} (tol {check['gradient_tol']:.0e} abs + rel): "
+        + ("passed" if check["passed"] else "FAILED")
+    )
+
+
+def print_timing(timing: dict) -> None:
+    """Each layer's epoch seconds and GateLSTM's ratio, min / median / max."""
+    print(f"  batch {timing['batch']}, epoch of {timing['samples_per_epoch']} samples:")
+    for name, s in timing["epoch_s"].items():
+        print(
+            f"    {name:<11} min {s['min']:.3f} s  median {s['median']:.3f} s  max {s['max']:.3f} s"
+        )
+    r = timing["gate_over_keras"]
+    print(
+        f"    GateLSTM / reference: min {r['min']:.2f}x  median {r['median']:.2f}x  "
+        f"max {r['max']:.2f}x"
+    )
 
 
 if __name__ == "__main__":
