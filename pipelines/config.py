@@ -286,7 +286,7 @@ def _forecaster_spec(name: Any, section: Any) -> ForecasterSpec:
     try:
         validated = model.model_validate(params)
     except ValidationError as err:
-        raise KeyedErrors(_keyed(err, key, model)) from None
+        raise KeyedErrors(error_lines(err, model, prefix=key)) from None
     return ForecasterSpec(name, kind, forecaster, validated, seeds or 1)
 
 
@@ -314,22 +314,6 @@ def parameters_model(forecaster: type) -> type[BaseModel]:
         __config__=ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True),
         **fields,
     )
-
-
-def _keyed(err: ValidationError, prefix: str, model: type[BaseModel]) -> list[str]:
-    """``_format``'s lines for a forecaster's parameters, each key with its full prefix."""
-    out = []
-    for e in err.errors():
-        loc = tuple(e["loc"])
-        key = ".".join([prefix, *(str(p) for p in loc)])
-        if e["type"] == "extra_forbidden":
-            out.append(f"unknown key {key!r}{_suggest(str(loc[-1]), model)}")
-        elif e["type"] == "missing":
-            out.append(f"missing required key {key!r}")
-        else:
-            msg = e["msg"].removeprefix("Value error, ")
-            out.append(f"{key}: {msg} (got {echo(e.get('input'))})")
-    return out
 
 
 class SizingConfig(_Section):
@@ -635,9 +619,9 @@ def _suggest(key: str, model: type[BaseModel] | None) -> str:
     )
 
 
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The pydantic model that owns the key at ``loc`` (for suggestions)."""
-    model: type[BaseModel] | None = Config
+def _model_at(loc: tuple[Any, ...], root: type[BaseModel]) -> type[BaseModel] | None:
+    """The pydantic model under ``root`` that owns the key at ``loc`` (for suggestions)."""
+    model: type[BaseModel] | None = root
     for part in loc[:-1]:
         if model is None or not isinstance(part, str) or part not in model.model_fields:
             return None
@@ -647,22 +631,31 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return model
 
 
-def _format(err: ValidationError, source: str) -> str:
+def error_lines(err: ValidationError, root: type[BaseModel], prefix: str = "") -> list[str]:
+    """One line per error of validating ``root``, each naming its full dotted key.
+
+    ``prefix`` is where ``root`` sits in the config (``forecasters.sma_50`` for a
+    forecaster's parameters); the forecasters' own lines pass through as they are.
+    """
     lines = []
     for e in err.errors():
         loc = tuple(e["loc"])
-        key = ".".join(str(p) for p in loc) or "<top level>"
+        key = ".".join([*filter(None, [prefix]), *(str(p) for p in loc)]) or "<top level>"
         keyed = e.get("ctx", {}).get("error")
         if isinstance(keyed, KeyedErrors):
-            lines.extend(f"{source}: {line}" for line in keyed.lines)
+            lines.extend(keyed.lines)
         elif e["type"] == "extra_forbidden":
-            lines.append(f"{source}: unknown key {key!r}{_suggest(str(loc[-1]), _model_at(loc))}")
+            lines.append(f"unknown key {key!r}{_suggest(str(loc[-1]), _model_at(loc, root))}")
         elif e["type"] == "missing":
-            lines.append(f"{source}: missing required key {key!r}")
+            lines.append(f"missing required key {key!r}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            lines.append(f"{source}: {key}: {msg} (got {echo(e.get('input'))})")
-    return "\n".join(lines)
+            lines.append(f"{key}: {msg} (got {echo(e.get('input'))})")
+    return lines
+
+
+def _format(err: ValidationError, source: str) -> str:
+    return "\n".join(f"{source}: {line}" for line in error_lines(err, Config))
 
 
 def parse_config(raw: dict[str, Any], source: str = "<config>") -> Config:
