@@ -13,7 +13,6 @@ it follows from what its class declares.
 from __future__ import annotations
 
 import difflib
-import functools
 import importlib
 from importlib.metadata import entry_points
 
@@ -25,7 +24,6 @@ class RegistryError(LookupError):
     """A kind that names no registered component, or a class that cannot be loaded."""
 
 
-@functools.cache
 def names(group: str) -> tuple[str, ...]:
     """The registered names of ``group``, sorted."""
     return tuple(sorted({ep.name for ep in entry_points(group=group)}))

@@ -259,19 +259,16 @@ class GateLSTM(keras.layers.RNN):
                 # One mask per sequence, drawn by keras.layers.RNN before its loop.
                 keep = self.cell.get_dropout_mask(sequences[:, 0, :])
                 dropped = sequences * ops.expand_dims(keep, 1)
-            try:
-                return gate_lstm_xla.lstm(
-                    dropped,
-                    initial_state[0],
-                    initial_state[1],
-                    mask,
-                    *self._weights(self.cell.compute_dtype),
-                    return_sequences=self.return_sequences,
-                    go_backwards=self.go_backwards,
-                    shards=self._shards(sequences.shape[0]),
-                )
-            except NotImplementedError:
-                pass
+            return gate_lstm_xla.lstm(
+                dropped,
+                initial_state[0],
+                initial_state[1],
+                mask,
+                *self._weights(self.cell.compute_dtype),
+                return_sequences=self.return_sequences,
+                go_backwards=self.go_backwards,
+                shards=self._shards(sequences.shape[0]),
+            )
         return super().inner_loop(sequences, initial_state, mask=mask, training=training)
 
     def _weights(self, dtype: str) -> tuple[Any, Any, Any]:
