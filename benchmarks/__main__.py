@@ -4,8 +4,9 @@ Each module in this folder exposes ``main(argv) -> int`` and prints its own
 table of measurements and ratios. Results are also written as JSON under
 ``benchmarks/results/`` so a run can be compared with the next.
 
-Modules in :data:`ONLY_WHEN_NAMED` run only when named (``gpu``: ``make
-bench-gpu``, for a machine with an NVIDIA GPU); a bare ``python -m benchmarks``
+Modules in :data:`ONLY_WHEN_NAMED` run only when named (``gpu`` and
+``gpu_backends``: ``make bench-gpu`` and ``make bench-gpu-backends``, for a machine
+with an NVIDIA GPU); a bare ``python -m benchmarks``
 (``make bench``) runs every other one.
 """
 
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 
 #: Benchmarks that a bare ``python -m benchmarks`` skips (each has its own make target).
-ONLY_WHEN_NAMED = frozenset({"gpu"})
+ONLY_WHEN_NAMED = frozenset({"gpu", "gpu_backends"})
 
 
 def available() -> list[str]:
