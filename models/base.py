@@ -56,8 +56,9 @@ class Forecaster(ABC):
       arguments, checked against its signature.
     - ``stochastic``: a seed reaches it, so it runs ``seeds`` times and is
       reported as mean ± std.
-    - ``introspection``: it has per-step internals the report can draw
-      (``internals(bars, start)``: the LSTM's gates).
+    - ``introspection``: it has per-unit internals the report can draw
+      (``gate_activations_per_unit(bars, start)``, gate name -> dates x units: the
+      LSTM's gates).
     - ``export``: it can be saved as an MLflow pyfunc model and registered.
     - ``device``: it computes on a GPU where the config's ``device`` allows.
     """
