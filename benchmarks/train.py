@@ -99,11 +99,11 @@ def measure(config: str, overrides: list[str], store: Path) -> dict:
     by_call = r["by_call"]
     r["wall_seconds"] = wall
     r["runs"] = by_call.get("child_run", [0, 0])[1] + by_call.get("pipeline_run", [0, 0])[1]
-    r["models"] = by_call.get("log_lstm_model", [0, 0])[1]
+    r["models"] = by_call.get("log_model", [0, 0])[1]
     r["open_seconds"] = _sum(by_call, ("pipeline_run",))
     r["run_seconds"] = _sum(by_call, PER_RUN)
     r["artifact_seconds"] = _sum(by_call, ARTIFACTS)
-    r["model_seconds"] = _sum(by_call, ("log_lstm_model",))
+    r["model_seconds"] = _sum(by_call, ("log_model",))
     r["mlflow_seconds"] = r["tracking_seconds"] + r["tracking_start_seconds"]
     r["mlflow_share"] = r["mlflow_seconds"] / wall
     return r

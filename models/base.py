@@ -59,7 +59,10 @@ class Forecaster(ABC):
     - ``introspection``: it has per-unit internals the report can draw
       (``gate_activations_per_unit(bars, start)``, gate name -> dates x units: the
       LSTM's gates).
-    - ``export``: it can be saved as an MLflow pyfunc model and registered.
+    - ``export``: it can be saved as an MLflow pyfunc model and registered; it
+      implements ``save(directory)``, ``load(directory)`` (a classmethod),
+      ``to_bytes()`` and ``from_bytes(data)`` (a classmethod), which round-trip
+      a fitted forecaster with identical forecasts.
     - ``device``: it computes on a GPU where the config's ``device`` allows.
     """
 
@@ -81,6 +84,17 @@ class Forecaster(ABC):
         if "seed" in inspect.signature(cls).parameters and "seed" not in kwargs:
             kwargs["seed"] = context.seed
         return cls(**kwargs)
+
+    @classmethod
+    def settle(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``params`` with every setting a process would choose for itself fixed.
+
+        A pipeline calls this once, in its driver, and builds every fit of the
+        forecaster, in whatever process, from the result, so a setting that
+        depends on the machine (a thread or core count) is the same everywhere and
+        every process trains the same model. The default changes nothing.
+        """
+        return dict(params)
 
     @property
     def min_history(self) -> int:

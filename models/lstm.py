@@ -146,6 +146,21 @@ class LstmForecaster(Forecaster):
             **params,
         )
 
+    @classmethod
+    def settle(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``params`` with ``batch_shards`` fixed: what ``GateLSTM(batch_shards=None)`` would
+        choose for a training batch in this process (one block per core, none under
+        ``MIN_AUTO_SHARD_ROWS`` rows), so a worker with fewer threads trains the same model."""
+        settled = dict(params)
+        if settled.get("batch_shards") is None:
+            from models.gate_lstm_xla import MIN_AUTO_SHARD_ROWS, default_batch_shards
+
+            rows = int(settled.get("batch_size", 64))
+            settled["batch_shards"] = max(
+                1, min(default_batch_shards(), rows // MIN_AUTO_SHARD_ROWS)
+            )
+        return settled
+
     def __init__(
         self,
         window: int = 30,

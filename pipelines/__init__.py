@@ -2,7 +2,7 @@
 
 Imports flow one way: ``pipelines -> strategies, models -> core`` (checked by
 the import-linter contracts in pyproject.toml). Only ``pipelines.tracking`` and
-the registered model's wrapper ``pipelines.lstm_pyfunc`` import MLflow; units
+the registered model's wrapper ``pipelines.pyfunc_model`` import MLflow; units
 of work (``pipelines.units``, ``pipelines.backtest_unit``) never do: the
 driver records their results.
 """

@@ -140,8 +140,8 @@ def strategy_plan(cfg: Config, columns: list[str]) -> dict[str, tuple[str, dict[
         plan["ema_crossover"] = ("ema_crossover", bt_cfg.ema_crossover.model_dump())
     if bt_cfg.buy_and_hold:
         plan["buy_and_hold"] = ("buy_and_hold", {})
-    if cfg.forecasters.with_capability("stochastic"):
-        for column in seed_columns(columns):
+    for name in cfg.forecasters.with_capability("stochastic"):
+        for column in seed_columns(columns, name):
             plan[column] = ("forecast", dict(thresholds))
     return plan
 

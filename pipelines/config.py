@@ -377,6 +377,11 @@ class ReportConfig(_Section):
     )
     bootstrap: BootstrapConfig = BootstrapConfig()
     significance: float = Field(0.05, gt=0, lt=0.5)
+    candidate: str = Field(
+        "lstm",
+        description="the forecaster (a name under forecasters:) the report judges against "
+        "the others and buy-and-hold",
+    )
 
 
 class TrackingConfig(_Section):
@@ -583,6 +588,16 @@ class Config(_Section):
                     "lower backtest.top_k.k"
                 )
         return backtest
+
+    @model_validator(mode="after")
+    def _candidate_is_configured(self) -> Config:
+        chosen = "candidate" in self.report.model_fields_set
+        if chosen and self.report.candidate not in self.forecasters.enabled():
+            raise ValueError(
+                f"report.candidate: {self.report.candidate!r} is not a forecaster of this "
+                f"config; give one of {', '.join(self.forecasters.enabled())}"
+            )
+        return self
 
     # Resolved paths ---------------------------------------------------------
 

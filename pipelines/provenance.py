@@ -193,12 +193,15 @@ def model_lineage(
     return out
 
 
-def model_description(instrument: str, seeds: int, lineage: Mapping[str, str], link: str) -> str:
+def model_description(
+    forecaster: str, instrument: str, seeds: int, lineage: Mapping[str, str], link: str
+) -> str:
     """A model version's description (Markdown): what it is, what trained it, how it scored.
 
     Args:
+        forecaster: The forecaster's name under ``forecasters:``.
         instrument: The instrument it forecasts.
-        seeds: How many LSTM seeds it averages.
+        seeds: How many seeds it averages.
         lineage: Its tags from ``model_lineage``.
         link: Where the training run's experiment opens in the MLflow UI.
     """
@@ -220,7 +223,8 @@ def model_description(instrument: str, seeds: int, lineage: Mapping[str, str], l
         f"{get('gatecast.lineage.fold.train_end', '?')[:10]} (the final walk-forward fold)"
     )
     lines = [
-        f"GateLSTM forecast of {instrument}'s next close: the mean of {seeds} seed(s), {trained}.",
+        f"`{forecaster}` forecast of {instrument}'s next close: the mean of {seeds} seed(s), "
+        f"{trained}.",
         "",
         f"- run `{get('gatecast.lineage.run_name')}` (`{get('gatecast.lineage.run_id')}`), "
         f"config `{get('gatecast.lineage.config')}` "

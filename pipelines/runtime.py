@@ -220,9 +220,10 @@ def configure_worker(cfg: Config) -> DeviceInfo:
     return configure(cfg)
 
 
-def lstm_gpus(cfg: Config, device: DeviceInfo) -> float | None:
-    """GPUs one LSTM fit (a train unit, a search trial) asks an executor for:
-    ``executor.gpus_per_lstm_unit`` (default 1) on a GPU device, else None (CPUs only)."""
+def unit_gpus(cfg: Config, device: DeviceInfo) -> float | None:
+    """GPUs one fit of a forecaster that declares ``device`` (a train unit, a search
+    trial) asks an executor for: ``executor.gpus_per_lstm_unit`` (default 1) on a GPU
+    device, else None (CPUs only)."""
     if device.kind != "gpu":
         return None
     wanted = cfg.executor.gpus_per_lstm_unit

@@ -138,13 +138,6 @@ def make_study(cfg: Config) -> Any:
     return optuna.create_study(direction=DIRECTION, sampler=sampler)
 
 
-def _batch_shards(batch_size: int) -> int:
-    # as pipelines.train resolves it for the same batch size
-    from models.gate_lstm_xla import MIN_AUTO_SHARD_ROWS, default_batch_shards
-
-    return max(1, min(default_batch_shards(), batch_size // MIN_AUTO_SHARD_ROWS))
-
-
 # Inputs -------------------------------------------------------------------------------
 
 
@@ -259,16 +252,18 @@ def run_trials(
             units = []
             for trial in asked:
                 params = suggest(trial, cfg.search.space, base)
+                trial_cfg = apply_params(cfg, params)
+                spec = trial_cfg.forecasters[LSTM]
                 units.append(
                     TrialUnit(
                         number=trial.number,
                         params=params,
-                        cfg=apply_params(cfg, params),
+                        cfg=trial_cfg,
+                        settled=spec.cls.settle(spec.arguments()),
                         segments=dict(segments),
                         folds=dict(folds),
                         device=device,
                         seed=cfg.seed,
-                        batch_shards=_batch_shards(params["batch_size"]),
                     )
                 )
             outcomes = {

@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models.base import BuildContext
 from pipelines import runtime
 from pipelines.config import Config, SearchValidation
 from pipelines.errors import ConfigError
-from pipelines.walkforward import Fold, make_folds, make_forecaster, score_forecasts, walk_forward
+from pipelines.walkforward import Fold, make_folds, score_forecasts, walk_forward
 
 LSTM = "lstm"
 #: The LSTM settings a search chooses, as a trial's params hold them (``units`` per layer).
@@ -142,26 +143,27 @@ class TrialUnit:
         segments: Instrument -> the bars of its first training segment (nothing later).
         folds: Instrument -> its validation slices (positions in the segment).
         device: Where TensorFlow runs.
+        settled: The LSTM's parameters with ``params`` applied, settled by the driver
+            (``Forecaster.settle``), so every process trains the same model.
         seed: The LSTM's seed (the config's first seed, the same for every trial).
-        batch_shards: The LSTM's ``batch_shards`` (resolved by the driver).
     """
 
     number: int
     params: dict[str, Any]
     cfg: Config
+    settled: dict[str, Any]
     segments: dict[str, pd.DataFrame]
     folds: dict[str, list[Fold]]
     device: runtime.DeviceInfo
     seed: int
-    batch_shards: int | None = None
 
     def __str__(self) -> str:
         return f"trial {self.number}"
 
 
 def trial_gpus(unit: TrialUnit) -> float | None:
-    """GPUs a trial asks an executor for: those of an LSTM fit (``runtime.lstm_gpus``)."""
-    return runtime.lstm_gpus(unit.cfg, unit.device)
+    """GPUs a trial asks an executor for: those of one fit (``runtime.unit_gpus``)."""
+    return runtime.unit_gpus(unit.cfg, unit.device)
 
 
 @dataclass
@@ -186,7 +188,9 @@ def _instrument_score(
 ) -> tuple[float, list[int]]:
     walked = walk_forward(
         segment,
-        lambda: make_forecaster(LSTM, unit.cfg, seed=unit.seed, batch_shards=unit.batch_shards),
+        lambda: unit.cfg.forecasters[LSTM].cls.from_config(
+            unit.settled, BuildContext(seed=unit.seed, features=unit.cfg.features.model_dump())
+        ),
         folds,
     )
     histories = [f.history_ for f in walked.forecasters]

@@ -1,8 +1,8 @@
 """Names of strategies, forecast columns and cost-sweep points, shared by backtest and report.
 
 A forecast file (``forecasts/<INST>.parquet``) has one column per forecaster
-(``random_walk``, ``sma``, ..., ``lstm``) and, with ``forecasters.lstm.seeds``,
-one ``lstm_seed<k>`` column per seed; ``lstm`` is the mean of the seeds. The
+(``random_walk``, ``sma``, ..., ``lstm``) and, for a stochastic forecaster, one
+``<name>_seed<k>`` column per seed; ``<name>`` is the mean of its seeds. The
 backtest stage runs a strategy named after each column (plus the crossovers
 and ``buy_and_hold``); the report groups them by ``strategy_kind``.
 
@@ -18,13 +18,23 @@ from collections.abc import Iterable
 BENCHMARK = "buy_and_hold"
 LSTM = "lstm"
 RANDOM_WALK = "random_walk"
-SEED_COLUMN = re.compile(rf"{LSTM}_seed(\d+)")
+SEED_COLUMN = re.compile(r"(.+)_seed(\d+)")
 
 
-def seed_columns(columns: Iterable[str]) -> list[str]:
-    """The per-seed LSTM forecast columns (``lstm_seed<k>``) among ``columns``, in seed order."""
-    seeds = [c for c in columns if SEED_COLUMN.fullmatch(c)]
-    return sorted(seeds, key=lambda c: int(SEED_COLUMN.fullmatch(c).group(1)))
+def seed_column(forecaster: str, k: int) -> str:
+    """The forecast column of seed ``k`` of a stochastic forecaster: ``<name>_seed<k>``."""
+    return f"{forecaster}_seed{k}"
+
+
+def seed_columns(columns: Iterable[str], forecaster: str | None = None) -> list[str]:
+    """The per-seed forecast columns (``<name>_seed<k>``) among ``columns``, by forecaster
+    then seed; only ``forecaster``'s when given."""
+    seeds = [
+        (match.group(1), int(match.group(2)), c)
+        for c in columns
+        if (match := SEED_COLUMN.fullmatch(c)) and forecaster in (None, match.group(1))
+    ]
+    return [c for *_, c in sorted(seeds)]
 
 
 def strategy_kind(strategy: str) -> str:

@@ -1,6 +1,6 @@
 """MLflow tracking for every stage, over MLflow's own client (``mlflow.MlflowClient``).
 
-With ``pipelines.tracking_store`` (opening a store) and ``pipelines.lstm_pyfunc``
+With ``pipelines.tracking_store`` (opening a store) and ``pipelines.pyfunc_model``
 (the registered model), the only modules that import mlflow. Every call is made
 in the stage's process, when it is made.
 
@@ -46,14 +46,14 @@ Runs
     marked KILLED, with one log line, when a process next opens the store.
 
 Registered model
-    ``log_lstm_model`` registers the final fold's LSTM seeds as
-    ``<tracking.registered_model>-<INST>``. Each version carries its lineage
-    as tags (``gatecast.lineage.*``: run, commit, config hash, data hashes,
-    final fold; ``gatecast.metric.*``: the run's out-of-sample metrics) and
-    says the same in its description. ``move_newest`` then moves the
+    ``log_model`` registers the final fold's forecaster (each seed) of every
+    forecaster that declares ``export`` (``registered_model_name``). Each
+    version carries its lineage as tags (``gatecast.lineage.*``: run, commit,
+    config hash, data hashes, final fold; ``gatecast.metric.*``: the run's
+    out-of-sample metrics) and says the same in its description. ``move_newest`` then moves the
     alias ``newest`` (MLflow reserves ``latest``) to the new versions, which
     the train stage does only once every output file but its summary is
-    written, so a stage that failed never moves it. ``pipelines.lstm_pyfunc``
+    written, so a stage that failed never moves it. ``pipelines.pyfunc_model``
     says how to load a version.
 
 Overhead
@@ -82,9 +82,8 @@ import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-from pipelines import lstm_pyfunc, store_uri
+from pipelines import pyfunc_model, store_uri
 from pipelines.config import Config
-from pipelines.lstm_pyfunc import ensemble_forecast  # noqa: F401  (the train stage uses it)
 from pipelines.provenance import (  # noqa: F401  (config_yaml, ...: part of this module's API)
     MAX_PARAM_LENGTH,
     config_yaml,
@@ -503,12 +502,12 @@ def log_figure(
             _artifact(filename, lambda r: r.repository.log_artifact(str(path), artifact_path))
 
 
-# The registered LSTM ------------------------------------------------------------------------
+# Registered models --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class RegisteredModel:
-    """Where ``log_lstm_model`` put the model.
+    """Where ``log_model`` put the model.
 
     Args:
         name: Registered model name.
@@ -523,20 +522,27 @@ class RegisteredModel:
     model_uri: str
 
 
-def registered_model_name(cfg: Config, instrument: str) -> str:
-    """``<tracking.registered_model>-<INST>``, e.g. ``gatecast-lstm-GSPC``."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", f"{cfg.tracking.registered_model}-{instrument}")
+def registered_model_name(cfg: Config, instrument: str, forecaster: str) -> str:
+    """``<tracking.registered_model>-<INST>`` for the report's candidate (e.g.
+    ``gatecast-lstm-GSPC``), ``<tracking.registered_model>-<forecaster>-<INST>`` for
+    any other forecaster that declares ``export``."""
+    parts = [cfg.tracking.registered_model, instrument]
+    if forecaster != cfg.report.candidate:
+        parts.insert(1, forecaster)
+    return re.sub(r"[^A-Za-z0-9._-]", "_", "-".join(parts))
 
 
 @_timed
-def log_lstm_model(
+def log_model(
     cfg: Config,
     instrument: str,
+    forecaster: str,
     forecasters: Sequence[Any],
     example_bars: pd.DataFrame,
     fold: Mapping[str, Any] | None = None,
 ) -> RegisteredModel:
-    """Log the final fold's LSTM seeds as a pyfunc model of the current run and register it.
+    """Log the final fold's forecaster (each seed) as a pyfunc model of the current run
+    and register it (``pipelines.pyfunc_model``).
 
     The new version carries its lineage (``provenance.model_lineage``: this
     run, its commit, config hash, input data hashes, ``fold`` and the metrics
@@ -546,12 +552,13 @@ def log_lstm_model(
     Args:
         cfg: The resolved config (names the registered model).
         instrument: The instrument the model was trained on.
-        forecasters: Fitted ``LstmForecaster`` of each seed, in seed order.
+        forecaster: Its name under ``forecasters:`` (names the model's output columns).
+        forecasters: The fitted forecaster of each seed, in seed order.
         example_bars: A short slice of bars (enough history for a few
             forecasts), the model's input example and the base of its signature.
         fold: The final walk-forward fold (``Fold.as_dict()``), which trained it.
     """
-    run, name = active_run(), registered_model_name(cfg, instrument)
+    run, name = active_run(), registered_model_name(cfg, instrument, forecaster)
     metrics = {m.key: m.value for m in run.pending_metrics if "/" not in m.key and not m.step}
     lineage = model_lineage(
         {**run.tags, "gatecast.run_id": run.run_id, "gatecast.run_name": run.name},
@@ -560,19 +567,20 @@ def log_lstm_model(
         fold or {},
     )
     with store_errors(run.stage.uri, f"log the model {name} of run {run.name}"):
-        version = lstm_pyfunc.log_and_register(
+        version = pyfunc_model.log_and_register(
             run.stage.store,
             run.run_id,
             run.experiment_id,
             name,
+            forecaster,
             forecasters,
             example_bars,
             params=run.stage.params,
             tags={"gatecast.instrument": instrument, "gatecast.config": cfg.name},
-            description=f"gatecast LSTM forecaster of {instrument} (config {cfg.name})",
+            description=f"gatecast {forecaster} forecaster of {instrument} (config {cfg.name})",
             version_tags=lineage,
             version_description=model_description(
-                instrument, len(forecasters), lineage, experiment_url(run.experiment_id)
+                forecaster, instrument, len(forecasters), lineage, experiment_url(run.experiment_id)
             ),
         )
     run.pending_tags.update(

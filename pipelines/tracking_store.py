@@ -1,7 +1,7 @@
 """Opening an MLflow store: created once under a lock, a server asked once, abandoned runs ended.
 
 Part of the tracking code (with ``pipelines.tracking``, whose docstring says
-what the stages see, and ``pipelines.lstm_pyfunc``): the only modules that
+what the stages see, and ``pipelines.pyfunc_model``): the only modules that
 import mlflow.
 
 - A SQLite store is created under a file lock (MLflow creates its tables

@@ -7,7 +7,7 @@
    data stage's output) or, when that is missing, through ``pipelines.data``;
 3. runs the walk-forward (``pipelines.walkforward``) of every enabled
    forecaster as units of work (``pipelines.units``: one forecaster, one fold,
-   and for the LSTM one seed, ``cfg.seed + k``, each) through the executor of
+   and for a stochastic one one seed, ``cfg.seed + k``, each) through the executor of
    the config's ``executor`` section (``pipelines.executors``: in this process,
    a pool of worker processes or Ray tasks; the results are bit-identical).
    This process is the driver: only it talks to MLflow, and it records each
@@ -15,18 +15,20 @@
    fails alone: its forecaster's run ends FAILED, the others are recorded, and
    the stage ends with one line naming every failed unit; finished units'
    results are kept (``pipelines.unit_cache``), so a rerun redoes only the
-   failed ones. The LSTM's ``lstm`` column is the mean of the seeds' forecasts
-   and ``lstm_seed<k>`` each seed's;
+   failed ones. A stochastic forecaster's column (``lstm``) is the mean of its seeds'
+   forecasts and ``<name>_seed<k>`` each seed's;
 4. scores every forecaster on the same out-of-sample dates
    (``models.metrics``: RMSE, MAE, Theil's U2, MASE, directional accuracy, the
    Diebold-Mariano test against the random walk), whole period and per fold;
 5. records it all in MLflow (``pipelines.tracking``): one parent run
    ``train``, one child run ``<INST>/<forecaster>`` each, with forecasts,
-   metrics, per-epoch losses, loss and gate plots, and the final LSTM
-   registered as ``<tracking.registered_model>-<INST>`` (alias ``newest``);
+   metrics, per-epoch losses, loss and gate plots, and the final model of
+   each forecaster that declares ``export`` registered (``tracking.log_model``,
+   alias ``newest``);
 6. writes ``build/<name>/forecasts/<INST>.parquet`` (bars + one column per
    forecaster, NaN before the out-of-sample start), ``<INST>.gates.parquet``
-   (the LSTM's per-unit gate activations over the out-of-sample dates, one row
+   (the per-unit gate activations of an ``introspection`` forecaster, the
+   report's candidate where it is one, over the out-of-sample dates, one row
    per date and unit: ``pipelines.units.gates_long``) and, last,
    ``summary.json``. Every file is written atomically and the old
    ``summary.json`` is removed first, so a failed run never leaves a summary
@@ -60,12 +62,11 @@ from pipelines.errors import DataError
 from pipelines.outputs import atomic_write, json_safe, read_stage_parquet, shown, write_json
 from pipelines.progress import StageProgress
 from pipelines.search import chosen_config
+from pipelines.strategy_names import seed_column
 from pipelines.unit_cache import UnitCache, UnitRunner
 from pipelines.units import (
-    LSTM,
     TrainResult,
     TrainUnit,
-    batch_shards,
     cache_inputs,
     gpus_wanted,
     grows_memory,
@@ -127,13 +128,14 @@ class InstrumentResult:
     Args:
         name: The instrument.
         folds: Its walk-forward folds.
-        forecasts: Column name -> out-of-sample forecasts (``lstm`` and
-            ``lstm_seed<k>`` for the LSTM).
+        forecasts: Column name -> out-of-sample forecasts (``<name>`` and
+            ``<name>_seed<k>`` for a stochastic forecaster).
         metrics: Column name -> forecast metrics on the common dates.
         runs: Forecaster name -> its MLflow child run (the id is read when the
             outputs are written, so training never waits for the store).
-        gates: The LSTM's gate activations over the out-of-sample dates (or None).
-        model: The registered LSTM (or None).
+        gates: An ``introspection`` forecaster's gate activations over the
+            out-of-sample dates (or None).
+        model: The registered model (or None).
     """
 
     name: str
@@ -213,50 +215,50 @@ def _log_timing(results: Sequence[TrainResult], suffix: str = "") -> None:
 def _record_classic(
     name: str, bars: pd.DataFrame, folds: list[Fold], pieces: Sequence[Piece]
 ) -> tuple[dict[str, pd.Series], dict[str, dict[str, float]]]:
+    """A deterministic forecaster's one column and its metrics."""
     results = _by_fold(pieces)
     series = pd.concat([r.forecasts for r in results]).rename(name)
     _complete(series, folds, bars, name)
     metrics = _log_scores(bars, name, series, folds)
     _log_timing(results)
-    tracking.log_dataframe(_forecast_frame(bars, {name: series}, folds), "forecasts")
     return {name: series}, {name: metrics}
 
 
-def _record_lstm(
-    cfg: Config, instrument: str, bars: pd.DataFrame, folds: list[Fold], pieces: Sequence[Piece]
-) -> tuple[dict[str, pd.Series], dict[str, dict[str, float]], pd.DataFrame, Any]:
-    assert cfg.forecasters.get(LSTM) is not None
-    seeds = [cfg.seed + k for k in range(cfg.forecasters[LSTM].seeds)]
-    tracking.set_tags(
-        {
-            "gatecast.seeds": ",".join(map(str, seeds)),
-            "gatecast.lstm.batch_shards": str(pieces[0][0].batch_shards),
-        }
-    )
-    # results[k][fold number]: seed k's unit of that fold
-    results = [_by_fold([p for p in pieces if p[0].seed_index == k]) for k in range(len(seeds))]
+def _record_seeds(
+    name: str, bars: pd.DataFrame, folds: list[Fold], results: Sequence[Sequence[TrainResult]]
+) -> tuple[dict[str, pd.Series], dict[str, dict[str, float]]]:
+    """A stochastic forecaster's columns: ``<name>``, the mean of its seeds' forecasts,
+    then ``<name>_seed<k>`` each seed's; the mean's metrics logged, each seed's at step k."""
     per_seed = {}
     for k, seed_results in enumerate(results):
-        column = f"{LSTM}_seed{k}"
+        column = seed_column(name, k)
         per_seed[column] = pd.concat([r.forecasts for r in seed_results]).rename(column)
         _complete(per_seed[column], folds, bars, column)
-        for fold, result in zip(folds, seed_results, strict=True):
-            for key in ("loss", "val_loss"):
-                tracking.log_metric_history(f"{key}/fold{fold.number}/seed{k}", result.history[key])
         _log_timing(seed_results, suffix=f"/seed{k}")
-
     frame = pd.DataFrame(per_seed)
-    # the same expression as tracking.ensemble_forecast, which the logged model runs
-    columns = {LSTM: frame.mean(axis=1).rename(LSTM)}
+    # the same expression as the exported model's (pipelines.pyfunc_model.ensemble_forecast)
+    columns = {name: frame.mean(axis=1).rename(name)}
     columns.update({c: frame[c].rename(c) for c in frame.columns})
-
-    metrics = {LSTM: _log_scores(bars, LSTM, columns[LSTM], folds)}
-    for k in range(len(seeds)):
-        column = f"{LSTM}_seed{k}"
+    metrics = {name: _log_scores(bars, name, columns[name], folds)}
+    for k, column in enumerate(per_seed):
         metrics[column] = _score(bars, column, columns[column])
         tracking.log_metrics({f"seed/{m}": v for m, v in metrics[column].items()}, step=k)
+    return columns, metrics
+
+
+def _record_histories(
+    instrument: str,
+    name: str,
+    folds: list[Fold],
+    results: Sequence[Sequence[TrainResult]],
+    charts: bool,
+) -> None:
+    """Per-epoch losses of a forecaster that trains for epochs, per fold and seed."""
     histories = [[seed_results[f.number].history for seed_results in results] for f in folds]
     for fold, fold_histories in zip(folds, histories, strict=True):
+        for k, history in enumerate(fold_histories):
+            for key in ("loss", "val_loss"):
+                tracking.log_metric_history(f"{key}/fold{fold.number}/seed{k}", history[key])
         tracking.log_metrics(
             {
                 "fold/epochs_trained": np.mean([len(h["loss"]) for h in fold_histories]),
@@ -264,41 +266,49 @@ def _record_lstm(
             },
             step=fold.number,
         )
+    if charts:
+        tracking.log_figure(loss_chart(histories, f"{instrument}: {name} loss per epoch"), "loss")
 
-    # Gates of the first seed's model of each fold, over that fold's test dates.
-    gates = pd.concat([r.gates for r in results[0]], ignore_index=True)
-    tracking.log_dataframe(_forecast_frame(bars, columns, folds), "forecasts")
+
+def _record_gates(
+    instrument: str,
+    name: str,
+    bars: pd.DataFrame,
+    folds: list[Fold],
+    first_seed: Sequence[TrainResult],
+    seed: int,
+    charts: bool,
+) -> pd.DataFrame:
+    """The first seed's per-unit internals of each fold, over that fold's test dates."""
+    gates = pd.concat([r.gates for r in first_seed], ignore_index=True)
     tracking.log_dataframe(gates, "gates")
-    if cfg.tracking.charts:  # the gates stay as data above; the report draws its own charts
-        tracking.log_figure(loss_chart(histories, f"{instrument}: LSTM loss per epoch"), "loss")
+    if charts:  # the gates stay as data above; the report draws its own charts
         tracking.log_figure(
             gates_chart(
                 gates,
                 bars["close"],
-                f"{instrument}: LSTM gates over the out-of-sample dates (seed {seeds[0]})",
+                f"{instrument}: {name} gates over the out-of-sample dates (seed {seed})",
                 fold_starts=[f.test_start_date for f in folds],
             ),
             "gates",
         )
-    model = _register_final_model(cfg, instrument, bars, folds[-1], results)
-    return columns, metrics, gates, model
+    return gates
 
 
 def _register_final_model(
     cfg: Config,
-    instrument: str,
+    key: Key,
     bars: pd.DataFrame,
     last: Fold,
     results: Sequence[Sequence[TrainResult]],
+    cls: type,
 ) -> tracking.RegisteredModel:
     """Log and register the final fold's forecaster of every seed."""
-    from models.lstm import LstmForecaster
-
-    final = [LstmForecaster.from_bytes(seed_results[-1].model) for seed_results in results]
+    final = [cls.from_bytes(seed_results[-1].model) for seed_results in results]
     need = max(f.min_history for f in final)
     lo = max(last.train_start, last.test_start - need + 1)
     example = bars.iloc[lo : min(last.test_start + 5, last.test_end + 1)]
-    return tracking.log_lstm_model(cfg, instrument, final, example, fold=last.as_dict())
+    return tracking.log_model(cfg, key[0], key[1], final, example, fold=last.as_dict())
 
 
 def record(
@@ -309,18 +319,43 @@ def record(
     pieces: Sequence[Piece],
 ) -> InstrumentResult:
     """Record one (instrument, forecaster) from all its units' results in its child run;
-    return what it adds to the instrument's result."""
+    return what it adds to the instrument's result.
+
+    What is recorded follows the forecaster's declared capabilities: its seeds'
+    columns (``stochastic``), losses per epoch (a forecaster that reports a
+    ``history_``), gates (``introspection``) and the registered model (``export``).
+    """
     instrument, name = key
+    unit = pieces[0][0]
+    cls = unit.cls
+    seeds = sorted({piece.seed for piece, _ in pieces})
     tags = {"gatecast.instrument": instrument, "gatecast.forecaster": name}
     part = InstrumentResult(instrument, folds)
     with tracking.child_run(f"{instrument}/{name}", tags=tags) as run:
         part.runs[name] = run
-        if name == LSTM:
-            columns, metrics, part.gates, part.model = _record_lstm(
-                cfg, instrument, bars, folds, pieces
+        # results[k][fold number]: seed k's unit of that fold
+        results = [_by_fold([p for p in pieces if p[0].seed_index == k]) for k in range(unit.seeds)]
+        if cls.stochastic:
+            tracking.set_tags(
+                {
+                    "gatecast.seeds": ",".join(map(str, seeds)),
+                    "gatecast.settled_params": json.dumps(dict(unit.params), sort_keys=True),
+                }
             )
+            columns, metrics = _record_seeds(name, bars, folds, results)
         else:
             columns, metrics = _record_classic(name, bars, folds, pieces)
+            tracking.log_dataframe(_forecast_frame(bars, columns, folds), "forecasts")
+        if results[0][0].history is not None:
+            _record_histories(instrument, name, folds, results, cfg.tracking.charts)
+        if cls.stochastic:
+            tracking.log_dataframe(_forecast_frame(bars, columns, folds), "forecasts")
+        if cls.introspection:
+            part.gates = _record_gates(
+                instrument, name, bars, folds, results[0], seeds[0], cfg.tracking.charts
+            )
+        if cls.export:
+            part.model = _register_final_model(cfg, key, bars, folds[-1], results, cls)
     part.forecasts.update(columns)
     part.metrics.update(metrics)
     return part
@@ -421,7 +456,8 @@ def _instrument_result(
         result.runs.update(part.runs)
         result.forecasts.update(part.forecasts)
         result.metrics.update(part.metrics)
-        if part.gates is not None:
+        # one gates file per instrument: the report's candidate's, else the first forecaster's
+        if part.gates is not None and (result.gates is None or name == cfg.report.candidate):
             result.gates = part.gates
         if part.model is not None:
             result.model = part.model
@@ -526,7 +562,7 @@ def train(cfg: Config, *, command: str | None = None, reuse: bool = True) -> dic
     executor = executors.executor_for(
         cfg.executor,
         setup=functools.partial(runtime.configure_worker, cfg),
-        gpus=gpus_wanted,
+        gpus=functools.partial(gpus_wanted, cfg),
         recycles=grows_memory,
     )
     log.info("executor: %s", executor.describe())
@@ -535,7 +571,7 @@ def train(cfg: Config, *, command: str | None = None, reuse: bool = True) -> dic
         device = runtime.configure(cfg)  # imports TensorFlow, quietly: before anything else
         min_history = _min_history(cfg)  # builds the forecasters
         folds = {n: make_folds(b.index, cfg.walkforward, min_history) for n, b in bars.items()}
-        units = make_units(cfg, bars, folds, device, batch_shards(cfg))
+        units = make_units(cfg, bars, folds, device)
         log.info("%d units of work", len(units))
         cache = UnitCache(out, "pipelines.units", cache_inputs) if reuse else None
         with (
@@ -556,11 +592,10 @@ def train(cfg: Config, *, command: str | None = None, reuse: bool = True) -> dic
                 "tracking_uri": tracking.display_uri(parent.tracking_uri),
                 "device": {"kind": device.kind, "name": device.name, "requested": device.requested},
                 "deterministic": device.deterministic,
-                "seeds": (
-                    [cfg.seed + k for k in range(cfg.forecasters[LSTM].seeds)]
-                    if cfg.forecasters.get(LSTM)
-                    else []
-                ),
+                "seeds": {
+                    name: [cfg.seed + k for k in range(spec.seeds)]
+                    for name, spec in cfg.forecasters.with_capability("stochastic").items()
+                },
             }
             summary = write_outputs(cfg, bars, results, header)
             tracking.log_metrics({"wall_seconds": time.perf_counter() - started})

@@ -1,24 +1,27 @@
 """The train stage's units of work: one forecaster fit on one fold of one instrument.
 
-A ``TrainUnit`` holds everything its result depends on: the config, the
-instrument's bars from the fold's training start to its test end (nothing
-later, so a unit cannot look ahead and needs no shared filesystem), the fold,
-the LSTM's seed and its ``batch_shards`` (the row blocks a training batch is
-cut into, which changes the last bits of the weight gradients; the driver
-resolves it once, so every process trains the same model), and the
-TensorFlow device. ``run_train_unit(unit)`` is a plain function of it: it seeds
-the random generators itself, does not read or write files, MLflow or global
-state of the driver, and returns a picklable ``TrainResult``. So the same units
-give bit-identical results run one after another in the driver or spread over
+A ``TrainUnit`` holds exactly what its result depends on: the forecaster's
+class and its settled parameters (``Forecaster.settle``, called once by the
+driver, so a setting that depends on the machine is the same in every
+process), the experiment's ``features``, the instrument's bars from the fold's
+training start to its test end (nothing later, so a unit cannot look ahead and
+needs no shared filesystem), the fold, the seed and the device. No config
+travels with it, so its fields are its cache key (``cache_inputs``).
+``run_train_unit(unit)`` is a plain function of it: it seeds the random
+generators itself, does not read or write files, MLflow or global state of the
+driver, and returns a picklable ``TrainResult``. So the same units give
+bit-identical results run one after another in the driver or spread over
 worker processes (``pipelines.executors``); TensorFlow's op determinism, which
 ``pipelines.runtime.configure`` switches on in every process, does the rest.
 
-The LSTM runs as one unit per seed and fold; the first seed's units also return
-the gate activations of every unit of the last layer over the fold's test dates
-(``gates_long``: one row per date and unit), and the final fold's units
-return the fitted forecaster as bytes (``LstmForecaster.to_bytes``), which the
-driver registers. The Keras session is cleared after every ``CLEAR_KERAS_EVERY``
-LSTM units, so a long-lived worker's memory stays bounded.
+What a unit returns beyond its forecasts follows from what its forecaster's
+class declares (``models.base.Forecaster``): a ``stochastic`` one runs as one
+unit per seed and fold; the first seed's units of an ``introspection`` one also
+return its per-unit internals over the fold's test dates (``gates_long``: one
+row per date and unit), and the final fold's units of an ``export`` one return
+the fitted forecaster as bytes (``to_bytes``), which the driver registers. The
+Keras session is cleared after every ``CLEAR_KERAS_EVERY`` units of a
+``device`` forecaster, so a long-lived worker's memory stays bounded.
 """
 
 from __future__ import annotations
@@ -30,41 +33,43 @@ from typing import Any
 
 import pandas as pd
 
+from models.base import BuildContext, Forecaster
 from pipelines import runtime
 from pipelines.config import Config
-from pipelines.errors import ConfigError
-from pipelines.walkforward import Fold, make_forecaster, walk_forward
-
-LSTM = "lstm"
+from pipelines.walkforward import Fold, walk_forward
 
 
 @dataclass(frozen=True, eq=False)
 class TrainUnit:
-    """One forecaster (for the LSTM: one seed) on one fold of one instrument.
+    """One forecaster (one seed of a stochastic one) on one fold of one instrument.
 
     Args:
-        cfg: The resolved experiment config (builds the forecaster).
         instrument: The instrument's name.
-        forecaster: The forecaster's name (``cfg.forecasters.<name>``).
+        forecaster: The forecaster's name (its key under ``forecasters:``).
+        cls: Its registered class.
+        params: Its parameters, settled by the driver (``Forecaster.settle``).
+        features: The experiment's ``features`` section.
         fold: The fold, positions in the instrument's whole series.
         bars: The instrument's bars from ``fold.train_start`` to ``fold.test_end``.
-        device: Where TensorFlow runs (the LSTM only).
-        seed_index: The LSTM seed's number k (0 for the others).
-        seed: The LSTM's seed, ``cfg.seed + k`` (``cfg.seed`` for the others).
-        batch_shards: The LSTM's ``batch_shards``, the same in every unit.
-        gates: Also return the gate activations over the test dates (LSTM).
-        export: Also return the fitted forecaster as bytes (LSTM, final fold).
+        device: Where TensorFlow runs (a forecaster that declares ``device``).
+        seed_index: The seed's number k (0 for a deterministic forecaster).
+        seed: The seed, the experiment's ``seed + k``.
+        seeds: How many seeds the forecaster runs (1 for a deterministic one).
+        gates: Also return the per-unit internals over the test dates (``introspection``).
+        export: Also return the fitted forecaster as bytes (``export``, final fold).
     """
 
-    cfg: Config
     instrument: str
     forecaster: str
+    cls: type[Forecaster]
+    params: Mapping[str, Any]
+    features: Mapping[str, Any]
     fold: Fold
     bars: pd.DataFrame
     device: runtime.DeviceInfo
     seed_index: int = 0
     seed: int = 0
-    batch_shards: int | None = None
+    seeds: int = 1
     gates: bool = False
     export: bool = False
 
@@ -74,8 +79,13 @@ class TrainUnit:
         return self.instrument, self.forecaster
 
     def __str__(self) -> str:
-        seed = f" seed {self.seed_index}" if self.forecaster == LSTM else ""
+        seed = f" seed {self.seed_index}" if self.cls.stochastic else ""
         return f"{self.instrument}/{self.forecaster} fold {self.fold.number}{seed}"
+
+    def build(self) -> Forecaster:
+        """A fresh, unfitted forecaster of this unit."""
+        context = BuildContext(seed=self.seed, features=self.features)
+        return self.cls.from_config(self.params, context)
 
 
 @dataclass(eq=False)
@@ -85,10 +95,11 @@ class TrainResult:
     Args:
         forecasts: Next-close forecasts on the fold's test dates (float64).
         fit_seconds, predict_seconds: Wall time of the fit and of the forecasts.
-        history: The LSTM's per-epoch ``loss`` and ``val_loss``.
-        gates: The LSTM's per-unit gate activations on the test dates (when asked), in
-            the long form of ``gates_long``.
-        model: The fitted LSTM as ``LstmForecaster.to_bytes`` (when asked).
+        history: Per-epoch ``loss`` and ``val_loss`` of a forecaster that trains
+            for epochs (its ``history_``), else None.
+        gates: Per-unit internals on the test dates (when asked), in the long
+            form of ``gates_long``.
+        model: The fitted forecaster's ``to_bytes`` (when asked).
     """
 
     forecasts: pd.Series
@@ -99,29 +110,14 @@ class TrainResult:
     model: bytes | None = None
 
 
-def batch_shards(cfg: Config) -> int | None:
-    """The LSTM's row blocks per batch, resolved once here and given to every unit.
+def gpus_wanted(cfg: Config, unit: TrainUnit) -> float | None:
+    """GPUs a unit asks an executor for: a ``device`` forecaster's unit on a GPU device
+    (``runtime.unit_gpus``), else None (CPUs only).
 
-    What ``GateLSTM(batch_shards=None)`` would choose for a training batch in
-    this process (one block per core, none under ``MIN_AUTO_SHARD_ROWS`` rows),
-    so a worker with fewer threads still trains the driver's model.
+    Decided by the unit's device, so an executor can be started before the
+    driver has chosen its own.
     """
-    if cfg.forecasters.get(LSTM) is None:
-        return None
-    from models.gate_lstm_xla import MIN_AUTO_SHARD_ROWS, default_batch_shards
-
-    rows = cfg.forecasters[LSTM].params.batch_size
-    return max(1, min(default_batch_shards(), rows // MIN_AUTO_SHARD_ROWS))
-
-
-def gpus_wanted(unit: TrainUnit) -> float | None:
-    """GPUs a unit asks an executor for: an LSTM unit on a GPU device, else None (CPUs only).
-
-    Decided by the unit alone (its config and device), so an executor can be
-    started before the driver has chosen its own device.
-    """
-    wants = unit.cfg.forecasters[unit.forecaster].cls.device
-    return runtime.lstm_gpus(unit.cfg, unit.device) if wants else None
+    return runtime.unit_gpus(cfg, unit.device) if unit.cls.device else None
 
 
 def make_units(
@@ -129,13 +125,17 @@ def make_units(
     bars: Mapping[str, pd.DataFrame],
     folds: Mapping[str, Sequence[Fold]],
     device: runtime.DeviceInfo,
-    batch_shards: int | None,
 ) -> list[TrainUnit]:
     """Every unit of the stage, in the order a sequential run records them.
 
     Instruments in the config's order, then forecasters in the config's order,
-    then (LSTM) seeds, then folds, oldest first.
+    then seeds, then folds, oldest first.
     """
+    features = cfg.features.model_dump()
+    specs = {
+        name: (spec, spec.cls.settle(spec.arguments()))
+        for name, spec in cfg.forecasters.enabled().items()
+    }
     units = []
     for instrument, instrument_bars in bars.items():
         # one window per fold, shared by its units (an executor ships each once)
@@ -143,27 +143,22 @@ def make_units(
             f.number: instrument_bars.iloc[f.train_start : f.test_end + 1]
             for f in folds[instrument]
         }
-        for name, spec in cfg.forecasters.enabled().items():
-            if spec.seeds > 1 and name != LSTM:
-                # the train stage averages seeds into one column for `lstm` only, so far
-                raise ConfigError(
-                    f"forecasters.{name}.seeds: {spec.seeds} seeds are recorded for the "
-                    f"forecaster named {LSTM!r} only; give {name} seeds: 1 or run it as {LSTM!r}"
-                )
-            seeds = range(spec.seeds)
-            for k in seeds:
+        for name, (spec, params) in specs.items():
+            for k in range(spec.seeds):
                 for fold in folds[instrument]:
                     units.append(
                         TrainUnit(
-                            cfg=cfg,
                             instrument=instrument,
                             forecaster=name,
+                            cls=spec.cls,
+                            params=params,
+                            features=features,
                             fold=fold,
                             bars=windows[fold.number],
                             device=device,
                             seed_index=k,
                             seed=cfg.seed + k,
-                            batch_shards=batch_shards,
+                            seeds=spec.seeds,
                             gates=spec.cls.introspection and k == 0,
                             export=spec.cls.export and fold is folds[instrument][-1],
                         )
@@ -171,63 +166,50 @@ def make_units(
     return units
 
 
-# Config sections a train unit never reads (the others are part of its cache key).
-_NOT_READ = {"name", "output_directory", "data", "backtest", "report", "tracking", "executor"}
-
-
 def cache_inputs(unit: TrainUnit) -> dict[str, Any]:
-    """What ``run_train_unit``'s result depends on, for ``pipelines.unit_cache``'s key.
-
-    Every field of the unit, with the config narrowed to what can change the
-    numbers: every section but those listed in ``_NOT_READ`` (a new section
-    counts until it is listed), and of ``forecasters`` only the unit's own.
-    The bars are the unit's own (its fold's window, read by the driver from the
-    data stage's files), so a changed data file changes the key.
-    """
-    config = unit.cfg.model_dump(mode="json", exclude=_NOT_READ)
-    config["forecasters"] = {unit.forecaster: config["forecasters"][unit.forecaster]}
+    """What ``run_train_unit``'s result depends on, for ``pipelines.unit_cache``'s key:
+    every field of the unit, the class by its import path (its code is hashed apart)."""
     fields = {f.name: getattr(unit, f.name) for f in dataclasses.fields(unit)}
-    return {**fields, "cfg": config}
+    fields["cls"] = f"{unit.cls.__module__}:{unit.cls.__qualname__}"
+    return fields
 
 
 def run_train_unit(unit: TrainUnit) -> TrainResult:
     """Fit ``unit``'s forecaster on its fold's training bars and forecast its test dates."""
     fold = unit.fold.rebased(unit.fold.train_start)
     runtime.seed_everything(unit.seed)
-    if not unit.cfg.forecasters[unit.forecaster].cls.device:
+    if not unit.cls.device:
         return _result(unit, fold)
     try:
         with runtime.device_scope(unit.device):
             return _result(unit, fold)
     finally:
-        _after_lstm_unit()
+        _after_device_unit()
 
 
 def grows_memory(unit: TrainUnit) -> bool:
-    """Whether ``unit`` leaves memory behind in its process: an LSTM unit (TensorFlow keeps
-    some of every model, 6 to 14 MiB a unit measured on the smoke config's models, cleared
-    session or not);
-    a Ray worker is recycled after ``pipelines.ray_executor.UNITS_PER_WORKER`` of them."""
-    return unit.cfg.forecasters[unit.forecaster].cls.device
+    """Whether ``unit`` leaves memory behind in its process: a ``device`` forecaster's unit
+    (TensorFlow keeps some of every model, cleared session or not); a Ray worker is
+    recycled after ``pipelines.ray_executor.UNITS_PER_WORKER`` of them."""
+    return unit.cls.device
 
 
 # Keras keeps every model a process builds until its session is cleared, and clearing it
-# also drops the compiled GateLSTM loop, which the next fit then compiles again: clearing
-# after every unit made the default train stage 14% slower (121 s against 106 s, the
-# forecasts identical). Clearing after every CLEAR_KERAS_EVERY LSTM units bounds a
-# long-lived worker's memory at a small part of that cost; no result depends on it.
+# also drops compiled training loops, which the next fit compiles again: clearing every
+# CLEAR_KERAS_EVERY units bounds a long-lived worker's memory at a small part of the cost
+# of clearing after each (docs/benchmarks.md); no result depends on it.
 CLEAR_KERAS_EVERY = 16
-_lstm_units_since_clear = 0
+_device_units_since_clear = 0
 
 
-def _after_lstm_unit() -> None:
-    global _lstm_units_since_clear
-    _lstm_units_since_clear += 1
-    if _lstm_units_since_clear >= CLEAR_KERAS_EVERY:
+def _after_device_unit() -> None:
+    global _device_units_since_clear
+    _device_units_since_clear += 1
+    if _device_units_since_clear >= CLEAR_KERAS_EVERY:
         import keras
 
         keras.backend.clear_session()
-        _lstm_units_since_clear = 0
+        _device_units_since_clear = 0
 
 
 GATES_COLUMNS = ("date", "fold", "unit", "forget", "input", "output", "cell")
@@ -237,8 +219,8 @@ def gates_long(per_unit: Mapping[str, pd.DataFrame], fold: int) -> pd.DataFrame:
     """Per-unit gate activations as one tidy frame, the layout of ``<INST>.gates.parquet``.
 
     Args:
-        per_unit: ``LstmForecaster.gate_activations_per_unit``: gate -> frame of dates x
-            units (columns ``unit_<k>``).
+        per_unit: ``gate_activations_per_unit`` of an ``introspection`` forecaster:
+            gate -> frame of dates x units (columns ``unit_<k>``).
         fold: the walk-forward fold these dates belong to (its model made them).
 
     Returns:
@@ -261,14 +243,7 @@ def gates_long(per_unit: Mapping[str, pd.DataFrame], fold: int) -> pd.DataFrame:
 
 
 def _result(unit: TrainUnit, fold: Fold) -> TrainResult:
-    walked = walk_forward(
-        unit.bars,
-        lambda: make_forecaster(
-            unit.forecaster, unit.cfg, seed=unit.seed, batch_shards=unit.batch_shards
-        ),
-        [fold],
-        name=unit.forecaster,
-    )
+    walked = walk_forward(unit.bars, unit.build, [fold], name=unit.forecaster)
     forecaster = walked.last_forecaster
     result = TrainResult(
         forecasts=walked.forecasts,

@@ -192,9 +192,7 @@ def required_train_bars(forecaster: Forecaster) -> int:
     return max(forecaster.min_history, forecaster.required_train_bars())
 
 
-def make_forecaster(
-    name: str, cfg: Config, seed: int | None = None, batch_shards: int | None = None
-) -> Forecaster:
+def make_forecaster(name: str, cfg: Config, seed: int | None = None) -> Forecaster:
     """A fresh, unfitted forecaster from ``cfg.forecasters.<name>`` (and ``cfg.features``).
 
     Args:
@@ -202,8 +200,6 @@ def make_forecaster(
         cfg: the experiment config.
         seed: the seed of this fit (default ``cfg.seed``); deterministic
             forecasters ignore it.
-        batch_shards: row blocks per batch, for a forecaster whose constructor
-            takes ``batch_shards`` (None: its own default).
 
     Raises:
         ConfigError: a name the config does not list (with a suggestion).
@@ -220,10 +216,7 @@ def make_forecaster(
     context = BuildContext(
         seed=cfg.seed if seed is None else seed, features=cfg.features.model_dump()
     )
-    forecaster = spec.cls.from_config(spec.arguments(), context)
-    if batch_shards is not None and hasattr(forecaster, "batch_shards"):
-        forecaster.batch_shards = int(batch_shards)
-    return forecaster
+    return spec.cls.from_config(spec.arguments(), context)
 
 
 # Walk-forward --------------------------------------------------------------------

@@ -205,7 +205,7 @@ def test_units_carry_their_fold_bars_only_in_the_sequential_order():
     bars = {name: load_instrument(cfg, name) for name in cfg.data.instruments}
     folds = {name: make_folds(b.index, cfg.walkforward, 60) for name, b in bars.items()}
     device = DeviceInfo("cpu", "cpu", "test", "/CPU:0", True)
-    units = make_units(cfg, bars, folds, device, batch_shards=2)
+    units = make_units(cfg, bars, folds, device)
     per_instrument = 5 * 2 + 2 * 2  # five classic x two folds, two seeds x two folds
     assert len(units) == 2 * per_instrument
     assert [str(u) for u in units[8:14]] == [
@@ -220,8 +220,11 @@ def test_units_carry_their_fold_bars_only_in_the_sequential_order():
         # from the training start to the test end: nothing after it reaches the unit
         assert unit.bars.index[0] == unit.fold.train_start_date
         assert unit.bars.index[-1] == unit.fold.test_end_date
-        assert unit.batch_shards == 2
+        assert not hasattr(unit, "cfg")  # only what it reads: no whole config
     lstm = [u for u in units if u.forecaster == "lstm"]
+    # the LSTM's row blocks are settled once by the driver, the same in every unit
+    assert len({u.params["batch_shards"] for u in lstm}) == 1
+    assert lstm[0].params["batch_shards"] >= 1
     assert [u.seed for u in lstm[:4]] == [7, 7, 8, 8]
     assert [u.gates for u in lstm[:4]] == [True, True, False, False]
     assert [u.export for u in lstm[:4]] == [False, True, False, True]

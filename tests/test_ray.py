@@ -55,19 +55,19 @@ def test_an_lstm_unit_asks_for_gpus_only_on_a_gpu():
     cpu = DeviceInfo("cpu", "cpu", "test", "/CPU:0", True)
 
     def first(config, device, forecaster):
-        units = make_units(config, bars, folds, device, batch_shards=1)
+        units = make_units(config, bars, folds, device)
         return next(u for u in units if u.forecaster == forecaster), units
 
     (lstm, units), (sma, _) = first(cfg, gpu, "lstm"), first(cfg, gpu, "sma")
-    assert gpus_wanted(lstm) == 1.0
-    assert gpus_wanted(sma) is None
-    assert gpus_wanted(first(cfg, cpu, "lstm")[0]) is None
+    assert gpus_wanted(cfg, lstm) == 1.0
+    assert gpus_wanted(cfg, sma) is None
+    assert gpus_wanted(cfg, first(cfg, cpu, "lstm")[0]) is None
     half = load_config(
         "configs/smoke.yaml", {"executor": {"kind": "ray", "gpus_per_lstm_unit": 0.5}}
     )
-    assert gpus_wanted(first(half, gpu, "lstm")[0]) == 0.5
+    assert gpus_wanted(half, first(half, gpu, "lstm")[0]) == 0.5
     # a search trial trains the LSTM: it asks for the same
-    trial = TrialUnit(0, {}, half, {}, {}, gpu, seed=0)
+    trial = TrialUnit(0, {}, half, settled={}, segments={}, folds={}, device=gpu, seed=0)
     assert trial_gpus(trial) == 0.5
     assert trial_gpus(dataclasses.replace(trial, device=cpu)) is None
     # the units of one fold share its bars, so an executor ships them once

@@ -134,20 +134,81 @@ def test_a_users_class_by_module_path_takes_its_constructors_keywords(user_modul
         _smoke({"drift": {"kind": user_module, "lookback": "ten"}})
 
 
-def test_a_second_lstm_runs_beside_the_first(tmp_path):
-    # one seed each: a variant of a stochastic kind trains as its own forecaster; several
-    # seeds averaged into one column are recorded for the one named lstm only, said so
+def test_a_second_lstm_runs_beside_the_first_with_its_own_seeds():
+    # a variant of a stochastic kind is a forecaster of its own, seeds and all
     from pipelines.units import make_units
 
-    cfg = _smoke({"lstm_4": {"kind": "lstm", "units": [4], "seeds": 1}})
+    cfg = _smoke({"lstm_4": {"kind": "lstm", "units": [4], "seeds": 2}})
     assert make_forecaster("lstm_4", cfg).units == [4]
     bars = {"GSPC": read_csv_bars(SAMPLE_DIR / "GSPC.csv")}
     folds = {"GSPC": make_folds(bars["GSPC"].index, cfg.walkforward)}
-    units = make_units(cfg, bars, folds, device=None, batch_shards=None)
+    units = make_units(cfg, bars, folds, device=None)
     assert {u.forecaster for u in units} >= {"lstm", "lstm_4"}
-    two_seeds = _smoke({"lstm_4": {"kind": "lstm", "units": [4], "seeds": 2}})
-    with pytest.raises(ConfigError, match=r"forecasters\.lstm_4\.seeds: 2 seeds are recorded"):
-        make_units(two_seeds, bars, folds, device=None, batch_shards=None)
+    four = [u for u in units if u.forecaster == "lstm_4"]
+    assert sorted({(u.seed_index, u.seed) for u in four}) == [(0, cfg.seed), (1, cfg.seed + 1)]
+    assert all(u.params["units"] == [4] for u in four)
+
+
+STOCHASTIC_FORECASTER = '''
+    import numpy as np
+
+    from models.base import Forecaster
+
+
+    class Noisy(Forecaster):
+        """Last close times a seeded factor near 1: stochastic, so it runs ``seeds``."""
+
+        name = "noisy"
+        stochastic = True
+
+        def __init__(self, spread: float = 0.001, seed: int = 0):
+            self.spread, self.seed = spread, seed
+
+        def fit(self, train):
+            self.factor_ = 1.0 + np.random.default_rng(self.seed).normal(0.0, self.spread)
+            return self
+
+        def predict(self, bars, start):
+            return (bars["close"] * self.factor_).loc[start:].rename(self.name)
+'''
+
+
+def test_any_stochastic_forecaster_runs_its_seeds_through_train_and_backtest(tmp_path, monkeypatch):
+    # seeds follow the declared capability, not the name: a user's stochastic class gets a
+    # column per seed, their mean as its own column, and a backtest of each seed
+    import json
+
+    import pandas as pd
+
+    from pipelines import backtest, train
+
+    (tmp_path / "my_noisy.py").write_text(textwrap.dedent(STOCHASTIC_FORECASTER))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    sets = [
+        f"output_directory={tmp_path / 'build'}",
+        "data.instruments=[GSPC]",
+        "forecasters.lstm=null",
+        "forecasters.noisy={kind: 'my_noisy:Noisy', spread: 0.01, seeds: 2}",
+        "tracking.experiment=gatecast-test-seeds",
+    ]
+    argv = ["--config", "configs/smoke.yaml", *[a for s in sets for a in ("--set", s)]]
+    try:
+        assert train.main(argv) == 0
+        assert backtest.main(argv) == 0
+    finally:
+        sys.modules.pop("my_noisy", None)
+    out = tmp_path / "build" / "smoke"
+    frame = pd.read_parquet(out / "forecasts" / "GSPC.parquet")
+    seeds = frame[["noisy_seed0", "noisy_seed1"]].dropna()
+    assert len(seeds) > 100 and not seeds["noisy_seed0"].equals(seeds["noisy_seed1"])
+    pd.testing.assert_series_equal(frame["noisy"].dropna(), seeds.mean(axis=1), check_names=False)
+    summary = json.loads((out / "forecasts" / "summary.json").read_text())
+    assert summary["seeds"] == {"noisy": [7, 8]}
+    backtests = json.loads((out / "backtests" / "summary.json").read_text())
+    assert {"noisy", "noisy_seed0", "noisy_seed1"} <= set(
+        backtests["instruments"]["GSPC"]["strategies"]
+    )
 
 
 def test_registered_forecasters_go_through_train_and_backtest(tmp_path, monkeypatch):

@@ -85,7 +85,7 @@ def test_models_are_registered_in_the_tracking_store_when_no_variable_is_set(tmp
     run = client.create_run(experiment)
     logged = client.create_logged_model(experiment, name="model", source_run_id=run.info.run_id)
     client.create_registered_model("gatecast-test-registry")
-    version = client.create_model_version(  # what log_lstm_model does
+    version = client.create_model_version(  # what log_model does
         "gatecast-test-registry", source=f"models:/{logged.model_id}", model_id=logged.model_id
     )
     assert str(version.version) == "1"
@@ -346,8 +346,8 @@ def test_model_lineage_and_description_say_where_a_model_came_from():
     assert lineage["gatecast.lineage.data.GSPC.parquet"] == "d" * 64
     assert lineage["gatecast.lineage.fold.train_start"] == "2011-01-03T00:00:00"
     assert lineage["gatecast.metric.rmse"] == "12.3457"
-    text = tracking.model_description("GSPC", 2, lineage, "http://ui/#/experiments/1/runs")
-    assert text.startswith("GateLSTM forecast of GSPC's next close: the mean of 2 seed(s)")
+    text = tracking.model_description("lstm", "GSPC", 2, lineage, "http://ui/#/experiments/1/runs")
+    assert text.startswith("`lstm` forecast of GSPC's next close: the mean of 2 seed(s)")
     assert "trained on 2011-01-03 to 2012-03-01" in text
     assert "commit `ffffffffffff` (uncommitted changes)" in text
     assert "`GSPC.parquet` sha256 `dddddddddddd`" in text
@@ -654,7 +654,7 @@ def test_a_password_in_the_uri_is_never_printed_logged_or_recorded(tmp_path, mlf
 
 
 def test_the_registered_model_reads_bars_as_a_user_has_them():
-    from pipelines.lstm_pyfunc import bars_from_input
+    from pipelines.pyfunc_model import bars_from_input
 
     as_read = pd.read_csv(REPO_ROOT / "data" / "sample" / "GSPC.csv", nrows=5)
     assert list(as_read.columns) == ["Date", "Open", "High", "Low", "Close", "Adj Close", "Volume"]
@@ -677,7 +677,7 @@ def test_the_registered_model_reads_bars_as_a_user_has_them():
     ],
 )
 def test_the_registered_model_names_a_missing_column(drop, message):
-    from pipelines.lstm_pyfunc import bars_from_input
+    from pipelines.pyfunc_model import bars_from_input
 
     as_read = pd.read_csv(REPO_ROOT / "data" / "sample" / "GSPC.csv", nrows=5)
     with pytest.raises(ValueError, match=message):

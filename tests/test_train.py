@@ -79,7 +79,7 @@ def test_outputs_hold_every_forecaster_on_the_out_of_sample_dates(store):
     assert list(gates.columns) == ["date", "fold", "unit", "forget", "input", "output", "cell"]
     assert pd.DatetimeIndex(gates["date"].unique()).equals(after.index)
     assert len(gates) == len(after) * gates["unit"].nunique()
-    assert summary["seeds"] == [7, 8]
+    assert summary["seeds"] == {"lstm": [7, 8]}
     assert summary["device"]["kind"] == "cpu"
 
 
@@ -177,7 +177,7 @@ def test_lstm_run_has_losses_plots_model_and_seed_metrics(store):
         assert float(version.tags[f"gatecast.metric.{key}"]) == pytest.approx(
             metrics["lstm"][key], rel=1e-5
         )
-    assert version.description.startswith("GateLSTM forecast of GSPC's next close")
+    assert version.description.startswith("`lstm` forecast of GSPC's next close")
     assert data_hash[:12] in version.description and run_id in version.description
     # a logged model of the run, finished, with its signature and input example
     assert version.source.startswith("models:/m-")
@@ -190,7 +190,7 @@ def test_lstm_run_has_losses_plots_model_and_seed_metrics(store):
     info = mlflow.models.get_model_info(model["uri"])
     assert info.model_id == model_id
     assert info.run_id == run_id
-    # no input schema: MLflow would refuse the bars as read from a CSV (lstm_pyfunc)
+    # no input schema: MLflow would refuse the bars as read from a CSV (pyfunc_model)
     assert info.signature.inputs is None
     assert "lstm" in info.signature.outputs.input_names()
     assert info.signature.params.to_dict()[0]["name"] == "start"

@@ -1,10 +1,12 @@
-"""The registered LSTM in MLflow's pyfunc format: what a model version holds and runs.
+"""A registered forecaster in MLflow's pyfunc format: what a model version holds and runs.
 
-``pipelines.tracking.log_lstm_model`` logs the final walk-forward fold's LSTM
-seeds with ``log_and_register`` (``save`` writes the model's folder); ``mlflow.pyfunc.load_model``
-brings back an ``LstmPyfuncModel`` in any process, with or without gatecast
-installed (the model carries the ``models`` and ``pipelines`` packages as its
-code)::
+``pipelines.tracking.log_model`` logs the final walk-forward fold's forecaster
+(each seed of a stochastic one) of every forecaster that declares ``export``,
+with ``log_and_register`` (``save`` writes the model's folder);
+``mlflow.pyfunc.load_model`` brings back a ``ForecasterPyfuncModel`` in any
+process, with or without gatecast installed (the model carries the ``core``,
+``models`` and ``pipelines`` packages as its code, and names the forecaster's
+class, which ``load`` reads each seed back with)::
 
     model = mlflow.pyfunc.load_model("models:/gatecast-lstm-GSPC@newest")
     forecasts = model.predict(bars, params={"start": "2012-06-01"})
@@ -13,8 +15,9 @@ code)::
 DatetimeIndex) and ``open, high, low, close, volume``, names in any case
 (``Date,Open,High,Low,Close,Adj Close,Volume`` as the bundled CSV files have
 them; other columns are ignored), volume integer or not. The result has
-``date``, ``lstm`` (mean of the seeds: the forecast of the next close) and
-``lstm_seed<k>``, one row per forecast date. A missing column is a one-line
+``date``, ``<name>`` (the forecast of the next close: the mean of the seeds of a
+stochastic forecaster) and, for a stochastic one, ``<name>_seed<k>``, one row
+per forecast date. A missing column is a one-line
 ``ValueError`` naming it.
 
 The signature has no input schema on purpose: MLflow matches input columns by
@@ -30,7 +33,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import importlib.metadata
+import json
 import logging
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -49,8 +54,10 @@ from pipelines.config import REPO_ROOT
 
 BAR_COLUMNS = ("open", "high", "low", "close", "volume")
 
-# The model's one artifact: a folder with the seeds' forecasters, saved as seed0, seed1, ...
+# The model's one artifact: a folder with the seeds' forecasters, saved as seed0, seed1, ...,
+# and FORECASTER_FILE, which names the forecaster and its class.
 SEEDS_ARTIFACT = "seeds"
+FORECASTER_FILE = "forecaster.json"
 
 # Pinned from this environment, which spares MLflow its requirement inference
 # (a subprocess that imports TensorFlow).
@@ -67,16 +74,23 @@ _REQUIREMENTS = (
 
 
 def ensemble_forecast(
-    forecasters: Sequence[Any], bars: pd.DataFrame, start: pd.Timestamp | None = None
+    name: str,
+    forecasters: Sequence[Any],
+    bars: pd.DataFrame,
+    start: pd.Timestamp | None = None,
+    stochastic: bool = True,
 ) -> pd.DataFrame:
-    """Forecasts of each LSTM seed (``lstm_seed<k>``) and their mean (``lstm``).
+    """Forecasts of each seed (``<name>_seed<k>``) and their mean (``<name>``); a
+    deterministic forecaster's one column ``<name>``.
 
-    The train stage builds its ``lstm`` column with this same function, so the
-    logged model reproduces it.
+    The mean is the expression the train stage builds its ``<name>`` column
+    with, so the logged model reproduces it.
     """
-    columns = {f"lstm_seed{k}": f.predict(bars, start) for k, f in enumerate(forecasters)}
+    if not stochastic:
+        return pd.DataFrame({name: forecasters[0].predict(bars, start)})
+    columns = {f"{name}_seed{k}": f.predict(bars, start) for k, f in enumerate(forecasters)}
     frame = pd.DataFrame(columns)
-    frame.insert(0, "lstm", frame.mean(axis=1))
+    frame.insert(0, name, frame.mean(axis=1))
     return frame
 
 
@@ -93,47 +107,48 @@ def bars_from_input(model_input: pd.DataFrame) -> pd.DataFrame:
         try:
             dates = pd.DatetimeIndex(pd.to_datetime(frame.pop("date")), name="date")
         except (ValueError, TypeError) as err:
-            raise ValueError(
-                f"gatecast LSTM model: the 'date' column is not dates: {err}"
-            ) from None
+            raise ValueError(f"gatecast model: the 'date' column is not dates: {err}") from None
         frame.index = dates
     elif isinstance(frame.index, pd.DatetimeIndex):
         frame.index = frame.index.rename("date")
     else:
         raise ValueError(
-            f"gatecast LSTM model: the input has no 'date' column and no DatetimeIndex; "
+            f"gatecast model: the input has no 'date' column and no DatetimeIndex; "
             f"it needs {wanted}"
         )
     missing = [c for c in BAR_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(
-            f"gatecast LSTM model: the input lacks column(s) {', '.join(missing)}; it needs "
+            f"gatecast model: the input lacks column(s) {', '.join(missing)}; it needs "
             f"{wanted}, and has {', '.join(map(str, frame.columns)) or 'none'}"
         )
     return frame[list(BAR_COLUMNS)].astype(np.float64)
 
 
-class LstmPyfuncModel(mlflow.pyfunc.PythonModel):
-    """The final walk-forward fold's LSTM seeds as an MLflow pyfunc model.
+class ForecasterPyfuncModel(mlflow.pyfunc.PythonModel):
+    """The final walk-forward fold's forecaster (each seed) as an MLflow pyfunc model.
 
     ``predict(bars, params={"start": "YYYY-MM-DD"})`` takes bars with a ``date``
     column (or a DatetimeIndex) and ``open, high, low, close, volume`` in any
     case (``bars_from_input``), and returns one row per
     forecast date ``t >= start`` (every date with enough history when
-    ``start`` is empty): ``date``, ``lstm`` (mean of the seeds: the forecast
-    of the next close) and ``lstm_seed<k>``. A forecast for ``t`` reads the
-    bars up to ``t`` only.
+    ``start`` is empty): ``date``, ``<name>`` (the forecast of the next close,
+    the mean of the seeds) and ``<name>_seed<k>`` (``ensemble_forecast``). A
+    forecast for ``t`` reads the bars up to ``t`` only.
     """
 
     def load_context(self, context: Any) -> None:
-        from pipelines.runtime import import_tensorflow
-
-        import_tensorflow()  # without TensorFlow's start-up lines (pipelines.runtime)
-        from models.lstm import LstmForecaster
-
         seeds = Path(context.artifacts[SEEDS_ARTIFACT])
+        about = json.loads((seeds / FORECASTER_FILE).read_text())
+        module, _, qualname = about["class"].partition(":")
+        cls = getattr(importlib.import_module(module), qualname)
+        if cls.device:
+            from pipelines.runtime import import_tensorflow
+
+            import_tensorflow()  # without TensorFlow's start-up lines (pipelines.runtime)
         folders = sorted(seeds.glob("seed*"), key=lambda p: int(p.name.removeprefix("seed")))
-        self.forecasters = [LstmForecaster.load(folder) for folder in folders]
+        self.name, self.stochastic = about["name"], bool(cls.stochastic)
+        self.forecasters = [cls.load(folder) for folder in folders]
 
     # MLflow infers no schema from a DataFrame hint; the signature logged with the model holds it.
     def predict(
@@ -141,12 +156,19 @@ class LstmPyfuncModel(mlflow.pyfunc.PythonModel):
     ) -> pd.DataFrame:
         start = (params or {}).get("start") or None
         bars = bars_from_input(model_input)
-        frame = ensemble_forecast(self.forecasters, bars, pd.Timestamp(start) if start else None)
+        frame = ensemble_forecast(
+            self.name,
+            self.forecasters,
+            bars,
+            pd.Timestamp(start) if start else None,
+            self.stochastic,
+        )
         return frame.rename_axis("date").reset_index()
 
 
 def save(
     directory: Path,
+    name: str,
     forecasters: Sequence[Any],
     example_bars: pd.DataFrame,
     mlflow_model: Model,
@@ -158,16 +180,21 @@ def save(
 
     Args:
         directory: A folder that does not exist yet.
-        forecasters: Fitted ``LstmForecaster`` of each seed, in seed order.
+        name: The forecaster's name in the config (names the output columns).
+        forecasters: The fitted forecaster of each seed, in seed order.
         example_bars: A short slice of bars, the input example.
         mlflow_model: MLflow's model metadata (which run and logged model it belongs to).
     """
     seeds = directory.parent / f"{directory.name}-{SEEDS_ARTIFACT}"
     for k, forecaster in enumerate(forecasters):
         forecaster.save(seeds / f"seed{k}")
+    cls = type(forecasters[0])
+    about = {"name": name, "class": f"{cls.__module__}:{cls.__qualname__}"}
+    (seeds / FORECASTER_FILE).write_text(json.dumps(about))
     example = example_bars.rename_axis("date").reset_index()
-    output = {"date": example["date"].iloc[-1:].to_numpy(), "lstm": [0.0]}
-    output.update({f"lstm_seed{k}": [0.0] for k in range(len(forecasters))})
+    output = {"date": example["date"].iloc[-1:].to_numpy(), name: [0.0]}
+    if cls.stochastic:
+        output.update({f"{name}_seed{k}": [0.0] for k in range(len(forecasters))})
     # The pickled object is a bare instance of this module's class, whose code ships with
     # the model: MLflow's generic warning about pickled models says nothing useful here.
     pyfunc_log = logging.getLogger("mlflow.pyfunc")
@@ -184,7 +211,7 @@ def _save_model(
 ) -> None:
     mlflow.pyfunc.save_model(
         str(directory),
-        python_model=LstmPyfuncModel(),
+        python_model=ForecasterPyfuncModel(),
         artifacts={SEEDS_ARTIFACT: str(seeds)},
         code_paths=[str(REPO_ROOT / package) for package in ("core", "models", "pipelines")],
         input_example=(example, {"start": ""}),
@@ -216,6 +243,7 @@ def log_and_register(
     run_id: str,
     experiment_id: str,
     name: str,
+    forecaster: str,
     forecasters: Sequence[Any],
     example_bars: pd.DataFrame,
     *,
@@ -225,7 +253,8 @@ def log_and_register(
     version_tags: Mapping[str, str] | None = None,
     version_description: str | None = None,
 ) -> str:
-    """Log the seeds as a logged model of run ``run_id``, add a version of ``name``; its number.
+    """Log the seeds of ``forecaster`` as a logged model of run ``run_id``, add a version
+    of the registered model ``name``; return its number.
 
     The steps of ``mlflow.pyfunc.log_model`` through the client, on a run the
     caller opened, without its check that loads the model back and predicts
@@ -245,7 +274,7 @@ def log_and_register(
                 model_uuid=logged.model_id,
                 model_id=logged.model_id,
             )
-            save(Path(tmp) / "model", forecasters, example_bars, meta)
+            save(Path(tmp) / "model", forecaster, forecasters, example_bars, meta)
             store.log_model_artifacts(logged.model_id, str(Path(tmp) / "model"))
     except BaseException:
         with contextlib.suppress(Exception):
