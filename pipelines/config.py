@@ -474,7 +474,7 @@ class ExecutorConfig(_Section):
         return self
 
 
-# Bounds of the search ranges: those of the LSTM's own settings.
+# Bounds of the search ranges: those of the recurrent forecasters' own settings.
 _SPACE_LIMITS = {"units": (1, 4096), "layers": (1, 8), "window": (2, 512), "epochs": (1, 10_000)}
 _SPACE_LIMITS |= {"dropout": (0.0, 0.999), "learning_rate": (1e-8, 0.999)}
 
@@ -490,10 +490,11 @@ class SearchValidation(_Section):
 
 
 class SearchSpace(_Section):
-    """The LSTM settings searched: ``[low, high]`` (inclusive; ``learning_rate`` on a log
+    """The settings searched: ``[low, high]`` (inclusive; ``learning_rate`` on a log
     scale) or, for ``batch_size``, the choices. ``null`` keeps the config's value
-    (``forecasters.lstm.*``; ``window`` is ``features.window``). ``units`` is per layer,
-    ``layers`` the number of GateLSTM layers (all of the same width)."""
+    (``forecasters.<search.forecaster>.*``; ``window`` is ``features.window``); each
+    other than ``window`` must be a parameter of the searched forecaster. ``units`` is
+    per layer, ``layers`` the number of recurrent layers (all of the same width)."""
 
     units: list[StrictInt] | None = Field(default_factory=lambda: [16, 64])
     layers: list[StrictInt] | None = Field(default_factory=lambda: [1, 2])
@@ -528,7 +529,7 @@ class SearchSpace(_Section):
 
 
 class SearchConfig(_Section):
-    """Hyperparameter search of the LSTM (``pipelines.search``); ``trials: 0`` runs none.
+    """Hyperparameter search of ``forecaster`` (``pipelines.search``); ``trials: 0`` runs none.
 
     A TPE sampler seeded with ``seed`` (null: ``seed`` above) proposes ``trials``
     configurations from ``space``, scored by ``metric`` on ``validation`` slices of
@@ -536,6 +537,9 @@ class SearchConfig(_Section):
     ``val_loss`` (best early-stopping loss); lower is better. The best one is trained, and
     the report's deflated Sharpe ratio counts every trial scored."""
 
+    forecaster: str = Field(
+        "lstm", description="the forecaster searched (a name under forecasters:)"
+    )
     trials: StrictInt = Field(0, ge=0, le=10_000, description="configurations to try; 0 = none")
     seed: StrictInt | None = Field(None, ge=0, description="sampler seed; null = seed")
     instruments: list[str] | None = Field(None, min_length=1, description="null = all")

@@ -1,11 +1,16 @@
-"""The ``search`` stage: hyperparameter search of the LSTM with Optuna, tracked in MLflow.
+"""The ``search`` stage: hyperparameter search of one forecaster with Optuna, tracked in MLflow.
+
+The forecaster searched is ``search.forecaster`` (default ``lstm``); the space
+``search.space`` names the settings it tunes, each of them a parameter of that
+forecaster (``window`` is ``features.window``; ``units`` and ``layers`` make a
+``units`` list).
 
 ``python -m pipelines search --config FILE`` (``make search``), between the
 data and train stages:
 
 1. with ``search.trials: 0`` (the default) it searches nothing: it writes a
    ``summary.json`` whose chosen configuration is the config's own
-   (``forecasters.lstm``, ``features.window``), opens no MLflow run (there is
+   (``forecasters.<searched>``, ``features.window``), opens no MLflow run (there is
    nothing to record, and a stage that did nothing should not add a run to the
    experiment) and imports neither TensorFlow nor MLflow;
 2. otherwise it reads the data stage's bars and asks an Optuna TPE sampler,
@@ -48,6 +53,7 @@ from typing import Any
 
 import pandas as pd
 
+from models.base import BuildContext
 from pipelines import search_unit
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
 from pipelines.config import Config, SearchSpace
@@ -56,14 +62,12 @@ from pipelines.errors import ConfigError, DataError
 from pipelines.outputs import json_safe, read_stage_parquet, read_stage_summary, shown, write_json
 from pipelines.runtime import DeviceInfo
 from pipelines.search_unit import (
-    LSTM,
-    LSTM_PARAMS,
     TrialResult,
     TrialUnit,
     apply_params,
-    lstm_params,
+    searched_params,
 )
-from pipelines.walkforward import Fold
+from pipelines.walkforward import Fold, required_train_bars
 
 log = logging.getLogger("gatecast.search")
 
@@ -81,17 +85,29 @@ def fingerprint(cfg: Config) -> str:
     dump = cfg.model_dump(mode="json")
     keys = ("seed", "device", "deterministic", "data", "features", "walkforward", "search")
     part = {k: dump[k] for k in keys}
-    part["lstm"] = dump["forecasters"].get(LSTM)
+    part["searched"] = dump["forecasters"].get(cfg.search.forecaster)
     return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()
 
 
 def check(cfg: Config) -> None:
-    """What the config sections cannot check alone: a searched LSTM and known instruments."""
-    if cfg.search.trials and cfg.forecasters.get(LSTM) is None:
+    """What the config sections cannot check alone: a searched forecaster that has every
+    setting of the space, and known instruments."""
+    name = cfg.search.forecaster
+    if cfg.search.trials and cfg.forecasters.get(name) is None:
         raise ConfigError(
-            f"search.trials is {cfg.search.trials} but forecasters.lstm is not enabled: "
-            "enable the LSTM or set search.trials: 0"
+            f"search.trials is {cfg.search.trials} but search.forecaster {name!r} is not an "
+            f"enabled forecaster: enable forecasters.{name}, name another in "
+            "search.forecaster, or set search.trials: 0"
         )
+    if cfg.search.trials:
+        has = set(searched_params(cfg))
+        for setting, bounds in cfg.search.space.model_dump().items():
+            wanted = "units" if setting == "layers" else setting
+            if bounds is not None and wanted not in has:
+                raise ConfigError(
+                    f"search.space.{setting}: the searched forecaster {name!r} has no "
+                    f"parameter {wanted!r}; set search.space.{setting}: null"
+                )
     unknown = [n for n in cfg.search.instruments or [] if n not in cfg.data.instruments]
     if unknown:
         raise ConfigError(
@@ -103,7 +119,7 @@ def check(cfg: Config) -> None:
 
 
 def suggest(trial: Any, space: SearchSpace, base: Mapping[str, Any]) -> dict[str, Any]:
-    """One configuration (keys of ``LSTM_PARAMS``) from an Optuna trial.
+    """One configuration (keys of ``search_unit.SETTINGS``) from an Optuna trial.
 
     Settings whose range is null keep ``base`` (the config's). ``units`` and
     ``layers`` make the ``units`` list: ``layers`` layers of ``units`` each.
@@ -205,20 +221,20 @@ def record_trial(
 
 def check_lengths(cfg: Config, folds: Mapping[str, Sequence[Fold]]) -> None:
     """Every validation slice must leave the widest searched window enough bars to train on."""
-    from models.lstm import LstmForecaster
-
-    assert cfg.forecasters.get(LSTM) is not None
+    name = cfg.search.forecaster
+    spec = cfg.forecasters[name]
     window = cfg.search.space.window[1] if cfg.search.space.window else cfg.features.window
-    need = LstmForecaster(
-        window=window, validation_fraction=cfg.forecasters[LSTM].params.validation_fraction
-    ).required_train_bars()
-    for name, slices in folds.items():
+    features = {**cfg.features.model_dump(), "window": window}
+    need = required_train_bars(
+        spec.cls.from_config(spec.arguments(), BuildContext(cfg.seed, features))
+    )
+    for instrument, slices in folds.items():
         if slices[0].train_bars < need:
             raise ConfigError(
-                f"search: {name}'s first validation slice trains on {slices[0].train_bars} bars, "
-                f"fewer than the {need} an LSTM with window {window} needs; lower "
-                "search.validation.fraction or search.space.window, or raise "
-                "walkforward.train_bars"
+                f"search: {instrument}'s first validation slice trains on "
+                f"{slices[0].train_bars} bars, fewer than the {need} {name} with window "
+                f"{window} needs; lower search.validation.fraction or search.space.window, "
+                "or raise walkforward.train_bars"
             )
 
 
@@ -236,7 +252,7 @@ def run_trials(
 
     from pipelines import executors, runtime
 
-    base, study = lstm_params(cfg), make_study(cfg)
+    base, study = searched_params(cfg), make_study(cfg)
     executor = executors.executor_for(
         cfg.executor,
         setup=functools.partial(runtime.configure_worker, cfg),
@@ -253,7 +269,7 @@ def run_trials(
             for trial in asked:
                 params = suggest(trial, cfg.search.space, base)
                 trial_cfg = apply_params(cfg, params)
-                spec = trial_cfg.forecasters[LSTM]
+                spec = trial_cfg.forecasters[cfg.search.forecaster]
                 units.append(
                     TrialUnit(
                         number=trial.number,
@@ -310,7 +326,8 @@ def search(
         "direction": DIRECTION,
     }
     if not cfg.search.trials:
-        chosen = lstm_params(cfg) if cfg.forecasters.get(LSTM) is not None else None
+        enabled = cfg.forecasters.get(cfg.search.forecaster) is not None
+        chosen = searched_params(cfg) if enabled else None
         summary = {**header, "source": "config", "trials_completed": 0, "trials_failed": 0}
         summary.update(chosen=chosen, instruments={})
         write_json(out, json_safe(summary))
@@ -377,28 +394,31 @@ def _search(
 
 
 def chosen_config(cfg: Config) -> tuple[Config, dict[str, str]]:
-    """The config the train stage runs, and tags saying where its LSTM settings came from.
+    """The config the train stage runs, and tags saying where the searched forecaster's
+    settings came from.
 
-    With ``search.trials: 0`` (or no LSTM) that is ``cfg`` itself, and no tags. Otherwise
-    the search stage's ``summary.json`` must exist and have been written for
-    these settings (its fingerprint); its chosen configuration replaces the
-    LSTM's settings, so the train run's params are the chosen values, and the tags
-    (``gatecast.lstm.source: search``, ``gatecast.search.run_id``, ...) name the search.
+    With ``search.trials: 0`` (or the searched forecaster off) that is ``cfg`` itself, and
+    no tags. Otherwise the search stage's ``summary.json`` must exist and have been
+    written for these settings (its fingerprint); its chosen configuration replaces the
+    forecaster's settings, so the train run's params are the chosen values, and the tags
+    (``gatecast.search.source: search``, ``gatecast.search.run_id``, ...) name the search.
     """
-    if cfg.forecasters.get(LSTM) is None or not cfg.search.trials:
+    if cfg.forecasters.get(cfg.search.forecaster) is None or not cfg.search.trials:
         return cfg, {}
     path = summary_path(cfg)
     summary = read_stage_summary(path, STAGE)
     if summary.get("fingerprint") != fingerprint(cfg):
         raise DataError(
-            f"{shown(path)} was written for other search, data, walk-forward or LSTM settings: "
+            f"{shown(path)} was written for other search, data, walk-forward or forecaster "
+            "settings: "
             f"rerun the search stage (`python -m pipelines {STAGE} --config ...` or `make search`)"
         )
     chosen = summary.get("chosen")
-    if not isinstance(chosen, dict) or set(chosen) != set(LSTM_PARAMS):
+    if not isinstance(chosen, dict) or set(chosen) != set(searched_params(cfg)):
         raise DataError(f"{shown(path)}: no valid 'chosen' configuration; rerun the search stage")
     tags = {
-        "gatecast.lstm.source": "search",
+        "gatecast.search.source": "search",
+        "gatecast.search.forecaster": cfg.search.forecaster,
         "gatecast.search.run_id": str(summary.get("parent_run_id")),
         "gatecast.search.trials": str(summary.get("trials_completed")),
         "gatecast.search.best_trial": str(summary.get("best_trial")),
@@ -407,18 +427,13 @@ def chosen_config(cfg: Config) -> tuple[Config, dict[str, str]]:
     return apply_params(cfg, chosen), tags
 
 
-def trial_count(summary: Mapping[str, Any]) -> int:
-    """Configurations a search summary scored (what the deflated Sharpe ratio counts)."""
-    value = summary.get("trials_completed", 0)
-    return int(value) if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pipelines search``: hyperparameter search of the LSTM."""
+    """``python -m pipelines search``: hyperparameter search of ``search.forecaster``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = stage_parser(
         STAGE,
-        "Hyperparameter search of the LSTM (search.trials configurations, scored inside the "
+        "Hyperparameter search of search.forecaster, the LSTM by default (search.trials "
+        "configurations, scored inside the "
         "first fold's training bars), tracked in MLflow; writes build/<name>/search/summary.json.",
     )
     args = parser.parse_args(argv)
@@ -429,7 +444,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         summary = search(cfg, command=command)
         if summary["source"] == "config":
-            print("search.trials is 0: no search; the train stage uses the config's LSTM settings")
+            print(
+                "search.trials is 0: no search; the train stage uses the config's settings "
+                f"of {cfg.search.forecaster}"
+            )
         else:
             print(
                 f"{summary['trials_completed']} trial(s) scored, {summary['trials_failed']} "

@@ -1,4 +1,5 @@
-"""A search trial as a unit of work: one LSTM configuration scored inside the training data.
+"""A search trial as a unit of work: one configuration of the searched forecaster
+(``search.forecaster``, the LSTM by default) scored inside the training data.
 
 The search stage (``pipelines.search``) asks Optuna for configurations and
 hands each to its executor as a ``TrialUnit``; ``run_trial(unit)`` is a plain
@@ -12,7 +13,7 @@ bars of the *first* walk-forward fold's training segment (before any test
 date, less the embargo): ``trial_inputs`` cuts them, and the validation slices
 (``validation_folds``) lie at its end. Every later fold's training segment
 holds earlier folds' test bars, on which the chosen configuration is then
-judged, so none of them is used. For each slice a fresh LSTM is fit on the
+judged, so none of them is used. For each slice a fresh forecaster is fit on the
 segment's bars before it (less ``walkforward.embargo`` bars) and forecasts
 the slice from bars up to each date (``pipelines.walkforward.walk_forward``).
 """
@@ -34,37 +35,39 @@ from pipelines.config import Config, SearchValidation
 from pipelines.errors import ConfigError
 from pipelines.walkforward import Fold, make_folds, score_forecasts, walk_forward
 
-LSTM = "lstm"
-#: The LSTM settings a search chooses, as a trial's params hold them (``units`` per layer).
-LSTM_PARAMS = ("units", "window", "dropout", "learning_rate", "batch_size", "epochs")
+#: The settings a search can choose, as a trial's params hold them (``units`` per layer;
+#: ``window`` is ``features.window``, the others parameters of the searched forecaster).
+SETTINGS = ("units", "window", "dropout", "learning_rate", "batch_size", "epochs")
 
 
-def lstm_params(cfg: Config) -> dict[str, Any]:
-    """The config's own values of ``LSTM_PARAMS`` (what a search of no trials chooses)."""
-    spec = cfg.forecasters.get(LSTM)
+def searched_params(cfg: Config) -> dict[str, Any]:
+    """The config's own values of the settings the searched forecaster
+    (``search.forecaster``) has: what a search of no trials chooses."""
+    name = cfg.search.forecaster
+    spec = cfg.forecasters.get(name)
     if spec is None:
-        raise ConfigError("search: forecasters.lstm is not enabled; there is no LSTM to tune")
-    return {
-        "units": list(spec.params.units),
-        "window": cfg.features.window,
-        "dropout": spec.params.dropout,
-        "learning_rate": spec.params.learning_rate,
-        "batch_size": spec.params.batch_size,
-        "epochs": spec.params.epochs,
-    }
+        raise ConfigError(
+            f"search.forecaster: {name!r} is not an enabled forecaster of this config; "
+            f"give one of {', '.join(cfg.forecasters.enabled())}"
+        )
+    own = spec.arguments()
+    params = {k: own[k] for k in SETTINGS if k in own}
+    params["window"] = cfg.features.window
+    return {k: params[k] for k in SETTINGS if k in params}
 
 
 def apply_params(cfg: Config, params: Mapping[str, Any]) -> Config:
-    """``cfg`` with the LSTM settings of ``params`` (keys of ``LSTM_PARAMS``), validated again.
+    """``cfg`` with the settings of ``params`` (keys of ``SETTINGS``), validated again.
 
-    ``window`` goes to ``features.window``, the others to ``forecasters.lstm``.
+    ``window`` goes to ``features.window``, the others to the searched forecaster's section.
     """
-    unknown = sorted(set(params) - set(LSTM_PARAMS))
+    unknown = sorted(set(params) - set(SETTINGS))
     if unknown:
-        raise ConfigError(f"search: unknown LSTM setting(s) {unknown}; known: {LSTM_PARAMS}")
+        raise ConfigError(f"search: unknown setting(s) {unknown}; known: {SETTINGS}")
     raw = cfg.model_dump()
-    lstm = {k: v for k, v in params.items() if k != "window"}
-    raw["forecasters"]["lstm"] = {**raw["forecasters"]["lstm"], **lstm}
+    name = cfg.search.forecaster
+    own = {k: v for k, v in params.items() if k != "window"}
+    raw["forecasters"][name] = {**raw["forecasters"][name], **own}
     if "window" in params:
         raw["features"] = {**raw["features"], "window": params["window"]}
     return Config.model_validate(raw)
@@ -134,18 +137,18 @@ def trial_inputs(
 
 @dataclass(frozen=True, eq=False)
 class TrialUnit:
-    """One configuration of the LSTM, to be scored on the validation slices.
+    """One configuration of the searched forecaster, to be scored on the validation slices.
 
     Args:
         number: The Optuna trial's number.
-        params: The configuration (keys of ``LSTM_PARAMS``).
+        params: The configuration (keys of ``SETTINGS``).
         cfg: The experiment config with ``params`` applied (``apply_params``).
         segments: Instrument -> the bars of its first training segment (nothing later).
         folds: Instrument -> its validation slices (positions in the segment).
         device: Where TensorFlow runs.
-        settled: The LSTM's parameters with ``params`` applied, settled by the driver
-            (``Forecaster.settle``), so every process trains the same model.
-        seed: The LSTM's seed (the config's first seed, the same for every trial).
+        settled: The forecaster's parameters with ``params`` applied, settled by the
+            driver (``Forecaster.settle``), so every process trains the same model.
+        seed: The forecaster's seed (the config's, the same for every trial).
     """
 
     number: int
@@ -186,18 +189,23 @@ class TrialResult:
 def _instrument_score(
     unit: TrialUnit, segment: pd.DataFrame, folds: Sequence[Fold]
 ) -> tuple[float, list[int]]:
+    name = unit.cfg.search.forecaster
+    context = BuildContext(seed=unit.seed, features=unit.cfg.features.model_dump())
     walked = walk_forward(
         segment,
-        lambda: unit.cfg.forecasters[LSTM].cls.from_config(
-            unit.settled, BuildContext(seed=unit.seed, features=unit.cfg.features.model_dump())
-        ),
+        lambda: unit.cfg.forecasters[name].cls.from_config(unit.settled, context),
         folds,
     )
-    histories = [f.history_ for f in walked.forecasters]
-    epochs = [len(h["loss"]) for h in histories]
+    histories = [getattr(f, "history_", None) for f in walked.forecasters]
+    epochs = [len(h["loss"]) for h in histories if h]
     if unit.cfg.search.metric == "val_loss":
+        if not all(h and h.get("val_loss") for h in histories):
+            raise ConfigError(
+                f"search.metric: val_loss needs a forecaster that reports a validation loss "
+                f"per epoch (a history_), and {name} does not; use theil_u2"
+            )
         return float(np.mean([min(h["val_loss"]) for h in histories])), epochs
-    return score_forecasts(segment, {LSTM: walked.forecasts})[LSTM]["theil_u2"], epochs
+    return score_forecasts(segment, {name: walked.forecasts})[name]["theil_u2"], epochs
 
 
 def run_trial(unit: TrialUnit) -> TrialResult:
@@ -221,6 +229,7 @@ def run_trial(unit: TrialUnit) -> TrialResult:
         # every trial builds a model of another shape: nothing compiled is reused
         keras.backend.clear_session()
     score = float(np.mean(list(scores.values())))
+    trained = float(np.mean(epochs)) if epochs else math.nan
     if not math.isfinite(score):
         raise ValueError(f"{unit}: the {unit.cfg.search.metric} is not finite ({scores})")
-    return TrialResult(score, scores, float(np.mean(epochs)), time.perf_counter() - started)
+    return TrialResult(score, scores, trained, time.perf_counter() - started)

@@ -553,7 +553,7 @@ def train(cfg: Config, *, command: str | None = None, reuse: bool = True) -> dic
     the run's params show them and its tags say where they came from.
     """
     started = time.perf_counter()
-    cfg, lstm_source = chosen_config(cfg)
+    cfg, search_tags = chosen_config(cfg)
     out = forecasts_directory(cfg)
     (out / "summary.json").unlink(missing_ok=True)
     bars, inputs = load_bars(cfg)
@@ -576,7 +576,7 @@ def train(cfg: Config, *, command: str | None = None, reuse: bool = True) -> dic
         cache = UnitCache(out, "pipelines.units", cache_inputs) if reuse else None
         with (
             tracking.pipeline_run(
-                cfg, STAGE, inputs=inputs, tags={**device.tags(), **lstm_source}, command=command
+                cfg, STAGE, inputs=inputs, tags={**device.tags(), **search_tags}, command=command
             ) as parent,
             runtime.device_scope(device),
             StageProgress(STAGE, [u.key for u in units], "forecasters", unit="fit") as bar,

@@ -87,8 +87,26 @@ def test_a_bad_search_key_or_range_is_one_line_naming_the_key(override, message)
 def test_search_instruments_must_be_configured_and_the_lstm_enabled(tmp_path):
     with pytest.raises(ConfigError, match=r"search.instruments: \['SPY'\] not in data"):
         search.check(_cfg(tmp_path, "search.instruments=[SPY]"))
-    with pytest.raises(ConfigError, match="forecasters.lstm is not enabled"):
+    with pytest.raises(ConfigError, match="search.forecaster 'lstm' is not an enabled"):
         search.check(_cfg(tmp_path, "forecasters.lstm=null"))
+
+
+def test_the_searched_forecaster_is_a_setting_and_the_space_must_fit_it(tmp_path):
+    # any configured forecaster can be searched: here a second LSTM, by its own name
+    cfg = _cfg(
+        tmp_path,
+        "forecasters.lstm_6={kind: lstm, units: [6], epochs: 2}",
+        "search.forecaster=lstm_6",
+    )
+    search.check(cfg)
+    assert search_unit.searched_params(cfg)["units"] == [6]
+    chosen = search_unit.apply_params(cfg, {"units": [5, 5], "window": 12})
+    assert chosen.forecasters["lstm_6"].params.units == [5, 5]
+    assert chosen.forecasters["lstm"].params.units == cfg.forecasters["lstm"].params.units
+    assert chosen.features.window == 12
+    # a space setting the searched forecaster lacks is one line naming the key
+    with pytest.raises(ConfigError, match=r"search.space.units: the searched forecaster 'ols' "):
+        search.check(_cfg(tmp_path, "search.forecaster=ols"))
 
 
 def test_validation_slices_that_leave_too_few_bars_are_refused(tmp_path):
@@ -144,7 +162,7 @@ def test_a_trial_never_sees_a_test_fold_bar(tmp_path):
     poisoned["volume"] = poisoned["volume"].where(~later, poisoned["volume"] * 1000)
 
     device = runtime.configure(cfg)
-    params = {**search_unit.lstm_params(cfg), "units": [4], "window": 5, "epochs": 1}
+    params = {**search_unit.searched_params(cfg), "units": [4], "window": 5, "epochs": 1}
     # the control: a price jump inside the validation slice (50 bars before) does move it
     control = bars.copy()
     inside = control.index >= control.index[control.index.get_loc(first_test) - 50]
@@ -206,7 +224,7 @@ def test_the_same_seed_gives_the_same_trials_and_another_seed_others(tmp_path):
 
     def proposals(seed: int) -> list[dict]:
         cfg = _cfg(tmp_path, "search.trials=14", f"search.seed={seed}")
-        study, base, out = search.make_study(cfg), search_unit.lstm_params(cfg), []
+        study, base, out = search.make_study(cfg), search_unit.searched_params(cfg), []
         for _ in range(cfg.search.trials):  # past TPE's 10 random start-up trials
             trial = study.ask()
             params = search.suggest(trial, cfg.search.space, base)
@@ -243,7 +261,7 @@ def test_train_runs_the_chosen_configuration(store):
     chosen, tags = search.chosen_config(cfg)
     assert chosen.forecasters["lstm"].params.units == summary["chosen"]["units"]
     assert chosen.features.window == summary["chosen"]["window"]
-    assert tags["gatecast.lstm.source"] == "search"
+    assert tags["gatecast.search.source"] == "search"
     assert tags["gatecast.search.run_id"] == summary["parent_run_id"]
     # the train stage itself (two forecasters to keep it short)
     others = [f"forecasters.{name}=null" for name in ("sma", "ema", "kalman", "ols")]
@@ -252,7 +270,7 @@ def test_train_runs_the_chosen_configuration(store):
     run = tracking.client().get_run(forecasts["instruments"]["GSPC"]["runs"]["lstm"])
     assert json.loads(run.data.params["forecasters.lstm.units"]) == summary["chosen"]["units"]
     assert int(run.data.params["features.window"]) == summary["chosen"]["window"]
-    assert run.data.tags["gatecast.lstm.source"] == "search"
+    assert run.data.tags["gatecast.search.source"] == "search"
 
 
 def test_train_refuses_a_search_made_for_other_settings(store):
