@@ -67,6 +67,7 @@ class Forecaster(ABC):
     """
 
     name: ClassVar[str]
+    label: ClassVar[str | None] = None  # how a report calls it ("LSTM"); None: its name
     Config: ClassVar[type[BaseModel] | None] = None
     stochastic: ClassVar[bool] = False
     introspection: ClassVar[bool] = False

@@ -128,6 +128,7 @@ class LstmForecaster(Forecaster):
     """
 
     name: ClassVar[str] = "lstm"
+    label: ClassVar[str] = "LSTM"
     Config: ClassVar[type[BaseModel]] = LstmConfig
     stochastic: ClassVar[bool] = True
     introspection: ClassVar[bool] = True

@@ -12,8 +12,8 @@ data. Writes, under ``<run>/backtests/``:
   date), ``<INST>/<strategy>_trades.parquet``, ``<INST>/<strategy>_orders.parquet``;
 - ``<INST>/<strategy>_cost_sweep.parquet``: the daily returns at each
   commission of ``report.cost_sweep_bp`` (one column per point, named by its
-  bp, e.g. ``"10"``), for every strategy but the LSTM seeds;
-- ``<INST>/<strategy>.png``: Backtrader's chart, for the LSTM (or the first
+  bp, e.g. ``"10"``), for every strategy but the seeds' own;
+- ``<INST>/<strategy>.png``: Backtrader's chart, for the report's candidate (or the first
   forecaster present) and the SMA crossover;
 - with ``backtest.top_k``: the top-k portfolios over the universe and their
   equal-weight buy-and-hold under ``portfolio/`` (``pipelines.portfolio_unit``);
@@ -32,7 +32,8 @@ ratios (``sharpe_at_<bp>bp``), the strategy's files above as artifacts
 
 Strategy names: each forecaster column present in the file (``ForecastStrategy``
 on that column), then ``sma_crossover``, ``ema_crossover``, ``buy_and_hold``
-as configured, then ``lstm_seed<k>`` for each LSTM seed's own forecast column
+as configured, then ``<name>_seed<k>`` for each seed's own forecast column of a
+stochastic forecaster
 (the same ForecastStrategy; the report summarises them as mean ± std and
 keeps them out of its league and cost sweep). Every strategy trades from the
 instrument's ``oos_start`` to its ``oos_end`` under the same
@@ -77,7 +78,7 @@ from pipelines.outputs import (
     shown,
     write_json,
 )
-from pipelines.strategy_names import LSTM, cost_label, seed_columns, strategy_kind
+from pipelines.strategy_names import cost_label, seed_columns, strategy_kind
 from pipelines.unit_cache import UnitCache, UnitRunner
 from strategies.engine import ExecutionSettings, execution_dict, warmup_bars
 
@@ -222,7 +223,9 @@ def plan_instrument(
     if missing:
         log.warning("%s: no forecast column for %s; skipped", path, ", ".join(missing))
     forecast_names = [n for n in plan if plan[n][0] == "forecast"]
-    charted = {*CHARTED, LSTM if LSTM in forecast_names else next(iter(forecast_names), "")}
+    candidate = cfg.report.candidate
+    first = candidate if candidate in forecast_names else next(iter(forecast_names), "")
+    charted = {*CHARTED, first}
     risk_free = load_risk_free(cfg, bars.index[bars.index >= start])
     execution = execution_from_config(cfg.backtest, periods_per_year)
     sweep = tuple(sweep_points(cfg))

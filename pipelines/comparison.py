@@ -14,8 +14,8 @@ Definitions (also printed at the end of the report):
   computed on those pooled scaled errors; directional accuracy counts every
   instrument's hits; RMSE/MAE/MASE, being in price units, are left empty.
 - **Trials** for the deflated Sharpe ratio: every strategy configuration
-  backtested in the experiment, i.e. strategies x instruments with each LSTM
-  seed counted as its own configuration, plus every LSTM configuration the
+  backtested in the experiment, i.e. strategies x instruments with each
+  seed counted as its own configuration, plus every configuration the
   hyperparameter search scored (``search.trials``; read from the search
   stage's summary). The cost sweep is a sensitivity analysis, not a search,
   and does not count. The variance of the trials' Sharpe ratios is taken over
@@ -51,7 +51,7 @@ from models.metrics import diebold_mariano, theil_u2
 from pipelines import report_inputs, stats
 from pipelines.config import Config
 from pipelines.report_inputs import CostSweep, InstrumentData, StrategyRun
-from pipelines.strategy_names import BENCHMARK, LSTM, RANDOM_WALK, strategy_kind
+from pipelines.strategy_names import BENCHMARK, RANDOM_WALK, seed_columns, strategy_kind
 from strategies.metrics import (
     METRIC_KEYS,
     compute_metrics,
@@ -221,12 +221,14 @@ class Comparison:
             for the pooled rows; columns ``METRIC_COLUMNS`` plus ``break_even``
             (text) and ``kind`` (forecast, crossover, benchmark, seed).
         sweep: long table ``instrument, strategy, cost_bp, sharpe``.
-        seeds: per instrument, metric -> (mean, std) over the LSTM seeds.
+        seeds: per instrument, metric -> (mean, std) over the candidate's seeds.
         pooled_runs: strategy -> pooled StrategyRun.
         n_trials: trials counted for the deflated Sharpe ratio (search trials included).
-        search_trials: of which LSTM configurations scored by the search stage.
+        search_trials: of which configurations scored by the search stage.
         periods_per_year: bars per year behind every annualised figure.
         interval: the bars' interval in words (``core.periods.bar_interval``).
+        candidate: the forecaster the report judges (``report.candidate``).
+        label: how the report calls it (``Config.candidate_label``).
     """
 
     league: pd.DataFrame
@@ -237,6 +239,8 @@ class Comparison:
     periods_per_year: float = PERIODS_PER_YEAR
     interval: str = "daily"
     search_trials: int = 0
+    candidate: str = ""
+    label: str = ""
 
 
 def cost_sweep_table(
@@ -315,9 +319,10 @@ def _block_rows(
     seeds: dict[str, dict[str, tuple[float, float]]],
     periods_per_year: float = PERIODS_PER_YEAR,
 ) -> list[dict[str, Any]]:
-    """The league rows of one block; fills ``seeds[block.name]`` when it has LSTM seeds."""
+    """The league rows of one block; fills ``seeds[block.name]`` when the candidate has seeds."""
     max_bp = max(cfg.report.cost_sweep_bp) if cfg.report.cost_sweep_bp else 0.0
-    seed_runs = [block.runs[c] for c in sorted(block.runs) if strategy_kind(c) == "seed"]
+    candidate = cfg.report.candidate
+    seed_runs = [block.runs[c] for c in seed_columns(block.runs, candidate)]
     if seed_runs:
         seeds[block.name] = stats.seed_summary([r.metrics for r in seed_runs])
     bench = block.excess.get(BENCHMARK)
@@ -336,7 +341,7 @@ def _block_rows(
         be = _break_even(sweep_table, block.name, name)
         row["break_even_bp"] = be.cost_bp if be and be.cost_bp is not None else math.nan
         row["break_even"] = be.describe(max_bp) if be else ""
-        if name == LSTM and seed_runs:
+        if name == candidate and seed_runs:
             mean, std = seeds[block.name].get("sharpe", (math.nan, math.nan))
             row.update(seeds=len(seed_runs), sharpe_seed_mean=mean, sharpe_seed_std=std)
         else:
@@ -357,7 +362,7 @@ def compare(
 
     ``periods_per_year``: the run's bars per year (the backtest stage's
     summary), for every annualised figure and the risk-free rate per bar.
-    ``search_trials``: LSTM configurations the search scored (None: read from
+    ``search_trials``: configurations the search scored (None: read from
     the search stage's summary, ``report_inputs.search_trials``).
     """
     if search_trials is None:
@@ -398,5 +403,14 @@ def compare(
         rows, columns=["instrument", "strategy", "kind", *METRIC_COLUMNS, "break_even"]
     )
     return Comparison(
-        league, sweep_table, seeds, pooled_runs, n_trials, per_year, interval, search_trials
+        league,
+        sweep_table,
+        seeds,
+        pooled_runs,
+        n_trials,
+        per_year,
+        interval,
+        search_trials,
+        cfg.report.candidate,
+        cfg.candidate_label,
     )

@@ -619,6 +619,19 @@ class Config(_Section):
     def report_directory(self) -> Path:
         return self.resolve(self.report.directory) / self.name
 
+    def label(self, forecaster: str) -> str:
+        """How the report calls a forecaster: its class's ``label`` ("LSTM") for a
+        forecaster named after its kind, ``"<label> (<name>)"`` for a variant."""
+        spec = self.forecasters.get(forecaster)
+        if spec is None or not getattr(spec.cls, "label", None):
+            return forecaster
+        return spec.cls.label if forecaster == spec.kind else f"{spec.cls.label} ({forecaster})"
+
+    @property
+    def candidate_label(self) -> str:
+        """``label`` of ``report.candidate``."""
+        return self.label(self.report.candidate)
+
     @property
     def experiment_name(self) -> str:
         return self.tracking.experiment or f"gatecast-{self.name}"

@@ -29,14 +29,15 @@ module gives the answers corrected for the number of questions.
 
 **Across instruments** (one test per instrument, m instruments)
 
-- The LSTM's Diebold-Mariano p-value against the random walk and its Sharpe
-  difference p-value against buy-and-hold (both two-sided, from the league
+- The candidate's (``report.candidate``) Diebold-Mariano p-value against the
+  random walk and its Sharpe difference p-value against buy-and-hold (both
+  two-sided, from the league
   table) are adjusted with Holm (family-wise error) and Benjamini-Hochberg
   (false discovery rate) over the m instruments
   (``statsmodels.stats.multitest.multipletests``). A win counts as significant
   after correction only when the adjusted p-value is below the significance
-  level *and* the estimate points the LSTM's way.
-- How many instruments the LSTM wins on (Sharpe ratio above buy-and-hold's;
+  level *and* the estimate points the candidate's way.
+- How many instruments the candidate wins on (Sharpe ratio above buy-and-hold's;
   forecast errors below the random walk's, i.e. a negative DM statistic) and
   a one-sided sign test of "wins on more than half" (``scipy.stats.binomtest``).
 
@@ -57,7 +58,7 @@ from arch.bootstrap import SPA, RealityCheck, StepM
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from pipelines.strategy_names import BENCHMARK, LSTM, strategy_kind
+from pipelines.strategy_names import BENCHMARK, strategy_kind
 
 __all__ = [
     "MIN_OBSERVATIONS",
@@ -191,7 +192,7 @@ def superiority_table(
     reps: int,
     seed: int,
 ) -> list[SuperiorityTest]:
-    """``superiority_test`` of each scope's strategies (LSTM seeds left out) against buy-and-hold.
+    """``superiority_test`` of each scope's strategies (seeds left out) against buy-and-hold.
 
     Args:
         excess: scope (instrument or ``pooled``) -> strategy -> daily excess returns.
@@ -259,7 +260,7 @@ def adjust_pvalues(pvalues: pd.Series, alpha: float = 0.05) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class WinCount:
-    """How many instruments the LSTM wins on, with a one-sided sign test against one half.
+    """How many instruments the candidate wins on, with a one-sided sign test against one half.
 
     Args:
         wins: instruments won; n: instruments with a defined answer.
@@ -280,16 +281,16 @@ def win_count(wins: Sequence[bool]) -> WinCount:
 
 @dataclass(frozen=True)
 class AcrossInstruments:
-    """The LSTM's per-instrument tests corrected over the instruments, and its win counts.
+    """The candidate's per-instrument tests corrected over the instruments, and its win counts.
 
     Args:
         table: one row per instrument: ``sharpe_diff``, ``dm_statistic`` and,
             for each family (``sharpe``: Sharpe difference vs buy-and-hold,
             ``dm``: Diebold-Mariano vs the random walk), the raw, Holm and BH
             p-values and the significant *wins* (``<family>_win_<raw|holm|bh>``:
-            adjusted p below alpha and the estimate in the LSTM's favour).
-        sharpe_wins: LSTM Sharpe ratio above buy-and-hold's.
-        forecast_wins: LSTM forecast errors below the random walk's (DM < 0).
+            adjusted p below alpha and the estimate in the candidate's favour).
+        sharpe_wins: the candidate's Sharpe ratio above buy-and-hold's.
+        forecast_wins: the candidate's forecast errors below the random walk's (DM < 0).
         alpha: the significance level.
     """
 
@@ -300,21 +301,24 @@ class AcrossInstruments:
     tests: dict[str, int] = field(default_factory=dict)
 
     def significant(self, family: str, method: str) -> int:
-        """Instruments where the LSTM wins ``family`` significantly under ``method``."""
+        """Instruments where the candidate wins ``family`` significantly under ``method``."""
         return int(self.table[f"{family}_win_{method}"].sum())
 
 
-def across_instruments(league: pd.DataFrame, alpha: float = 0.05) -> AcrossInstruments | None:
-    """Correct the LSTM's per-instrument p-values over the instruments; count its wins.
+def across_instruments(
+    league: pd.DataFrame, candidate: str, alpha: float = 0.05
+) -> AcrossInstruments | None:
+    """Correct ``candidate``'s per-instrument p-values over the instruments; count its wins.
 
     Args:
         league: the league table (``pipelines.comparison``); the pooled rows are ignored.
+        candidate: the strategy judged (``report.candidate``).
         alpha: the significance level.
 
     Returns:
-        None when the league has no LSTM rows.
+        None when the league has no rows of ``candidate``.
     """
-    rows = league[(league["strategy"] == LSTM) & (league["instrument"] != "pooled")]
+    rows = league[(league["strategy"] == candidate) & (league["instrument"] != "pooled")]
     if rows.empty:
         return None
     rows = rows.set_index("instrument")

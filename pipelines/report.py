@@ -197,7 +197,13 @@ def report(cfg: Config, *, config_path: str = "", command: str | None = None) ->
     verdicts = {}
     for key in dict.fromkeys(comparison.league["instrument"]):
         block = comparison.league[comparison.league["instrument"] == key].set_index("strategy")
-        verdicts[key] = verdict(block, cfg.report.significance, comparison.n_trials)[0]
+        verdicts[key] = verdict(
+            block,
+            cfg.report.significance,
+            comparison.n_trials,
+            cfg.report.candidate,
+            cfg.candidate_label,
+        )[0]
     verdicts[POOLED] = verdicts.get(POOLED, []) + report_multiple.verdict_sentences(multiple)
     return ReportResult(
         comparison, index, run.run_id, cfg.experiment_name, run.tracking_uri, verdicts, multiple
@@ -227,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
-        print(console_table(result.comparison.league, max_rows_per_instrument=3))
+        league = result.comparison.league
+        print(console_table(league, max_rows_per_instrument=3, candidate=cfg.report.candidate))
         print(f"report: {shown(result.index)}")
         print(
             f"MLflow: experiment {result.experiment}, run {result.run_id} at "

@@ -26,7 +26,7 @@ import pandas as pd
 from pipelines import charts, report_bokeh, tearsheet
 from pipelines.comparison import POOLED, Comparison, finite
 from pipelines.report_inputs import InstrumentData, StrategyRun
-from pipelines.strategy_names import BENCHMARK, LSTM, RANDOM_WALK, strategy_kind
+from pipelines.strategy_names import BENCHMARK, RANDOM_WALK, strategy_kind
 
 VOL_BARS = 20
 
@@ -51,7 +51,7 @@ class Charts:
 
 
 def main_equity(runs: Mapping[str, StrategyRun]) -> dict[str, pd.Series]:
-    """Equity of every strategy but the LSTM seeds."""
+    """Equity of every strategy but the seeds of a stochastic forecaster."""
     return {n: r.equity for n, r in runs.items() if strategy_kind(n) != "seed"}
 
 
@@ -78,11 +78,11 @@ def equity_and_drawdown(
 
 
 def forecast(out: Charts, inst: InstrumentData, comparison: Comparison) -> list[dict[str, Any]]:
-    """Forecasts of the LSTM, the random walk and the most accurate other forecaster."""
+    """Forecasts of the candidate, the random walk and the most accurate other forecaster."""
     name = inst.name
     block = comparison.league[comparison.league["instrument"] == name].set_index("strategy")
     forecasters = block[(block["kind"] == "forecast")]["rmse"].dropna()
-    shown = [n for n in (LSTM, RANDOM_WALK) if n in inst.frame]
+    shown = [n for n in (comparison.candidate, RANDOM_WALK) if n in inst.frame]
     rest = forecasters.drop(index=[n for n in shown if n in forecasters.index])
     if not rest.empty:
         shown.append(rest.idxmin())
@@ -94,7 +94,8 @@ def forecast(out: Charts, inst: InstrumentData, comparison: Comparison) -> list[
     return [
         out.add(
             report_bokeh.forecast_chart(oos["close"], series, title),
-            f"{name}: forecasts of {', '.join(shown)} (the LSTM, the random walk and the most "
+            f"{name}: forecasts of {', '.join(shown)} (the {comparison.label}, the random walk "
+            "and the most "
             "accurate other forecaster), each drawn on the date it forecasts.",
             charts.forecast_chart(oos["close"], series, title),
             f"{name}_forecast.png",
@@ -148,7 +149,9 @@ def gate_correlations(means: pd.DataFrame) -> list[dict[str, str]]:
     return rows
 
 
-def gate_section(out: Charts, inst: InstrumentData, per_year: float) -> dict[str, Any] | None:
+def gate_section(
+    out: Charts, inst: InstrumentData, per_year: float, label: str
+) -> dict[str, Any] | None:
     """Heatmaps of units x dates, the spread per fold, and gates against volatility."""
     gates = inst.gates
     if gates is None or gates.empty or not {"date", "unit"} <= set(gates.columns):
@@ -164,7 +167,7 @@ def gate_section(out: Charts, inst: InstrumentData, per_year: float) -> dict[str
         png = None
         if k == 0:  # the matplotlib twin draws all gates in one figure
             png = charts.gates_chart(
-                gates, inst.frame["close"], f"{name}: LSTM gates per unit", inst.fold_starts
+                gates, inst.frame["close"], f"{name}: {label} gates per unit", inst.fold_starts
             )
         figs.append(
             out.add(

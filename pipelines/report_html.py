@@ -7,7 +7,7 @@
   screen while scrolling, the strategy column stays while scrolling sideways on
   a phone), every cell carrying its exact value (``data-value``);
 - Bokeh charts (``pipelines.report_charts``): pooled, then per instrument the
-  equity, drawdowns, forecasts, cost sweep and the LSTM's gates, and a strategy
+  equity, drawdowns, forecasts, cost sweep and the candidate's gates, and a strategy
   picker over one tear sheet per strategy (price with entries and exits,
   sortable trade list, monthly returns, drawdown periods, rolling Sharpe ratio,
   return distribution; ``pipelines.tearsheet``).
@@ -41,7 +41,7 @@ from pipelines.charts import ordered
 from pipelines.comparison import POOLED, Comparison, finite, sorted_block
 from pipelines.config import Config
 from pipelines.report_inputs import InstrumentData
-from pipelines.strategy_names import BENCHMARK, LSTM, seed_columns
+from pipelines.strategy_names import BENCHMARK, seed_columns
 from pipelines.verdict import verdict
 
 TEMPLATE = "report.html.j2"
@@ -140,11 +140,12 @@ def _per_year_words(comparison: Comparison) -> str:
     return f"{comparison.interval} bars, measured from their timestamps or set in the config"
 
 
-def _search_words(trials: int) -> str:
+def _search_words(trials: int, label: str) -> str:
     if not trials:
         return ", no hyperparameter search (search.trials: 0)"
     return (
-        f", plus the {trials} LSTM configuration{'s' if trials != 1 else ''} the hyperparameter "
+        f", plus the {trials} {label} configuration{'s' if trials != 1 else ''} the "
+        "hyperparameter "
         "search stage scored before choosing the one trained (search.trials)"
     )
 
@@ -166,7 +167,7 @@ def _notes(cfg: Config, comparison: Comparison) -> list[str]:
         "the Sharpe ratio the best of N unskilled trials would reach by luck, from the variance "
         f"of the trials' Sharpe ratios. Here N = {comparison.n_trials}: every strategy "
         "configuration backtested in this experiment (strategies × instruments, each LSTM seed "
-        f"counted separately){_search_words(comparison.search_trials)}.",
+        f"counted separately){_search_words(comparison.search_trials, cfg.candidate_label)}.",
         f"ΔSharpe intervals: stationary bootstrap (Politis & Romano 1994) of the paired "
         f"per-bar excess returns, {boot.samples} resamples, mean block length {boot.block} bars, "
         f"{round(100 * (1 - cfg.report.significance))}% percentile interval; the same resampled "
@@ -184,8 +185,9 @@ def _notes(cfg: Config, comparison: Comparison) -> list[str]:
         "commissions are summed, exposure day-weighted. Pooled forecast accuracy uses each "
         "instrument's errors divided by its random walk's RMSE (RMSE itself, in price units, "
         "is not pooled).",
-        "LSTM: the 'lstm' strategy trades the mean forecast of the seeds; each seed's own "
-        "forecasts are also backtested (mean ± std in the seeds table).",
+        f"{cfg.candidate_label}: the '{cfg.report.candidate}' strategy trades the mean "
+        "forecast of the seeds of a stochastic forecaster; each seed's own forecasts are also "
+        "backtested (mean ± std in the seeds table).",
     ]
 
 
@@ -257,14 +259,20 @@ def _league_blocks(
         rows = []
         for _, row in sorted_block(block).iterrows():
             css = (
-                "lstm"
-                if row["strategy"] == LSTM
+                "candidate"
+                if row["strategy"] == cfg.report.candidate
                 else ("benchmark" if row["strategy"] == BENCHMARK else "")
             )
             cells = [_cell(c, row, alpha) for c in COLUMNS]
             rows.append({"strategy": row["strategy"], "css": css, "cells": cells})
         blocks.append({"key": key, "title": title, "rows": rows})
-        sentences, outcome = verdict(block.set_index("strategy"), alpha, comparison.n_trials)
+        sentences, outcome = verdict(
+            block.set_index("strategy"),
+            alpha,
+            comparison.n_trials,
+            cfg.report.candidate,
+            cfg.candidate_label,
+        )
         if not verdicts:
             sentences = [*sentences, *corrected]
         verdicts.append({"instrument": title, "sentences": sentences, "css": outcome})
@@ -282,6 +290,7 @@ def _column_groups() -> list[tuple[str, int]]:
 
 
 def _instrument_context(
+    cfg: Config,
     inst: InstrumentData,
     comparison: Comparison,
     out: report_charts.Charts,
@@ -296,14 +305,15 @@ def _instrument_context(
     overview += report_charts.forecast(out, inst, comparison)
     overview += report_charts.sweep(out, comparison, name)
     strategies = [n for n in ordered(list(equity)) if n in inst.runs]
-    picked = LSTM if LSTM in strategies else (strategies[0] if strategies else "")
+    candidate = cfg.report.candidate
+    picked = candidate if candidate in strategies else (strategies[0] if strategies else "")
     return {
         "name": name,
         "oos_start": format_timestamp(inst.oos_start),
         "oos_end": format_timestamp(inst.oos_end),
         "bars": bars,
         "charts": overview,
-        "gates": report_charts.gate_section(out, inst, per_year),
+        "gates": report_charts.gate_section(out, inst, per_year, comparison.label),
         "strategies": report_charts.strategy_section(
             out, inst, trades, per_year, strategies, picked
         ),
@@ -332,20 +342,24 @@ def _fill_divs(out: report_charts.Charts, contexts: Sequence[Any]) -> str:
 
 
 def _toc(
-    inst_ctx: Sequence[Mapping[str, Any]], pooled: bool, seeds: bool, multiple: bool = False
+    inst_ctx: Sequence[Mapping[str, Any]],
+    label: str,
+    pooled: bool,
+    seeds: bool,
+    multiple: bool = False,
 ) -> list[dict]:
     entries = [{"id": "verdicts", "title": "Verdict"}]
     if multiple:
         entries.append({"id": "multiple-testing", "title": "Many strategies, many instruments"})
     entries.append({"id": "league", "title": "League table"})
     if seeds:
-        entries.append({"id": "seeds", "title": "LSTM across seeds"})
+        entries.append({"id": "seeds", "title": f"{label} across seeds"})
     if pooled:
         entries.append({"id": "pooled", "title": "Pooled across instruments"})
     for inst in inst_ctx:
         children = [{"id": f"inst-{inst['name']}-strategies", "title": "strategies"}]
         if inst["gates"]:
-            children.insert(0, {"id": f"inst-{inst['name']}-gates", "title": "LSTM gates"})
+            children.insert(0, {"id": f"inst-{inst['name']}-gates", "title": f"{label} gates"})
         entries.append({"id": f"inst-{inst['name']}", "title": inst["name"], "children": children})
     entries.append({"id": "method", "title": "How these numbers were made"})
     return entries
@@ -379,12 +393,15 @@ def render_html(
         )
         pooled_charts += report_charts.sweep(out, comparison, POOLED)
     inst_ctx = [
-        _instrument_context(inst, comparison, out, (trades or {}).get(inst.name, {}))
+        _instrument_context(cfg, inst, comparison, out, (trades or {}).get(inst.name, {}))
         for inst in instruments
     ]
     bokeh_script = _fill_divs(out, [pooled_charts, inst_ctx])
     seed_metrics, seed_rows = _seed_table(comparison)
-    seed_count = max((len(seed_columns(inst.frame.columns)) for inst in instruments), default=0)
+    seed_count = max(
+        (len(seed_columns(inst.frame.columns, cfg.report.candidate)) for inst in instruments),
+        default=0,
+    )
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
@@ -404,10 +421,18 @@ def render_html(
         seed_tables=seed_rows,
         seed_metrics=seed_metrics,
         seed_count=seed_count,
+        candidate=cfg.report.candidate,
+        label=cfg.candidate_label,
         pooled_charts=pooled_charts,
         notes=_notes(cfg, comparison),
         multiple_html=multiple_html,
-        toc=_toc(inst_ctx, bool(pooled_charts), bool(seed_rows), bool(multiple_html)),
+        toc=_toc(
+            inst_ctx,
+            cfg.candidate_label,
+            bool(pooled_charts),
+            bool(seed_rows),
+            bool(multiple_html),
+        ),
         bokeh_js=markupsafe.Markup(report_bokeh.inline_resources()),
         bokeh_script=markupsafe.Markup(bokeh_script),
         month_names=tearsheet.MONTHS,

@@ -7,7 +7,7 @@ the annual risk-free rate of its dates, and the backtest stage's cost sweep
 is read from its ``*_cost_sweep.parquet`` files. A missing or stale file is a
 ``DataError`` that names it and the stage to rerun. When the config asks for a
 hyperparameter search, the search stage's ``<run>/search/summary.json`` gives
-the number of LSTM configurations it scored (``search_trials``), which the
+the number of configurations it scored (``search_trials``), which the
 deflated Sharpe ratio counts.
 """
 
@@ -25,7 +25,7 @@ import pandas as pd
 from pipelines.config import Config
 from pipelines.errors import DataError
 from pipelines.outputs import read_stage_parquet, read_stage_summary
-from pipelines.strategy_names import LSTM, cost_label, seed_columns, strategy_kind
+from pipelines.strategy_names import SEED_COLUMN, cost_label, seed_columns, strategy_kind
 
 # bp -> instrument -> strategy -> (annualised Sharpe ratio, daily returns) at that commission
 CostSweep = dict[float, dict[str, dict[str, tuple[float, pd.Series]]]]
@@ -60,8 +60,8 @@ class InstrumentData:
         frame: bars plus one column per forecaster (the forecast file).
         oos_start, oos_end: the out-of-sample period.
         forecast_metrics: forecaster column -> forecast metrics (train stage).
-        runs: strategy name -> its backtest, LSTM seeds (``lstm_seed<k>``) included.
-        gates: the LSTM's gate activations by date, or None.
+        runs: strategy name -> its backtest, seeds (``<name>_seed<k>``) included.
+        gates: the gate activations of the instrument's gates file, or None.
         fold_starts: first out-of-sample date of each walk-forward fold.
     """
 
@@ -147,16 +147,20 @@ def load_instruments(cfg: Config) -> list[InstrumentData]:
 
 
 def check_seeds(instruments: Sequence[InstrumentData]) -> None:
-    """Raise DataError unless the backtest stage backtested every LSTM seed's own forecasts.
+    """Raise DataError unless the backtest stage backtested every seed's own forecasts.
 
-    The stage runs ``lstm_seed<k>`` like every strategy (same execution, dates
-    and bars as ``lstm``); the report only reads them.
+    The stage runs ``<name>_seed<k>`` like every strategy (same execution, dates
+    and bars as ``<name>``) for each stochastic forecaster; the report only reads them.
     """
     for inst in instruments:
-        missing = [c for c in seed_columns(inst.frame.columns) if c not in inst.runs]
-        if missing and LSTM in inst.runs:
+        missing = [
+            c
+            for c in seed_columns(inst.frame.columns)
+            if c not in inst.runs and SEED_COLUMN.fullmatch(c).group(1) in inst.runs
+        ]
+        if missing:
             raise DataError(
-                f"backtests of {inst.name} lack the LSTM seed(s) {', '.join(missing)} that its "
+                f"backtests of {inst.name} lack the seed(s) {', '.join(missing)} that its "
                 "forecast file has: rerun `python -m pipelines backtest --config ...`"
             )
 
@@ -175,7 +179,7 @@ def _swept_points(summary: Mapping[str, Any], path: Path, cfg: Config) -> list[f
 def load_cost_sweep(cfg: Config, instruments: Sequence[InstrumentData]) -> CostSweep:
     """The backtest stage's cost sweep: ``{bp: {instrument: {strategy: (sharpe, returns)}}}``.
 
-    Every strategy but the LSTM seeds, at every point of ``report.cost_sweep_bp``,
+    Every strategy but the seeds, at every point of ``report.cost_sweep_bp``,
     in the stage's order.
     """
     directory = cfg.run_directory / "backtests"
@@ -222,7 +226,7 @@ def bars_per_year(cfg: Config) -> tuple[float, str]:
 
 @dataclass(frozen=True)
 class SearchTrials:
-    """The LSTM configurations a hyperparameter search scored, as the report counts them.
+    """The configurations a hyperparameter search scored, as the report counts them.
 
     Args:
         count: Trials scored (a failed trial gave no result to choose from and

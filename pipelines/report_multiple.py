@@ -5,7 +5,7 @@
 - per instrument and pooled: SPA, White's reality check and StepM of every
   strategy against buy-and-hold (``pipelines.multiple_testing``), with the
   bootstrap of ``report.bootstrap`` (block, samples -> resamples) and ``seed``;
-- across instruments: the LSTM's Diebold-Mariano and Sharpe-difference
+- across instruments: the candidate's Diebold-Mariano and Sharpe-difference
   p-values adjusted with Holm and Benjamini-Hochberg, its win counts and sign tests;
 - with at least ``cross_section.MIN_INSTRUMENTS`` instruments: IC, rank IC
   and ICIR of each forecaster (``pipelines.cross_section``);
@@ -43,7 +43,7 @@ from pipelines.multiple_testing import (
 )
 from pipelines.outputs import read_stage_parquet, read_stage_summary
 from pipelines.report_inputs import InstrumentData
-from pipelines.strategy_names import LSTM, RANDOM_WALK, strategy_kind
+from pipelines.strategy_names import RANDOM_WALK, strategy_kind
 
 # pipelines.portfolio_unit.EQUAL_WEIGHT (not imported: the report loads no Backtrader)
 EQUAL_WEIGHT = "equal_weight"
@@ -56,11 +56,12 @@ class MultipleTesting:
 
     Args:
         superiority: SPA / reality check / StepM per instrument, then pooled.
-        across: the LSTM's corrected per-instrument tests, or None without LSTM rows.
+        across: the candidate's corrected per-instrument tests, or None without its rows.
         cross_section: IC table (one row per forecaster), or None below 3 instruments.
         portfolio: metrics of the top-k portfolios and the equal-weight universe, or None.
         portfolio_test: SPA / StepM of the top-k portfolios against the equal-weight one.
         alpha: the significance level; instruments: how many there are.
+        candidate, label: the forecaster judged (``report.candidate``) and how it is called.
     """
 
     superiority: list[SuperiorityTest]
@@ -71,6 +72,8 @@ class MultipleTesting:
     alpha: float
     instruments: int
     notes: list[str] = field(default_factory=list)
+    candidate: str = ""
+    label: str = ""
 
 
 def _excess_by_scope(
@@ -119,7 +122,7 @@ def analyse(
         seed=cfg.seed,
     )
     tests = superiority_table(_excess_by_scope(instruments, comparison), **boot)
-    across = across_instruments(comparison.league, cfg.report.significance)
+    across = across_instruments(comparison.league, cfg.report.candidate, cfg.report.significance)
     notes = []
     cross = None
     if len(instruments) >= MIN_INSTRUMENTS:
@@ -152,6 +155,8 @@ def analyse(
         cfg.report.significance,
         len(instruments),
         notes,
+        cfg.report.candidate,
+        cfg.candidate_label,
     )
 
 
@@ -190,7 +195,8 @@ def verdict_sentences(result: MultipleTesting) -> list[str]:
     if across is not None:
         m = across.tests.get("sharpe", 0)
         out.append(
-            f"Over {m} instrument(s) the LSTM's Sharpe ratio beats buy-and-hold's significantly on "
+            f"Over {m} instrument(s) the {result.label}'s Sharpe ratio beats buy-and-hold's "
+            "significantly on "
             f"{across.significant('sharpe', 'holm')} after Holm's correction "
             f"({across.significant('sharpe', 'bh')} with Benjamini-Hochberg, "
             f"{across.significant('sharpe', 'raw')} uncorrected); its forecasts beat the random "
@@ -201,7 +207,8 @@ def verdict_sentences(result: MultipleTesting) -> list[str]:
         w = across.sharpe_wins
         if w.n:
             out.append(
-                f"The LSTM has the higher Sharpe ratio on {w.wins} of {w.n} instrument(s) "
+                f"The {result.label} has the higher Sharpe ratio on {w.wins} of {w.n} "
+                "instrument(s) "
                 f"(sign test against one half, p = {_p(w.pvalue)})."
             )
     return out
@@ -277,11 +284,11 @@ def _superiority_html(result: MultipleTesting) -> str:
     )
 
 
-def _across_html(across: AcrossInstruments) -> str:
+def _across_html(across: AcrossInstruments, label: str) -> str:
     keep = ["sharpe_diff", "sharpe_p_raw", "sharpe_p_holm", "sharpe_p_bh"]
     keep += ["dm_statistic", "dm_p_raw", "dm_p_holm", "dm_p_bh"]
     frame = across.table[keep].rename_axis("instrument")
-    return _table(frame, f"The LSTM on each instrument, corrected over {len(frame)} instruments")
+    return _table(frame, f"The {label} on each instrument, corrected over {len(frame)} instruments")
 
 
 def render(result: MultipleTesting) -> str:
@@ -290,7 +297,7 @@ def render(result: MultipleTesting) -> str:
     parts += [f"<p>{html.escape(s)}</p>" for s in verdict_sentences(result)]
     parts.append(_superiority_html(result))
     if result.across is not None:
-        parts.append(_across_html(result.across))
+        parts.append(_across_html(result.across, result.label))
     if result.cross_section is not None:
         parts.append(
             _table(
@@ -331,9 +338,13 @@ def tracked_metrics(result: MultipleTesting) -> dict[str, Any]:
         if t.tested:
             out[f"multiple/{t.scope}/spa_p"] = t.spa_consistent
             out[f"multiple/{t.scope}/stepm_superior"] = float(len(t.superior))
+    candidate = result.candidate
     if result.across is not None:
-        out["multiple/lstm_sharpe_wins"] = float(result.across.sharpe_wins.wins)
-        out["multiple/lstm_sharpe_wins_holm"] = float(result.across.significant("sharpe", "holm"))
-    if result.cross_section is not None and LSTM in result.cross_section.index:
-        out["multiple/lstm_rank_ic"] = float(result.cross_section.loc[LSTM, "rank_ic_mean"])
+        out[f"multiple/{candidate}_sharpe_wins"] = float(result.across.sharpe_wins.wins)
+        out[f"multiple/{candidate}_sharpe_wins_holm"] = float(
+            result.across.significant("sharpe", "holm")
+        )
+    if result.cross_section is not None and candidate in result.cross_section.index:
+        ic = result.cross_section.loc[candidate, "rank_ic_mean"]
+        out[f"multiple/{candidate}_rank_ic"] = float(ic)
     return {k: v for k, v in out.items() if math.isfinite(v)}

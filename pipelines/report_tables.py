@@ -15,7 +15,7 @@ import pandas as pd
 
 from pipelines.comparison import POOLED, Comparison, finite, fmt, sorted_block
 from pipelines.outputs import json_safe
-from pipelines.strategy_names import BENCHMARK, LSTM
+from pipelines.strategy_names import BENCHMARK
 
 
 def write_tables(comparison: Comparison, directory: Path) -> None:
@@ -37,8 +37,11 @@ def write_tables(comparison: Comparison, directory: Path) -> None:
     )
 
 
-def console_table(league: pd.DataFrame, max_rows_per_instrument: int | None = None) -> str:
-    """A compact league table for the terminal, sorted by Sharpe ratio within instruments."""
+def console_table(
+    league: pd.DataFrame, max_rows_per_instrument: int | None = None, candidate: str = ""
+) -> str:
+    """A compact league table for the terminal, sorted by Sharpe ratio within instruments;
+    with ``max_rows_per_instrument``, the candidate and buy-and-hold are always kept."""
     pieces = []
     order = [POOLED] + [i for i in dict.fromkeys(league["instrument"]) if i != POOLED]
     for key in order:
@@ -46,7 +49,7 @@ def console_table(league: pd.DataFrame, max_rows_per_instrument: int | None = No
         if block.empty:
             continue
         if max_rows_per_instrument and key != POOLED:
-            keep = set(block["strategy"].head(max_rows_per_instrument)) | {LSTM, BENCHMARK}
+            keep = set(block["strategy"].head(max_rows_per_instrument)) | {candidate, BENCHMARK}
             block = block[block["strategy"].isin(keep)]
         pieces.append(block)
     if not pieces:

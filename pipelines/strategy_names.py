@@ -16,7 +16,6 @@ import re
 from collections.abc import Iterable
 
 BENCHMARK = "buy_and_hold"
-LSTM = "lstm"
 RANDOM_WALK = "random_walk"
 SEED_COLUMN = re.compile(r"(.+)_seed(\d+)")
 
@@ -38,7 +37,8 @@ def seed_columns(columns: Iterable[str], forecaster: str | None = None) -> list[
 
 
 def strategy_kind(strategy: str) -> str:
-    """``benchmark`` (buy-and-hold), ``crossover``, ``seed`` (one LSTM seed) or ``forecast``."""
+    """``benchmark`` (buy-and-hold), ``crossover``, ``seed`` (one seed of a stochastic
+    forecaster) or ``forecast``."""
     if strategy == BENCHMARK:
         return "benchmark"
     if strategy.endswith("_crossover"):

@@ -1,11 +1,12 @@
-"""The verdict: plain sentences on whether the LSTM beat the baselines, and how surely.
+"""The verdict: plain sentences on whether the candidate beat the baselines, and how surely.
 
 Each sentence is built from the league rows of one instrument (or the pooled
-rows), so the text follows the numbers: the LSTM strategy's rank by Sharpe
+rows), so the text follows the numbers: the candidate's strategy's rank by Sharpe
 ratio, the spread over its seeds, its Sharpe ratio against buy-and-hold with
 the bootstrap interval, the deflated Sharpe ratio, its rank as a forecaster
 and the Diebold-Mariano test against the random walk, then a bottom line.
-The outcome word (``win``, ``loss``, ``mixed``) colours the report's box.
+The outcome word (``win``, ``loss``, ``mixed``) colours the report's box. The
+candidate is the forecaster ``report.candidate`` names (the LSTM by default).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.comparison import fmt as _fmt
-from pipelines.strategy_names import BENCHMARK, LSTM
+from pipelines.strategy_names import BENCHMARK
 
 
 def fmt(value: float, digits: int = 2) -> str:
@@ -43,24 +44,26 @@ class _Findings:
     sig_forecast: bool = False
 
 
-def _sharpe_sentences(main: pd.DataFrame, lstm: pd.Series, found: _Findings) -> list[str]:
-    """The LSTM strategy's rank by Sharpe ratio, and its spread over the seeds."""
+def _sharpe_sentences(
+    main: pd.DataFrame, cand: pd.Series, label: str, found: _Findings
+) -> list[str]:
+    """The candidate strategy's rank by Sharpe ratio, and its spread over the seeds."""
     sentences = []
-    others = main.drop(index=LSTM)["sharpe"].dropna()
+    others = main.drop(index=cand.name)["sharpe"].dropna()
     best_name = others.idxmax() if not others.empty else None
     found.beat_sharpe = bool(
-        np.isfinite(lstm["sharpe"]) and (others.empty or lstm["sharpe"] > others.max())
+        np.isfinite(cand["sharpe"]) and (others.empty or cand["sharpe"] > others.max())
     )
     ranked = main["sharpe"].rank(ascending=False, method="min")
-    if not np.isfinite(lstm["sharpe"]):
+    if not np.isfinite(cand["sharpe"]):
         sentences.append(
-            "By Sharpe ratio: undefined for the LSTM strategy (it never held a position)."
+            f"By Sharpe ratio: undefined for the {label} strategy (it never held a position)."
         )
     else:
         lead = (
-            f"By Sharpe ratio the LSTM strategy ranks {int(ranked[LSTM])} of "
+            f"By Sharpe ratio the {label} strategy ranks {int(ranked[cand.name])} of "
             f"{int(main['sharpe'].notna().sum())} "
-            f"({fmt(lstm['sharpe'])})"
+            f"({fmt(cand['sharpe'])})"
         )
         if best_name is None:
             sentences.append(lead + ".")
@@ -74,22 +77,22 @@ def _sharpe_sentences(main: pd.DataFrame, lstm: pd.Series, found: _Findings) -> 
                 f"{lead}: it does not beat the baselines; the best is {best_name} "
                 f"({fmt(others.max())})."
             )
-    if np.isfinite(lstm.get("sharpe_seed_std", math.nan)):
+    if np.isfinite(cand.get("sharpe_seed_std", math.nan)):
         sentences.append(
-            f"Across {int(lstm['seeds'])} seeds its Sharpe ratio is "
-            f"{fmt(lstm['sharpe_seed_mean'])} ± {fmt(lstm['sharpe_seed_std'])}."
+            f"Across {int(cand['seeds'])} seeds its Sharpe ratio is "
+            f"{fmt(cand['sharpe_seed_mean'])} ± {fmt(cand['sharpe_seed_std'])}."
         )
     return sentences
 
 
 def _significance_sentences(
-    block: pd.DataFrame, lstm: pd.Series, alpha: float, n_trials: int, found: _Findings
+    block: pd.DataFrame, cand: pd.Series, alpha: float, n_trials: int, found: _Findings
 ) -> list[str]:
     """The Sharpe edge over buy-and-hold with its interval, and the deflated Sharpe ratio."""
     sentences = []
     level = round(100 * (1 - alpha))
-    if BENCHMARK in block.index and np.isfinite(lstm["sharpe_diff"]):
-        low, high = lstm["sharpe_diff_low"], lstm["sharpe_diff_high"]
+    if BENCHMARK in block.index and np.isfinite(cand["sharpe_diff"]):
+        low, high = cand["sharpe_diff_low"], cand["sharpe_diff_high"]
         found.sig_bh = bool(low > 0)
         if low > 0:
             judged = "significantly better than buy-and-hold"
@@ -98,14 +101,14 @@ def _significance_sentences(
         else:
             judged = "not significantly different from buy-and-hold (the interval contains 0)"
         sentences.append(
-            f"Sharpe ratio minus buy-and-hold's: {_signed(lstm['sharpe_diff'])} "
+            f"Sharpe ratio minus buy-and-hold's: {_signed(cand['sharpe_diff'])} "
             f"({level}% bootstrap interval {fmt(low)} to {fmt(high)}), {judged}."
         )
-    found.dsr_ok = bool(np.isfinite(lstm["dsr"]) and lstm["dsr"] > 1 - alpha)
-    if np.isfinite(lstm["dsr"]):
+    found.dsr_ok = bool(np.isfinite(cand["dsr"]) and cand["dsr"] > 1 - alpha)
+    if np.isfinite(cand["dsr"]):
         sentences.append(
-            f"Deflated Sharpe ratio {fmt(lstm['dsr'])} after {n_trials} trials "
-            f"(PSR {fmt(lstm['psr'])}): "
+            f"Deflated Sharpe ratio {fmt(cand['dsr'])} after {n_trials} trials "
+            f"(PSR {fmt(cand['psr'])}): "
             + (
                 f"the Sharpe ratio is significant at {alpha:g} even allowing for selection."
                 if found.dsr_ok
@@ -116,21 +119,22 @@ def _significance_sentences(
 
 
 def _forecast_sentences(
-    main: pd.DataFrame, lstm: pd.Series, alpha: float, found: _Findings
+    main: pd.DataFrame, cand: pd.Series, label: str, alpha: float, found: _Findings
 ) -> list[str]:
-    """The LSTM's rank as a forecaster, and the Diebold-Mariano test against the random walk."""
+    """The candidate's rank as a forecaster, and the Diebold-Mariano test against the random
+    walk."""
     sentences = []
     forecasters = main[main["kind"] == "forecast"]["rmse"].dropna()
     fcol = "rmse" if not forecasters.empty else "theil_u2"
     forecasters = main[main["kind"] == "forecast"][fcol].dropna()
-    if LSTM not in forecasters.index or len(forecasters) <= 1:
+    if cand.name not in forecasters.index or len(forecasters) <= 1:
         return sentences
-    rest = forecasters.drop(index=LSTM)
-    found.beat_forecast = bool(forecasters[LSTM] < rest.min())
-    rank = int(forecasters.rank(method="min")[LSTM])
-    u2 = lstm["theil_u2"]
+    rest = forecasters.drop(index=cand.name)
+    found.beat_forecast = bool(forecasters[cand.name] < rest.min())
+    rank = int(forecasters.rank(method="min")[cand.name])
+    u2 = cand["theil_u2"]
     sentence = (
-        f"As a forecaster the LSTM ranks {rank} of {len(forecasters)} by "
+        f"As a forecaster the {label} ranks {rank} of {len(forecasters)} by "
         f"{'RMSE' if fcol == 'rmse' else 'Theil U2'}"
     )
     sentence += (
@@ -139,7 +143,7 @@ def _forecast_sentences(
         else f"; the most accurate is {rest.idxmin()}."
     )
     sentences.append(sentence)
-    dm, p = lstm["dm_statistic"], lstm["dm_p_value"]
+    dm, p = cand["dm_statistic"], cand["dm_p_value"]
     if np.isfinite(u2) and np.isfinite(p):
         better = u2 < 1
         found.sig_forecast = bool(better and p < alpha)
@@ -161,7 +165,7 @@ def _forecast_sentences(
     return sentences
 
 
-def _bottom_line(found: _Findings) -> tuple[str, str]:
+def _bottom_line(found: _Findings, label: str) -> tuple[str, str]:
     """The last sentence and the outcome word."""
     trade_sig = found.sig_bh and found.dsr_ok
     beat_sharpe, beat_forecast = found.beat_sharpe, found.beat_forecast
@@ -188,7 +192,7 @@ def _bottom_line(found: _Findings) -> tuple[str, str]:
                 + ("" if found.sig_forecast else "not ")
                 + "statistically significant (Diebold-Mariano)"
             )
-        sentence = f"Bottom line: the LSTM {what}; {'; '.join(details)}."
+        sentence = f"Bottom line: the {label} {what}; {'; '.join(details)}."
     else:
         extras = []
         if trade_sig:
@@ -200,7 +204,7 @@ def _bottom_line(found: _Findings) -> tuple[str, str]:
             if extras
             else ", and shows no statistically significant edge"
         )
-        sentence = f"Bottom line: the LSTM {what}{tail}."
+        sentence = f"Bottom line: the {label} {what}{tail}."
     outcome = (
         "win"
         if (beat_sharpe or beat_forecast) and (trade_sig or found.sig_forecast)
@@ -209,24 +213,29 @@ def _bottom_line(found: _Findings) -> tuple[str, str]:
     return sentence, outcome
 
 
-def verdict(block: pd.DataFrame, alpha: float, n_trials: int) -> tuple[list[str], str]:
-    """Plain sentences on whether the LSTM beat the baselines, and whether it is significant.
+def verdict(
+    block: pd.DataFrame, alpha: float, n_trials: int, candidate: str, label: str
+) -> tuple[list[str], str]:
+    """Plain sentences on whether ``candidate`` beat the baselines, and whether it is
+    significant.
 
     Args:
         block: the league rows of one instrument (or pooled), indexed by strategy.
         alpha: significance level.
         n_trials: trials behind the deflated Sharpe ratio.
+        candidate: the judged forecaster's strategy (``report.candidate``).
+        label: how the sentences call it (``Config.candidate_label``: "LSTM").
 
     Returns:
         The sentences and a one-word outcome (``win``, ``loss`` or ``mixed``).
     """
-    if LSTM not in block.index:
-        return ["No LSTM forecasts in this experiment: nothing to judge."], "mixed"
+    if candidate not in block.index:
+        return [f"No {label} forecasts in this experiment: nothing to judge."], "mixed"
     main = block[block["kind"] != "seed"]
-    lstm = block.loc[LSTM]
+    cand = block.loc[candidate]
     found = _Findings()
-    sentences = _sharpe_sentences(main, lstm, found)
-    sentences += _significance_sentences(block, lstm, alpha, n_trials, found)
-    sentences += _forecast_sentences(main, lstm, alpha, found)
-    last, outcome = _bottom_line(found)
+    sentences = _sharpe_sentences(main, cand, label, found)
+    sentences += _significance_sentences(block, cand, alpha, n_trials, found)
+    sentences += _forecast_sentences(main, cand, label, alpha, found)
+    last, outcome = _bottom_line(found, label)
     return [*sentences, last], outcome

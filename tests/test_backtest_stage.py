@@ -246,7 +246,9 @@ def test_report_reads_the_seed_backtests_of_the_stage(staged):
         assert "lstm_seed0" in inst.runs
     check_seeds(instruments)
     del instruments[1].runs["lstm_seed0"]  # backtests from before the stage ran the seeds
-    with pytest.raises(DataError, match="GOOG lack the LSTM seed.*rerun `python -m pipelines"):
+    with pytest.raises(
+        DataError, match="GOOG lack the seed.*lstm_seed0.*rerun `python -m pipelines"
+    ):
         check_seeds(instruments)
 
 

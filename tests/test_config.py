@@ -385,3 +385,25 @@ def test_error_text_echoes_at_most_a_few_hundred_characters(tmp_path, capsys):
 def test_dates_in_a_config_file_are_still_dates():
     cfg = parse_config(minimal(data={"instruments": ["A"], "start": "2010-01-04"}), "f.yaml")
     assert cfg.data.start.isoformat() == "2010-01-04"
+
+
+def test_the_reports_candidate_is_a_configured_forecaster_with_its_label():
+    cfg = load_config("configs/smoke.yaml")
+    assert (cfg.report.candidate, cfg.candidate_label) == ("lstm", "LSTM")
+    variant = load_config(
+        "configs/smoke.yaml",
+        {
+            "forecasters": {"lstm_4": {"kind": "lstm", "units": [4]}},
+            "report": {"candidate": "lstm_4"},
+        },
+    )
+    assert variant.candidate_label == "LSTM (lstm_4)"
+    assert (
+        load_config("configs/smoke.yaml", {"report": {"candidate": "sma"}}).candidate_label == "sma"
+    )
+    with pytest.raises(
+        ConfigError, match=r"report.candidate: 'smaa' is not a forecaster of this config"
+    ):
+        load_config("configs/smoke.yaml", {"report": {"candidate": "smaa"}})
+    # left at its default, a config without an LSTM is still valid: the report says so
+    load_config("configs/smoke.yaml", {"forecasters": {"lstm": None}})

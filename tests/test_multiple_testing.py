@@ -154,7 +154,7 @@ def test_across_instruments_counts_only_wins_in_the_lstms_favour():
         dm_stat=[-3.0, 2.0, -0.5, np.nan],
         dm_p=[0.002, 0.01, 0.6, np.nan],
     )
-    result = across_instruments(league, ALPHA)
+    result = across_instruments(league, "lstm", ALPHA)
     assert isinstance(result, AcrossInstruments)
     assert list(result.table.index) == ["I0", "I1", "I2", "I3"]  # pooled and sma ignored
     assert result.tests == {"sharpe": 4, "dm": 3}
@@ -163,7 +163,7 @@ def test_across_instruments_counts_only_wins_in_the_lstms_favour():
     assert result.significant("sharpe", "holm") == 1  # I2's 0.04 * 3 = 0.12 after Holm
     assert (result.sharpe_wins.wins, result.sharpe_wins.n) == (3, 4)
     assert (result.forecast_wins.wins, result.forecast_wins.n) == (2, 3)
-    assert across_instruments(league[league["strategy"] == "sma"]) is None
+    assert across_instruments(league[league["strategy"] == "sma"], "lstm") is None
 
 
 # Calibration ------------------------------------------------------------------------------
@@ -242,13 +242,13 @@ def test_calibration_holm_and_bh_across_instruments(frozen_heap):
     null = dict.fromkeys(["raw", "holm", "bh"], 0)
     found = dict.fromkeys(["holm", "bh"], 0)
     for _ in range(N_REPS):
-        result = across_instruments(_instrument_pvalues(rng, m, None), ALPHA)
+        result = across_instruments(_instrument_pvalues(rng, m, None), "lstm", ALPHA)
         for method in null:
             # any instrument declared a significant LSTM win (either family), none is real
             null[method] += bool(
                 result.significant("dm", method) or result.significant("sharpe", method)
             )
-        planted = across_instruments(_instrument_pvalues(rng, m, 3), ALPHA)
+        planted = across_instruments(_instrument_pvalues(rng, m, 3), "lstm", ALPHA)
         for method in found:
             found[method] += bool(planted.table.loc["I3", f"dm_win_{method}"])
     rates = {k: v / N_REPS for k, v in null.items()}
