@@ -100,11 +100,16 @@ report: $(REPORT) ## League table, statistics and the HTML report
 run: $(STAMP) ## Run every stage unconditionally (python -m pipelines run)
 	$(PY) -m pipelines run --config $(CONFIG)
 
+# Two pytest-xdist workers (TEST_WORKERS=0: one process); tests grouped by module, and by
+# the session fixture they share (tests/conftest.py), so nothing expensive is made twice.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+
 test: $(RAY_STAMP) ## Run the test suite (installs the ray extra)
-	$(PY) -m pytest
+	$(PYTEST)
 
 test-fast: $(RAY_STAMP) ## Run the tests not marked slow
-	$(PY) -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: $(STAMP) ## ruff check and format check, and the import-linter contracts (the layering)
 	$(PY) -m ruff check .

@@ -16,6 +16,21 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = REPO_ROOT / "data" / "sample"
 
 
+# Session fixtures that are expensive to make: under pytest-xdist (``make test`` runs
+# ``-n 2 --dist loadgroup``) the tests that use one run in one worker, so it is made once.
+SHARED_FIXTURES = ("smoke_sequential", "mlflow_server")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group the tests for ``--dist loadgroup``: a test that uses a shared session fixture
+    goes with the fixture's other users; any other test stays with its module, whose
+    module-scoped fixtures are then made once too."""
+    for item in items:
+        shared = [f for f in SHARED_FIXTURES if f in getattr(item, "fixturenames", ())]
+        group = shared[0] if shared else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_tracking_store(tmp_path_factory: pytest.TempPathFactory):
     """Point MLflow at a throwaway SQLite store for the whole session.
