@@ -14,20 +14,20 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
 # What each stage reads: its config, its input files and the code it runs. The code is
-# derived from the imports (`python -m pipelines.depends`, standard library only) into
+# derived from the imports (`python -m pipelines.stages.depends`, standard library only) into
 # build/.stage-code.mk, made again whenever a module changes; a change to any of these
 # redoes the stage and those after it.
 CODE_FILES   := $(shell find core models strategies pipelines -name '*.py' -not -path '*/__pycache__/*')
 STAGE_CODE   := build/.stage-code.mk
-ENTRY        := pipelines/__main__.py pipelines/run.py pipelines/stages.py
+ENTRY        := pipelines/__main__.py pipelines/stages/run.py pipelines/stages/__init__.py
 DATA_INPUTS   = $(STAMP) $(CONFIG) $(wildcard data/sample/*.csv) $(ENTRY) $(DATA_CODE)
 SEARCH_INPUTS = $(SEARCH_CODE)
 TRAIN_INPUTS  = $(TRAIN_CODE)
 BT_INPUTS     = $(BACKTEST_CODE)
-REPORT_INPUTS = $(REPORT_CODE) $(wildcard pipelines/templates/*)
+REPORT_INPUTS = $(REPORT_CODE) $(wildcard pipelines/report/templates/*)
 
 $(STAGE_CODE): $(CODE_FILES)
-	@mkdir -p $(@D) && $(PYTHON) -m pipelines.depends > $@.tmp && mv $@.tmp $@
+	@mkdir -p $(@D) && $(PYTHON) -m pipelines.stages.depends > $@.tmp && mv $@.tmp $@
 ifeq ($(filter help setup clean clean-runs,$(MAKECMDGOALS)),)
 -include $(STAGE_CODE)
 endif

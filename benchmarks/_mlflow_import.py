@@ -11,11 +11,11 @@ from __future__ import annotations
 # What the train stage imports besides numpy, pandas, TensorFlow and Keras.
 TRAIN_STAGE_MODULES = [
     "pipelines.cli",
-    "pipelines.charts",
-    "pipelines.data",
-    "pipelines.outputs",
-    "pipelines.runtime",
-    "pipelines.walkforward",
+    "pipelines.report.charts",
+    "pipelines.sources.load",
+    "pipelines.common.outputs",
+    "pipelines.execution.runtime",
+    "pipelines.execution.walkforward",
     "models.lstm",
     "models.baselines",
     "models.metrics",
@@ -23,9 +23,9 @@ TRAIN_STAGE_MODULES = [
 # What the whole job (``pipelines run``) imports on top of that.
 ALL_STAGE_MODULES = [
     *TRAIN_STAGE_MODULES,
-    "pipelines.backtest",
-    "pipelines.report",
-    "pipelines.stats",
+    "pipelines.stages.backtest",
+    "pipelines.stages.report",
+    "pipelines.report.stats",
 ]
 
 
@@ -35,7 +35,7 @@ def driver_head(stage_modules: list[str], entry: str) -> str:
     ``t1 - t0``: NumPy, pandas, PyYAML, the config module, TensorFlow, Keras
     and ``stage_modules``, which the stage needs whether or not it tracks;
     ``t2 - t1``: ``import pipelines.tracking`` (mlflow with it). Then
-    ``entry`` (the stage's module, e.g. ``pipelines.run``), imported as ``stage``.
+    ``entry`` (the stage's module, e.g. ``pipelines.stages.run``), imported as ``stage``.
     """
     imports = "\n".join(f"import {module}" for module in stage_modules)
     return f"""

@@ -1,7 +1,7 @@
 """Loading and validating the bundled CSVs against a bare ``pandas.read_csv``.
 
 For each of the four files in ``data/sample/`` the benchmark times
-``pipelines.data.read_csv_bars`` (read as text, map columns, parse numbers and
+``pipelines.sources.load.read_csv_bars`` (read as text, map columns, parse numbers and
 dates, null/order/duplicate policies, price checks, adjustment) against
 ``pd.read_csv(path, index_col=0, parse_dates=True)``, which only reads. It also
 times the same bars written with ``MM/DD/YYYY`` dates, where the format must be
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.data import read_csv_bars
+from pipelines.sources.load import read_csv_bars
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 RESULTS = Path(__file__).parent / "results" / "data.json"

@@ -164,7 +164,7 @@ def _no_gpu() -> tuple[int, str] | None:
 def _device_name(cpu: bool) -> str:
     import tensorflow as tf
 
-    from pipelines.runtime import cpu_name
+    from pipelines.execution.runtime import cpu_name
 
     if cpu:
         return cpu_name()

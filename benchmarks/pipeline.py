@@ -51,7 +51,7 @@ GOAL_MLFLOW_SHARE = 0.04
 
 # Runs in the child process; prints one JSON line with its own measurements.
 _DRIVER = (
-    driver_head(ALL_STAGE_MODULES, "pipelines.run")
+    driver_head(ALL_STAGE_MODULES, "pipelines.stages.run")
     + """tracking.reset_overhead()
 timing = stage.run_stages(sys.argv[1:])
 t3 = time.perf_counter()

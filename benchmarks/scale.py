@@ -7,7 +7,7 @@ one throwaway SQLite MLflow store (created before the first measurement):
 
 - **the default config** (``configs/default.yaml``) with each executor:
   ``sequential``, ``local`` with 2 workers and ``ray`` with 2 workers (CPUs);
-- **a synthetic universe** (``pipelines.synthetic``, made once, block-bootstrapped
+- **a synthetic universe** (``benchmarks.synthetic``, made once, block-bootstrapped
   from the bundled files) of 8, 16 and 32 instruments on ``configs/smoke.yaml``'s
   small settings made smaller (:data:`UNIVERSE_SETTINGS`: 420 bars, one fold of
   100 bars after 300 training bars, every forecaster, a 1-epoch LSTM of 8 units:
@@ -19,10 +19,10 @@ The Ray executor is measured where ``executor: {kind: ray}`` is available;
 elsewhere its rows say "ray executor not available" and the rest still runs.
 
 Inside each measured process the benchmark wraps, without changing them, the
-train stage's unit function (``pipelines.train.run_train_unit``: each unit's
+train stage's unit function (``pipelines.stages.train.run_train_unit``: each unit's
 seconds inside the function, its worker's pid and memory after it), its
-recording of a forecaster (``pipelines.train.record``: the driver's serial
-part) and its executor (``pipelines.executors.executor_for``: start-up, when
+recording of a forecaster (``pipelines.stages.train.record``: the driver's serial
+part) and its executor (``pipelines.execution.executors.executor_for``: start-up, when
 each result reaches the driver, tear-down). From these it reports:
 
 - units per second of each executor (from the driver handing over its units
@@ -41,7 +41,7 @@ each result reaches the driver, tear-down). From these it reports:
 - the driver's peak memory (``ru_maxrss`` of the measured process) and its
   growth per instrument from 8 to 32 with workers (goal <= 20 MB), and each
   worker's memory after every unit (goal: flat; the first
-  ``pipelines.units.CLEAR_KERAS_EVERY`` units, when TensorFlow and the first
+  ``pipelines.execution.units.CLEAR_KERAS_EVERY`` units, when TensorFlow and the first
   models load, are left out);
 - a projection to 500 instruments on 1, 8 and 64 workers (Amdahl: the driver's
   recording is the serial part), with its assumptions printed.
@@ -97,14 +97,14 @@ UNIVERSE_SETTINGS = [
 
 
 def timed_train_unit(unit: Any) -> Any:
-    """``pipelines.units.run_train_unit`` that also carries its timing and memory back.
+    """``pipelines.execution.units.run_train_unit`` that also carries its timing and memory back.
 
     Runs in whichever process the executor chose; the measurements ride on the
     result (``result.bench``), so nothing but the result crosses back.
     """
     import psutil
 
-    from pipelines.units import run_train_unit
+    from pipelines.execution.units import run_train_unit
 
     started = time.time()
     clock = time.perf_counter()
@@ -121,7 +121,8 @@ def timed_train_unit(unit: Any) -> Any:
 
 
 class _TimedExecutor:
-    """An executor as ``pipelines.executors.executor_for`` made it, with its timings noted."""
+    """An executor as ``pipelines.execution.executors.executor_for`` made it, with its
+    timings noted."""
 
     def __init__(self, inner: Any, probe: dict) -> None:
         self._inner, self._probe = inner, probe
@@ -156,7 +157,9 @@ def child(argv: list[str]) -> int:
     """The measured process: the data stage, then the train stage with its parts timed."""
     import resource
 
-    from pipelines import data, executors, train
+    from pipelines.execution import executors
+    from pipelines.sources import load as data
+    from pipelines.stages import train
 
     for module, name in ((train, "run_train_unit"), (train, "record"), (executors, "executor_for")):
         if not hasattr(module, name):
@@ -212,7 +215,7 @@ def ray_unavailable() -> str | None:
     """Why ``executor: {kind: ray}`` cannot run here, or None when it can."""
     try:
         from pipelines.config import load_config, parse_set
-        from pipelines.executors import executor_for
+        from pipelines.execution.executors import executor_for
 
         cfg = load_config("configs/smoke.yaml", overrides=parse_set(_executor_settings("ray")))
         if executor_for(cfg.executor).kind != "ray":
@@ -286,7 +289,7 @@ def summarise(probe: dict) -> dict:
 
 def make_universe(folder: Path, count: int) -> list[str]:
     """A synthetic universe of ``count`` instruments in ``folder``; their names."""
-    from pipelines.synthetic import read_sources, synthetic_universe, write_universe
+    from benchmarks.synthetic import read_sources, synthetic_universe, write_universe
 
     universe = synthetic_universe(read_sources("data/sample"), count, UNIVERSE_BARS, seed=0)
     write_universe(universe, folder)
@@ -375,7 +378,7 @@ def speedups(results: dict, workload: str, size: int, kinds: list[str]) -> dict[
 
 def worker_growth(entry: dict) -> dict:
     """Each process's memory over its units after the warm-up: first vs last quarter (MB)."""
-    from pipelines.units import CLEAR_KERAS_EVERY
+    from pipelines.execution.units import CLEAR_KERAS_EVERY
 
     growth, counts = [], []
     for run in entry["runs"]:

@@ -45,7 +45,7 @@ TINY_LSTM = ["forecasters.lstm.units=[4]", "forecasters.lstm.epochs=1"]
 
 # Runs in the child process; prints one JSON line with its own measurements.
 _DRIVER = (
-    driver_head(TRAIN_STAGE_MODULES, "pipelines.train")
+    driver_head(TRAIN_STAGE_MODULES, "pipelines.stages.train")
     + """tracking.reset_overhead()
 rc = stage.main(sys.argv[1:])
 t3 = time.perf_counter()

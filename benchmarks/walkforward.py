@@ -2,7 +2,7 @@
 
 Loads one instrument with the config's data settings, makes the config's
 walk-forward folds (configs/default.yaml: expanding, 250-bar test periods,
-the last 4 folds) and runs ``pipelines.walkforward.walk_forward`` for every
+the last 4 folds) and runs ``pipelines.execution.walkforward.walk_forward`` for every
 enabled forecaster: a fresh fit on each fold's training segment, then the
 forecasts of its test period. The table reports fit and predict time summed
 over the folds (median of ``--repeats`` runs for the classic forecasters; the
@@ -35,17 +35,17 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import pandas as pd  # noqa: E402
 
 from pipelines.config import Config, load_config  # noqa: E402
-from pipelines.data import load_instrument  # noqa: E402
-from pipelines.walkforward import (  # noqa: E402
+from pipelines.execution.walkforward import (  # noqa: E402
     Fold,
     make_folds,
     make_forecaster,
     required_train_bars,
     walk_forward,
 )
+from pipelines.sources.load import load_instrument  # noqa: E402
 
 if TYPE_CHECKING:
-    from pipelines.runtime import DeviceInfo
+    from pipelines.execution.runtime import DeviceInfo
 
 RESULTS = Path(__file__).parent / "results" / "walkforward.json"
 LSTM = "lstm"
@@ -53,7 +53,7 @@ LSTM = "lstm"
 
 def _lstm_context(cfg):
     """The train stage's device set-up (device, op determinism) for the LSTM run."""
-    from pipelines import runtime
+    from pipelines.execution import runtime
 
     device = runtime.configure(cfg)
     runtime.seed_everything(cfg.seed)

@@ -121,7 +121,7 @@ class LstmForecaster(Forecaster):
             so the count changes the last bits of training; None (one block per
             core of the process) is fine on one machine, while a pipeline that
             fits in worker processes passes one count to all of them so every
-            process trains the same model (``pipelines.units``).
+            process trains the same model (``pipelines.execution.units``).
 
     A fitted forecaster travels between processes as bytes: ``to_bytes`` packs
     what ``save`` writes into one zip archive and ``from_bytes`` reads it back.

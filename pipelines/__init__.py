@@ -2,7 +2,7 @@
 
 Imports flow one way: ``pipelines -> strategies, models -> core`` (checked by
 the import-linter contracts in pyproject.toml). Only ``pipelines.tracking`` and
-the registered model's wrapper ``pipelines.pyfunc_model`` import MLflow; units
-of work (``pipelines.units``, ``pipelines.backtest_unit``) never do: the
+the registered model's wrapper ``pipelines.tracking.pyfunc_model`` import MLflow; units
+of work (``pipelines.execution.units``, ``pipelines.execution.backtest_unit``) never do: the
 driver records their results.
 """

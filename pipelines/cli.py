@@ -8,8 +8,8 @@ import sys
 import traceback
 from collections.abc import Callable
 
+from pipelines.common.errors import GatecastError
 from pipelines.config import Config, load_config, parse_set
-from pipelines.errors import GatecastError
 
 log = logging.getLogger("gatecast")
 
@@ -74,7 +74,7 @@ def run_stage(
     Args:
         body: The stage's work; returns the exit code.
         stage: The stage's name for the message; by default the last part of
-            the module that defines ``body`` (``pipelines.train`` -> ``train``).
+            the module that defines ``body`` (``pipelines.stages.train`` -> ``train``).
         verbose: Print tracebacks; by default whether ``setup_logging(True)`` ran.
     """
     stage = stage or _stage_of(body)

@@ -65,7 +65,7 @@ def smoke_sequential(tmp_path_factory: pytest.TempPathFactory):
     Yields (folder whose ``smoke/`` holds the stages' outputs, the store's URI); tests that
     compare MLflow runs point MLFLOW_TRACKING_URI at that store too.
     """
-    from pipelines import backtest, train
+    from pipelines.stages import backtest, train
 
     root = tmp_path_factory.mktemp("smoke-sequential")
     uri = f"sqlite:///{root / 'mlflow.db'}"

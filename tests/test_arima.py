@@ -10,7 +10,7 @@ from statsmodels.tsa.statespace.sarimax import SARIMAX
 
 from models.arima import ArimaConfig, ArimaForecaster
 from models.base import BuildContext, Forecaster
-from pipelines.data import read_csv_bars
+from pipelines.sources.load import read_csv_bars
 from tests.conftest import SAMPLE_DIR
 from tests.lookahead import assert_no_lookahead, synthetic_bars
 

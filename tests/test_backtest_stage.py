@@ -50,7 +50,7 @@ def write_forecasts(run_dir: Path, instruments=("GSPC", "GOOG"), oos_bar: int = 
 def run_stage_in_subprocess(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     code = (
         "import sys\n"
-        "from pipelines.backtest import main\n"
+        "from pipelines.stages.backtest import main\n"
         "rc = main(sys.argv[1:])\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
         "{'keras', 'tensorflow'})\n"
@@ -177,8 +177,8 @@ def test_each_strategy_run_carries_its_files_metrics_and_charts(staged, tmp_path
 
 
 def test_stage_metrics_equal_a_direct_run(tmp_path):
-    from pipelines.backtest import run_backtests
     from pipelines.config import load_config
+    from pipelines.stages.backtest import run_backtests
 
     summary_in = write_forecasts(tmp_path / "smoke", instruments=("GSPC",))
     cfg = load_config(
@@ -234,10 +234,10 @@ def test_stage_metrics_equal_a_direct_run(tmp_path):
 
 
 def test_report_reads_the_seed_backtests_of_the_stage(staged):
+    from pipelines.common.errors import DataError
+    from pipelines.common.strategy_names import seed_columns
     from pipelines.config import load_config
-    from pipelines.errors import DataError
-    from pipelines.report_inputs import check_seeds, load_instruments
-    from pipelines.strategy_names import seed_columns
+    from pipelines.report.inputs import check_seeds, load_instruments
 
     cfg = load_config("configs/smoke.yaml", overrides={"output_directory": str(staged[0])})
     instruments = load_instruments(cfg)
@@ -253,10 +253,10 @@ def test_report_reads_the_seed_backtests_of_the_stage(staged):
 
 
 def test_report_reads_the_cost_sweep_of_the_stage(tmp_path):
-    from pipelines.backtest import main
+    from pipelines.common.errors import DataError
     from pipelines.config import load_config
-    from pipelines.errors import DataError
-    from pipelines.report_inputs import load_cost_sweep, load_instruments
+    from pipelines.report.inputs import load_cost_sweep, load_instruments
+    from pipelines.stages.backtest import main
 
     write_forecasts(tmp_path / "smoke", instruments=("GSPC",))
     args = ["--config", "configs/smoke.yaml", "--set", f"output_directory={tmp_path}"]
@@ -290,7 +290,7 @@ def test_report_reads_the_cost_sweep_of_the_stage(tmp_path):
 
 
 def test_missing_forecasts_are_a_clear_error(tmp_path, capsys):
-    from pipelines.backtest import main
+    from pipelines.stages.backtest import main
 
     rc = main(["--config", "configs/smoke.yaml", "--set", f"output_directory={tmp_path}"])
     assert rc == 2
@@ -299,7 +299,7 @@ def test_missing_forecasts_are_a_clear_error(tmp_path, capsys):
 
 
 def test_unknown_instrument_in_summary_is_named(tmp_path, capsys):
-    from pipelines.backtest import main
+    from pipelines.stages.backtest import main
 
     write_forecasts(tmp_path / "smoke", instruments=("GSPC",))
     rc = main(["--config", "configs/smoke.yaml", "--set", f"output_directory={tmp_path}"])
@@ -308,8 +308,8 @@ def test_unknown_instrument_in_summary_is_named(tmp_path, capsys):
 
 
 def test_a_process_pool_gives_the_sequential_results(tmp_path):
-    from pipelines.backtest import run_backtests
     from pipelines.config import load_config
+    from pipelines.stages.backtest import run_backtests
 
     write_forecasts(tmp_path / "smoke")
 

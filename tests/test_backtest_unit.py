@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.backtest_unit import BacktestUnit, backtest_strategy, run_unit
+from pipelines.execution.backtest_unit import BacktestUnit, backtest_strategy, run_unit
 from strategies import ExecutionSettings, run_backtest
 from tests.test_engine import sample_bars
 

@@ -14,7 +14,7 @@ from models.baselines import (
     RandomWalkForecaster,
     SmaForecaster,
 )
-from pipelines.data import read_csv_bars
+from pipelines.sources.load import read_csv_bars
 from tests.conftest import SAMPLE_DIR
 from tests.lookahead import synthetic_bars
 

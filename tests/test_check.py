@@ -17,10 +17,10 @@ import pytest
 
 from core.bars import validate_bars
 from models.base import Forecaster
-from pipelines import check
 from pipelines.config import load_config
-from pipelines.data import load_instrument
-from pipelines.walkforward import make_folds, make_forecaster
+from pipelines.execution.walkforward import make_folds, make_forecaster
+from pipelines.sources.load import load_instrument
+from pipelines.stages import check
 from strategies.engine import run_backtest
 from strategies.forecast import ForecastStrategy
 
@@ -311,4 +311,4 @@ def test_bad_names_are_one_line_config_errors(capsys, argv, message):
 def test_check_is_a_command_of_the_entry_point():
     from pipelines import __main__ as entry
 
-    assert entry.STAGES["check"][0] == "pipelines.check"
+    assert entry.STAGES["check"][0] == "pipelines.stages.check"

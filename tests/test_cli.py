@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import cli
-from pipelines.errors import DataError
+from pipelines.common.errors import DataError
 
 
 def _lines(text: str) -> list[str]:
@@ -46,7 +46,7 @@ def test_the_stage_name_defaults_to_the_module_of_the_body(capsys):
     def body() -> int:
         raise KeyError("x")
 
-    body.__module__ = "pipelines.backtest"
+    body.__module__ = "pipelines.stages.backtest"
     assert cli.run_stage(body, verbose=False) == 1
     assert _lines(capsys.readouterr().err) == [
         "error: backtest failed: KeyError: 'x' (-v shows the traceback)"
@@ -154,7 +154,7 @@ def test_off_a_terminal_progress_is_a_line_per_instrument_and_one_per_stage(capl
     import io
     import logging
 
-    from pipelines.progress import StageProgress
+    from pipelines.common.progress import StageProgress
 
     stream = io.StringIO()  # not a terminal: no bar
     units = [("GSPC", "sma"), ("GSPC", "lstm"), ("GSPC", "lstm"), ("GOOG", "sma")]
@@ -179,7 +179,7 @@ def test_on_a_terminal_progress_is_the_bar_alone(caplog):
     import io
     import logging
 
-    from pipelines.progress import StageProgress
+    from pipelines.common.progress import StageProgress
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

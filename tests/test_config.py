@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from pipelines import cli
+from pipelines.common.errors import ConfigError
 from pipelines.config import REPO_ROOT, Config, load_config, parse_config, parse_set
-from pipelines.errors import ConfigError
 
 SMOKE = REPO_ROOT / "configs" / "smoke.yaml"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.cross_section import (
+from pipelines.report.cross_section import (
     MIN_INSTRUMENTS,
     daily_ic,
     information_coefficients,

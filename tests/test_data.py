@@ -16,9 +16,11 @@ import requests
 import responses
 from responses import matchers
 
-from pipelines import data
+from pipelines.common.errors import DataError
 from pipelines.config import load_config
-from pipelines.data import (
+from pipelines.sources import load as data
+from pipelines.stages import data as data_stage
+from pipelines.sources.load import (
     fred_series,
     load_instrument,
     load_risk_free,
@@ -28,7 +30,6 @@ from pipelines.data import (
     safe_child,
     validate_bars,
 )
-from pipelines.errors import DataError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FRED_URL = "https://fred.stlouisfed.org/graph/fredgraph.csv"
@@ -174,7 +175,7 @@ def test_intraday_bars_with_utc_offsets_keep_the_wall_clock_time(tmp_path, caplo
     assert list(bars.index) == list(stamps)
     assert bars.index.tz is None
     assert any("time-zone offsets dropped" in r.getMessage() for r in caplog.records)
-    info = data.describe(bars, data.LoadInfo(source="x"))
+    info = data_stage.describe(bars, data.LoadInfo(source="x"))
     assert info["interval"] == "5min" and info["bars"] == 10
 
 
@@ -574,7 +575,7 @@ def test_start_end_and_instrument_files_in_another_letter_case(tmp_path, monkeyp
     monkeypatch.setattr(data, "min_bars_required", lambda cfg: 1)
     bars = load_instrument(cfg, "ABC")
     assert list(bars.index) == list(stamps[:8])  # data.end is a whole day, up to 20:00
-    assert data._load(cfg, "ABC")[1].source == str(path)
+    assert data.load_with_info(cfg, "ABC")[1].source == str(path)
     assert list(load_universe(cfg)) == ["ABC"]
 
 
@@ -784,7 +785,9 @@ def test_yfinance_not_installed_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_data_stage_end_to_end_on_the_smoke_config(tmp_path, capsys):
-    rc = data.main(["--config", "configs/smoke.yaml", "--set", f"output_directory={tmp_path}"])
+    rc = data_stage.main(
+        ["--config", "configs/smoke.yaml", "--set", f"output_directory={tmp_path}"]
+    )
     assert rc == 0
     out_dir = tmp_path / "smoke" / "data"
     cfg = load_config("configs/smoke.yaml")
@@ -815,7 +818,7 @@ def test_data_stage_end_to_end_on_the_smoke_config(tmp_path, capsys):
 
 def test_help_works_for_the_data_stage(capsys):
     with pytest.raises(SystemExit) as stop:
-        data.main(["--help"])
+        data_stage.main(["--help"])
     assert stop.value.code == 0
     assert "--config" in capsys.readouterr().out
     done = subprocess.run(
@@ -832,7 +835,7 @@ def test_help_works_for_the_data_stage(capsys):
 def test_data_stage_fails_cleanly_and_writes_nothing(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
-    rc = data.main(
+    rc = data_stage.main(
         [
             "--config",
             "configs/smoke.yaml",
@@ -861,11 +864,11 @@ def test_data_stage_with_a_fred_risk_free_rate_records_it(tmp_path, capsys):
         }
     )
     with pytest.raises(DataError, match="10 bars, but the configured windows need at least 53"):
-        data.run(cfg)
+        data_stage.run(cfg)
     rows = [ROWS[i % 10] for i in range(60)]
     dates = [f"{d:%Y-%m-%d}" for d in pd.bdate_range("2020-01-02", periods=60)]
     yahoo(tmp_path, rows=rows, dates=dates, name="ABC.csv")
-    summary = data.run(cfg)
+    summary = data_stage.run(cfg)
     assert summary["risk_free"] == {
         "source": "fred",
         "series": "DTB3",
@@ -906,7 +909,7 @@ def test_summary_states_bars_per_year_of_daily_equity_bars(tmp_path, capsys):
     rows = [ROWS[i % 10] for i in range(60)]
     dates = [f"{d:%Y-%m-%d}" for d in pd.bdate_range("2020-01-02", periods=60)]
     yahoo(tmp_path, rows=rows, dates=dates, name="ABC.csv")
-    summary = data.run(_fit_windows(small_config(tmp_path)))
+    summary = data_stage.run(_fit_windows(small_config(tmp_path)))
     assert summary["interval"] == "daily"
     assert summary["periods_per_year"] == 252
     assert "bars per year: 252 (daily equity bars)" in capsys.readouterr().out
@@ -915,14 +918,14 @@ def test_summary_states_bars_per_year_of_daily_equity_bars(tmp_path, capsys):
 def test_hourly_bars_are_measured_and_the_summary_says_so(tmp_path, capsys):
     _hourly_csv(tmp_path, "EURUSD.csv")
     cfg = _fit_windows(small_config(tmp_path, instruments=["EURUSD"]))
-    summary = data.run(cfg)
+    summary = data_stage.run(cfg)
     bars = pd.read_parquet(tmp_path / "build" / "smoke" / "data" / "EURUSD.parquet")
     years = (bars.index[-1] - bars.index[0]) / pd.Timedelta(days=365.25)
     assert summary["interval"] == "1h"
     assert summary["periods_per_year"] == pytest.approx((len(bars) - 1) / years)
     assert "(1h bars, measured)" in capsys.readouterr().out
     cfg = _fit_windows(small_config(tmp_path, instruments=["EURUSD"], periods_per_year=6048))
-    assert data.run(cfg)["periods_per_year"] == 6048
+    assert data_stage.run(cfg)["periods_per_year"] == 6048
 
 
 def test_instruments_of_different_intervals_are_a_config_error_naming_them(tmp_path, capsys):
@@ -935,7 +938,7 @@ def test_instruments_of_different_intervals_are_a_config_error_naming_them(tmp_p
     argv += ["--set", "data.start=null", "--set", "data.end=null"]
     argv += ["--set", "features.window=2", "--set", "walkforward.train_bars=50"]
     argv += ["--set", "walkforward.test_bars=1"]
-    assert data.main(argv) == 2
+    assert data_stage.main(argv) == 2
     assert capsys.readouterr().err == (
         "error: data.instruments: bars of different intervals in one run (ABC daily, EURUSD "
         "1h); put instruments of each interval in a config of their own\n"
@@ -955,7 +958,7 @@ def _gapped(tmp_path: Path) -> list[str]:
 def test_a_gap_of_months_is_warned_with_its_dates(tmp_path, caplog, capsys):
     first, second = _gapped(tmp_path)
     with caplog.at_level(logging.WARNING, logger="gatecast.data"):
-        summary = data.run(_fit_windows(small_config(tmp_path)))
+        summary = data_stage.run(_fit_windows(small_config(tmp_path)))
     gap = f"{first} to {second} (82 days)"
     assert summary["instruments"]["ABC"]["long_gaps"] == [gap]
     assert f"1 gap(s) of more than 31 days between bars: {gap}" in caplog.text
@@ -966,7 +969,7 @@ def test_a_gap_of_months_is_refused_under_the_error_policy(tmp_path):
     first, second = _gapped(tmp_path)
     cfg = _fit_windows(small_config(tmp_path, long_gaps="error"))
     with pytest.raises(DataError) as err:
-        data.run(cfg)
+        data_stage.run(cfg)
     assert str(err.value).endswith(
         f"ABC.csv: 1 gap(s) of more than 31 days between bars: {first} to {second} (82 days); "
         "fill the missing bars, narrow data.start/end, or set data.long_gaps: warn (or a larger "
@@ -974,7 +977,7 @@ def test_a_gap_of_months_is_refused_under_the_error_policy(tmp_path):
     )
     assert not (tmp_path / "build").exists()
     cfg = _fit_windows(small_config(tmp_path, long_gaps="error", max_gap_days=100))
-    assert data.run(cfg)["instruments"]["ABC"]["long_gaps"] == []
+    assert data_stage.run(cfg)["instruments"]["ABC"]["long_gaps"] == []
 
 
 def test_semicolon_files_are_logged_and_noted_in_the_summary(tmp_path, caplog, capsys):
@@ -985,7 +988,7 @@ def test_semicolon_files_are_logged_and_noted_in_the_summary(tmp_path, caplog, c
         lines.append(f"{d:%Y-%m-%d};{prices};{v}")
     write(tmp_path, "\n".join(lines) + "\n", "ABC.csv")
     with caplog.at_level(logging.INFO, logger="gatecast.data"):
-        summary = data.run(_fit_windows(small_config(tmp_path)))
+        summary = data_stage.run(_fit_windows(small_config(tmp_path)))
     row = summary["instruments"]["ABC"]
     assert (row["separator"], row["decimal"]) == (";", ",")
     note = "';' separators and decimal commas (read as a European export)"

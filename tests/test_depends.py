@@ -1,4 +1,4 @@
-"""The Makefile's prerequisites are derived from the imports (pipelines.depends)."""
+"""The Makefile's prerequisites are derived from the imports (pipelines.stages.depends)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import depends
+from pipelines.stages import depends
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,16 +57,22 @@ def test_the_stages_code_follows_what_they_import():
         name: {str(p.relative_to(REPO_ROOT)) for p in depends.code_files(module)}
         for name, module in depends.STAGES.items()
     }
-    assert {"pipelines/train.py", "models/gate_lstm.py", "models/lstm.py"} <= code["TRAIN_CODE"]
-    assert {"pipelines/search.py", "pipelines/search_unit.py", "models/lstm.py"} <= code[
-        "SEARCH_CODE"
+    assert {"pipelines/stages/train.py", "models/gate_lstm.py", "models/lstm.py"} <= code[
+        "TRAIN_CODE"
     ]
-    assert "pipelines/train.py" not in code["SEARCH_CODE"]  # a train change redoes no search
-    assert "pipelines/search.py" in code["TRAIN_CODE"]  # train reads the chosen configuration
+    assert {
+        "pipelines/stages/search.py",
+        "pipelines/execution/search_unit.py",
+        "models/lstm.py",
+    } <= code["SEARCH_CODE"]
+    assert "pipelines/stages/train.py" not in code["SEARCH_CODE"]  # a train change redoes no search
+    assert (
+        "pipelines/stages/search.py" in code["TRAIN_CODE"]
+    )  # train reads the chosen configuration
     assert "strategies/engine.py" in code["BACKTEST_CODE"]
-    assert "pipelines/report.py" in code["REPORT_CODE"]
+    assert "pipelines/stages/report.py" in code["REPORT_CODE"]
     assert not any(path.startswith(("models/", "strategies/")) for path in code["DATA_CODE"])
-    assert "pipelines/report.py" not in code["TRAIN_CODE"] | code["BACKTEST_CODE"]
+    assert "pipelines/stages/report.py" not in code["TRAIN_CODE"] | code["BACKTEST_CODE"]
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
@@ -86,9 +92,9 @@ def test_make_reads_the_derived_prerequisites(tmp_path: Path):
     )
     rule = next(line for line in done.stdout.splitlines() if line.startswith(f"{target}:"))
     prerequisites = set(rule.split(":", 1)[1].split())
-    expected = {str(p.relative_to(REPO_ROOT)) for p in depends.code_files("pipelines.train")}
+    expected = {str(p.relative_to(REPO_ROOT)) for p in depends.code_files("pipelines.stages.train")}
     assert expected <= prerequisites
-    assert "pipelines/report.py" not in prerequisites
+    assert "pipelines/stages/report.py" not in prerequisites
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
@@ -109,6 +115,8 @@ def test_the_search_stage_has_its_own_target_between_data_and_train(tmp_path: Pa
         if line.startswith(str(tmp_path)) and ":" in line and not line.startswith("#")
     }
     search, train = tmp_path / "search" / "summary.json", tmp_path / "forecasts" / "summary.json"
-    expected = {str(p.relative_to(REPO_ROOT)) for p in depends.code_files("pipelines.search")}
+    expected = {
+        str(p.relative_to(REPO_ROOT)) for p in depends.code_files("pipelines.stages.search")
+    }
     assert expected | {str(tmp_path / "data" / "summary.json")} <= rules[str(search)]
     assert str(search) in rules[str(train)]

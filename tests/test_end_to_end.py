@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import report, tracking
+from pipelines import tracking
 from pipelines.__main__ import main as pipelines_main
-from pipelines.backtest import run_backtests
 from pipelines.config import load_config, parse_set
+from pipelines.stages import report
+from pipelines.stages.backtest import run_backtests
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ from packaging.specifiers import SpecifierSet
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ["core", "models", "strategies", "pipelines"]
-LOCAL = {*PACKAGES, "benchmarks", "tests"}
+LOCAL = {*PACKAGES, "benchmarks", "tools", "tests"}
 
 
 def canonical(name: str) -> str:
@@ -99,7 +99,7 @@ def _brought_by(names: set[str]) -> set[str]:
     ("folders", "extras"),
     [
         (
-            ["core", "models", "strategies", "pipelines", "benchmarks"],
+            ["core", "models", "strategies", "pipelines", "benchmarks", "tools"],
             ["online", "ray", "docs", "gpu-backends"],
         ),
         (["tests"], ["dev"]),

@@ -17,14 +17,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import executors, tracking, train
+from pipelines import tracking
+from pipelines.common.errors import ConfigError
 from pipelines.config import ExecutorConfig, load_config
-from pipelines.data import load_instrument
-from pipelines.errors import ConfigError
-from pipelines.executors import LocalExecutor, SequentialExecutor, executor_for
-from pipelines.runtime import DeviceInfo
-from pipelines.units import make_units
-from pipelines.walkforward import make_folds
+from pipelines.execution import executors
+from pipelines.execution.executors import LocalExecutor, SequentialExecutor, executor_for
+from pipelines.execution.runtime import DeviceInfo
+from pipelines.execution.units import make_units
+from pipelines.execution.walkforward import make_folds
+from pipelines.sources.load import load_instrument
+from pipelines.stages import train
 
 # Functions the workers run: module level, so a spawned process can import them.
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines import backtest, tracking, train
-from pipelines.unit_cache import FOLDER
+from pipelines import tracking
+from pipelines.execution.unit_cache import FOLDER
+from pipelines.stages import backtest, train
 from tests.test_backtest_stage import write_forecasts
 
 BROKEN_TRAIN = "GSPC/kalman fold 1"

@@ -10,7 +10,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 
 from models.base import BuildContext, Forecaster
 from models.gbm import GbmConfig, GbmForecaster
-from pipelines.data import read_csv_bars
+from pipelines.sources.load import read_csv_bars
 from tests.conftest import SAMPLE_DIR
 from tests.lookahead import assert_no_lookahead
 

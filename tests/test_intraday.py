@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import run
+from pipelines.stages import run
 
 RATE = 0.02  # annual risk-free rate, turned into a rate per bar
 

@@ -22,7 +22,7 @@ INPUT_GLOBS = [
     "configs/*.yaml",
     "data/sample/*.csv",
     "pipelines/*.py",
-    "pipelines/templates/*",
+    "pipelines/report/templates/*",
     "models/*.py",
     "core/*.py",
     "strategies/*.py",

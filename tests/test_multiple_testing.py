@@ -21,7 +21,7 @@ import pytest
 from scipy import stats as sps
 
 from models.metrics import diebold_mariano
-from pipelines.multiple_testing import (
+from pipelines.report.multiple_testing import (
     AcrossInstruments,
     across_instruments,
     adjust_pvalues,
@@ -30,7 +30,7 @@ from pipelines.multiple_testing import (
     superiority_test,
     win_count,
 )
-from pipelines.stats import sharpe_difference_ci
+from pipelines.report.stats import sharpe_difference_ci
 
 ALPHA = 0.05
 N_REPS = 200
@@ -265,10 +265,10 @@ def test_calibration_holm_and_bh_across_instruments(frozen_heap):
 
 @pytest.mark.slow
 def test_report_shows_corrected_answers_ic_and_the_portfolio(tmp_path):
-    from pipelines import report
-    from pipelines.backtest import run_backtests, write_backtests
     from pipelines.config import load_config
-    from pipelines.portfolio_unit import run_portfolios
+    from pipelines.execution.portfolio_unit import run_portfolios
+    from pipelines.stages import report
+    from pipelines.stages.backtest import run_backtests, write_backtests
     from tests.test_backtest_stage import write_forecasts
 
     names = ["GSPC", "GOOG", "ORCL"]
@@ -306,7 +306,7 @@ def test_report_shows_corrected_answers_ic_and_the_portfolio(tmp_path):
 
 
 def test_the_sections_tables_show_counts_as_integers_and_headers_in_words():
-    from pipelines.report_multiple import _table
+    from pipelines.report.multiple import _table
 
     frame = pd.DataFrame(
         {"strategies": [8.0], "days": [999.0], "sharpe_p_holm": [1.0], "ic_mean": [0.0123]},

@@ -10,9 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.config import REPO_ROOT
-from pipelines.errors import DataError
-from pipelines.outputs import (
+from pipelines.common.errors import DataError
+from pipelines.common.outputs import (
     atomic_write,
     read_stage_parquet,
     read_stage_summary,
@@ -21,6 +20,7 @@ from pipelines.outputs import (
     write_json,
     write_parquet,
 )
+from pipelines.config import REPO_ROOT
 
 
 def test_atomic_write_leaves_no_half_written_file(tmp_path):

@@ -18,14 +18,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines import backtest, train
 from pipelines.config import ExecutorConfig, load_config
-from pipelines.data import load_instrument
-from pipelines.ray_executor import LOCAL_RAY_ENVIRONMENT, MISSING_RAY, RayExecutor
-from pipelines.runtime import DeviceInfo
-from pipelines.search_unit import TrialUnit, trial_gpus
-from pipelines.units import gpus_wanted, make_units
-from pipelines.walkforward import make_folds
+from pipelines.execution.ray_executor import LOCAL_RAY_ENVIRONMENT, MISSING_RAY, RayExecutor
+from pipelines.execution.runtime import DeviceInfo
+from pipelines.execution.search_unit import TrialUnit, trial_gpus
+from pipelines.execution.units import gpus_wanted, make_units
+from pipelines.execution.walkforward import make_folds
+from pipelines.sources.load import load_instrument
+from pipelines.stages import backtest, train
 from tests.test_executors import mark_started, square, wait_for_files, where_am_i
 
 
@@ -97,7 +97,7 @@ def test_a_local_ray_listens_on_loopback_and_returns_results_and_errors(
 ):
     ray = pytest.importorskip("ray")
     psutil = pytest.importorskip("psutil")
-    from pipelines import ray_executor
+    from pipelines.execution import ray_executor
 
     monkeypatch.setattr(ray_executor, "UNITS_PER_WORKER", 2)
     # units from 100 up count towards recycling a worker, those below do not

@@ -14,10 +14,10 @@ import pytest
 
 from core import registry
 from models.baselines import SmaForecaster
+from pipelines.common.errors import ConfigError
 from pipelines.config import load_config
-from pipelines.data import read_csv_bars
-from pipelines.errors import ConfigError
-from pipelines.walkforward import make_folds, make_forecaster, walk_forward
+from pipelines.execution.walkforward import make_folds, make_forecaster, walk_forward
+from pipelines.sources.load import read_csv_bars
 from tests.conftest import SAMPLE_DIR
 
 BUILT_INS = {"random_walk", "sma", "ema", "kalman", "ols", "lstm"}
@@ -136,7 +136,7 @@ def test_a_users_class_by_module_path_takes_its_constructors_keywords(user_modul
 
 def test_a_second_lstm_runs_beside_the_first_with_its_own_seeds():
     # a variant of a stochastic kind is a forecaster of its own, seeds and all
-    from pipelines.units import make_units
+    from pipelines.execution.units import make_units
 
     cfg = _smoke({"lstm_4": {"kind": "lstm", "units": [4], "seeds": 2}})
     assert make_forecaster("lstm_4", cfg).units == [4]
@@ -180,7 +180,7 @@ def test_any_stochastic_forecaster_runs_its_seeds_through_train_and_backtest(tmp
 
     import pandas as pd
 
-    from pipelines import backtest, train
+    from pipelines.stages import backtest, train
 
     (tmp_path / "my_noisy.py").write_text(textwrap.dedent(STOCHASTIC_FORECASTER))
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -217,7 +217,8 @@ def test_registered_forecasters_go_through_train_and_backtest(tmp_path, monkeypa
 
     import pandas as pd
 
-    from pipelines import backtest, tracking, train
+    from pipelines import tracking
+    from pipelines.stages import backtest, train
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     sets = [

@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from pipelines.report_screenshots import chromium, open_report
 from tests.test_report import built  # noqa: F401  (the synthetic report, built once)
+from tools.report_screenshots import chromium, open_report
 
 pytestmark = pytest.mark.skipif(
     chromium() is None and not os.environ.get("CI"),

@@ -10,10 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines import search, search_unit, tracking, train
+from pipelines import tracking
+from pipelines.common.errors import ConfigError, DataError
 from pipelines.config import load_config
-from pipelines.errors import ConfigError, DataError
-from pipelines.search_unit import TrialResult
+from pipelines.execution import search_unit
+from pipelines.execution.search_unit import TrialResult
+from pipelines.stages import search, train
 
 # Two tiny trials on one instrument: one epoch, one narrow layer, short windows.
 TINY = [
@@ -143,15 +145,15 @@ def test_no_trials_chooses_the_config_and_opens_no_run(tmp_path, monkeypatch):
 
 
 def _bars(cfg) -> pd.DataFrame:
-    from pipelines.data import load_instrument
+    from pipelines.sources.load import load_instrument
 
     return load_instrument(cfg, "GSPC")
 
 
 def test_a_trial_never_sees_a_test_fold_bar(tmp_path):
     """Poison every bar from the first test date on: the trial's score must not move."""
-    from pipelines import runtime
-    from pipelines.walkforward import make_folds
+    from pipelines.execution import runtime
+    from pipelines.execution.walkforward import make_folds
 
     cfg = _cfg(tmp_path)
     bars = _bars(cfg)
@@ -280,7 +282,8 @@ def test_train_refuses_a_search_made_for_other_settings(store):
 
 
 def test_the_deflated_sharpe_ratio_counts_the_search_trials(store):
-    from pipelines import comparison, report_html
+    from pipelines.report import comparison
+    from pipelines.report import html as report_html
     from tests.test_report import make_instrument, make_sweep
 
     instruments = [make_instrument("AAA", 1), make_instrument("BBB", 2, start="2021-01-01")]
@@ -298,7 +301,7 @@ def test_the_deflated_sharpe_ratio_counts_the_search_trials(store):
 
 
 def test_the_report_refuses_a_search_of_another_trial_count(store):
-    from pipelines import report_inputs
+    from pipelines.report import inputs as report_inputs
 
     with pytest.raises(DataError, match="not the search of search.trials=3"):
         report_inputs.search_trials(_cfg(store / "build", "search.trials=3"))

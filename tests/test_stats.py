@@ -1,4 +1,4 @@
-"""pipelines.stats against published numbers, hand computations and known behaviour."""
+"""pipelines.report.stats against published numbers, hand computations and known behaviour."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from pipelines import stats
+from pipelines.report import stats
 
 
 def test_dsr_reproduces_the_papers_worked_example():

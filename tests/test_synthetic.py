@@ -1,4 +1,4 @@
-"""The synthetic universe generator (pipelines.synthetic): contract, bootstrap, files, errors.
+"""The synthetic universe generator (benchmarks.synthetic): contract, bootstrap, files, errors.
 
 The statistical tests use a fixed seed, so they pass or fail deterministically;
 their tolerances are 4 standard errors measured across independent instruments
@@ -14,10 +14,7 @@ import pytest
 import yaml
 from arch.bootstrap import StationaryBootstrap
 
-from core.bars import validate_bars
-from pipelines.config import DataConfig, load_config
-from pipelines.data import load_universe, read_csv_bars
-from pipelines.synthetic import (
+from benchmarks.synthetic import (
     START_PRICE,
     SyntheticError,
     bar_shapes,
@@ -29,6 +26,9 @@ from pipelines.synthetic import (
     synthetic_universe,
     write_universe,
 )
+from core.bars import validate_bars
+from pipelines.config import DataConfig, load_config
+from pipelines.sources.load import load_universe, read_csv_bars
 from tests.conftest import SAMPLE_DIR
 
 # Returns of the coded source: source shape t has log return (t + 1) * CODE.

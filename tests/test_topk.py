@@ -199,9 +199,9 @@ def test_portfolio_bad_inputs_are_named():
 def test_backtest_stage_writes_the_top_k_portfolios(tmp_path):
     import json
 
-    from pipelines.backtest import run_backtests, write_backtests
     from pipelines.config import load_config
-    from pipelines.portfolio_unit import run_portfolios
+    from pipelines.execution.portfolio_unit import run_portfolios
+    from pipelines.stages.backtest import run_backtests, write_backtests
     from tests.test_backtest_stage import write_forecasts
 
     names = ("GSPC", "GOOG", "ORCL")
@@ -233,8 +233,8 @@ def test_backtest_stage_writes_the_top_k_portfolios(tmp_path):
 
 
 def test_config_top_k_needs_enough_instruments():
+    from pipelines.common.errors import ConfigError
     from pipelines.config import load_config
-    from pipelines.errors import ConfigError
 
     with pytest.raises(ConfigError, match="needs at least 4 instruments, data.instruments has 2"):
         load_config("configs/smoke.yaml", {"backtest": {"top_k": {"k": 2, "short": True}}})

@@ -73,7 +73,7 @@ def test_default_store_is_in_the_repo_whatever_the_working_directory(tmp_path, m
 def test_models_are_registered_in_the_tracking_store_when_no_variable_is_set(tmp_path, monkeypatch):
     # MLflow's own default registry, with neither variable set, is a mlflow.db in the
     # working directory: models would be registered apart from their runs (make all broke).
-    from pipelines import store_uri
+    from pipelines.tracking import uri as store_uri
 
     database = tmp_path / "store" / "mlflow.db"
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -654,7 +654,7 @@ def test_a_password_in_the_uri_is_never_printed_logged_or_recorded(tmp_path, mlf
 
 
 def test_the_registered_model_reads_bars_as_a_user_has_them():
-    from pipelines.pyfunc_model import bars_from_input
+    from pipelines.tracking.pyfunc_model import bars_from_input
 
     as_read = pd.read_csv(REPO_ROOT / "data" / "sample" / "GSPC.csv", nrows=5)
     assert list(as_read.columns) == ["Date", "Open", "High", "Low", "Close", "Adj Close", "Volume"]
@@ -677,7 +677,7 @@ def test_the_registered_model_reads_bars_as_a_user_has_them():
     ],
 )
 def test_the_registered_model_names_a_missing_column(drop, message):
-    from pipelines.pyfunc_model import bars_from_input
+    from pipelines.tracking.pyfunc_model import bars_from_input
 
     as_read = pd.read_csv(REPO_ROOT / "data" / "sample" / "GSPC.csv", nrows=5)
     with pytest.raises(ValueError, match=message):

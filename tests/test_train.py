@@ -19,7 +19,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from models.baselines import KalmanForecaster
-from pipelines import tracking, train
+from pipelines import tracking
+from pipelines.stages import train
 
 CLASSIC = ["random_walk", "sma", "ema", "kalman", "ols"]
 

@@ -13,12 +13,12 @@ import shlex
 
 import pytest
 
-from pipelines import synthetic
+from benchmarks import synthetic
+from pipelines.common.errors import DataError
 from pipelines.config import REPO_ROOT, Config, load_config, parse_set
-from pipelines.data import load_universe
-from pipelines.errors import DataError
-from pipelines.train import _min_history
-from pipelines.walkforward import make_folds
+from pipelines.execution.walkforward import make_folds
+from pipelines.sources.load import load_universe
+from pipelines.stages.train import _min_history
 
 UNIVERSE = REPO_ROOT / "configs" / "universe.yaml"
 SAMPLE = REPO_ROOT / "data" / "sample"
@@ -83,7 +83,7 @@ def _documented_command(prefix: str) -> list[str]:
 
 
 def test_the_documented_synthetic_universe_works_with_the_config(tmp_path, capsys):
-    argv = _documented_command("python -m pipelines.synthetic")
+    argv = _documented_command("python -m benchmarks.synthetic")
     out = argv.index("--out")
     assert argv[out + 1] == "data/synthetic/u32"
     argv[out + 1] = str(tmp_path / "u32")

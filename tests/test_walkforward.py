@@ -17,10 +17,9 @@ from models.baselines import (
     RandomWalkForecaster,
     SmaForecaster,
 )
+from pipelines.common.errors import ConfigError, DataError
 from pipelines.config import WalkForwardConfig, load_config
-from pipelines.data import read_csv_bars
-from pipelines.errors import ConfigError, DataError
-from pipelines.walkforward import (
+from pipelines.execution.walkforward import (
     Fold,
     make_folds,
     make_forecaster,
@@ -28,6 +27,7 @@ from pipelines.walkforward import (
     score_forecasts,
     walk_forward,
 )
+from pipelines.sources.load import read_csv_bars
 from tests.conftest import SAMPLE_DIR
 
 

@@ -1,0 +1,1 @@
+"""What every package of ``pipelines`` shares: errors, output files, names, progress."""

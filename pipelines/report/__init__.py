@@ -1,0 +1,1 @@
+"""The report: comparison, statistics, verdicts, multiple testing, tables, charts, the page."""

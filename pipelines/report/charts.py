@@ -1,0 +1,479 @@
+"""Report charts, drawn with matplotlib's object API on the Agg canvas (no display needed).
+
+Every function returns a ``matplotlib.figure.Figure`` built without pyplot, so
+no global figure state leaks between charts and nothing depends on a GUI
+backend; ``save_png`` writes one to disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib.dates as mdates
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+# Fixed order, colour and dash of each strategy: one mapping for every chart, PNG and
+# interactive. Colours are the Okabe-Ito palette (distinguishable with the common colour
+# vision deficiencies), with its yellow darkened to read on white and a grey for the random
+# walk; strategies that share a hue family also differ by dash, so nine lines stay apart.
+STRATEGY_ORDER = (
+    "lstm",
+    "sma",
+    "ema",
+    "kalman",
+    "ols",
+    "random_walk",
+    "sma_crossover",
+    "ema_crossover",
+    "buy_and_hold",
+)
+STYLES: dict[str, tuple[str, str]] = {
+    "lstm": ("#D55E00", "solid"),  # vermillion
+    "sma": ("#0072B2", "solid"),  # blue
+    "ema": ("#56B4E9", "dashed"),  # sky blue
+    "kalman": ("#CC79A7", "solid"),  # reddish purple
+    "ols": ("#009E73", "solid"),  # bluish green
+    "random_walk": ("#999999", "dotted"),  # grey
+    "sma_crossover": ("#E69F00", "dashdot"),  # orange
+    "ema_crossover": ("#B59A00", "dashed"),  # Okabe-Ito yellow, darkened
+    "buy_and_hold": ("#000000", "dashed"),  # black
+}
+_OTHER = ("#7F3C8D", "dotdash")
+# Bokeh's dash names -> matplotlib's
+MPL_DASH = {
+    "solid": "-",
+    "dashed": "--",
+    "dotted": ":",
+    "dashdot": "-.",
+    "dotdash": (0, (6, 2, 1, 2)),
+}
+GATES = ("forget", "input", "output", "cell")
+GATE_COLOURS = {"forget": "#0072B2", "input": "#009E73", "output": "#E69F00", "cell": "#CC79A7"}
+DPI = 100
+
+
+def style(strategy: str) -> tuple[str, str]:
+    """(colour, Bokeh dash name) of a strategy; LSTM seeds share the LSTM's colour, dotted."""
+    if strategy.startswith("lstm_seed"):
+        return STYLES["lstm"][0], "dotted"
+    return STYLES.get(strategy, _OTHER)
+
+
+def colour(strategy: str) -> str:
+    """The colour of a strategy in every chart (LSTM seeds share the LSTM's)."""
+    return style(strategy)[0]
+
+
+def ordered(names: Sequence[str]) -> list[str]:
+    """Strategy names in report order; unknown names (e.g. LSTM seeds) last, sorted."""
+    known = [n for n in STRATEGY_ORDER if n in names]
+    return known + sorted(n for n in names if n not in STRATEGY_ORDER)
+
+
+def _style(strategy: str) -> dict[str, object]:
+    hue, dash = style(strategy)
+    kwargs: dict[str, object] = {"color": hue, "linestyle": MPL_DASH[dash]}
+    if strategy == "lstm":
+        return {**kwargs, "linewidth": 2.2, "zorder": 5}
+    if strategy == "buy_and_hold":
+        return {**kwargs, "linewidth": 1.6, "zorder": 4}
+    return {**kwargs, "linewidth": 1.2, "alpha": 0.9}
+
+
+def _new(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_png(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG and return the path."""
+    path = Path(path)
+    fig.savefig(path, format="png", dpi=DPI)
+    return path
+
+
+def equity_chart(equity: Mapping[str, pd.Series], title: str) -> Figure:
+    """Equity curves of every strategy, rebased to 1 at the first common date."""
+    fig = _new(11, 4.8)
+    ax = fig.add_subplot()
+    for name in ordered(list(equity)):
+        series = equity[name].dropna()
+        if series.empty or series.iloc[0] == 0:
+            continue
+        ax.plot(series.index, series / series.iloc[0], label=name, **_style(name))
+    ax.axhline(1.0, color="#999999", linewidth=0.6)
+    ax.set_title(title)
+    ax.set_ylabel("growth of 1")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8, ncol=3, frameon=False)
+    return fig
+
+
+def drawdown_chart(equity: Mapping[str, pd.Series], title: str) -> Figure:
+    """Drawdown from the running peak of each equity curve, in percent."""
+    fig = _new(11, 3.6)
+    ax = fig.add_subplot()
+    for name in ordered(list(equity)):
+        series = equity[name].dropna()
+        if series.empty:
+            continue
+        drawdown = series / series.cummax() - 1.0
+        ax.plot(drawdown.index, 100 * drawdown, label=name, **_style(name))
+    ax.set_title(title)
+    ax.set_ylabel("drawdown (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8, ncol=3, frameon=False)
+    return fig
+
+
+def forecast_chart(
+    close: pd.Series, forecasts: Mapping[str, pd.Series], title: str, zoom: int = 60
+) -> Figure:
+    """Next-close forecasts against the close they forecast.
+
+    A forecast made at ``t`` is drawn at ``t + 1``, the bar whose close it
+    forecasts, so the lines are directly comparable with the actual close. Every
+    forecast is drawn thin and translucent under the close (the LSTM's emphasis of
+    the other charts would hide the rest); the lower panel zooms into the last
+    ``zoom`` bars, with a marker per forecast.
+    """
+    fig = _new(11, 6.4)
+    top, bottom = fig.subplots(2, 1, height_ratios=[3, 2])
+    dates = close.index
+    for ax, span in ((top, slice(None)), (bottom, slice(-zoom, None))):
+        actual = close.iloc[span]
+        ax.plot(
+            actual.index, actual, color="#000000", linewidth=1.4, label="actual close", zorder=6
+        )
+        for name in ordered(list(forecasts)):
+            f = forecasts[name].reindex(dates)
+            shifted = pd.Series(f.to_numpy()[:-1], index=dates[1:]).iloc[span].dropna()
+            if shifted.empty:
+                continue
+            hue, dash = style(name)
+            marker = "o" if ax is bottom else None
+            ax.plot(shifted.index, shifted, label=f"{name} forecast", color=hue,
+                    linestyle=MPL_DASH[dash], linewidth=1.0, alpha=0.8, marker=marker,
+                    markersize=2.5)  # fmt: skip
+        ax.set_ylabel("price")
+        ax.grid(alpha=0.3)
+    top.set_title(title)
+    bottom.set_title(f"the last {zoom} bars", fontsize=9, loc="left")
+    top.legend(loc="upper left", fontsize=8, ncol=4, frameon=False)
+    return fig
+
+
+def gate_matrix(gates: pd.DataFrame, gate: str) -> pd.DataFrame:
+    """One gate of the long per-unit frame (``pipelines.execution.units.gates_long``) as
+    dates x units.
+
+    Units are in their own order (columns ``0..units-1``); dates ascending.
+    """
+    if gate not in gates.columns or not {"date", "unit"} <= set(gates.columns):
+        raise ValueError(
+            f"gates need columns date, unit and {gate!r} (pipelines.execution.units.gates_long), "
+            f"got {list(gates.columns)}"
+        )
+    return gates.pivot(index="date", columns="unit", values=gate).sort_index()
+
+
+def unit_order(gates: pd.DataFrame) -> list[int]:
+    """Units sorted by their mean forget gate, so the heatmaps of every gate share one order
+    and units that keep their memory sit together."""
+    means = gate_matrix(gates, "forget").mean()
+    return [int(u) for u in means.sort_values().index]
+
+
+def gates_chart(
+    gates: pd.DataFrame,
+    close: pd.Series | None,
+    title: str,
+    fold_starts: Sequence[pd.Timestamp] = (),
+) -> Figure:
+    """Heatmaps of units x dates of the LSTM's forget, input and output gates and cell state.
+
+    Units are sorted by their mean forget gate; each gate's colours span its 1st to 99th
+    percentile (the cell state's, symmetric around 0).
+
+    Args:
+        gates: the long per-unit frame of ``pipelines.execution.units.gates_long`` (columns
+            ``date``, ``unit``, ``forget``, ``input``, ``output``, ``cell``).
+        close: the instrument's close on the same dates, drawn on top for context.
+        title: chart title.
+        fold_starts: walk-forward refits (a new model starts there), drawn as
+            vertical lines.
+    """
+    present = [g for g in GATES if g in gates.columns]
+    if not present:
+        raise ValueError(f"gates need columns among {GATES}, got {list(gates.columns)}")
+    order = unit_order(gates) if "forget" in present else None
+    rows = len(present) + (1 if close is not None else 0)
+    width, height = 11, 1.9 * rows + 0.6
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    # fixed margins (inches): the constrained layout took most of this chart's time
+    fig.subplots_adjust(
+        left=0.9 / width, right=1 - 0.2 / width, bottom=0.4 / height, top=1 - 0.4 / height,
+        hspace=0.25,
+    )  # fmt: skip
+    axes = np.atleast_1d(fig.subplots(rows, 1, sharex=True))
+    k = 0
+    first = gate_matrix(gates, present[0])
+    if close is not None:
+        c = close.reindex(first.index)
+        axes[0].plot(c.index, c, color="#000000", linewidth=1.0)
+        axes[0].set_ylabel("close")
+        axes[0].grid(alpha=0.3)
+        k = 1
+    for gate, ax in zip(present, axes[k:], strict=True):
+        matrix = gate_matrix(gates, gate)
+        if order is not None:
+            matrix = matrix[order]
+        dates = mdates.date2num(matrix.index.to_pydatetime())
+        limits = (
+            _percentiles(matrix.to_numpy()) if gate != "cell" else _symmetric(matrix.to_numpy())
+        )
+        image = ax.imshow(
+            matrix.to_numpy().T, aspect="auto", origin="lower", interpolation="nearest",
+            extent=(dates[0], dates[-1], -0.5, matrix.shape[1] - 0.5),
+            cmap="viridis" if gate != "cell" else "RdBu_r", vmin=limits[0], vmax=limits[1],
+        )  # fmt: skip
+        fig.colorbar(image, ax=ax, pad=0.01, fraction=0.03)
+        ax.set_ylabel(f"{gate} gate\nunit" if gate != "cell" else "cell state\nunit")
+        ax.xaxis_date()
+    for ax in axes:
+        for start in fold_starts:
+            ax.axvline(start, color="#ffffff" if ax is not axes[0] else "#999999",
+                       linewidth=0.9, linestyle=":")  # fmt: skip
+    axes[0].set_title(title)
+    return fig
+
+
+def _percentiles(values: np.ndarray) -> tuple[float, float]:
+    """1st and 99th percentile: the gates sit in a narrow band of [0, 1], and a colour
+    scale over all of [0, 1] would show them flat."""
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return 0.0, 1.0
+    low, high = np.quantile(finite, [0.01, 0.99])
+    return float(low), float(max(high, low + 1e-3))
+
+
+def _symmetric(values: np.ndarray) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    bound = float(np.quantile(np.abs(finite), 0.99)) if finite.size else 1.0
+    bound = bound or 1.0
+    return -bound, bound
+
+
+def cost_sweep_chart(
+    sweep: pd.DataFrame, title: str, break_even: Mapping[str, float | None] | None = None
+) -> Figure:
+    """Annualised Sharpe ratio of each strategy against the commission (bp).
+
+    Args:
+        sweep: index = commission in bp, one column per strategy.
+        title: chart title.
+        break_even: optional break-even commission per strategy, marked with a dot.
+    """
+    fig = _new(11, 4.4)
+    ax = fig.add_subplot()
+    for name in ordered(list(sweep.columns)):
+        style = _style(name)
+        ax.plot(sweep.index, sweep[name], marker="o", markersize=3, label=name, **style)
+        be = (break_even or {}).get(name)
+        if be is not None and name in sweep:
+            y = float(np.interp(be, sweep.index.to_numpy(float), sweep[name].to_numpy(float)))
+            ax.plot([be], [y], marker="o", markersize=8, markerfacecolor="none", color=colour(name))
+    ax.axhline(0.0, color="#999999", linewidth=0.6)
+    ax.set_title(title)
+    ax.set_xlabel("commission per trade (bp of traded value)")
+    ax.set_ylabel("Sharpe ratio (annualised)")
+    ax.grid(alpha=0.3)
+    # outside the axes: inside, it sat on the lines
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    return fig
+
+
+def loss_chart(histories: Sequence[Sequence[Mapping[str, list[float]]]], title: str) -> Figure:
+    """Training and validation loss per epoch: one panel per fold, one line pair per seed.
+
+    Args:
+        histories: ``histories[fold][seed]`` = ``{"loss": [...], "val_loss": [...]}``.
+        title: Figure title.
+    """
+    folds = len(histories)
+    width, height = 3.2 * folds + 1, 3.4
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    # Fixed margins (inches) rather than constrained layout, which costs more
+    # than drawing the lines: this chart is rendered once per instrument.
+    fig.subplots_adjust(
+        left=0.75 / width, right=1 - 0.15 / width, bottom=0.5 / height, top=1 - 0.65 / height
+    )
+    axes = np.atleast_1d(fig.subplots(1, folds, sharey=True, gridspec_kw={"wspace": 0.06}))
+    for number, (ax, seeds) in enumerate(zip(axes, histories, strict=True)):
+        for k, history in enumerate(seeds):
+            epochs = np.arange(1, len(history["loss"]) + 1)
+            ax.plot(epochs, history["loss"], color=f"C{k}", label=f"seed {k} train")
+            ax.plot(
+                epochs, history["val_loss"], color=f"C{k}", linestyle="--", label=f"seed {k} val"
+            )
+        ax.set_title(f"fold {number}", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("MSE (scaled returns)")
+    axes[0].legend(fontsize=7, frameon=False)
+    fig.suptitle(title)
+    return fig
+
+
+# The per-instrument strategy and gate charts. Their interactive twins hold every strategy
+# behind a picker; the PNG shows the chart as the page opens (the picked strategy and
+# buy-and-hold). Fixed margins rather than constrained layout: twenty of these are drawn
+# for the default run, and the layout engine costs more than the lines.
+
+
+def _fixed(width: float, height: float, right: float = 1.6) -> tuple[Figure, object]:
+    """A one-axes figure with fixed margins (inches), the legend's room on the right."""
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(
+        left=0.8 / width, right=1 - right / width, bottom=0.55 / height, top=1 - 0.4 / height
+    )
+    return fig, fig.add_subplot()
+
+
+def _legend_right(ax) -> None:
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+
+
+def trade_points(log: pd.DataFrame) -> pd.DataFrame:
+    """Entries then exits of a trade log, one row each: ``date``, ``price``, ``what``
+    (``entry long``, ``entry short``, ``exit``) and ``pnl`` (net, exits only). An open trade
+    has no exit."""
+    long = log["size"] > 0
+    closed = log[log["exit_date"].notna()]
+    return pd.DataFrame(
+        {
+            "date": pd.to_datetime(pd.concat([log["entry_date"], closed["exit_date"]])),
+            "price": pd.concat([log["entry_price"], closed["exit_price"]]).astype(float),
+            "what": ["entry " + ("long" if x else "short") for x in long] + ["exit"] * len(closed),
+            "pnl": [np.nan] * len(log) + list(closed["pnl_net"].astype(float)),
+        }
+    ).reset_index(drop=True)
+
+
+def trades_png(close: pd.Series, trades: Mapping[str, pd.DataFrame], title: str) -> Figure:
+    """The close with the entries (triangles: up long, down short) and exits (crosses) of
+    each strategy in ``trades``."""
+    fig, ax = _fixed(11, 3.6)
+    ax.plot(close.index, close, color="#000000", linewidth=1.0, label="close")
+    markers = {"entry long": "^", "entry short": "v", "exit": "x"}
+    for name in ordered(list(trades)):
+        if trades[name].empty:
+            continue
+        points = trade_points(trades[name])
+        for what, marker in markers.items():
+            rows = points[points["what"] == what]
+            if not rows.empty:
+                ax.scatter(rows["date"], rows["price"], marker=marker, s=28, linewidths=1.2,
+                           color=colour(name), label=f"{name}: {what}", zorder=5)  # fmt: skip
+    ax.set_title(title)
+    ax.set_ylabel("price")
+    ax.grid(alpha=0.3)
+    _legend_right(ax)
+    return fig
+
+
+def rolling_sharpe_png(rolling: Mapping[str, pd.Series], title: str) -> Figure:
+    """Rolling Sharpe ratio of each strategy in ``rolling``."""
+    fig, ax = _fixed(11, 3.0)
+    for name in ordered(list(rolling)):
+        series = rolling[name].dropna()
+        ax.plot(series.index, series, label=name, **_style(name))
+    ax.axhline(0.0, color="#999999", linewidth=0.6)
+    ax.set_title(title)
+    ax.set_ylabel("Sharpe ratio")
+    ax.grid(alpha=0.3)
+    _legend_right(ax)
+    return fig
+
+
+def return_histograms(
+    returns: Mapping[str, pd.Series], bins: int = 40
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Common bin edges (in %, over the pooled 0.1-99.9th percentiles; values outside fall
+    in the end bins) and each strategy's share of bars per bin, in %."""
+    values = {n: 100 * r.dropna().to_numpy(float) for n, r in returns.items()}
+    pooled = np.concatenate([v for v in values.values() if len(v)] or [np.zeros(1)])
+    low, high = np.quantile(pooled, [0.001, 0.999])
+    edges = np.linspace(low, high, bins + 1)
+    shares = {}
+    for name, v in values.items():
+        counts, _ = np.histogram(np.clip(v, low, high), bins=edges)
+        shares[name] = 100 * counts / max(counts.sum(), 1)
+    return edges, shares
+
+
+def distribution_png(returns: Mapping[str, pd.Series], title: str) -> Figure:
+    """Histograms of each strategy's returns per bar on common bins."""
+    edges, shares = return_histograms(returns)
+    fig, ax = _fixed(11, 3.0)
+    for name in ordered(list(shares)):
+        ax.stairs(shares[name], edges, fill=True, alpha=0.35, color=colour(name), label=name)
+        ax.stairs(shares[name], edges, color=colour(name), linewidth=1.0)
+    ax.set_title(title)
+    ax.set_xlabel("return per bar (%)")
+    ax.set_ylabel("share of bars (%)")
+    ax.grid(alpha=0.3)
+    _legend_right(ax)
+    return fig
+
+
+def gate_folds_png(quantiles: pd.DataFrame, title: str) -> Figure:
+    """Each gate's activations per fold: box (quartiles, median line) and whiskers (5-95%).
+
+    Args:
+        quantiles: rows (gate, fold), columns ``q05``, ``q25``, ``q50``, ``q75``, ``q95``.
+    """
+    fig, ax = _fixed(11, 3.2, right=0.3)
+    rows = sorted(quantiles.index, key=lambda key: (key[0], key[1]))
+    for x, (gate, fold) in enumerate(rows):
+        q = quantiles.loc[(gate, fold)]
+        hue = GATE_COLOURS.get(gate, "#555555")
+        ax.plot([x, x], [q["q05"], q["q95"]], color="#555555", linewidth=1.0)
+        ax.bar(x, q["q75"] - q["q25"], bottom=q["q25"], width=0.6, color=hue,
+               edgecolor="#333333", alpha=0.8)  # fmt: skip
+        ax.plot([x - 0.3, x + 0.3], [q["q50"], q["q50"]], color="#000000", linewidth=1.2)
+    ax.set_xticks(range(len(rows)), [f"{gate}\nfold {fold}" for gate, fold in rows], fontsize=7)
+    ax.set_title(title)
+    ax.set_ylabel("activation")
+    ax.grid(alpha=0.3, axis="y")
+    return fig
+
+
+def gate_volatility_png(frame: pd.DataFrame, title: str, vol_label: str) -> Figure:
+    """Each sigmoid gate's mean over units, less its average over dates, against ``vol``.
+
+    Args:
+        frame: one row per date: ``vol`` and one column per gate.
+    """
+    fig, ax = _fixed(11, 3.6)
+    for gate in (g for g in GATES if g in frame.columns and g != "cell"):
+        ax.scatter(frame["vol"], frame[gate] - frame[gate].mean(), s=6, alpha=0.5,
+                   color=GATE_COLOURS[gate], label=f"{gate} gate")  # fmt: skip
+    ax.axhline(0.0, color="#999999", linewidth=0.6)
+    ax.set_title(title)
+    ax.set_xlabel(vol_label)
+    ax.set_ylabel("mean − its average")
+    ax.grid(alpha=0.3)
+    _legend_right(ax)
+    return fig

@@ -1,0 +1,169 @@
+"""Per strategy and instrument: the tear-sheet statistics and tables of the report.
+
+The statistics come from quantstats (``quantstats.stats``: ``monthly_returns``
+with the year's compounded return, ``to_drawdown_series`` and
+``drawdown_details``, ``rolling_sharpe``), computed on the backtest's per-bar
+returns in excess of its risk-free rate, annualised with the run's bars per
+year. The trade list is the backtest stage's trade log
+(``<run>/backtests/<INST>/<strategy>_trades.parquet``, the file its
+``summary.json`` names), read here because ``report_inputs.StrategyRun`` keeps
+only the trades' net profits. Everything is built from data up to each date:
+a rolling Sharpe ratio at ``t`` uses the ``window`` bars ending at ``t``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.common.outputs import read_stage_parquet, read_stage_summary
+from pipelines.config import Config
+from pipelines.report.comparison import excess_returns
+from pipelines.report.inputs import StrategyRun
+
+ROLLING_BARS = 126  # about half a year of daily bars, quantstats' default
+DRAWDOWN_ROWS = 5
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+TRADE_HEADERS = (
+    "entry",
+    "exit",
+    "side",
+    "units",
+    "entry price",
+    "exit price",
+    "net P&L",
+    "return",
+    "bars held",
+)
+
+
+@dataclass
+class StrategyStats:
+    """What the report shows of one strategy on one instrument.
+
+    Args:
+        monthly: year x month compounded returns plus ``EOY`` (the year's return).
+        drawdowns: the deepest drawdown periods (start, valley, end, days, depth %).
+        rolling_sharpe: annualised Sharpe ratio over the last ``ROLLING_BARS`` bars.
+        returns: per-bar returns (for the distribution).
+    """
+
+    monthly: pd.DataFrame
+    drawdowns: pd.DataFrame
+    rolling_sharpe: pd.Series
+    returns: pd.Series
+
+
+def load_trade_logs(cfg: Config, names: Sequence[str]) -> dict[str, dict[str, pd.DataFrame]]:
+    """The backtest stage's trade log of every strategy: ``{instrument: {strategy: frame}}``.
+
+    A strategy whose entry names no trade log gets an empty frame.
+    """
+    directory = cfg.run_directory / "backtests"
+    summary = read_stage_summary(directory / "summary.json", "backtest")
+    out: dict[str, dict[str, pd.DataFrame]] = {}
+    for name in names:
+        entry = summary.get("instruments", {}).get(name) or {}
+        out[name] = {}
+        for strategy, item in (entry.get("strategies") or {}).items():
+            file = (item.get("files") or {}).get("trades")
+            if file and (directory / file).is_file():
+                out[name][strategy] = read_stage_parquet(directory / file, "backtest")
+            else:
+                out[name][strategy] = pd.DataFrame()
+    return out
+
+
+def strategy_stats(run: StrategyRun, periods_per_year: float) -> StrategyStats:
+    """quantstats' monthly returns, drawdown periods and rolling Sharpe ratio of one run."""
+    import quantstats as qs  # 2-4 s to import: only the report stage pays it
+
+    returns = run.returns.astype(float)
+    excess = excess_returns(returns, run.risk_free, periods_per_year)
+    monthly = qs.stats.monthly_returns(returns, eoy=True, compounded=True)
+    details = qs.stats.drawdown_details(qs.stats.to_drawdown_series(returns))
+    if isinstance(details, pd.DataFrame) and not details.empty:
+        drawdowns = details.sort_values("max drawdown").head(DRAWDOWN_ROWS)
+    else:
+        drawdowns = pd.DataFrame()
+    rolling = qs.stats.rolling_sharpe(
+        excess, rolling_period=ROLLING_BARS, periods_per_year=round(periods_per_year)
+    )
+    return StrategyStats(monthly, drawdowns, rolling.replace([np.inf, -np.inf], np.nan), returns)
+
+
+def _pct(value: float, digits: int = 1) -> str:
+    if not math.isfinite(value):
+        return "–"
+    text = f"{100 * value:.{digits}f}%"
+    return text.replace("-0.0%", "0.0%") if text.startswith("-0.0") and digits == 1 else text
+
+
+def _heat(value: float, scale: float) -> str:
+    """A background for a return: green for gains, red for losses, paler when small."""
+    if not math.isfinite(value) or scale <= 0:
+        return ""
+    strength = min(abs(value) / scale, 1.0)
+    hue = "0, 158, 115" if value > 0 else "213, 94, 0"  # Okabe-Ito bluish green / vermillion
+    return f"background: rgba({hue}, {0.08 + 0.6 * strength:.2f})"
+
+
+def monthly_rows(monthly: pd.DataFrame) -> list[dict[str, Any]]:
+    """The monthly-returns heatmap as table rows: year, twelve months, the year."""
+    values = monthly.drop(columns="EOY", errors="ignore").to_numpy(float)
+    finite = np.abs(values[np.isfinite(values) & (values != 0)])
+    scale = float(np.quantile(finite, 0.9)) if finite.size else 0.0
+    rows = []
+    for year, row in monthly.iterrows():
+        cells = []
+        for month in MONTHS:
+            value = float(row.get(month.upper(), math.nan))
+            cells.append({"text": _pct(value), "raw": repr(value), "style": _heat(value, scale)})
+        eoy = float(row.get("EOY", math.nan))
+        cells.append({"text": _pct(eoy), "raw": repr(eoy), "style": _heat(eoy, 4 * scale)})
+        rows.append({"year": str(year), "cells": cells})
+    return rows
+
+
+def drawdown_rows(drawdowns: pd.DataFrame) -> list[list[str]]:
+    """The deepest drawdowns: start, valley, end (or "open"), days, depth."""
+    rows = []
+    for record in drawdowns.to_dict(orient="records"):
+        end = record.get("end")
+        rows.append(
+            [
+                str(record.get("start", "")),
+                str(record.get("valley", "")),
+                str(end) if end is not None and str(end) != "nan" else "open",
+                f"{int(record.get('days', 0)):d}",
+                f"{float(record.get('max drawdown', math.nan)):.1f}%",
+            ]
+        )
+    return rows
+
+
+def trade_rows(trades: pd.DataFrame) -> list[list[dict[str, str]]]:
+    """The trade list, one row per round trip (an open position last, exit "open")."""
+    rows = []
+    for t in trades.itertuples(index=False):
+        open_ = pd.isna(t.exit_date)
+        cost = abs(float(t.size) * float(t.entry_price))
+        ret = float(t.pnl_net) / cost if cost else math.nan
+        cells = [
+            (str(pd.Timestamp(t.entry_date).date()), ""),
+            ("open" if open_ else str(pd.Timestamp(t.exit_date).date()), ""),
+            ("long" if t.size > 0 else "short", ""),
+            (f"{abs(float(t.size)):,.0f}", repr(abs(float(t.size)))),
+            (f"{float(t.entry_price):,.2f}", repr(float(t.entry_price))),
+            (f"{float(t.exit_price):,.2f}", repr(float(t.exit_price))),
+            (f"{float(t.pnl_net):,.0f}", repr(float(t.pnl_net))),
+            (_pct(ret, 2), repr(ret)),
+            (f"{int(t.bars):d}", repr(int(t.bars))),
+        ]
+        rows.append([{"text": text, "raw": raw} for text, raw in cells])
+    return rows

@@ -1,0 +1,1 @@
+"""Where bars come from: CSV files, online sources, bar policies, and the loader."""

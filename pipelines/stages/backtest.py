@@ -1,0 +1,554 @@
+"""Stage ``backtest``: every configured strategy on every instrument, from the saved forecasts.
+
+Reads ``<run>/forecasts/<INST>.parquet`` and ``<run>/forecasts/summary.json``
+(see docs/architecture.md) and never loads or calls a model: forecasts are
+data. Writes, under ``<run>/backtests/``:
+
+- ``<INST>/<strategy>.json``: instrument, strategy, parameters, execution,
+  measured period, the metrics dict and the cost sweep's Sharpe ratios
+  (non-finite numbers as ``null``);
+- ``<INST>/<strategy>_equity.parquet`` (``equity``, ``returns``,
+  ``position`` and ``risk_free``, the annual risk-free rate of the date, by
+  date), ``<INST>/<strategy>_trades.parquet``, ``<INST>/<strategy>_orders.parquet``;
+- ``<INST>/<strategy>_cost_sweep.parquet``: the daily returns at each
+  commission of ``report.cost_sweep_bp`` (one column per point, named by its
+  bp, e.g. ``"10"``), for every strategy but the seeds' own;
+- ``<INST>/<strategy>.png``: Backtrader's chart, for the report's candidate (or the first
+  forecaster present) and the SMA crossover;
+- with ``backtest.top_k``: the top-k portfolios over the universe and their
+  equal-weight buy-and-hold under ``portfolio/`` (``pipelines.execution.portfolio_unit``);
+- ``summary.json``, written last and atomically, so its presence means the
+  stage finished. It lists every file above under each strategy's ``files``,
+  the metrics, the sweep's Sharpe ratios by bp (``cost_sweep``), and the
+  swept points (``cost_sweep_bp``).
+
+Once they are written, ``record_runs`` records them in MLflow: a ``backtest``
+run with one child per instrument x strategy, ``backtest/<INST>/<strategy>``
+(params ``stage``, ``instrument``, ``strategy``, ``kind`` and the strategy's
+own as ``strategy.<name>``), carrying the metrics, the cost sweep's Sharpe
+ratios (``sharpe_at_<bp>bp``), the strategy's files above as artifacts
+(``backtest/``) and its growth and drawdown against buy-and-hold as a PNG
+(``plots/equity.png``), besides Backtrader's chart where the stage drew one.
+
+Strategy names: each forecaster column present in the file (``ForecastStrategy``
+on that column), then ``sma_crossover``, ``ema_crossover``, ``buy_and_hold``
+as configured, then ``<name>_seed<k>`` for each seed's own forecast column of a
+stochastic forecaster
+(the same ForecastStrategy; the report summarises them as mean ± std and
+keeps them out of its league and cost sweep). Every strategy trades from the
+instrument's ``oos_start`` to its ``oos_end`` under the same
+``ExecutionSettings`` and is fed the same bars: from
+``strategies.warmup_bars`` of the instrument's strategies before
+``oos_start`` (the warm-up convention of ``strategies.engine``).
+
+Each (instrument, strategy) is one unit of work, ``pipelines.execution.backtest_unit``:
+a plain function of its inputs that returns its results; this module builds
+the units from the files, runs them through the config's executor and writes
+what they return. A failed unit fails alone: the others finish (their results
+kept for a rerun, which redoes only the failed ones), then the stage exits
+non-zero with one line naming every failed (instrument, strategy) and its
+error, and writes no summary.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm import tqdm
+
+from core.bars import BAR_COLUMNS, format_timestamp
+from core.periods import PERIODS_PER_YEAR, bar_interval
+from pipelines import tracking
+from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
+from pipelines.common.errors import ConfigError, DataError
+from pipelines.common.outputs import (
+    json_safe,
+    read_stage_parquet,
+    read_stage_summary,
+    shown,
+    write_json,
+)
+from pipelines.common.strategy_names import cost_label, seed_columns, strategy_kind
+from pipelines.config import BacktestConfig, Config
+from pipelines.execution import executors, portfolio_unit
+from pipelines.execution.backtest_unit import BacktestUnit, StrategyBacktest, run_unit, unit_inputs
+from pipelines.execution.unit_cache import UnitCache, UnitRunner
+from pipelines.report import charts
+from pipelines.sources.load import bars_per_year, load_risk_free
+from strategies.engine import ExecutionSettings, execution_dict, warmup_bars
+
+log = logging.getLogger("gatecast.backtest")
+
+CHARTED = ("sma_crossover",)
+
+
+def execution_from_config(
+    backtest: BacktestConfig, periods_per_year: float = PERIODS_PER_YEAR
+) -> ExecutionSettings:
+    """The execution model of every strategy, from the ``backtest`` section of the config.
+
+    ``periods_per_year`` is the run's bars per year (``pipelines.sources.load.bars_per_year``),
+    which every annualised metric uses.
+    """
+    try:
+        return ExecutionSettings(
+            cash=backtest.cash,
+            commission=backtest.commission,
+            commission_fixed=backtest.commission_fixed,
+            slippage=backtest.slippage,
+            percent=backtest.sizing.percent,
+            fractional=backtest.sizing.fractional,
+            allow_short=backtest.allow_short,
+            periods_per_year=periods_per_year,
+        )
+    except ValueError as err:
+        raise ConfigError(f"backtest: {err}") from None
+
+
+def sweep_points(cfg: Config) -> list[float]:
+    """The cost sweep's commissions in bp: ``report.cost_sweep_bp``, sorted, without repeats."""
+    return sorted({float(bp) for bp in cfg.report.cost_sweep_bp})
+
+
+def strategy_plan(cfg: Config, columns: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Strategy name -> (engine strategy, params) for a forecast file with ``columns``.
+
+    A ForecastStrategy on each forecaster column present, the configured
+    crossovers and buy-and-hold, then one on each ``lstm_seed<k>`` column with
+    the same parameters as ``lstm``.
+
+    Args:
+        cfg: the experiment.
+        columns: the forecast file's columns.
+    """
+    bt_cfg = cfg.backtest
+    plan: dict[str, tuple[str, dict[str, Any]]] = {}
+    thresholds = {
+        "entry_threshold": bt_cfg.entry_threshold,
+        "exit_threshold": bt_cfg.exit_threshold,
+    }
+    for name in cfg.forecasters.enabled():
+        if name in columns:
+            plan[name] = ("forecast", dict(thresholds))
+    if bt_cfg.sma_crossover is not None:
+        plan["sma_crossover"] = ("sma_crossover", bt_cfg.sma_crossover.model_dump())
+    if bt_cfg.ema_crossover is not None:
+        plan["ema_crossover"] = ("ema_crossover", bt_cfg.ema_crossover.model_dump())
+    if bt_cfg.buy_and_hold:
+        plan["buy_and_hold"] = ("buy_and_hold", {})
+    for name in cfg.forecasters.with_capability("stochastic"):
+        for column in seed_columns(columns, name):
+            plan[column] = ("forecast", dict(thresholds))
+    return plan
+
+
+def _instrument_entry(summary: dict[str, Any], instrument: str, path: Path) -> dict[str, Any]:
+    entry = summary["instruments"].get(instrument)
+    if not isinstance(entry, dict):
+        raise DataError(
+            f"{path}: no entry for instrument {instrument!r}; rerun the train stage for this config"
+        )
+    for key in ("oos_start", "oos_end"):
+        if key not in entry:
+            raise DataError(f"{path}: instrument {instrument!r} lacks {key!r}")
+    return entry
+
+
+def _read_forecasts(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{path} not found: run `python -m pipelines train --config ...` first")
+    frame = read_stage_parquet(path, "train")
+    if not isinstance(frame.index, pd.DatetimeIndex) and "date" in frame.columns:
+        frame = frame.set_index(pd.DatetimeIndex(frame.pop("date"), name="date"))
+    if not isinstance(frame.index, pd.DatetimeIndex):
+        raise DataError(f"{path}: expected a DatetimeIndex named 'date' (see docs/architecture.md)")
+    missing = [c for c in BAR_COLUMNS[:4] if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing bar column(s) {missing}; rerun the train stage")
+    return frame
+
+
+@dataclass
+class InstrumentBacktests:
+    """The units of one instrument and, once run, their results.
+
+    Args:
+        instrument: the instrument.
+        path: its forecast file (named in errors).
+        oos_start, oos_end: the out-of-sample period traded.
+        warmup: bars fed before ``oos_start`` to every strategy.
+        risk_free: annual risk-free rate on each date from ``oos_start``.
+        units: strategy name -> its unit, in plan order.
+        results: strategy name -> what its unit returned.
+    """
+
+    instrument: str
+    path: Path
+    oos_start: pd.Timestamp
+    oos_end: pd.Timestamp
+    warmup: int | None
+    risk_free: pd.Series
+    units: dict[str, BacktestUnit]
+    results: dict[str, StrategyBacktest] = field(default_factory=dict)
+
+
+def plan_instrument(
+    cfg: Config,
+    instrument: str,
+    frame: pd.DataFrame,
+    forecasts_dir: Path,
+    summary: dict[str, Any],
+    charts: bool,
+    periods_per_year: float = PERIODS_PER_YEAR,
+) -> InstrumentBacktests:
+    """Build a unit per strategy from one instrument's forecasts ``frame`` (nothing is run)."""
+    path = forecasts_dir / f"{instrument}.parquet"
+    entry = _instrument_entry(summary, instrument, forecasts_dir / "summary.json")
+    start, end = pd.Timestamp(entry["oos_start"]), pd.Timestamp(entry["oos_end"])
+    frame = frame.loc[:end]
+    if start not in frame.index:
+        raise DataError(
+            f"{path}: oos_start {start.date()} from summary.json is not a bar date in the file"
+        )
+    bars = frame[[c for c in BAR_COLUMNS if c in frame.columns]]
+    plan = strategy_plan(cfg, list(frame.columns))
+    # One warm-up for all: every strategy and every point of its cost sweep is fed the same bars.
+    warmup = warmup_bars(plan.values())
+    missing = [n for n in cfg.forecasters.enabled() if n not in frame.columns]
+    if missing:
+        log.warning("%s: no forecast column for %s; skipped", path, ", ".join(missing))
+    forecast_names = [n for n in plan if plan[n][0] == "forecast"]
+    candidate = cfg.report.candidate
+    first = candidate if candidate in forecast_names else next(iter(forecast_names), "")
+    charted = {*CHARTED, first}
+    risk_free = load_risk_free(cfg, bars.index[bars.index >= start])
+    execution = execution_from_config(cfg.backtest, periods_per_year)
+    sweep = tuple(sweep_points(cfg))
+    units = {
+        name: BacktestUnit(
+            instrument=instrument,
+            name=name,
+            bars=bars,
+            strategy=strategy,
+            params=params,
+            execution=execution,
+            trade_start=start,
+            warmup=warmup,
+            risk_free=risk_free,
+            forecast=frame[name] if strategy == "forecast" else None,
+            # the seeds are summarised as mean ± std, not compared across costs
+            cost_sweep_bp=() if strategy_kind(name) == "seed" else sweep,
+            chart=charts and name in charted,
+        )
+        for name, (strategy, params) in plan.items()
+    }
+    return InstrumentBacktests(instrument, path, start, frame.index[-1], warmup, risk_free, units)
+
+
+def _log_result(instrument: str, name: str, result: StrategyBacktest) -> None:
+    m = result.backtest.metrics
+    log.info(
+        "%s %-14s total %+7.2f%%  sharpe %6.2f  maxdd %6.2f%%  trades %d",
+        instrument,
+        name,
+        100 * m["total_return"],
+        m["sharpe"],
+        100 * m["max_drawdown"],
+        m["trades"],
+    )
+
+
+def run_backtests(
+    cfg: Config,
+    forecasts_dir: Path | None = None,
+    charts: bool = False,
+    progress: bool = True,
+    reuse: bool = True,
+) -> list[InstrumentBacktests]:
+    """Run every configured strategy, with its cost sweep, on every instrument's forecasts.
+
+    No stage file is written. Every unit is planned (so bad inputs stop the
+    stage before any backtest runs), then run through the config's executor
+    (``executor``: in this process, a pool of processes or Ray); the results
+    are the same either way. Each finished unit's result is kept in
+    ``backtests/.units`` (``pipelines.execution.unit_cache``) and taken from there by a
+    later call with the same inputs and code. A unit that raises does not stop
+    the others; once all are done, ``UnitsFailed`` names every failed one.
+
+    Args:
+        cfg: the experiment.
+        forecasts_dir: where the train stage wrote its files (default
+            ``<run_directory>/forecasts``).
+        charts: draw Backtrader's chart of the charted strategies.
+        progress: show a progress bar on a terminal.
+        reuse: keep and reuse finished units' results (False: run every unit, keep none).
+    """
+    forecasts_dir = Path(forecasts_dir or cfg.run_directory / "forecasts")
+    summary = read_stage_summary(forecasts_dir / "summary.json", "train")
+    for name in cfg.data.instruments:  # an instrument the train stage did not do is named first
+        _instrument_entry(summary, name, forecasts_dir / "summary.json")
+    frames = {
+        name: _read_forecasts(forecasts_dir / f"{name}.parquet") for name in cfg.data.instruments
+    }
+    per_year = bars_per_year(cfg, frames)  # the same on every instrument (one interval per run)
+    planned = [
+        plan_instrument(cfg, name, frame, forecasts_dir, summary, charts, per_year)
+        for name, frame in frames.items()
+    ]
+    owner = {id(unit): (inst, name) for inst in planned for name, unit in inst.units.items()}
+    units = [unit for inst in planned for unit in inst.units.values()]
+    cache = None
+    if reuse:
+        cache = UnitCache(
+            cfg.run_directory / "backtests", "pipelines.execution.backtest_unit", unit_inputs
+        )
+    runner = UnitRunner("backtest", cache, lambda u: f"{u} ({shown(owner[id(u)][0].path)})")
+    # disable=None: a bar on a terminal, nothing in logs and CI
+    with (
+        executors.executor_for(cfg.executor) as executor,
+        tqdm(
+            total=len(units),
+            desc="backtests",
+            unit="strategy",
+            disable=None if progress else True,
+            file=sys.stderr,
+        ) as bar,
+    ):
+        for unit, outcome in runner.run(executor, run_unit, units):
+            bar.update()
+            if not isinstance(outcome, Exception):
+                inst, name = owner[id(unit)]
+                inst.results[name] = outcome
+                _log_result(inst.instrument, name, outcome)
+    runner.finish()
+    for inst in planned:  # results in plan order, whatever order the units finished in
+        inst.results = {name: inst.results[name] for name in inst.units}
+    return planned
+
+
+def _write_strategy(
+    out_dir: Path, inst: InstrumentBacktests, name: str, execution: dict[str, Any]
+) -> dict[str, Any]:
+    """Write one strategy's files; return its entry of summary.json."""
+    instrument, unit_result = inst.instrument, inst.results[name]
+    result = unit_result.backtest
+    prefix = f"{instrument}/{name}"
+    sweep = {cost_label(bp): sharpe for bp, sharpe in unit_result.sweep_sharpe.items()}
+    record = {
+        "instrument": instrument,
+        "strategy": name,
+        "class": result.strategy,
+        "params": result.params,
+        "execution": execution,
+        "start": str(result.equity.index[0].date()),
+        "end": str(result.equity.index[-1].date()),
+        "metrics": result.metrics,
+        "cost_sweep": sweep,
+    }
+    write_json(out_dir / f"{prefix}.json", json_safe(record))
+    equity = pd.DataFrame(
+        {
+            "equity": result.equity,
+            "returns": result.returns,
+            "position": result.positions,
+            "risk_free": inst.risk_free.reindex(result.equity.index),
+        }
+    )
+    equity.to_parquet(out_dir / f"{prefix}_equity.parquet")
+    result.trades.to_parquet(out_dir / f"{prefix}_trades.parquet", index=False)
+    result.orders.to_parquet(out_dir / f"{prefix}_orders.parquet", index=False)
+    files = {
+        "metrics": f"{prefix}.json",
+        "equity": f"{prefix}_equity.parquet",
+        "trades": f"{prefix}_trades.parquet",
+        "orders": f"{prefix}_orders.parquet",
+    }
+    if sweep:
+        returns = unit_result.sweep_returns.rename(columns=cost_label)
+        returns.to_parquet(out_dir / f"{prefix}_cost_sweep.parquet")
+        files["cost_sweep"] = f"{prefix}_cost_sweep.parquet"
+    if unit_result.chart_png is not None:
+        (out_dir / f"{prefix}.png").write_bytes(unit_result.chart_png)
+        files["chart"] = f"{prefix}.png"
+    return {
+        "class": result.strategy,
+        "metrics": result.metrics,
+        "cost_sweep": sweep,
+        "files": files,
+    }
+
+
+def write_backtests(
+    cfg: Config, instruments: list[InstrumentBacktests], portfolios: dict | None = None
+) -> Path:
+    """Write every result (and ``portfolio_unit.run_portfolios``'s) under ``<run>/backtests/``.
+
+    Returns the path of summary.json.
+    """
+    out_dir = cfg.run_directory / "backtests"
+    first = next((u for inst in instruments for u in inst.units.values()), None)
+    settings = first.execution if first else execution_from_config(cfg.backtest)
+    execution = execution_dict(settings)
+    summary: dict[str, Any] = {
+        "name": cfg.name,
+        "interval": bar_interval(first.bars.index) if first else "-",
+        "periods_per_year": settings.periods_per_year,
+        "execution": execution,
+        "risk_free": cfg.data.risk_free.model_dump(),
+        "cost_sweep_bp": sweep_points(cfg),
+        "instruments": {},
+    }
+    for inst in instruments:
+        (out_dir / inst.instrument).mkdir(parents=True, exist_ok=True)
+        strategies = {
+            name: _write_strategy(out_dir, inst, name, execution) for name in inst.results
+        }
+        summary["instruments"][inst.instrument] = {
+            "oos_start": format_timestamp(inst.oos_start),
+            "oos_end": format_timestamp(inst.oos_end),
+            "warmup_bars": inst.warmup,
+            "strategies": strategies,
+        }
+    if portfolios:
+        summary["portfolio"] = portfolio_unit.write_portfolios(out_dir, portfolios)
+    path = out_dir / "summary.json"
+    write_json(path, json_safe(summary))
+    return path
+
+
+def _record_strategy(
+    out_dir: Path, instrument: str, name: str, item: dict[str, Any], benchmark: pd.Series | None
+) -> None:
+    """Log one strategy's metrics, params, files and charts to its child run."""
+    kind = strategy_kind(name)
+    tags = {"gatecast.instrument": instrument, "gatecast.strategy": name, "gatecast.kind": kind}
+    with tracking.child_run(f"{instrument}/{name}", tags=tags):
+        record = json.loads((out_dir / item["files"]["metrics"]).read_text())
+        tracking.log_params({"kind": kind, "strategy.class": item["class"]})
+        tracking.log_params({f"strategy.{k}": v for k, v in record["params"].items()})
+        tracking.log_metrics({k: v for k, v in item["metrics"].items() if v is not None})
+        tracking.log_metrics(
+            {f"sharpe_at_{bp}bp": v for bp, v in item["cost_sweep"].items() if v is not None}
+        )
+        for relative in item["files"].values():
+            tracking.log_artifact(out_dir / relative, "backtest")
+        equity = read_stage_parquet(out_dir / item["files"]["equity"], "backtest")["equity"]
+        curves = {name: equity}
+        if benchmark is not None and name != "buy_and_hold":
+            curves["buy_and_hold"] = benchmark
+        tracking.log_figure(_equity_figure(curves, f"{instrument} {name}"), "equity")
+
+
+def _equity_figure(curves: dict[str, pd.Series], title: str) -> Any:
+    """Growth of 1 and drawdown of each curve (the strategy, buy-and-hold), one small PNG.
+
+    One figure, not the report's two wide ones: drawing is most of the
+    recording's time (a fixed layout: constrained layout doubled it).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    growth, drawdown = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+    for name, series in curves.items():
+        style = {"color": charts.colour(name), "linewidth": 1.2 if len(curves) == 1 else 1.0}
+        if name == "buy_and_hold" and len(curves) > 1:
+            style["linestyle"] = "--"
+        growth.plot(series.index, series / series.iloc[0], label=name, **style)
+        drawdown.plot(series.index, 100 * (series / series.cummax() - 1), **style)
+    growth.set_title(title + (" against buy-and-hold" if len(curves) > 1 else ""))
+    growth.set_ylabel("growth of 1")
+    drawdown.set_ylabel("drawdown (%)")
+    for ax in (growth, drawdown):
+        ax.grid(alpha=0.3)
+    growth.legend(loc="upper left", fontsize=8, frameon=False)
+    fig.subplots_adjust(left=0.09, right=0.98, top=0.93, bottom=0.07, hspace=0.12)
+    return fig
+
+
+def record_runs(cfg: Config, summary_path: Path) -> None:
+    """Record the written backtests in MLflow: a ``backtest`` run, a child per strategy.
+
+    Reads only the stage's files (``summary_path`` and those it lists), so the
+    runs carry exactly what ``build/`` holds.
+    """
+    out_dir = summary_path.parent
+    summary = read_stage_summary(summary_path, "backtest")
+    forecasts = cfg.run_directory / "forecasts"
+    inputs = {f"{name}.parquet": forecasts / f"{name}.parquet" for name in summary["instruments"]}
+    with tracking.pipeline_run(cfg, "backtest", inputs=inputs):
+        for instrument, entry in summary["instruments"].items():
+            strategies = entry["strategies"]
+            benchmark = None
+            if "buy_and_hold" in strategies:
+                files = strategies["buy_and_hold"]["files"]
+                benchmark = read_stage_parquet(out_dir / files["equity"], "backtest")["equity"]
+            for name, item in strategies.items():
+                _record_strategy(out_dir, instrument, name, item, benchmark)
+        tracking.log_artifact(summary_path)
+
+
+class _UnitFailed(Exception):
+    """Ends a failed strategy's child run FAILED (``record_failures``); never leaves it."""
+
+
+def record_failures(cfg: Config, failed: executors.UnitsFailed) -> None:
+    """A ``backtest`` run, FAILED, with a FAILED child per failed unit naming its error.
+
+    The finished units' runs are recorded by the rerun that completes the stage
+    (their results wait in ``backtests/.units``): a strategy run carries the
+    stage's files, and no file is written while a unit is missing.
+    """
+    with contextlib.suppress(executors.UnitsFailed), tracking.pipeline_run(cfg, "backtest"):
+        for failure in failed.failures:
+            name = failure.unit.split(" (", 1)[0]  # GSPC/lstm (build/.../GSPC.parquet)
+            instrument, _, strategy = name.partition("/")
+            tags = {
+                "gatecast.instrument": instrument,
+                "gatecast.strategy": strategy,
+                "gatecast.failed_unit": str(failure),
+            }
+            with contextlib.suppress(_UnitFailed), tracking.child_run(name, tags=tags):
+                raise _UnitFailed(str(failure))
+        raise failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser(
+        "backtest",
+        "Backtest every configured strategy, and its cost sweep, on the saved forecasts.",
+    )
+    parser.add_argument(
+        "--no-charts", action="store_true", help="skip the PNG charts (as tracking.charts: false)"
+    )
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+
+    def body() -> int:
+        cfg = config_from_args(args)
+        # make must not take a failed run for a finished stage
+        (cfg.run_directory / "backtests" / "summary.json").unlink(missing_ok=True)
+        try:
+            results = run_backtests(cfg, charts=cfg.tracking.charts and not args.no_charts)
+        except executors.UnitsFailed as failed:
+            record_failures(cfg, failed)
+            raise
+        portfolios = portfolio_unit.run_portfolios(cfg, results)  # {} without backtest.top_k
+        path = write_backtests(cfg, results, portfolios)
+        log.info("wrote %s", path)
+        record_runs(cfg, path)
+        return 0
+
+    return run_stage(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,638 @@
+"""The ``train`` stage: walk-forward forecasts of every forecaster, tracked in MLflow.
+
+``python -m pipelines train --config configs/default.yaml`` (``make train``):
+
+1. chooses the device and op determinism (``pipelines.execution.runtime``);
+2. reads each instrument's bars from ``build/<name>/data/<INST>.parquet`` (the
+   data stage's output) or, when that is missing, through ``pipelines.sources.load``;
+3. runs the walk-forward (``pipelines.execution.walkforward``) of every enabled
+   forecaster as units of work (``pipelines.execution.units``: one forecaster, one fold,
+   and for a stochastic one one seed, ``cfg.seed + k``, each) through the executor of
+   the config's ``executor`` section (``pipelines.execution.executors``: in this process,
+   a pool of worker processes or Ray tasks; the results are bit-identical).
+   This process is the driver: only it talks to MLflow, and it records each
+   (instrument, forecaster) as soon as all its units are in. A failed unit
+   fails alone: its forecaster's run ends FAILED, the others are recorded, and
+   the stage ends with one line naming every failed unit; finished units'
+   results are kept (``pipelines.execution.unit_cache``), so a rerun redoes only the
+   failed ones. A stochastic forecaster's column (``lstm``) is the mean of its seeds'
+   forecasts and ``<name>_seed<k>`` each seed's;
+4. scores every forecaster on the same out-of-sample dates
+   (``models.metrics``: RMSE, MAE, Theil's U2, MASE, directional accuracy, the
+   Diebold-Mariano test against the random walk), whole period and per fold;
+5. records it all in MLflow (``pipelines.tracking``): one parent run
+   ``train``, one child run ``<INST>/<forecaster>`` each, with forecasts,
+   metrics, per-epoch losses, loss and gate plots, and the final model of
+   each forecaster that declares ``export`` registered (``tracking.log_model``,
+   alias ``newest``);
+6. writes ``build/<name>/forecasts/<INST>.parquet`` (bars + one column per
+   forecaster, NaN before the out-of-sample start), ``<INST>.gates.parquet``
+   (the per-unit gate activations of an ``introspection`` forecaster, the
+   report's candidate where it is one, over the out-of-sample dates, one row
+   per date and unit: ``pipelines.execution.units.gates_long``) and, last,
+   ``summary.json``. Every file is written atomically and the old
+   ``summary.json`` is removed first, so a failed run never leaves a summary
+   that make would take for a finished stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import shlex
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines import tracking
+from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
+from pipelines.common.errors import DataError
+from pipelines.common.outputs import atomic_write, json_safe, read_stage_parquet, shown, write_json
+from pipelines.common.progress import StageProgress
+from pipelines.common.strategy_names import seed_column
+from pipelines.config import REPO_ROOT, Config
+from pipelines.execution import executors, runtime
+from pipelines.execution.unit_cache import UnitCache, UnitRunner
+from pipelines.execution.units import (
+    TrainResult,
+    TrainUnit,
+    cache_inputs,
+    gpus_wanted,
+    grows_memory,
+    make_units,
+    run_train_unit,
+)
+from pipelines.execution.walkforward import (
+    Fold,
+    make_folds,
+    make_forecaster,
+    required_train_bars,
+    score_forecasts,
+)
+from pipelines.report.charts import gates_chart, loss_chart
+from pipelines.sources.load import load_instrument, safe_child
+from pipelines.stages.search import chosen_config
+
+log = logging.getLogger("gatecast.train")
+
+STAGE = "train"
+
+
+# Inputs -------------------------------------------------------------------------------
+
+
+def load_bars(cfg: Config) -> tuple[dict[str, pd.DataFrame], dict[str, Path]]:
+    """Bars of every instrument, and the data files they came from (for their SHA-256).
+
+    The data stage's ``build/<name>/data/<INST>.parquet`` is used when present
+    (listed in its summary.json); otherwise the instrument is loaded from its
+    source through ``pipelines.sources.load``.
+    """
+    data_dir = cfg.run_directory / "data"
+    listed: dict[str, Any] = {}
+    summary_path = data_dir / "summary.json"
+    if summary_path.is_file():
+        listed = json.loads(summary_path.read_text()).get("instruments", {})
+    bars: dict[str, pd.DataFrame] = {}
+    inputs: dict[str, Path] = {}
+    for name in cfg.data.instruments:
+        parquet = safe_child(data_dir, name, ".parquet")
+        if name in listed and parquet.is_file():
+            bars[name] = read_stage_parquet(parquet, "data")
+            inputs[parquet.name] = parquet
+            log.info("%s: bars from %s (data stage)", name, shown(parquet))
+            source = REPO_ROOT / str(listed[name].get("source", ""))
+        else:
+            bars[name] = load_instrument(cfg, name)
+            source = cfg.resolve(cfg.data.directory) / f"{name}.csv"
+        if cfg.data.source == "csv" and source.is_file():
+            inputs[source.name] = source
+    return bars, inputs
+
+
+# Results ------------------------------------------------------------------------------
+
+
+@dataclass
+class InstrumentResult:
+    """What the train stage produced for one instrument (forecasters in the config's order).
+
+    Args:
+        name: The instrument.
+        folds: Its walk-forward folds.
+        forecasts: Column name -> out-of-sample forecasts (``<name>`` and
+            ``<name>_seed<k>`` for a stochastic forecaster).
+        metrics: Column name -> forecast metrics on the common dates.
+        runs: Forecaster name -> its MLflow child run (the id is read when the
+            outputs are written, so training never waits for the store).
+        gates: An ``introspection`` forecaster's gate activations over the
+            out-of-sample dates (or None).
+        model: The registered model (or None).
+    """
+
+    name: str
+    folds: list[Fold]
+    forecasts: dict[str, pd.Series] = field(default_factory=dict)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    runs: dict[str, tracking.RunHandle] = field(default_factory=dict)
+    gates: pd.DataFrame | None = None
+    model: tracking.RegisteredModel | None = None
+
+
+def _complete(series: pd.Series, folds: Sequence[Fold], bars: pd.DataFrame, name: str) -> None:
+    """Every forecaster must cover every out-of-sample date, so all are scored alike."""
+    missing = series.isna().to_numpy()
+    if missing.any():
+        raise DataError(
+            f"forecaster {name!r} gave no forecast on {int(missing.sum())} out-of-sample "
+            f"date(s) (first {series.index[np.argmax(missing)].date()}); every forecaster "
+            "must forecast every test date of every fold"
+        )
+
+
+def _fold_dates(bars: pd.DataFrame, fold: Fold) -> pd.DatetimeIndex:
+    return bars.index[fold.test_slice]
+
+
+def _score(bars: pd.DataFrame, name: str, series: pd.Series) -> dict[str, float]:
+    return score_forecasts(bars, {name: series})[name]
+
+
+def _log_scores(
+    bars: pd.DataFrame, name: str, series: pd.Series, folds: Sequence[Fold]
+) -> dict[str, float]:
+    """Whole-period metrics (step 0) and ``fold/<metric>`` (step = fold) of one forecast."""
+    metrics = _score(bars, name, series)
+    tracking.log_metrics(metrics)
+    for fold in folds:
+        part = series.loc[_fold_dates(bars, fold)]
+        if part.notna().sum() >= 2:
+            per_fold = _score(bars, name, part)
+            tracking.log_metrics({f"fold/{k}": v for k, v in per_fold.items()}, step=fold.number)
+    return metrics
+
+
+def _forecast_frame(bars: pd.DataFrame, columns: Mapping[str, pd.Series], folds) -> pd.DataFrame:
+    """The out-of-sample dates with close, realised next close, fold and the forecasts."""
+    dates = pd.DatetimeIndex(np.concatenate([_fold_dates(bars, f) for f in folds]), name="date")
+    frame = pd.DataFrame(index=dates)
+    frame["close"] = bars["close"].reindex(dates)
+    frame["actual_next_close"] = bars["close"].shift(-1).reindex(dates)
+    frame["fold"] = np.concatenate([np.full(f.test_bars, f.number) for f in folds])
+    for column, series in columns.items():
+        frame[column] = series.reindex(dates)
+    return frame
+
+
+# Recording: one child run per (instrument, forecaster), from its units' results ------
+
+
+Piece = tuple[TrainUnit, TrainResult]
+Key = tuple[str, str]  # (instrument, forecaster)
+
+
+def _by_fold(pieces: Sequence[Piece]) -> list[TrainResult]:
+    return [result for _, result in sorted(pieces, key=lambda piece: piece[0].fold.number)]
+
+
+def _log_timing(results: Sequence[TrainResult], suffix: str = "") -> None:
+    tracking.log_metrics(
+        {
+            f"fit_seconds{suffix}": sum(r.fit_seconds for r in results),
+            f"predict_seconds{suffix}": sum(r.predict_seconds for r in results),
+        }
+    )
+
+
+def _record_classic(
+    name: str, bars: pd.DataFrame, folds: list[Fold], pieces: Sequence[Piece]
+) -> tuple[dict[str, pd.Series], dict[str, dict[str, float]]]:
+    """A deterministic forecaster's one column and its metrics."""
+    results = _by_fold(pieces)
+    series = pd.concat([r.forecasts for r in results]).rename(name)
+    _complete(series, folds, bars, name)
+    metrics = _log_scores(bars, name, series, folds)
+    _log_timing(results)
+    return {name: series}, {name: metrics}
+
+
+def _record_seeds(
+    name: str, bars: pd.DataFrame, folds: list[Fold], results: Sequence[Sequence[TrainResult]]
+) -> tuple[dict[str, pd.Series], dict[str, dict[str, float]]]:
+    """A stochastic forecaster's columns: ``<name>``, the mean of its seeds' forecasts,
+    then ``<name>_seed<k>`` each seed's; the mean's metrics logged, each seed's at step k."""
+    per_seed = {}
+    for k, seed_results in enumerate(results):
+        column = seed_column(name, k)
+        per_seed[column] = pd.concat([r.forecasts for r in seed_results]).rename(column)
+        _complete(per_seed[column], folds, bars, column)
+        _log_timing(seed_results, suffix=f"/seed{k}")
+    frame = pd.DataFrame(per_seed)
+    # the same expression as the exported model's
+    # (pipelines.tracking.pyfunc_model.ensemble_forecast)
+    columns = {name: frame.mean(axis=1).rename(name)}
+    columns.update({c: frame[c].rename(c) for c in frame.columns})
+    metrics = {name: _log_scores(bars, name, columns[name], folds)}
+    for k, column in enumerate(per_seed):
+        metrics[column] = _score(bars, column, columns[column])
+        tracking.log_metrics({f"seed/{m}": v for m, v in metrics[column].items()}, step=k)
+    return columns, metrics
+
+
+def _record_histories(
+    instrument: str,
+    name: str,
+    folds: list[Fold],
+    results: Sequence[Sequence[TrainResult]],
+    charts: bool,
+) -> None:
+    """Per-epoch losses of a forecaster that trains for epochs, per fold and seed."""
+    histories = [[seed_results[f.number].history for seed_results in results] for f in folds]
+    for fold, fold_histories in zip(folds, histories, strict=True):
+        for k, history in enumerate(fold_histories):
+            for key in ("loss", "val_loss"):
+                tracking.log_metric_history(f"{key}/fold{fold.number}/seed{k}", history[key])
+        tracking.log_metrics(
+            {
+                "fold/epochs_trained": np.mean([len(h["loss"]) for h in fold_histories]),
+                "fold/best_val_loss": np.mean([min(h["val_loss"]) for h in fold_histories]),
+            },
+            step=fold.number,
+        )
+    if charts:
+        tracking.log_figure(loss_chart(histories, f"{instrument}: {name} loss per epoch"), "loss")
+
+
+def _record_gates(
+    instrument: str,
+    name: str,
+    bars: pd.DataFrame,
+    folds: list[Fold],
+    first_seed: Sequence[TrainResult],
+    seed: int,
+    charts: bool,
+) -> pd.DataFrame:
+    """The first seed's per-unit internals of each fold, over that fold's test dates."""
+    gates = pd.concat([r.gates for r in first_seed], ignore_index=True)
+    tracking.log_dataframe(gates, "gates")
+    if charts:  # the gates stay as data above; the report draws its own charts
+        tracking.log_figure(
+            gates_chart(
+                gates,
+                bars["close"],
+                f"{instrument}: {name} gates over the out-of-sample dates (seed {seed})",
+                fold_starts=[f.test_start_date for f in folds],
+            ),
+            "gates",
+        )
+    return gates
+
+
+def _register_final_model(
+    cfg: Config,
+    key: Key,
+    bars: pd.DataFrame,
+    last: Fold,
+    results: Sequence[Sequence[TrainResult]],
+    cls: type,
+) -> tracking.RegisteredModel:
+    """Log and register the final fold's forecaster of every seed."""
+    final = [cls.from_bytes(seed_results[-1].model) for seed_results in results]
+    need = max(f.min_history for f in final)
+    lo = max(last.train_start, last.test_start - need + 1)
+    example = bars.iloc[lo : min(last.test_start + 5, last.test_end + 1)]
+    return tracking.log_model(cfg, key[0], key[1], final, example, fold=last.as_dict())
+
+
+def record(
+    cfg: Config,
+    key: Key,
+    bars: pd.DataFrame,
+    folds: list[Fold],
+    pieces: Sequence[Piece],
+) -> InstrumentResult:
+    """Record one (instrument, forecaster) from all its units' results in its child run;
+    return what it adds to the instrument's result.
+
+    What is recorded follows the forecaster's declared capabilities: its seeds'
+    columns (``stochastic``), losses per epoch (a forecaster that reports a
+    ``history_``), gates (``introspection``) and the registered model (``export``).
+    """
+    instrument, name = key
+    unit = pieces[0][0]
+    cls = unit.cls
+    seeds = sorted({piece.seed for piece, _ in pieces})
+    tags = {"gatecast.instrument": instrument, "gatecast.forecaster": name}
+    part = InstrumentResult(instrument, folds)
+    with tracking.child_run(f"{instrument}/{name}", tags=tags) as run:
+        part.runs[name] = run
+        # results[k][fold number]: seed k's unit of that fold
+        results = [_by_fold([p for p in pieces if p[0].seed_index == k]) for k in range(unit.seeds)]
+        if cls.stochastic:
+            tracking.set_tags(
+                {
+                    "gatecast.seeds": ",".join(map(str, seeds)),
+                    "gatecast.settled_params": json.dumps(dict(unit.params), sort_keys=True),
+                }
+            )
+            columns, metrics = _record_seeds(name, bars, folds, results)
+        else:
+            columns, metrics = _record_classic(name, bars, folds, pieces)
+            tracking.log_dataframe(_forecast_frame(bars, columns, folds), "forecasts")
+        if results[0][0].history is not None:
+            _record_histories(instrument, name, folds, results, cfg.tracking.charts)
+        if cls.stochastic:
+            tracking.log_dataframe(_forecast_frame(bars, columns, folds), "forecasts")
+        if cls.introspection:
+            part.gates = _record_gates(
+                instrument, name, bars, folds, results[0], seeds[0], cfg.tracking.charts
+            )
+        if cls.export:
+            part.model = _register_final_model(cfg, key, bars, folds[-1], results, cls)
+    part.forecasts.update(columns)
+    part.metrics.update(metrics)
+    return part
+
+
+# Driving the units ----------------------------------------------------------------------
+
+
+def _min_history(cfg: Config) -> int:
+    return max(required_train_bars(make_forecaster(n, cfg)) for n in cfg.forecasters.enabled())
+
+
+def _record_failure(key: Key, failure: executors.UnitFailure) -> None:
+    """Open and end the child run of ``key``'s forecaster FAILED, naming the failed unit."""
+    tags = {
+        "gatecast.instrument": key[0],
+        "gatecast.forecaster": key[1],
+        "gatecast.failed_unit": str(failure),
+    }
+    with contextlib.suppress(_UnitFailed), tracking.child_run(f"{key[0]}/{key[1]}", tags=tags):
+        raise _UnitFailed(str(failure))
+
+
+class _UnitFailed(Exception):
+    """Ends a failed forecaster's child run FAILED (``_record_failure``); never leaves it."""
+
+
+def run_units(
+    cfg: Config,
+    bars: Mapping[str, pd.DataFrame],
+    folds: Mapping[str, list[Fold]],
+    units: Sequence[TrainUnit],
+    executor: executors.Executor,
+    bar: StageProgress,
+    cache: UnitCache | None = None,
+) -> dict[Key, InstrumentResult]:
+    """Run ``units`` through ``executor``; record each (instrument, forecaster) once all
+    its units are in.
+
+    Units whose result ``cache`` keeps from an earlier run are not run again
+    (``pipelines.execution.unit_cache``). A unit that raises ends the child run of its
+    forecaster FAILED (opened for the purpose) and the others go on; once all
+    are done, ``UnitsFailed`` names every failed unit. An error of the
+    driver's own (recording) ends the run it was recording FAILED, and an
+    interruption the run of the first forecaster not yet recorded KILLED,
+    before the exception goes on; the forecasters recorded keep their FINISHED
+    runs, and those not started get none.
+    """
+    expected = Counter(unit.key for unit in units)
+    arrived: dict[Key, list[Piece]] = defaultdict(list)
+    recorded: dict[Key, InstrumentResult] = {}
+    opened: set[Key] = set()  # recorded, being recorded, or failed
+    to_blame: Key | None = None
+    runner = UnitRunner(STAGE, cache)
+    try:
+        for unit, outcome in runner.run(executor, run_train_unit, units):
+            bar.set_description(f"train {unit.instrument}", refresh=False)
+            bar.set_postfix_str(str(unit), refresh=False)
+            bar.update(unit.instrument)
+            if unit.key in opened:  # its forecaster already failed
+                continue
+            if isinstance(outcome, Exception):
+                opened.add(unit.key)
+                arrived.pop(unit.key, None)
+                _record_failure(unit.key, runner.failures[-1][1])
+                continue
+            arrived[unit.key].append((unit, outcome))
+            if len(arrived[unit.key]) == expected[unit.key]:
+                to_blame = unit.key
+                opened.add(unit.key)
+                instrument = unit.instrument
+                pieces = arrived.pop(unit.key)
+                recorded[unit.key] = record(
+                    cfg, unit.key, bars[instrument], folds[instrument], pieces
+                )
+                to_blame = None
+    except BaseException:
+        key = to_blame or next((k for k in expected if k not in opened), None)
+        if key is not None and key not in opened:
+            tags = {"gatecast.instrument": key[0], "gatecast.forecaster": key[1]}
+            with tracking.child_run(f"{key[0]}/{key[1]}", tags=tags):
+                raise
+        raise
+    runner.finish()
+    return recorded
+
+
+# Outputs ------------------------------------------------------------------------------
+
+
+def _instrument_result(
+    cfg: Config, instrument: str, folds: list[Fold], recorded: Mapping[Key, InstrumentResult]
+) -> InstrumentResult:
+    """One instrument's forecasters, in the config's order whatever order they finished in."""
+    result = InstrumentResult(instrument, folds)
+    for name in cfg.forecasters.enabled():
+        part = recorded[instrument, name]
+        result.runs.update(part.runs)
+        result.forecasts.update(part.forecasts)
+        result.metrics.update(part.metrics)
+        # one gates file per instrument: the report's candidate's, else the first forecaster's
+        if part.gates is not None and (result.gates is None or name == cfg.report.candidate):
+            result.gates = part.gates
+        if part.model is not None:
+            result.model = part.model
+    return result
+
+
+def forecasts_directory(cfg: Config) -> Path:
+    return cfg.run_directory / "forecasts"
+
+
+def write_outputs(
+    cfg: Config,
+    bars: Mapping[str, pd.DataFrame],
+    results: Sequence[InstrumentResult],
+    header: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Write the per-instrument Parquet files, then summary.json; return the summary.
+
+    The registered models' alias ``newest`` moves between the two: only a stage
+    whose forecasts are all written moves it, and summary.json (what make takes
+    for a finished stage) comes last.
+    """
+    out = forecasts_directory(cfg)
+    instruments: dict[str, Any] = {}
+    for result in results:
+        frame = bars[result.name].copy()
+        for column, series in result.forecasts.items():
+            frame[column] = series.reindex(frame.index).astype("float64")
+        path = safe_child(out, result.name, ".parquet")
+        atomic_write(path, lambda tmp, frame=frame: frame.to_parquet(tmp))
+        gates_path = None
+        if result.gates is not None:
+            gates_path = safe_child(out, result.name, ".gates.parquet")
+            atomic_write(gates_path, lambda tmp, g=result.gates: g.to_parquet(tmp))
+        oos = pd.DatetimeIndex(
+            np.concatenate([_fold_dates(bars[result.name], f) for f in result.folds])
+        )
+        instruments[result.name] = {
+            "oos_start": oos[0].isoformat(),
+            "oos_end": oos[-1].isoformat(),
+            "oos_bars": len(oos),
+            "forecasts": shown(path),
+            "gates": shown(gates_path) if gates_path else None,
+            "columns": list(result.forecasts),
+            "folds": [f.as_dict() for f in result.folds],
+            "metrics": result.metrics,
+            "runs": {name: run.run_id for name, run in result.runs.items()},
+            "model": (
+                {
+                    "name": result.model.name,
+                    "version": result.model.version,
+                    "alias": result.model.alias,
+                    "uri": result.model.model_uri,
+                }
+                if result.model
+                else None
+            ),
+        }
+    tracking.move_newest([r.model for r in results if r.model is not None])
+    summary = json_safe({**header, "instruments": instruments})
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _table(summary: Mapping[str, Any]) -> str:
+    rows = []
+    for instrument, entry in summary["instruments"].items():
+        for column, m in entry["metrics"].items():
+            rows.append(
+                {
+                    "instrument": instrument,
+                    "forecaster": column,
+                    "rmse": m["rmse"],
+                    "theil_u2": m["theil_u2"],
+                    "dir_acc": m["directional_accuracy"],
+                    "dm_p": m["dm_p_value"],
+                }
+            )
+    return pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}")
+
+
+# The stage ----------------------------------------------------------------------------
+
+
+def train(cfg: Config, *, command: str | None = None, reuse: bool = True) -> dict[str, Any]:
+    """Run the train stage for ``cfg`` and return the summary written to summary.json.
+
+    ``reuse``: take finished units' results from ``forecasts/.units`` and keep
+    them there (``pipelines.execution.unit_cache``); False runs every unit and keeps none.
+
+    The LSTM's settings are the search stage's chosen configuration when
+    ``search.trials`` is above 0 (read from its summary.json, ``pipelines.stages.search``);
+    the run's params show them and its tags say where they came from.
+    """
+    started = time.perf_counter()
+    cfg, search_tags = chosen_config(cfg)
+    out = forecasts_directory(cfg)
+    (out / "summary.json").unlink(missing_ok=True)
+    bars, inputs = load_bars(cfg)
+    # The executor starts first: its workers start (and import TensorFlow) while this
+    # process does the same and opens its MLflow run (pipelines.execution.executors).
+    executor = executors.executor_for(
+        cfg.executor,
+        setup=functools.partial(runtime.configure_worker, cfg),
+        gpus=functools.partial(gpus_wanted, cfg),
+        recycles=grows_memory,
+    )
+    log.info("executor: %s", executor.describe())
+
+    with executor:
+        device = runtime.configure(cfg)  # imports TensorFlow, quietly: before anything else
+        min_history = _min_history(cfg)  # builds the forecasters
+        folds = {n: make_folds(b.index, cfg.walkforward, min_history) for n, b in bars.items()}
+        units = make_units(cfg, bars, folds, device)
+        log.info("%d units of work", len(units))
+        cache = UnitCache(out, "pipelines.execution.units", cache_inputs) if reuse else None
+        with (
+            tracking.pipeline_run(
+                cfg, STAGE, inputs=inputs, tags={**device.tags(), **search_tags}, command=command
+            ) as parent,
+            runtime.device_scope(device),
+            StageProgress(STAGE, [u.key for u in units], "forecasters", unit="fit") as bar,
+        ):
+            recorded = run_units(cfg, bars, folds, units, executor, bar, cache)
+            results = [_instrument_result(cfg, name, f, recorded) for name, f in folds.items()]
+            header = {
+                "config": cfg.name,
+                "stage": STAGE,
+                "experiment": cfg.experiment_name,
+                "experiment_id": parent.experiment_id,
+                "parent_run_id": parent.run_id,
+                "tracking_uri": tracking.display_uri(parent.tracking_uri),
+                "device": {"kind": device.kind, "name": device.name, "requested": device.requested},
+                "deterministic": device.deterministic,
+                "seeds": {
+                    name: [cfg.seed + k for k in range(spec.seeds)]
+                    for name, spec in cfg.forecasters.with_capability("stochastic").items()
+                },
+            }
+            summary = write_outputs(cfg, bars, results, header)
+            tracking.log_metrics({"wall_seconds": time.perf_counter() - started})
+            tracking.log_dict(summary, "summary.json")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipelines train``: walk-forward forecasts, tracked in MLflow."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = stage_parser(
+        STAGE,
+        "Walk-forward forecasts of every forecaster for every instrument in the config, "
+        "tracked in MLflow; writes build/<name>/forecasts/<INSTRUMENT>.parquet and summary.json.",
+    )
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    command = shlex.join(["python", "-m", "pipelines", STAGE, *argv])
+
+    def body() -> int:
+        cfg = config_from_args(args)
+        # run_stage turns a failure into one line; the MLflow note on the
+        # exception (from tracking.pipeline_run) says how the runs ended and where.
+        summary = train(cfg, command=command)  # SIGTERM ends its runs KILLED (tracking)
+        print(_table(summary))
+        out = forecasts_directory(cfg)
+        print(f"wrote {len(summary['instruments'])} instrument(s) and summary.json to {shown(out)}")
+        print(
+            f"MLflow: experiment {summary['experiment']} (id {summary['experiment_id']}), "
+            f"run {summary['parent_run_id']} at {summary['tracking_uri']} (browse: make ui)"
+        )
+        return 0
+
+    return run_stage(body, STAGE, verbose=args.verbose)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Tools for the docs (not part of the library)."""
