@@ -19,6 +19,9 @@ from core.bars import validate_bars
 from models.base import Forecaster
 from pipelines.config import load_config
 from pipelines.execution.walkforward import make_folds, make_forecaster
+from pipelines.lookahead import forecasters as lookahead_forecasters
+from pipelines.lookahead import results
+from pipelines.lookahead import strategies as lookahead_strategies
 from pipelines.sources.load import load_instrument
 from pipelines.stages import check
 from strategies.engine import run_backtest
@@ -104,26 +107,26 @@ class PeekNextClose(bt.Strategy):
 
 def test_cut_dates_spread_over_each_test_period(folds):
     for fold in folds:
-        cuts = check.cut_positions(fold, 3)
+        cuts = results.cut_positions(fold, 3)
         assert cuts[0] == fold.test_start and cuts[-1] == fold.test_end - 1
         assert len(cuts) == 3 and cuts == sorted(cuts)
-    assert check.cut_positions(folds[0], 1) == [folds[0].test_start]
+    assert results.cut_positions(folds[0], 1) == [folds[0].test_start]
     with pytest.raises(ValueError, match="points must be >= 1"):
-        check.cut_positions(folds[0], 0)
+        results.cut_positions(folds[0], 0)
 
 
 def test_noise_keeps_the_past_and_the_bars_contract(bars):
     cut = 400
-    noisy = check.noise_bars(bars, cut, seed=(7, cut))
+    noisy = results.noise_bars(bars, cut, seed=(7, cut))
     validate_bars(noisy, "noise", exact=True)
     pd.testing.assert_frame_equal(noisy.iloc[: cut + 1], bars.iloc[: cut + 1])
     assert (noisy.iloc[cut + 1 :].to_numpy() != bars.iloc[cut + 1 :].to_numpy()).all()
-    pd.testing.assert_frame_equal(noisy, check.noise_bars(bars, cut, seed=(7, cut)))
+    pd.testing.assert_frame_equal(noisy, results.noise_bars(bars, cut, seed=(7, cut)))
     # a plausible walk: daily moves of the size of the real ones, from the last real close
     moves = np.diff(np.log(noisy["close"].to_numpy()[cut:]))
     real = np.diff(np.log(bars["close"].to_numpy()[: cut + 1])).std()
     assert 0.5 * real < moves.std() < 2 * real
-    pd.testing.assert_frame_equal(check.noise_bars(bars, len(bars) - 1), bars)
+    pd.testing.assert_frame_equal(results.noise_bars(bars, len(bars) - 1), bars)
 
 
 def test_first_difference_against_math_isclose():
@@ -131,19 +134,19 @@ def test_first_difference_against_math_isclose():
     a = [1.0, 0.0, -0.0, np.inf, np.nan, 5e-324, 1e300, 3.0, 4.0]
     b = [1.0 + 2e-16, 0.0, 0.0, np.inf, np.nan, 5e-324, 1e300 * (1 + 1e-13), 3.0, 4.0]
     expected, actual = pd.Series(a, index), pd.Series(b, index)
-    assert check.first_difference(expected, actual, 1e-12) is None
-    assert check.first_difference(expected, actual, 0.0) == index[0]
+    assert results.first_difference(expected, actual, 1e-12) is None
+    assert results.first_difference(expected, actual, 0.0) == index[0]
     for rtol in (0.0, 1e-12):
         for k in range(len(index)):
             twin = (math.isnan(a[k]) and math.isnan(b[k])) or math.isclose(
                 a[k], b[k], rel_tol=rtol, abs_tol=0.0
             )
-            moved = check.first_difference(expected.iloc[k:], actual.iloc[k:], rtol)
+            moved = results.first_difference(expected.iloc[k:], actual.iloc[k:], rtol)
             assert (moved == index[k]) == (not twin), (rtol, k)
     shifted = actual.copy()
     shifted.iloc[7] = 3.0 * (1 + 1e-9)
-    assert check.first_difference(expected, shifted) == index[7]
-    assert check.first_difference(expected, actual.drop(index[8])) == index[8]
+    assert results.first_difference(expected, shifted) == index[7]
+    assert results.first_difference(expected, actual.drop(index[8])) == index[8]
 
 
 # Forecasters ---------------------------------------------------------------------------
@@ -151,12 +154,12 @@ def test_first_difference_against_math_isclose():
 
 @pytest.mark.parametrize("lead", [1, 5])
 def test_a_forecaster_that_peeks_ahead_leaks_from_the_right_date(bars, folds, lead):
-    result = check.check_forecaster(
+    result = lookahead_forecasters.check_forecaster(
         functools.partial(PeekAhead, lead), bars, folds, points=3, name="peek"
     )
     assert result.result == "LEAK" and len(result.cuts) == 6
     for fold in folds:
-        for cut in check.cut_positions(fold, 3):
+        for cut in results.cut_positions(fold, 3):
             # with the bars after T gone, the forecasts of the last `lead` dates up to T move
             first = bars.index[max(cut - lead + 1, fold.test_start)]
             found = {f.check for f in result.findings if f.date == first}
@@ -192,7 +195,7 @@ def test_the_command_exits_1_on_a_forecaster_named_in_the_config(capsys, folds):
 
 
 def test_a_predict_that_is_not_repeatable_is_an_error(bars, folds):
-    result = check.check_forecaster(Jitter, bars, folds[:1], name="jitter")
+    result = lookahead_forecasters.check_forecaster(Jitter, bars, folds[:1], name="jitter")
     assert result.result == "ERROR" and result.cuts == []
     (finding,) = result.findings
     assert finding.check == "repeat" and "not deterministic" in finding.detail
@@ -209,15 +212,15 @@ def forecast(bars) -> pd.Series:
 
 def test_fills_on_the_signal_bar_are_a_leak_dated_at_the_first_such_order(bars, folds, forecast):
     start = folds[0].test_start_date
-    cuts = [c for fold in folds for c in check.cut_positions(fold, 2)]
-    result = check.check_strategy(
+    cuts = [c for fold in folds for c in results.cut_positions(fold, 2)]
+    result = lookahead_strategies.check_strategy(
         CheatOnClose, {}, bars, cuts, trade_start=start, forecast=forecast, name="cheat"
     )
     orders = run_backtest(bars, CheatOnClose, trade_start=start, forecast=forecast).orders
     first_fill = orders.loc[orders["status"] == "filled", "date"].min()
     assert result.result == "LEAK" and result.fills == (orders["status"] == "filled").sum()
     assert result.first.check == "fill" and result.first.date == first_fill
-    honest = check.check_strategy(
+    honest = lookahead_strategies.check_strategy(
         ForecastStrategy, {}, bars, cuts, trade_start=start, forecast=forecast, name="forecast"
     )
     assert honest.result == "ok" and honest.fills == result.fills and len(honest.cuts) == 4
@@ -225,8 +228,10 @@ def test_fills_on_the_signal_bar_are_a_leak_dated_at_the_first_such_order(bars, 
 
 def test_a_strategy_deciding_on_the_next_bar_leaks_at_each_cut(bars, folds):
     start = folds[0].test_start_date
-    cuts = [c for fold in folds for c in check.cut_positions(fold, 2)]
-    result = check.check_strategy(PeekNextClose, {}, bars, cuts, trade_start=start, name="peeker")
+    cuts = [c for fold in folds for c in results.cut_positions(fold, 2)]
+    result = lookahead_strategies.check_strategy(
+        PeekNextClose, {}, bars, cuts, trade_start=start, name="peeker"
+    )
     assert result.result == "LEAK"
     # the first cut (the first test bar) moves up to the second: a backtest needs two bars
     assert result.cuts[0] == bars.index[folds[0].test_start + 1]
