@@ -19,7 +19,6 @@ from responses import matchers
 from pipelines.common.errors import DataError
 from pipelines.config import load_config
 from pipelines.sources import load as data
-from pipelines.stages import data as data_stage
 from pipelines.sources.load import (
     fred_series,
     load_instrument,
@@ -30,6 +29,7 @@ from pipelines.sources.load import (
     safe_child,
     validate_bars,
 )
+from pipelines.stages import data as data_stage
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FRED_URL = "https://fred.stlouisfed.org/graph/fredgraph.csv"
