@@ -66,7 +66,8 @@ from core.periods import bar_interval
 from pipelines.cli import run_stage
 from pipelines.common.errors import GatecastError
 from pipelines.common.outputs import shown
-from pipelines.config import REPO_ROOT, is_plain_name
+from pipelines.common.paths import is_plain_name
+from pipelines.config import REPO_ROOT
 from pipelines.sources.csv_bars import read_csv_bars
 
 __all__ = [

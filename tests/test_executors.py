@@ -19,7 +19,8 @@ import pytest
 
 from pipelines import tracking
 from pipelines.common.errors import ConfigError
-from pipelines.config import ExecutorConfig, load_config
+from pipelines.config import load_config
+from pipelines.config.sections import ExecutorConfig
 from pipelines.execution import executors
 from pipelines.execution.executors import LocalExecutor, SequentialExecutor, executor_for
 from pipelines.execution.runtime import DeviceInfo

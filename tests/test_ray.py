@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines.config import ExecutorConfig, load_config
+from pipelines.config import load_config
+from pipelines.config.sections import ExecutorConfig
 from pipelines.execution.ray_executor import LOCAL_RAY_ENVIRONMENT, MISSING_RAY, RayExecutor
 from pipelines.execution.runtime import DeviceInfo
 from pipelines.execution.search_unit import TrialUnit, trial_gpus

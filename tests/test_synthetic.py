@@ -27,7 +27,8 @@ from benchmarks.synthetic import (
     write_universe,
 )
 from core.bars import validate_bars
-from pipelines.config import DataConfig, load_config
+from pipelines.config import load_config
+from pipelines.config.sections import DataConfig
 from pipelines.sources.load import load_universe, read_csv_bars
 from tests.conftest import SAMPLE_DIR
 

@@ -18,7 +18,8 @@ from models.baselines import (
     SmaForecaster,
 )
 from pipelines.common.errors import ConfigError, DataError
-from pipelines.config import WalkForwardConfig, load_config
+from pipelines.config import load_config
+from pipelines.config.sections import WalkForwardConfig
 from pipelines.execution.walkforward import (
     Fold,
     make_folds,

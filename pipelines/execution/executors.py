@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from pipelines.config import ExecutorConfig
+from pipelines.config.sections import ExecutorConfig
 from pipelines.execution.runtime import THREAD_VARIABLES, available_cores
 
 U = TypeVar("U")

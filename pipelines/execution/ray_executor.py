@@ -82,7 +82,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from pipelines.common.errors import ConfigError
-from pipelines.config import ExecutorConfig
+from pipelines.config.sections import ExecutorConfig
 from pipelines.execution.runtime import THREAD_VARIABLES, available_cores
 
 log = logging.getLogger("gatecast.ray")

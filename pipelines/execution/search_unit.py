@@ -31,7 +31,8 @@ import pandas as pd
 
 from models.base import BuildContext
 from pipelines.common.errors import ConfigError
-from pipelines.config import Config, SearchValidation
+from pipelines.config import Config
+from pipelines.config.sections import SearchValidation
 from pipelines.execution import runtime
 from pipelines.execution.walkforward import Fold, make_folds, score_forecasts, walk_forward
 

@@ -31,7 +31,8 @@ import pandas as pd
 from models.base import BuildContext, Forecaster
 from models.metrics import forecast_metrics
 from pipelines.common.errors import ConfigError, DataError
-from pipelines.config import Config, WalkForwardConfig
+from pipelines.config import Config
+from pipelines.config.sections import WalkForwardConfig
 
 log = logging.getLogger(__name__)
 

@@ -76,7 +76,8 @@ from pipelines.common.outputs import (
     write_json,
 )
 from pipelines.common.strategy_names import cost_label, seed_columns, strategy_kind
-from pipelines.config import BacktestConfig, Config
+from pipelines.config import Config
+from pipelines.config.sections import BacktestConfig
 from pipelines.execution import executors, portfolio_unit
 from pipelines.execution.backtest_unit import BacktestUnit, StrategyBacktest, run_unit, unit_inputs
 from pipelines.execution.unit_cache import UnitCache, UnitRunner

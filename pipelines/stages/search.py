@@ -63,7 +63,8 @@ from pipelines.common.outputs import (
     shown,
     write_json,
 )
-from pipelines.config import Config, SearchSpace
+from pipelines.config import Config
+from pipelines.config.sections import SearchSpace
 from pipelines.execution import search_unit
 from pipelines.execution.runtime import DeviceInfo
 from pipelines.execution.search_unit import (
