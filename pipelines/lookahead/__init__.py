@@ -22,7 +22,7 @@ and the forecasts dated ``<= T`` must equal those from the full bars within
 0`` asks for bit-identical). The first date where they differ is the leak.
 
 Strategies (``check_strategy``), each backtested as the backtest stage runs it
-(``pipelines.stages.backtest.strategy_plan``, the stage's execution settings and
+(``pipelines.execution.backtest_plan.strategy_plan``, the stage's execution settings and
 warm-up, trading from the first test date; a forecast strategy reads the
 forecasts its forecaster made above from the full bars, and every other
 strategy the first forecaster's, so that the forecast line is checked too),

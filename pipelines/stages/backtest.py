@@ -22,7 +22,8 @@ data. Writes, under ``<run>/backtests/``:
   the metrics, the sweep's Sharpe ratios by bp (``cost_sweep``), and the
   swept points (``cost_sweep_bp``).
 
-Once they are written, ``record_runs`` records them in MLflow: a ``backtest``
+Once they are written, ``record_runs`` (``pipelines.tracking.backtest_runs``)
+records them in MLflow: a ``backtest``
 run with one child per instrument x strategy, ``backtest/<INST>/<strategy>``
 (params ``stage``, ``instrument``, ``strategy``, ``kind`` and the strategy's
 own as ``strategy.<name>``), carrying the metrics, the cost sweep's Sharpe
@@ -52,8 +53,6 @@ error, and writes no summary.json.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -65,9 +64,8 @@ from tqdm import tqdm
 
 from core.bars import BAR_COLUMNS, format_timestamp
 from core.periods import PERIODS_PER_YEAR, bar_interval
-from pipelines import tracking
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
-from pipelines.common.errors import ConfigError, DataError
+from pipelines.common.errors import DataError
 from pipelines.common.outputs import (
     json_safe,
     read_stage_parquet,
@@ -75,79 +73,19 @@ from pipelines.common.outputs import (
     shown,
     write_json,
 )
-from pipelines.common.strategy_names import cost_label, seed_columns, strategy_kind
+from pipelines.common.strategy_names import cost_label, strategy_kind
 from pipelines.config import Config
-from pipelines.config.sections import BacktestConfig
 from pipelines.execution import executors, portfolio_unit
+from pipelines.execution.backtest_plan import execution_from_config, strategy_plan, sweep_points
 from pipelines.execution.backtest_unit import BacktestUnit, StrategyBacktest, run_unit, unit_inputs
 from pipelines.execution.unit_cache import UnitCache, UnitRunner
-from pipelines.report import charts
 from pipelines.sources.load import bars_per_year, load_risk_free
-from strategies.engine import ExecutionSettings, execution_dict, warmup_bars
+from pipelines.tracking.backtest_runs import record_failures, record_runs
+from strategies.engine import execution_dict, warmup_bars
 
 log = logging.getLogger("gatecast.backtest")
 
 CHARTED = ("sma_crossover",)
-
-
-def execution_from_config(
-    backtest: BacktestConfig, periods_per_year: float = PERIODS_PER_YEAR
-) -> ExecutionSettings:
-    """The execution model of every strategy, from the ``backtest`` section of the config.
-
-    ``periods_per_year`` is the run's bars per year (``pipelines.sources.load.bars_per_year``),
-    which every annualised metric uses.
-    """
-    try:
-        return ExecutionSettings(
-            cash=backtest.cash,
-            commission=backtest.commission,
-            commission_fixed=backtest.commission_fixed,
-            slippage=backtest.slippage,
-            percent=backtest.sizing.percent,
-            fractional=backtest.sizing.fractional,
-            allow_short=backtest.allow_short,
-            periods_per_year=periods_per_year,
-        )
-    except ValueError as err:
-        raise ConfigError(f"backtest: {err}") from None
-
-
-def sweep_points(cfg: Config) -> list[float]:
-    """The cost sweep's commissions in bp: ``report.cost_sweep_bp``, sorted, without repeats."""
-    return sorted({float(bp) for bp in cfg.report.cost_sweep_bp})
-
-
-def strategy_plan(cfg: Config, columns: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
-    """Strategy name -> (engine strategy, params) for a forecast file with ``columns``.
-
-    A ForecastStrategy on each forecaster column present, the configured
-    crossovers and buy-and-hold, then one on each ``lstm_seed<k>`` column with
-    the same parameters as ``lstm``.
-
-    Args:
-        cfg: the experiment.
-        columns: the forecast file's columns.
-    """
-    bt_cfg = cfg.backtest
-    plan: dict[str, tuple[str, dict[str, Any]]] = {}
-    thresholds = {
-        "entry_threshold": bt_cfg.entry_threshold,
-        "exit_threshold": bt_cfg.exit_threshold,
-    }
-    for name in cfg.forecasters.enabled():
-        if name in columns:
-            plan[name] = ("forecast", dict(thresholds))
-    if bt_cfg.sma_crossover is not None:
-        plan["sma_crossover"] = ("sma_crossover", bt_cfg.sma_crossover.model_dump())
-    if bt_cfg.ema_crossover is not None:
-        plan["ema_crossover"] = ("ema_crossover", bt_cfg.ema_crossover.model_dump())
-    if bt_cfg.buy_and_hold:
-        plan["buy_and_hold"] = ("buy_and_hold", {})
-    for name in cfg.forecasters.with_capability("stochastic"):
-        for column in seed_columns(columns, name):
-            plan[column] = ("forecast", dict(thresholds))
-    return plan
 
 
 def _instrument_entry(summary: dict[str, Any], instrument: str, path: Path) -> dict[str, Any]:
@@ -422,104 +360,6 @@ def write_backtests(
     path = out_dir / "summary.json"
     write_json(path, json_safe(summary))
     return path
-
-
-def _record_strategy(
-    out_dir: Path, instrument: str, name: str, item: dict[str, Any], benchmark: pd.Series | None
-) -> None:
-    """Log one strategy's metrics, params, files and charts to its child run."""
-    kind = strategy_kind(name)
-    tags = {"gatecast.instrument": instrument, "gatecast.strategy": name, "gatecast.kind": kind}
-    with tracking.child_run(f"{instrument}/{name}", tags=tags):
-        record = json.loads((out_dir / item["files"]["metrics"]).read_text())
-        tracking.log_params({"kind": kind, "strategy.class": item["class"]})
-        tracking.log_params({f"strategy.{k}": v for k, v in record["params"].items()})
-        tracking.log_metrics({k: v for k, v in item["metrics"].items() if v is not None})
-        tracking.log_metrics(
-            {f"sharpe_at_{bp}bp": v for bp, v in item["cost_sweep"].items() if v is not None}
-        )
-        for relative in item["files"].values():
-            tracking.log_artifact(out_dir / relative, "backtest")
-        equity = read_stage_parquet(out_dir / item["files"]["equity"], "backtest")["equity"]
-        curves = {name: equity}
-        if benchmark is not None and name != "buy_and_hold":
-            curves["buy_and_hold"] = benchmark
-        tracking.log_figure(_equity_figure(curves, f"{instrument} {name}"), "equity")
-
-
-def _equity_figure(curves: dict[str, pd.Series], title: str) -> Any:
-    """Growth of 1 and drawdown of each curve (the strategy, buy-and-hold), one small PNG.
-
-    One figure, not the report's two wide ones: drawing is most of the
-    recording's time (a fixed layout: constrained layout doubled it).
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8, 4.5), dpi=100)
-    FigureCanvasAgg(fig)
-    growth, drawdown = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
-    for name, series in curves.items():
-        style = {"color": charts.colour(name), "linewidth": 1.2 if len(curves) == 1 else 1.0}
-        if name == "buy_and_hold" and len(curves) > 1:
-            style["linestyle"] = "--"
-        growth.plot(series.index, series / series.iloc[0], label=name, **style)
-        drawdown.plot(series.index, 100 * (series / series.cummax() - 1), **style)
-    growth.set_title(title + (" against buy-and-hold" if len(curves) > 1 else ""))
-    growth.set_ylabel("growth of 1")
-    drawdown.set_ylabel("drawdown (%)")
-    for ax in (growth, drawdown):
-        ax.grid(alpha=0.3)
-    growth.legend(loc="upper left", fontsize=8, frameon=False)
-    fig.subplots_adjust(left=0.09, right=0.98, top=0.93, bottom=0.07, hspace=0.12)
-    return fig
-
-
-def record_runs(cfg: Config, summary_path: Path) -> None:
-    """Record the written backtests in MLflow: a ``backtest`` run, a child per strategy.
-
-    Reads only the stage's files (``summary_path`` and those it lists), so the
-    runs carry exactly what ``build/`` holds.
-    """
-    out_dir = summary_path.parent
-    summary = read_stage_summary(summary_path, "backtest")
-    forecasts = cfg.run_directory / "forecasts"
-    inputs = {f"{name}.parquet": forecasts / f"{name}.parquet" for name in summary["instruments"]}
-    with tracking.pipeline_run(cfg, "backtest", inputs=inputs):
-        for instrument, entry in summary["instruments"].items():
-            strategies = entry["strategies"]
-            benchmark = None
-            if "buy_and_hold" in strategies:
-                files = strategies["buy_and_hold"]["files"]
-                benchmark = read_stage_parquet(out_dir / files["equity"], "backtest")["equity"]
-            for name, item in strategies.items():
-                _record_strategy(out_dir, instrument, name, item, benchmark)
-        tracking.log_artifact(summary_path)
-
-
-class _UnitFailed(Exception):
-    """Ends a failed strategy's child run FAILED (``record_failures``); never leaves it."""
-
-
-def record_failures(cfg: Config, failed: executors.UnitsFailed) -> None:
-    """A ``backtest`` run, FAILED, with a FAILED child per failed unit naming its error.
-
-    The finished units' runs are recorded by the rerun that completes the stage
-    (their results wait in ``backtests/.units``): a strategy run carries the
-    stage's files, and no file is written while a unit is missing.
-    """
-    with contextlib.suppress(executors.UnitsFailed), tracking.pipeline_run(cfg, "backtest"):
-        for failure in failed.failures:
-            name = failure.unit.split(" (", 1)[0]  # GSPC/lstm (build/.../GSPC.parquet)
-            instrument, _, strategy = name.partition("/")
-            tags = {
-                "gatecast.instrument": instrument,
-                "gatecast.strategy": strategy,
-                "gatecast.failed_unit": str(failure),
-            }
-            with contextlib.suppress(_UnitFailed), tracking.child_run(name, tags=tags):
-                raise _UnitFailed(str(failure))
-        raise failed
 
 
 def main(argv: list[str] | None = None) -> int:

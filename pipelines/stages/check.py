@@ -24,6 +24,7 @@ from models.base import Forecaster
 from pipelines.cli import run_stage, setup_logging, stage_parser
 from pipelines.common.errors import ConfigError
 from pipelines.config import Config, load_config, parse_set
+from pipelines.execution.backtest_plan import execution_from_config, strategy_plan
 from pipelines.execution.walkforward import Fold, make_folds, make_forecaster, required_train_bars
 from pipelines.lookahead.forecasters import check_forecaster
 from pipelines.lookahead.results import (
@@ -37,7 +38,6 @@ from pipelines.lookahead.results import (
 )
 from pipelines.lookahead.strategies import check_strategy
 from pipelines.sources.load import load_instrument
-from pipelines.stages.backtest import execution_from_config, strategy_plan
 from strategies.engine import warmup_bars
 
 log = logging.getLogger("gatecast.check")

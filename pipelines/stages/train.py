@@ -37,7 +37,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
@@ -372,17 +371,8 @@ def _min_history(cfg: Config) -> int:
 
 def _record_failure(key: Key, failure: executors.UnitFailure) -> None:
     """Open and end the child run of ``key``'s forecaster FAILED, naming the failed unit."""
-    tags = {
-        "gatecast.instrument": key[0],
-        "gatecast.forecaster": key[1],
-        "gatecast.failed_unit": str(failure),
-    }
-    with contextlib.suppress(_UnitFailed), tracking.child_run(f"{key[0]}/{key[1]}", tags=tags):
-        raise _UnitFailed(str(failure))
-
-
-class _UnitFailed(Exception):
-    """Ends a failed forecaster's child run FAILED (``_record_failure``); never leaves it."""
+    tags = {"gatecast.instrument": key[0], "gatecast.forecaster": key[1]}
+    tracking.failed_child_run(f"{key[0]}/{key[1]}", tags, str(failure))
 
 
 def run_units(

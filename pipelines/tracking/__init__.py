@@ -401,6 +401,17 @@ def child_run(name: str, tags: Mapping[str, str] | None = None) -> Iterator[RunH
         yield handle
 
 
+class _Failed(Exception):
+    """Ends a child run FAILED inside ``failed_child_run``; never leaves it."""
+
+
+def failed_child_run(name: str, tags: Mapping[str, str], reason: str) -> None:
+    """Open a child run ``name`` and end it FAILED at once, ``reason`` as its
+    ``gatecast.failed_unit`` tag: the record of a unit that failed."""
+    with contextlib.suppress(_Failed), child_run(name, {**tags, "gatecast.failed_unit": reason}):
+        raise _Failed(reason)
+
+
 # Logging ------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,111 @@
+"""The backtest stage's MLflow records: a ``backtest`` run with one child per instrument x
+strategy (metrics, the cost sweep's Sharpe ratios, the strategy's files, its equity
+against buy-and-hold), and the FAILED children of failed units."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipelines import tracking
+from pipelines.common.outputs import (
+    read_stage_parquet,
+    read_stage_summary,
+)
+from pipelines.common.strategy_names import strategy_kind
+from pipelines.config import Config
+from pipelines.execution import executors
+from pipelines.report import charts
+
+
+def _record_strategy(
+    out_dir: Path, instrument: str, name: str, item: dict[str, Any], benchmark: pd.Series | None
+) -> None:
+    """Log one strategy's metrics, params, files and charts to its child run."""
+    kind = strategy_kind(name)
+    tags = {"gatecast.instrument": instrument, "gatecast.strategy": name, "gatecast.kind": kind}
+    with tracking.child_run(f"{instrument}/{name}", tags=tags):
+        record = json.loads((out_dir / item["files"]["metrics"]).read_text())
+        tracking.log_params({"kind": kind, "strategy.class": item["class"]})
+        tracking.log_params({f"strategy.{k}": v for k, v in record["params"].items()})
+        tracking.log_metrics({k: v for k, v in item["metrics"].items() if v is not None})
+        tracking.log_metrics(
+            {f"sharpe_at_{bp}bp": v for bp, v in item["cost_sweep"].items() if v is not None}
+        )
+        for relative in item["files"].values():
+            tracking.log_artifact(out_dir / relative, "backtest")
+        equity = read_stage_parquet(out_dir / item["files"]["equity"], "backtest")["equity"]
+        curves = {name: equity}
+        if benchmark is not None and name != "buy_and_hold":
+            curves["buy_and_hold"] = benchmark
+        tracking.log_figure(_equity_figure(curves, f"{instrument} {name}"), "equity")
+
+
+def _equity_figure(curves: dict[str, pd.Series], title: str) -> Any:
+    """Growth of 1 and drawdown of each curve (the strategy, buy-and-hold), one small PNG.
+
+    One figure, not the report's two wide ones: drawing is most of the
+    recording's time (a fixed layout: constrained layout doubled it).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    growth, drawdown = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+    for name, series in curves.items():
+        style = {"color": charts.colour(name), "linewidth": 1.2 if len(curves) == 1 else 1.0}
+        if name == "buy_and_hold" and len(curves) > 1:
+            style["linestyle"] = "--"
+        growth.plot(series.index, series / series.iloc[0], label=name, **style)
+        drawdown.plot(series.index, 100 * (series / series.cummax() - 1), **style)
+    growth.set_title(title + (" against buy-and-hold" if len(curves) > 1 else ""))
+    growth.set_ylabel("growth of 1")
+    drawdown.set_ylabel("drawdown (%)")
+    for ax in (growth, drawdown):
+        ax.grid(alpha=0.3)
+    growth.legend(loc="upper left", fontsize=8, frameon=False)
+    fig.subplots_adjust(left=0.09, right=0.98, top=0.93, bottom=0.07, hspace=0.12)
+    return fig
+
+
+def record_runs(cfg: Config, summary_path: Path) -> None:
+    """Record the written backtests in MLflow: a ``backtest`` run, a child per strategy.
+
+    Reads only the stage's files (``summary_path`` and those it lists), so the
+    runs carry exactly what ``build/`` holds.
+    """
+    out_dir = summary_path.parent
+    summary = read_stage_summary(summary_path, "backtest")
+    forecasts = cfg.run_directory / "forecasts"
+    inputs = {f"{name}.parquet": forecasts / f"{name}.parquet" for name in summary["instruments"]}
+    with tracking.pipeline_run(cfg, "backtest", inputs=inputs):
+        for instrument, entry in summary["instruments"].items():
+            strategies = entry["strategies"]
+            benchmark = None
+            if "buy_and_hold" in strategies:
+                files = strategies["buy_and_hold"]["files"]
+                benchmark = read_stage_parquet(out_dir / files["equity"], "backtest")["equity"]
+            for name, item in strategies.items():
+                _record_strategy(out_dir, instrument, name, item, benchmark)
+        tracking.log_artifact(summary_path)
+
+
+def record_failures(cfg: Config, failed: executors.UnitsFailed) -> None:
+    """A ``backtest`` run, FAILED, with a FAILED child per failed unit naming its error.
+
+    The finished units' runs are recorded by the rerun that completes the stage
+    (their results wait in ``backtests/.units``): a strategy run carries the
+    stage's files, and no file is written while a unit is missing.
+    """
+    with contextlib.suppress(executors.UnitsFailed), tracking.pipeline_run(cfg, "backtest"):
+        for failure in failed.failures:
+            name = failure.unit.split(" (", 1)[0]  # GSPC/lstm (build/.../GSPC.parquet)
+            instrument, _, strategy = name.partition("/")
+            tags = {"gatecast.instrument": instrument, "gatecast.strategy": strategy}
+            tracking.failed_child_run(name, tags, str(failure))
+        raise failed
