@@ -21,7 +21,7 @@ elsewhere its rows say "ray executor not available" and the rest still runs.
 Inside each measured process the benchmark wraps, without changing them, the
 train stage's unit function (``pipelines.stages.train.run_train_unit``: each unit's
 seconds inside the function, its worker's pid and memory after it), its
-recording of a forecaster (``pipelines.stages.train.record``: the driver's serial
+recording of a forecaster (``pipelines.tracking.train_runs.record``: the driver's serial
 part) and its executor (``pipelines.execution.executors.executor_for``: start-up, when
 each result reaches the driver, tear-down). From these it reports:
 
