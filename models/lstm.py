@@ -264,13 +264,13 @@ class LstmForecaster(Forecaster):
         needed = self.required_train_bars()
         if len(train) < needed:
             raise ValueError(
-                f"the LSTM training segment has {len(train)} bars "
+                f"the {self.label} training segment has {len(train)} bars "
                 f"({train.index[0].date() if len(train) else '-'} .. "
                 f"{train.index[-1].date() if len(train) else '-'}), but window={self.window} "
                 f"with validation_fraction={self.validation_fraction} needs at least {needed} "
                 f"({self.window + FEATURE_WARMUP + 1} for the first window and its target, then "
                 f"{MIN_FIT_SAMPLES} training samples plus the validation slice). Lower "
-                "features.window or forecasters.lstm.validation_fraction, or raise "
+                f"features.window or forecasters.{self.name}.validation_fraction, or raise "
                 "walkforward.train_bars."
             )
         features = build_features(train, use_volume=self.use_volume, use_range=self.use_range)
@@ -328,22 +328,27 @@ class LstmForecaster(Forecaster):
     def _build_model(self, n_features: int) -> keras.Model:
         import keras
 
-        from models.gate_lstm import GateLSTM
-
         inputs = keras.Input(shape=(self.window, n_features), name="features")
         x = inputs
         last = len(self.units) - 1
         for k, units in enumerate(self.units):
-            x = GateLSTM(
-                units,
-                return_sequences=k < last,
-                dropout=self.dropout,
-                seed=self.seed + k,
-                batch_shards=self.batch_shards,
-                name=f"gate_lstm_{k}",
-            )(x)
+            x = self._recurrent_layer(k, units, return_sequences=k < last)(x)
         outputs = keras.layers.Dense(1, name="next_log_return")(x)
-        return keras.Model(inputs, outputs, name="lstm_forecaster")
+        return keras.Model(inputs, outputs, name=f"{self.name}_forecaster")
+
+    def _recurrent_layer(self, k: int, units: int, return_sequences: bool) -> keras.Layer:
+        """The ``k``-th recurrent layer of the network: the one thing a subclass that
+        forecasts the same way with another layer changes (``models.keras_lstm``)."""
+        from models.gate_lstm import GateLSTM
+
+        return GateLSTM(
+            units,
+            return_sequences=return_sequences,
+            dropout=self.dropout,
+            seed=self.seed + k,
+            batch_shards=self.batch_shards,
+            name=f"gate_lstm_{k}",
+        )
 
     # Forecasting ----------------------------------------------------------------
 
@@ -363,7 +368,7 @@ class LstmForecaster(Forecaster):
     ) -> tuple[pd.DatetimeIndex, np.ndarray]:
         """Forecast dates and their scaled (dates, window, features) float32 windows."""
         if not hasattr(self, "model_"):
-            raise ValueError("LstmForecaster: call fit() (or load()) before forecasting")
+            raise ValueError(f"{type(self).__name__}: call fit() (or load()) before forecasting")
         check_bars(bars)
         if start is None:
             dates = bars.index[self.min_history - 1 :]
@@ -371,9 +376,10 @@ class LstmForecaster(Forecaster):
             dates = bars.index[bars.index >= pd.Timestamp(start)]
         if len(dates) and bars.index.get_loc(dates[0]) < self.min_history - 1:
             raise ValueError(
-                f"LstmForecaster: a forecast on {dates[0].date()} needs {self.min_history} bars "
-                f"up to that date (window={self.window} + {FEATURE_WARMUP}), but bars has "
-                f"{bars.index.get_loc(dates[0]) + 1}; pass more history before start"
+                f"{type(self).__name__}: a forecast on {dates[0].date()} needs "
+                f"{self.min_history} bars up to that date (window={self.window} + "
+                f"{FEATURE_WARMUP}), but bars has {bars.index.get_loc(dates[0]) + 1}; "
+                "pass more history before start"
             )
         if len(dates) == 0:
             return dates, np.empty((0, self.window, len(self.feature_columns)), np.float32)
@@ -424,7 +430,7 @@ class LstmForecaster(Forecaster):
         """Write ``model.keras`` and ``forecaster.json`` (params, scaler, history) to
         ``directory``; ``LstmForecaster.load`` reads them back."""
         if not hasattr(self, "model_"):
-            raise ValueError("LstmForecaster: nothing to save, call fit() first")
+            raise ValueError(f"{type(self).__name__}: nothing to save, call fit() first")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.model_.save(directory / MODEL_FILE)
@@ -450,13 +456,19 @@ class LstmForecaster(Forecaster):
         for file in (MODEL_FILE, STATE_FILE):
             if not (directory / file).is_file():
                 raise ValueError(
-                    f"{directory / file} not found: not a directory written by LstmForecaster.save"
+                    f"{directory / file} not found: not a directory written by {cls.__name__}.save"
                 )
         state = json.loads((directory / STATE_FILE).read_text())
         if state.get("format") != FORMAT_VERSION:
             raise ValueError(
                 f"{directory / STATE_FILE}: format {state.get('format')!r} is not the supported "
                 f"{FORMAT_VERSION}; retrain and save with this version of gatecast"
+            )
+        if state.get("name", cls.name) != cls.name:
+            # the subclasses share this format: a file of one would load as another
+            raise ValueError(
+                f"{directory / STATE_FILE}: saved by the {state['name']!r} forecaster, "
+                f"not {cls.name!r}; load it with the class registered as {state['name']!r}"
             )
         forecaster = cls(**state["params"])
         forecaster.scaler_ = StandardScaler.from_dict(state["scaler"])
@@ -492,13 +504,13 @@ class LstmForecaster(Forecaster):
             archive = zipfile.ZipFile(io.BytesIO(data))
         except zipfile.BadZipFile as err:
             raise ValueError(
-                f"LstmForecaster.from_bytes: not an archive made by to_bytes ({err})"
+                f"{cls.__name__}.from_bytes: not an archive made by to_bytes ({err})"
             ) from None
         with archive, tempfile.TemporaryDirectory(prefix="gatecast-lstm-") as tmp:
             missing = {MODEL_FILE, STATE_FILE} - set(archive.namelist())
             if missing:
                 raise ValueError(
-                    f"LstmForecaster.from_bytes: the archive lacks {', '.join(sorted(missing))}; "
+                    f"{cls.__name__}.from_bytes: the archive lacks {', '.join(sorted(missing))}; "
                     "not one made by to_bytes"
                 )
             for file in (MODEL_FILE, STATE_FILE):
