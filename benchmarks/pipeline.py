@@ -52,7 +52,7 @@ GOAL_MLFLOW_SHARE = 0.04
 # Runs in the child process; prints one JSON line with its own measurements.
 _DRIVER = (
     driver_head(ALL_STAGE_MODULES, "pipelines.stages.run")
-    + """tracking.reset_overhead()
+    + """overhead.reset_overhead()
 timing = stage.run_stages(sys.argv[1:])
 t3 = time.perf_counter()
 print("GATECAST-BENCH " + json.dumps({
@@ -61,7 +61,7 @@ print("GATECAST-BENCH " + json.dumps({
     "tracking_start_seconds": t2 - t1,
     "stages": {s.stage: {"seconds": s.seconds, "mlflow_seconds": s.mlflow_seconds}
                for s in timing.stages},
-    "by_call": tracking.overhead_by_call(),
+    "by_call": overhead.overhead_by_call(),
 }))
 """
 )

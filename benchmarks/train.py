@@ -46,15 +46,15 @@ TINY_LSTM = ["forecasters.lstm.units=[4]", "forecasters.lstm.epochs=1"]
 # Runs in the child process; prints one JSON line with its own measurements.
 _DRIVER = (
     driver_head(TRAIN_STAGE_MODULES, "pipelines.stages.train")
-    + """tracking.reset_overhead()
+    + """overhead.reset_overhead()
 rc = stage.main(sys.argv[1:])
 t3 = time.perf_counter()
 print("GATECAST-BENCH " + json.dumps({
     "rc": rc,
     "in_process_seconds": t3 - t0,
     "tracking_start_seconds": t2 - t1,
-    "tracking_seconds": tracking.mlflow_seconds(),
-    "by_call": tracking.overhead_by_call(),
+    "tracking_seconds": overhead.mlflow_seconds(),
+    "by_call": overhead.overhead_by_call(),
 }))
 """
 )

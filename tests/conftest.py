@@ -12,6 +12,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest  # noqa: E402
 
+from pipelines.tracking import uri as store_uri
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = REPO_ROOT / "data" / "sample"
 
@@ -80,7 +82,7 @@ def smoke_sequential(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
-    """One ``mlflow server`` (``pipelines.tracking.server_command``) on a free loopback port
+    """One ``mlflow server`` (``pipelines.tracking.uri.server_command``) on a free loopback port
     with its own SQLite store and artifact folder, for the tests that talk to a server;
     each uses its own experiment. Yields (its URL, its artifact folder)."""
     import signal
@@ -89,13 +91,11 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     import time
     import urllib.request
 
-    from pipelines import tracking
-
     root = tmp_path_factory.mktemp("mlflow-server")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    command = tracking.server_command(
+    command = store_uri.server_command(
         "127.0.0.1", port, f"sqlite:///{root / 'server.db'}", root / "artifacts"
     )
     log = (root / "server.log").open("w")

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines.tracking import store as tracking_store
 from strategies import ExecutionSettings, run_backtest
 from tests.test_engine import sample_bars
 
@@ -121,14 +122,13 @@ def test_stage_backtests_every_strategy_without_models(staged):
 
 
 def test_each_strategy_run_carries_its_files_metrics_and_charts(staged, tmp_path):
-    from pipelines import tracking
 
     root, _, experiment = staged
-    (parent,) = tracking.find_runs(experiment, include_children=False)
+    (parent,) = tracking_store.find_runs(experiment, include_children=False)
     assert (parent.info.run_name, parent.info.status) == ("backtest", "FINISHED")
-    client = tracking.client()
+    client = tracking_store.client()
     assert "summary.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
-    children = {r.info.run_name: r for r in tracking.child_runs(parent.info.run_id)}
+    children = {r.info.run_name: r for r in tracking_store.child_runs(parent.info.run_id)}
     tickers = ("GSPC", "GOOG")
     assert set(children) == {f"backtest/{t}/{s}" for t in tickers for s in STRATEGIES}
 
@@ -168,11 +168,11 @@ def test_each_strategy_run_carries_its_files_metrics_and_charts(staged, tmp_path
         # one run's files, downloaded, are the stage's own
         run_id = children[f"backtest/{ticker}/lstm"].info.run_id
         name = "backtest/lstm_trades.parquet"
-        local = tracking.download_artifact(run_id, name, tmp_path / "dl" / ticker)
+        local = tracking_store.download_artifact(run_id, name, tmp_path / "dl" / ticker)
         pd.testing.assert_frame_equal(
             pd.read_parquet(local), pd.read_parquet(out / ticker / "lstm_trades.parquet")
         )
-        png = tracking.download_artifact(run_id, "plots/equity.png", tmp_path / "dl" / ticker)
+        png = tracking_store.download_artifact(run_id, "plots/equity.png", tmp_path / "dl" / ticker)
         assert png.read_bytes()[:4] == b"\x89PNG"
 
 

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import tracking
 from pipelines.__main__ import main as pipelines_main
 from pipelines.config import load_config, parse_set
 from pipelines.stages import report
 from pipelines.stages.backtest import run_backtests
+from pipelines.tracking import store as tracking_store
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def finished_run(tmp_path_factory):
 
 
 def _report_run(cfg):
-    runs = tracking.find_runs(
+    runs = tracking_store.find_runs(
         cfg.experiment_name, "tags.`gatecast.stage` = 'report'", include_children=False
     )
     assert len(runs) == 1, [r.info.run_name for r in runs]
@@ -78,12 +78,12 @@ def test_league_table_matches_the_metrics_logged_in_mlflow(finished_run):
                 assert name not in logged or math.isnan(logged[name]), name
     assert checked > 100
     # each strategy's own run is the backtest stage's, with its files and chart
-    backtest = tracking.find_runs(cfg.experiment_name, "tags.`gatecast.stage` = 'backtest'")
+    backtest = tracking_store.find_runs(cfg.experiment_name, "tags.`gatecast.stage` = 'backtest'")
     names = {r.info.run_name for r in backtest}
     assert {f"backtest/GSPC/{s}" for s in rows.index} <= names
 
     # The forecast columns are those the train stage logged for each forecaster.
-    train = tracking.find_runs(cfg.experiment_name, "tags.`gatecast.stage` = 'train'")
+    train = tracking_store.find_runs(cfg.experiment_name, "tags.`gatecast.stage` = 'train'")
     train_children = {r.info.run_name: r for r in train if "mlflow.parentRunId" in r.data.tags}
     for forecaster in ("lstm", "sma", "ema", "kalman", "ols"):
         logged = train_children[f"train/GSPC/{forecaster}"].data.metrics
@@ -169,6 +169,6 @@ def test_run_from_a_later_stage_reuses_the_saved_outputs(finished_run, capsys, t
     table = out[out.rindex("\nstage ") + 1 :].splitlines()[1:]
     ran = [line.split()[0] for line in table[: [r.split()[0] for r in table].index("total")]]
     assert ran == ["report"]
-    parents = tracking.find_runs(other, include_children=False)
+    parents = tracking_store.find_runs(other, include_children=False)
     assert [r.data.tags["gatecast.stage"] for r in parents] == ["report"]
     assert (tmp_path / cfg.name / "index.html").is_file()

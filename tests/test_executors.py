@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import tracking
 from pipelines.common.errors import ConfigError
 from pipelines.config import load_config
 from pipelines.config.sections import ExecutorConfig
@@ -28,6 +27,7 @@ from pipelines.execution.units import make_units
 from pipelines.execution.walkforward import make_folds
 from pipelines.sources.load import load_instrument
 from pipelines.stages import train
+from pipelines.tracking import store as tracking_store
 
 # Functions the workers run: module level, so a spawned process can import them.
 
@@ -252,7 +252,7 @@ def test_the_smoke_config_gives_identical_numbers_sequentially_and_in_a_pool_of_
     first = json.loads((sequential / "smoke" / "forecasts" / "summary.json").read_text())
     second = _train(tmp_path / "pool", {"kind": "local", "workers": 2})
     assert list(first["instruments"]) == list(second["instruments"]) == ["GSPC", "GOOG"]
-    client = tracking.client()
+    client = tracking_store.client()
     for name, entry in first["instruments"].items():
         other = second["instruments"][name]
         assert entry["columns"] == other["columns"]

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines import tracking
 from pipelines.execution.unit_cache import FOLDER
 from pipelines.stages import backtest, train
+from pipelines.tracking import store as tracking_store
 from tests.test_backtest_stage import write_forecasts
 
 BROKEN_TRAIN = "GSPC/kalman fold 1"
@@ -62,7 +62,9 @@ def test_a_failed_train_unit_fails_alone_and_a_rerun_redoes_only_it(
     assert not (_forecasts(out) / "summary.json").exists()
     assert not (_forecasts(out) / "GSPC.parquet").exists()  # no half-written stage output
 
-    runs = [r for r in tracking.find_runs("gatecast-smoke") if r.info.start_time >= started - 1]
+    runs = [
+        r for r in tracking_store.find_runs("gatecast-smoke") if r.info.start_time >= started - 1
+    ]
     status = {r.info.run_name: r.info.status for r in runs}
     assert status.pop("train") == "FAILED"
     assert status.pop("train/GSPC/kalman") == "FAILED"
@@ -146,7 +148,7 @@ def test_a_failed_backtest_unit_fails_alone_and_a_rerun_redoes_only_it(
     assert "GOOG/sma_crossover (" in line and "RuntimeError: injected fault" in line
     assert not stale.exists()
     # the failed unit's run says so; the stage's run ended FAILED, none left RUNNING
-    runs = tracking.find_runs("gatecast-smoke", "tags.`gatecast.stage` = 'backtest'")
+    runs = tracking_store.find_runs("gatecast-smoke", "tags.`gatecast.stage` = 'backtest'")
     status = {r.info.run_name: r.info.status for r in runs if r.info.start_time >= started - 1}
     assert status == {"backtest": "FAILED", "backtest/GOOG/sma_crossover": "FAILED"}
 

@@ -18,6 +18,7 @@ from pipelines.common.errors import ConfigError
 from pipelines.config import load_config
 from pipelines.execution.walkforward import make_folds, make_forecaster, walk_forward
 from pipelines.sources.load import read_csv_bars
+from pipelines.tracking import store as tracking_store
 from tests.conftest import SAMPLE_DIR
 
 BUILT_INS = {"random_walk", "sma", "ema", "kalman", "ols", "lstm"}
@@ -217,7 +218,6 @@ def test_registered_forecasters_go_through_train_and_backtest(tmp_path, monkeypa
 
     import pandas as pd
 
-    from pipelines import tracking
     from pipelines.stages import backtest, train
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -234,7 +234,7 @@ def test_registered_forecasters_go_through_train_and_backtest(tmp_path, monkeypa
     frame = pd.read_parquet(tmp_path / "build" / "smoke" / "forecasts" / "GSPC.parquet")
     assert {"arima", "gbm_5"} <= set(frame.columns)
     assert frame[["arima", "gbm_5"]].dropna().shape[0] > 100
-    runs = {r.info.run_name for r in tracking.find_runs("gatecast-test-registry")}
+    runs = {r.info.run_name for r in tracking_store.find_runs("gatecast-test-registry")}
     assert {"train/GSPC/arima", "train/GSPC/gbm_5"} <= runs
     assert backtest.main(argv) == 0
     summary = json.loads((tmp_path / "build" / "smoke" / "backtests" / "summary.json").read_text())

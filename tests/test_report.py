@@ -20,6 +20,7 @@ from pipelines.report import comparison, stats
 from pipelines.report import inputs as report_inputs
 from pipelines.report.verdict import verdict
 from pipelines.stages import report
+from pipelines.tracking import store as tracking_store
 from strategies.metrics import compute_metrics
 
 WARMUP = 40
@@ -447,7 +448,6 @@ def built(tmp_path_factory):
 
 
 def test_report_writes_every_output_and_logs_runs(built):
-    from pipelines import tracking
 
     cfg, result = built
     out = cfg.report_directory
@@ -462,8 +462,8 @@ def test_report_writes_every_output_and_logs_runs(built):
 
     league = pd.read_csv(out / "league.csv")
     # the strategies' own runs are the backtest stage's: the report run holds the league
-    assert tracking.child_runs(result.run_id) == []
-    parent = tracking.client().get_run(result.run_id)
+    assert tracking_store.child_runs(result.run_id) == []
+    parent = tracking_store.client().get_run(result.run_id)
     logged = parent.data.metrics
     for row in league.itertuples():  # the pooled rows too
         for key in ("sharpe", "psr", "dsr", "cagr", "trades"):
@@ -472,7 +472,7 @@ def test_report_writes_every_output_and_logs_runs(built):
                 name = f"{row.instrument}/{row.strategy}/{key}"
                 assert logged[name] == pytest.approx(value, rel=1e-9), name
     assert parent.data.metrics["n_trials"] == 12
-    artifacts = {a.path for a in tracking.client().list_artifacts(result.run_id, "report")}
+    artifacts = {a.path for a in tracking_store.client().list_artifacts(result.run_id, "report")}
     assert "report/index.html" in artifacts
 
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines import tracking
 from pipelines.common.errors import ConfigError, DataError
 from pipelines.config import load_config
 from pipelines.execution import search_unit
 from pipelines.execution.search_unit import TrialResult
 from pipelines.stages import search, train
+from pipelines.tracking import store as tracking_store
 
 # Two tiny trials on one instrument: one epoch, one narrow layer, short windows.
 TINY = [
@@ -199,12 +199,12 @@ def test_a_trial_never_sees_a_test_fold_bar(tmp_path):
 def test_each_trial_is_a_nested_run_with_its_params_and_score(store):
     summary = _summary(store / "build")
     assert summary["trials_completed"] == 2 and summary["trials_failed"] == 0
-    parent = tracking.client().get_run(summary["parent_run_id"])
+    parent = tracking_store.client().get_run(summary["parent_run_id"])
     assert parent.data.tags["gatecast.stage"] == "search"
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["best_score"] == pytest.approx(summary["best_score"])
     assert parent.data.metrics["trials_completed"] == 2
-    children = tracking.child_runs(summary["parent_run_id"])
+    children = tracking_store.child_runs(summary["parent_run_id"])
     assert [r.info.run_name for r in children] == ["search/trial/0", "search/trial/1"]
     for run, entry in zip(children, summary["trial_list"], strict=True):
         assert run.info.status == "FINISHED"
@@ -269,7 +269,7 @@ def test_train_runs_the_chosen_configuration(store):
     others = [f"forecasters.{name}=null" for name in ("sma", "ema", "kalman", "ols")]
     assert train.main(_argv(store / "build", *others)) == 0
     forecasts = json.loads((store / "build" / "smoke" / "forecasts" / "summary.json").read_text())
-    run = tracking.client().get_run(forecasts["instruments"]["GSPC"]["runs"]["lstm"])
+    run = tracking_store.client().get_run(forecasts["instruments"]["GSPC"]["runs"]["lstm"])
     assert json.loads(run.data.params["forecasters.lstm.units"]) == summary["chosen"]["units"]
     assert int(run.data.params["features.window"]) == summary["chosen"]["window"]
     assert run.data.tags["gatecast.search.source"] == "search"
@@ -323,7 +323,7 @@ def test_a_failed_trial_ends_its_run_failed_and_the_search_goes_on(tmp_path, mon
     assert summary["trials_completed"] == 2 and summary["trials_failed"] == 1
     assert summary["trial_list"][0]["error"] == "ValueError: the loss diverged"
     assert summary["best_trial"] == 1
-    runs = tracking.child_runs(summary["parent_run_id"])
+    runs = tracking_store.child_runs(summary["parent_run_id"])
     assert [(r.info.run_name, r.info.status) for r in runs] == [
         ("search/trial/0", "FAILED"),
         ("search/trial/1", "FINISHED"),

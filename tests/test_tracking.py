@@ -26,6 +26,9 @@ from matplotlib.figure import Figure
 
 from pipelines import tracking
 from pipelines.config import REPO_ROOT, load_config
+from pipelines.tracking import overhead, provenance
+from pipelines.tracking import store as tracking_store
+from pipelines.tracking import uri as store_uri
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +63,14 @@ def cfg(tmp_path: Path, request: pytest.FixtureRequest):
 
 
 def _status(run_id: str) -> str:
-    return tracking.client().get_run(run_id).info.status
+    return tracking_store.client().get_run(run_id).info.status
 
 
 def test_default_store_is_in_the_repo_whatever_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert tracking.tracking_uri() == f"sqlite:///{REPO_ROOT / 'mlruns' / 'mlflow.db'}"
-    assert tracking.artifact_root() == REPO_ROOT / "mlruns" / "artifacts"
+    assert store_uri.tracking_uri() == f"sqlite:///{REPO_ROOT / 'mlruns' / 'mlflow.db'}"
+    assert store_uri.artifact_root() == REPO_ROOT / "mlruns" / "artifacts"
 
 
 def test_models_are_registered_in_the_tracking_store_when_no_variable_is_set(tmp_path, monkeypatch):
@@ -80,7 +83,7 @@ def test_models_are_registered_in_the_tracking_store_when_no_variable_is_set(tmp
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     monkeypatch.setattr(store_uri, "DEFAULT_TRACKING_URI", f"sqlite:///{database}")
     monkeypatch.chdir(tmp_path)
-    client = tracking.client()
+    client = tracking_store.client()
     experiment = client.create_experiment("gatecast-test-registry")
     run = client.create_run(experiment)
     logged = client.create_logged_model(experiment, name="model", source_run_id=run.info.run_id)
@@ -97,10 +100,10 @@ def test_models_are_registered_in_the_tracking_store_when_no_variable_is_set(tmp
 
 def test_environment_takes_over(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
-    assert tracking.tracking_uri() == "http://127.0.0.1:5999"
-    assert tracking.artifact_root() is None  # the server decides
+    assert store_uri.tracking_uri() == "http://127.0.0.1:5999"
+    assert store_uri.artifact_root() is None  # the server decides
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/x/runs.db")
-    assert tracking.artifact_root() == tmp_path / "x" / "artifacts"
+    assert store_uri.artifact_root() == tmp_path / "x" / "artifacts"
 
 
 def test_a_sqlite_store_is_opened_in_write_ahead_log_mode(tmp_path, monkeypatch, cfg):
@@ -111,19 +114,19 @@ def test_a_sqlite_store_is_opened_in_write_ahead_log_mode(tmp_path, monkeypatch,
         tracking.log_metrics({"rmse": 1.0})
     with contextlib.closing(sqlite3.connect(database)) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    finished = tracking.client().get_run(run.run_id)
+    finished = tracking_store.client().get_run(run.run_id)
     assert finished.info.status == "FINISHED" and finished.data.metrics == {"rmse": 1.0}
 
 
 def test_credentials_never_leave_the_uri():
-    assert tracking.display_uri("https://ann:secret@mlflow.example:8443/x") == (
+    assert store_uri.display_uri("https://ann:secret@mlflow.example:8443/x") == (
         "https://mlflow.example:8443/x"
     )
-    assert tracking.display_uri("sqlite:////tmp/m.db") == "sqlite:////tmp/m.db"
+    assert store_uri.display_uri("sqlite:////tmp/m.db") == "sqlite:////tmp/m.db"
 
 
 def test_server_command_binds_loopback_and_serves_the_store(tmp_path):
-    command = tracking.server_command(port=5123, backend_uri=f"sqlite:///{tmp_path}/m.db")
+    command = store_uri.server_command(port=5123, backend_uri=f"sqlite:///{tmp_path}/m.db")
     assert command[1:4] == ["-m", "mlflow", "server"]
     assert command[command.index("--host") + 1] == "127.0.0.1"
     assert command[command.index("--port") + 1] == "5123"
@@ -135,7 +138,7 @@ def test_server_command_binds_loopback_and_serves_the_store(tmp_path):
 
 def test_flatten_config_gives_every_key():
     cfg = load_config("configs/smoke.yaml")
-    params = tracking.flatten_config(cfg)
+    params = provenance.flatten_config(cfg)
     assert params["forecasters.lstm.units"] == "[8]"
     assert params["walkforward.test_bars"] == "100"
     assert params["data.instruments"] == '["GSPC", "GOOG"]'
@@ -147,7 +150,7 @@ def test_flatten_config_gives_every_key():
 def test_parent_and_child_runs_carry_config_tags_metrics_and_artifacts(store, tmp_path):
     cfg = _config(tmp_path, "layout")
     data_file = REPO_ROOT / "data" / "sample" / "GSPC.csv"
-    tracking.reset_overhead()
+    overhead.reset_overhead()
     with (
         tracking.pipeline_run(
             cfg,
@@ -171,9 +174,9 @@ def test_parent_and_child_runs_carry_config_tags_metrics_and_artifacts(store, tm
         FigureCanvasAgg(fig)
         fig.add_subplot().plot([1, 2, 3])
         tracking.log_figure(fig, "loss")
-    assert tracking.mlflow_seconds() > 0
+    assert overhead.mlflow_seconds() > 0
 
-    client = tracking.client()
+    client = tracking_store.client()
     experiment = client.get_experiment_by_name(cfg.experiment_name)
     assert experiment.experiment_id == parent.experiment_id
     assert experiment.artifact_location == (store / "artifacts" / cfg.experiment_name).as_uri()
@@ -235,16 +238,16 @@ def test_parent_and_child_runs_carry_config_tags_metrics_and_artifacts(store, tm
     artifacts = {a.path for a in client.list_artifacts(child.run_id)}
     assert {"config.yaml", "forecasts.parquet", "plots"} <= artifacts
     assert [a.path for a in client.list_artifacts(child.run_id, "plots")] == ["plots/loss.png"]
-    local = tracking.download_artifact(child.run_id, "forecasts.parquet", tmp_path / "dl")
+    local = tracking_store.download_artifact(child.run_id, "forecasts.parquet", tmp_path / "dl")
     pd.testing.assert_frame_equal(pd.read_parquet(local), frame, check_freq=False)
-    config = tracking.download_artifact(parent.run_id, "config.yaml", tmp_path / "dl2")
+    config = tracking_store.download_artifact(parent.run_id, "config.yaml", tmp_path / "dl2")
     assert yaml.safe_load(config.read_text())["forecasters"]["lstm"]["units"] == [8]
-    png = tracking.download_artifact(child.run_id, "plots/loss.png", tmp_path / "dl3")
+    png = tracking_store.download_artifact(child.run_id, "plots/loss.png", tmp_path / "dl3")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    found = tracking.find_runs(cfg.experiment_name, "tags.gatecast.stage = 'train'")
+    found = tracking_store.find_runs(cfg.experiment_name, "tags.gatecast.stage = 'train'")
     assert {r.info.run_id for r in found} == {parent.run_id, child.run_id}
-    assert [r.info.run_id for r in tracking.child_runs(parent.run_id)] == [child.run_id]
+    assert [r.info.run_id for r in tracking_store.child_runs(parent.run_id)] == [child.run_id]
 
 
 def test_an_exception_ends_every_open_run_failed(store, cfg):
@@ -272,12 +275,15 @@ def test_an_exception_ends_every_open_run_failed(store, cfg):
         f"{cfg.experiment_name}"
     ]
     # what was logged before the failure is kept
-    failed = tracking.client().get_run(ids["child"])
+    failed = tracking_store.client().get_run(ids["child"])
     assert failed.data.metrics["rmse"] == 2.0
     assert failed.data.params["extra"] == "x"
     assert failed.data.params["seed"] == "7"
     assert failed.data.tags["gatecast.note"] == "half done"
-    assert tracking.client().get_run(ids["parent"]).data.params["forecasters.lstm.units"] == "[8]"
+    assert (
+        tracking_store.client().get_run(ids["parent"]).data.params["forecasters.lstm.units"]
+        == "[8]"
+    )
     assert mlflow.active_run() is None
     # and the next invocation starts cleanly
     with tracking.pipeline_run(cfg, "train") as again:
@@ -298,7 +304,7 @@ def test_ctrl_c_ends_the_runs_killed(store, cfg):
 
 
 def test_an_experiment_of_an_older_gatecast_gets_the_model_training_kind(store, cfg):
-    client = tracking.client()
+    client = tracking_store.client()
     experiment_id = client.create_experiment(cfg.experiment_name)  # no tags, as before
     with tracking.pipeline_run(cfg, "train") as run:
         assert run.experiment_id == experiment_id
@@ -309,18 +315,19 @@ def test_an_experiment_of_an_older_gatecast_gets_the_model_training_kind(store, 
 def test_experiment_links_open_the_runs_of_the_model_training_view(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/x.db")
     runs_view = "/#/experiments/7/runs?workflowType=machine_learning"
-    assert tracking.experiment_url("7") == "http://127.0.0.1:5000" + runs_view  # make ui
-    assert tracking.experiment_url("7", "http://h:8080/") == "http://h:8080" + runs_view
+    assert store_uri.experiment_url("7") == "http://127.0.0.1:5000" + runs_view  # make ui
+    assert store_uri.experiment_url("7", "http://h:8080/") == "http://h:8080" + runs_view
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://ann:secret@mlflow.example:8443")
-    assert tracking.experiment_url("7") == "https://mlflow.example:8443" + runs_view
+    assert store_uri.experiment_url("7") == "https://mlflow.example:8443" + runs_view
 
 
 def test_ui_prints_a_runs_view_link_per_experiment(store, cfg, capsys, monkeypatch):
     with tracking.pipeline_run(cfg, "train") as run:
         pass
     served = []
-    monkeypatch.setattr(tracking.store_uri.subprocess, "call", lambda cmd: served.append(cmd) or 0)
-    assert tracking.main(["ui", "--port", "5123"]) == 0
+    monkeypatch.setattr(store_uri.subprocess, "call", lambda cmd: served.append(cmd) or 0)
+    # what `python -m pipelines.tracking ui` runs (pipelines/tracking/__main__.py)
+    assert store_uri.main(["ui", "--port", "5123"], experiments=tracking_store.experiments) == 0
     out = capsys.readouterr().out
     assert served and served[0][served[0].index("--port") + 1] == "5123"
     link = f"http://127.0.0.1:5123/#/experiments/{run.experiment_id}/runs?workflowType=machine_learning"
@@ -338,7 +345,9 @@ def test_model_lineage_and_description_say_where_a_model_came_from():
         "gatecast.seed": "7",
     }
     fold = {"number": 1, "train_start": "2011-01-03T00:00:00", "train_end": "2012-03-01T00:00:00"}
-    lineage = tracking.model_lineage(tags, "seed: 7\n", {"rmse": 12.345678, "theil_u2": 0.99}, fold)
+    lineage = provenance.model_lineage(
+        tags, "seed: 7\n", {"rmse": 12.345678, "theil_u2": 0.99}, fold
+    )
     assert lineage["gatecast.lineage.run_id"] == "abc123"
     assert lineage["gatecast.lineage.git.commit"] == "f" * 40
     assert lineage["gatecast.lineage.git.dirty"] == "true"
@@ -346,7 +355,9 @@ def test_model_lineage_and_description_say_where_a_model_came_from():
     assert lineage["gatecast.lineage.data.GSPC.parquet"] == "d" * 64
     assert lineage["gatecast.lineage.fold.train_start"] == "2011-01-03T00:00:00"
     assert lineage["gatecast.metric.rmse"] == "12.3457"
-    text = tracking.model_description("lstm", "GSPC", 2, lineage, "http://ui/#/experiments/1/runs")
+    text = provenance.model_description(
+        "lstm", "GSPC", 2, lineage, "http://ui/#/experiments/1/runs"
+    )
     assert text.startswith("`lstm` forecast of GSPC's next close: the mean of 2 seed(s)")
     assert "trained on 2011-01-03 to 2012-03-01" in text
     assert "commit `ffffffffffff` (uncommitted changes)" in text
@@ -361,7 +372,7 @@ def test_logging_outside_a_run_is_a_clear_error(store):
 
 
 def test_uri_command_prints_the_store(store, capsys):
-    assert tracking.main(["uri"]) == 0
+    assert store_uri.main(["uri"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == os.environ["MLFLOW_TRACKING_URI"]
     assert out[1] == str(store / "artifacts")
@@ -387,20 +398,22 @@ def test_a_run_sends_params_tags_and_metrics_in_one_request(store, cfg, monkeypa
         tracking.set_tags({"gatecast.seeds": "7,8"})
         tracking.log_params({"extra": "1"})
     assert requests == {parent.run_id: 1, child.run_id: 1}
-    run = tracking.client().get_run(child.run_id)
+    run = tracking_store.client().get_run(child.run_id)
     # the config's, "extra", and the stage and instrument as params
-    assert len(run.data.params) == len(tracking.flatten_config(cfg)) + 3
+    assert len(run.data.params) == len(provenance.flatten_config(cfg)) + 3
     assert run.data.params["extra"] == "1"
     assert run.data.params["stage"] == "train" and run.data.params["instrument"] == "GSPC"
     assert run.data.tags["gatecast.seeds"] == "7,8"
-    assert len(tracking.client().get_metric_history(child.run_id, "loss/fold3/seed0")) == 15
+    assert len(tracking_store.client().get_metric_history(child.run_id, "loss/fold3/seed0")) == 15
 
 
 def test_a_failed_mlflow_call_reaches_the_stage_and_fails_its_runs(store, cfg, tmp_path):
     missing = tmp_path / "not-there.txt"
     ids = {}
     with (
-        pytest.raises(tracking.TrackingError, match=r"not-there\.txt of run train/GSPC/") as caught,
+        pytest.raises(
+            tracking_store.TrackingError, match=r"not-there\.txt of run train/GSPC/"
+        ) as caught,
         tracking.pipeline_run(cfg, "train") as parent,
     ):
         ids["parent"] = parent.run_id
@@ -429,7 +442,9 @@ def test_sigterm_ends_the_runs_killed(store, cfg):
 def test_a_store_mlflow_cannot_open_is_a_clear_error(cfg, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "bogus-scheme://nowhere")
     with (
-        pytest.raises(tracking.TrackingError, match="open the tracking store at bogus-scheme://"),
+        pytest.raises(
+            tracking_store.TrackingError, match="open the tracking store at bogus-scheme://"
+        ),
         tracking.pipeline_run(cfg, "train"),
     ):
         pytest.fail("the run must not open")
@@ -629,7 +644,7 @@ def test_a_password_in_the_uri_is_never_printed_logged_or_recorded(tmp_path, mlf
         # a run that logs, then one that fails on a call the server refuses
         code = (
             _ONE_RUN
-            + "tracking.main(['uri'])\n"
+            + "from pipelines.tracking import uri\nuri.main(['uri'])\n"
             + (
                 "with tracking.pipeline_run(cfg, 'train'):\n"
                 "    tracking.log_artifact('/nonexistent/file.txt')\n"

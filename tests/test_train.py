@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from models.baselines import KalmanForecaster
 from pipelines import tracking
 from pipelines.stages import train
+from pipelines.tracking import store as tracking_store
 
 CLASSIC = ["random_walk", "sma", "ema", "kalman", "ols"]
 
@@ -86,7 +87,7 @@ def test_outputs_hold_every_forecaster_on_the_out_of_sample_dates(store):
 
 def test_experiment_parent_and_child_runs(store):
     summary = _summary(store / "build")
-    client = tracking.client()
+    client = tracking_store.client()
     experiment = client.get_experiment_by_name("gatecast-smoke")
     assert experiment.experiment_id == summary["experiment_id"]
     parent = client.get_run(summary["parent_run_id"])
@@ -104,7 +105,7 @@ def test_experiment_parent_and_child_runs(store):
     assert "wall_seconds" in parent.data.metrics
     assert "summary.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
 
-    children = tracking.child_runs(parent.info.run_id)
+    children = tracking_store.child_runs(parent.info.run_id)
     names = [r.info.run_name for r in children]
     assert sorted(names) == sorted(f"train/GSPC/{n}" for n in [*CLASSIC, "lstm"])
     metrics = summary["instruments"]["GSPC"]["metrics"]
@@ -134,7 +135,7 @@ def test_experiment_parent_and_child_runs(store):
 def test_lstm_run_has_losses_plots_model_and_seed_metrics(store):
     summary = _summary(store / "build")
     run_id = summary["instruments"]["GSPC"]["runs"]["lstm"]
-    client = tracking.client()
+    client = tracking_store.client()
     run = client.get_run(run_id)
     assert run.data.tags["gatecast.seeds"] == "7,8"
     for fold in (0, 1):
@@ -165,7 +166,7 @@ def test_lstm_run_has_losses_plots_model_and_seed_metrics(store):
     assert version.tags["gatecast.lineage.run_id"] == run_id
     assert version.tags["gatecast.lineage.run_name"] == "train/GSPC/lstm"
     assert version.tags["gatecast.lineage.git.commit"] == run.data.tags["gatecast.git.commit"]
-    config_text = tracking.download_artifact(run_id, "config.yaml", store / "cfg").read_text()
+    config_text = tracking_store.download_artifact(run_id, "config.yaml", store / "cfg").read_text()
     assert (
         version.tags["gatecast.lineage.config_sha256"]
         == hashlib.sha256(config_text.encode()).hexdigest()
@@ -211,7 +212,7 @@ def test_charts_off_leaves_out_the_pngs_and_nothing_else(store, tmp_path, monkey
     own = ["tracking.experiment=gatecast-smoke-no-charts", "tracking.registered_model=no-charts"]
     assert train.main(_argv(build, "tracking.charts=false", *own)) == 0
     run_id = _summary(build)["instruments"]["GSPC"]["runs"]["lstm"]
-    artifacts = {a.path for a in tracking.client().list_artifacts(run_id)}
+    artifacts = {a.path for a in tracking_store.client().list_artifacts(run_id)}
     assert {"config.yaml", "forecasts.parquet", "gates.parquet"} <= artifacts
     assert "plots" not in artifacts  # with charts on (the test above): loss.png and gates.png
     name = "GSPC.parquet"
@@ -265,7 +266,9 @@ def test_a_fresh_process_loads_the_registered_model_and_reproduces_the_forecasts
     assert set(schema.drop("date")) == {"DataType.double"}
     predicted = predicted.set_index("date")
 
-    logged = tracking.download_artifact(entry["runs"]["lstm"], "forecasts.parquet", tmp_path / "dl")
+    logged = tracking_store.download_artifact(
+        entry["runs"]["lstm"], "forecasts.parquet", tmp_path / "dl"
+    )
     logged = pd.read_parquet(logged)
     logged = logged.loc[logged["fold"] == last["number"]]
     assert predicted.index.equals(logged.index)
@@ -278,7 +281,7 @@ def test_same_seed_same_metrics_on_cpu(store, tmp_path):
     first, second = _summary(store / "build"), _summary(store / "build2")
     assert second["parent_run_id"] != first["parent_run_id"]
     assert second["instruments"]["GSPC"]["metrics"] == first["instruments"]["GSPC"]["metrics"]
-    client = tracking.client()
+    client = tracking_store.client()
 
     def scores(run_id: str) -> dict[str, float]:
         # wall-clock timings differ between runs by nature; NaN is compared as a value
@@ -332,7 +335,7 @@ def test_a_failing_forecaster_fails_alone_and_a_rerun_succeeds(
 
     runs = [
         r
-        for r in tracking.find_runs("gatecast-smoke")
+        for r in tracking_store.find_runs("gatecast-smoke")
         if r.info.start_time >= started - 1 and "forecasters.ols.lags" in r.data.params
     ]
     # this test's runs: the classic forecasters only (a disabled forecaster has no params)
@@ -348,7 +351,7 @@ def test_a_failing_forecaster_fails_alone_and_a_rerun_succeeds(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'store' / 'mlflow.db'}")
     assert train.main(_classic_argv(out)) == 0
     summary = _summary(out)
-    parent = tracking.client().get_run(summary["parent_run_id"])
+    parent = tracking_store.client().get_run(summary["parent_run_id"])
     assert parent.info.status == "FINISHED"
     assert summary["instruments"]["GSPC"]["columns"] == CLASSIC
 
@@ -363,7 +366,9 @@ def test_ctrl_c_ends_the_runs_killed(store, tmp_path, monkeypatch, capsys):
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("interrupted: train stopped")
     assert "marked KILLED in experiment gatecast-smoke" in line
-    runs = [r for r in tracking.find_runs("gatecast-smoke") if r.info.start_time >= started - 1]
+    runs = [
+        r for r in tracking_store.find_runs("gatecast-smoke") if r.info.start_time >= started - 1
+    ]
     by_name = {r.info.run_name: r.info.status for r in runs}
     assert by_name["train"] == "KILLED"
     assert by_name["train/GSPC/kalman"] == "KILLED"

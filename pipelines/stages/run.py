@@ -26,6 +26,9 @@ from typing import Any
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
 from pipelines.common.outputs import shown
 from pipelines.stages import COMMANDS, PIPELINE
+from pipelines.tracking import overhead
+from pipelines.tracking import store as tracking_store
+from pipelines.tracking import uri as store_uri
 
 log = logging.getLogger("gatecast.run")
 
@@ -79,7 +82,7 @@ class PipelineTiming:
 def _overhead() -> float:
     # Only once the train or report stage has imported tracking.
     tracking = sys.modules.get("pipelines.tracking")
-    return tracking.mlflow_seconds() if tracking else 0.0
+    return overhead.mlflow_seconds() if tracking else 0.0
 
 
 def run_stages(
@@ -145,13 +148,12 @@ def main(argv: list[str] | None = None) -> int:
             failed = timing.stages[-1].stage
             print(f"error: the {failed} stage failed (exit code {timing.status})", file=sys.stderr)
             return timing.status
-        from pipelines import tracking
 
         print(f"report:  {shown(cfg.report_directory / 'index.html')}")
-        print(f"MLflow:  experiment {cfg.experiment_name} at {tracking.display_uri()}")
-        experiment = tracking.client().get_experiment_by_name(cfg.experiment_name)
+        print(f"MLflow:  experiment {cfg.experiment_name} at {store_uri.display_uri()}")
+        experiment = tracking_store.client().get_experiment_by_name(cfg.experiment_name)
         if experiment is not None:  # its runs, in the UI's model-training view
-            print(f"         {tracking.experiment_url(experiment.experiment_id)} (make ui)")
+            print(f"         {store_uri.experiment_url(experiment.experiment_id)} (make ui)")
         return 0
 
     return run_stage(body)

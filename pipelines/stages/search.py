@@ -75,6 +75,8 @@ from pipelines.execution.search_unit import (
 )
 from pipelines.execution.walkforward import Fold, required_train_bars
 from pipelines.sources.load import load_instrument, safe_child
+from pipelines.tracking import provenance
+from pipelines.tracking import uri as store_uri
 
 log = logging.getLogger("gatecast.search")
 
@@ -198,7 +200,7 @@ def record_trial(
     metric = unit.cfg.search.metric
     entry: dict[str, Any] = {"number": unit.number, "params": unit.params}
     changed = {
-        k: v for k, v in tracking.flatten_config(unit.cfg).items() if parent_params.get(k) != v
+        k: v for k, v in provenance.flatten_config(unit.cfg).items() if parent_params.get(k) != v
     }
     try:
         with tracking.child_run(f"trial/{unit.number}", tags={"gatecast.trial": unit.number}):
@@ -362,7 +364,7 @@ def _search(
     with tracking.pipeline_run(
         cfg, STAGE, inputs=inputs, tags=device.tags(), command=command
     ) as parent:
-        entries = run_trials(cfg, segments, folds, device, tracking.flatten_config(cfg))
+        entries = run_trials(cfg, segments, folds, device, provenance.flatten_config(cfg))
         best = _best(entries)
         completed = sum(e["state"] == "COMPLETE" for e in entries)
         summary = {
@@ -380,7 +382,7 @@ def _search(
             "experiment": cfg.experiment_name,
             "experiment_id": parent.experiment_id,
             "parent_run_id": parent.run_id,
-            "tracking_uri": tracking.display_uri(parent.tracking_uri),
+            "tracking_uri": store_uri.display_uri(parent.tracking_uri),
         }
         summary = json_safe(summary)
         tracking.log_params({f"best.{k}": _param_text(v) for k, v in best["params"].items()})

@@ -23,7 +23,7 @@
 5. records it all in MLflow (``pipelines.tracking``): one parent run
    ``train``, one child run ``<INST>/<forecaster>`` each, with forecasts,
    metrics, per-epoch losses, loss and gate plots, and the final model of
-   each forecaster that declares ``export`` registered (``tracking.log_model``,
+   each forecaster that declares ``export`` registered (``model_registry.log_model``,
    alias ``newest``);
 6. writes ``build/<name>/forecasts/<INST>.parquet`` (bars + one column per
    forecaster, NaN before the out-of-sample start), ``<INST>.gates.parquet``
@@ -74,6 +74,8 @@ from pipelines.execution.walkforward import (
 )
 from pipelines.sources.load import load_instrument, safe_child
 from pipelines.stages.search import chosen_config
+from pipelines.tracking import model_registry
+from pipelines.tracking import uri as store_uri
 from pipelines.tracking.train_runs import InstrumentResult, Key, Piece, fold_dates, record
 
 log = logging.getLogger("gatecast.train")
@@ -259,7 +261,7 @@ def write_outputs(
                 else None
             ),
         }
-    tracking.move_newest([r.model for r in results if r.model is not None])
+    model_registry.move_newest([r.model for r in results if r.model is not None])
     summary = json_safe({**header, "instruments": instruments})
     write_json(out / "summary.json", summary)
     return summary
@@ -332,7 +334,7 @@ def train(cfg: Config, *, command: str | None = None, reuse: bool = True) -> dic
                 "experiment": cfg.experiment_name,
                 "experiment_id": parent.experiment_id,
                 "parent_run_id": parent.run_id,
-                "tracking_uri": tracking.display_uri(parent.tracking_uri),
+                "tracking_uri": store_uri.display_uri(parent.tracking_uri),
                 "device": {"kind": device.kind, "name": device.name, "requested": device.requested},
                 "deterministic": device.deterministic,
                 "seeds": {

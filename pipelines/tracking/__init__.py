@@ -64,12 +64,9 @@ Overhead
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
-import re
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -83,43 +80,21 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from pipelines.config import Config
-from pipelines.tracking import pyfunc_model
-from pipelines.tracking import uri as store_uri
-from pipelines.tracking.provenance import (  # noqa: F401  (config_yaml, ...: part of this module's API)
+from pipelines.tracking.overhead import timed, timing
+from pipelines.tracking.provenance import (
     MAX_PARAM_LENGTH,
     config_yaml,
     flatten_config,
-    git_state,
-    library_versions,
-    model_description,
-    model_lineage,
     run_tags,
     safe_key,
-    sha256_file,
 )
-from pipelines.tracking.store import (  # noqa: F401  (find_runs, ...: part of this module's API)
+from pipelines.tracking.store import (
     TrackingError,
-    child_runs,
-    client,
-    download_artifact,
     experiment_id_of,
-    experiments,
-    find_runs,
-    load_model,
     open_store,
     store_errors,
 )
-from pipelines.tracking.uri import (  # noqa: F401  (part of this module's API)
-    DEFAULT_TRACKING_URI,
-    artifact_root,
-    display_uri,
-    experiment_url,
-    masked,
-    registry_uri,
-    server_command,
-    sqlite_path,
-    tracking_uri,
-)
+from pipelines.tracking.uri import display_uri, tracking_uri
 
 log = logging.getLogger("gatecast.tracking")
 # Read by MLflow at each call: no progress bars, and no "View run at <URI>" lines, which
@@ -136,52 +111,6 @@ LATEST_ALIAS = "newest"
 DIFF_TAGS = ("gatecast.stage", "gatecast.instrument", "gatecast.forecaster", "gatecast.strategy")
 FIGURE_DPI = 100  # PNGs logged with runs: enough to read a chart in the MLflow UI
 T = TypeVar("T")
-
-
-# Time spent in this module ------------------------------------------------------------------
-
-_SECONDS: dict[str, float] = {}
-_CALLS: dict[str, int] = {}
-_DEPTH = [0]
-
-
-@contextlib.contextmanager
-def _timing(what: str) -> Iterator[None]:
-    """Count the block's wall time as ``what`` (outermost block only, so nesting counts once)."""
-    _DEPTH[0] += 1
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        _DEPTH[0] -= 1
-        if _DEPTH[0] == 0:
-            _SECONDS[what] = _SECONDS.get(what, 0.0) + time.perf_counter() - start
-            _CALLS[what] = _CALLS.get(what, 0) + 1
-
-
-def _timed(fn: Callable[..., T]) -> Callable[..., T]:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        with _timing(fn.__name__):
-            return fn(*args, **kwargs)
-
-    return wrapper
-
-
-def mlflow_seconds() -> float:
-    """Seconds spent in this module's calls (less drawing figures) since ``reset_overhead``."""
-    return sum(_SECONDS.values())
-
-
-def overhead_by_call() -> dict[str, tuple[float, int]]:
-    """Seconds and number of calls per kind (``pipeline_run``, ``child_run``, ``end_run``, ...)."""
-    return {what: (seconds, _CALLS[what]) for what, seconds in _SECONDS.items()}
-
-
-def reset_overhead() -> None:
-    """Start counting afresh."""
-    _SECONDS.clear()
-    _CALLS.clear()
 
 
 # Runs ---------------------------------------------------------------------------------------
@@ -310,7 +239,7 @@ def _running(handle: RunHandle) -> Iterator[RunHandle]:
         raise
     finally:
         _STACK.remove(handle)
-        with _timing("end_run"):
+        with timing("end_run"):
             _end(handle, exc)
 
 
@@ -359,7 +288,7 @@ def pipeline_run(
     """
     if _STACK:
         raise RuntimeError(f"pipeline_run({stage!r}) inside the open run {_STACK[-1].name!r}")
-    with _timing("pipeline_run"):
+    with timing("pipeline_run"):
         common = run_tags(cfg, stage, inputs, tags, command)
         uri = tracking_uri()
         store = open_store(uri)
@@ -391,7 +320,7 @@ def child_run(name: str, tags: Mapping[str, str] | None = None) -> Iterator[RunH
     those of ``DIFF_TAGS`` are params too (``instrument``, ``forecaster``, ...).
     """
     parent = active_run()
-    with _timing("child_run"):
+    with timing("child_run"):
         own = {k: str(v) for k, v in (tags or {}).items()}
         full_name = f"{parent.tags['gatecast.stage']}/{name}"
         handle = _start(
@@ -422,7 +351,7 @@ def _number(value: Any) -> float | None:
         return None
 
 
-@_timed
+@timed
 def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
     """Log numeric metrics to the current run (sent when it ends); others are skipped.
 
@@ -436,7 +365,7 @@ def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
     )
 
 
-@_timed
+@timed
 def log_metric_history(name: str, values: Sequence[float], first_step: int = 0) -> None:
     """Log a whole history (e.g. the loss of every epoch) as one metric, one value per step."""
     now = int(time.time() * 1000)
@@ -445,13 +374,13 @@ def log_metric_history(name: str, values: Sequence[float], first_step: int = 0) 
     )
 
 
-@_timed
+@timed
 def log_params(params: Mapping[str, Any]) -> None:
     """Log extra params to the current run (keys must not repeat the config's)."""
     active_run().pending_params.update({k: str(v) for k, v in params.items()})
 
 
-@_timed
+@timed
 def set_tags(tags: Mapping[str, Any]) -> None:
     """Set tags on the current run (sent with its metrics when it ends)."""
     active_run().pending_tags.update({k: str(v) for k, v in tags.items()})
@@ -463,7 +392,7 @@ def _artifact(what: str, write: Callable[[RunHandle], None]) -> None:
         write(run)
 
 
-@_timed
+@timed
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
     """Copy a file (or a directory's files) into the current run's artifacts."""
     path = Path(path)
@@ -473,13 +402,13 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
         _artifact(path.name, lambda r: r.repository.log_artifact(str(path), artifact_path))
 
 
-@_timed
+@timed
 def log_text(text: str, artifact_file: str) -> None:
     """Write ``text`` as the artifact ``artifact_file`` of the current run."""
     _artifact(artifact_file, lambda r: r.stage.store.log_text(r.run_id, text, artifact_file))
 
 
-@_timed
+@timed
 def log_dict(data: Mapping[str, Any], artifact_file: str) -> None:
     """Write ``data`` as a JSON (or YAML, by extension) artifact of the current run."""
     _artifact(artifact_file, lambda r: r.stage.store.log_dict(r.run_id, dict(data), artifact_file))
@@ -492,7 +421,7 @@ def _log_file(name: str, artifact_path: str | None, write: Callable[[Path], None
         _artifact(name, lambda r: r.repository.log_artifact(str(path), artifact_path))
 
 
-@_timed
+@timed
 def log_dataframe(frame: pd.DataFrame, name: str, artifact_path: str | None = None) -> None:
     """Write ``frame`` (with its index) as the Parquet artifact ``<name>.parquet``."""
     filename = name if name.endswith(".parquet") else f"{name}.parquet"
@@ -510,113 +439,5 @@ def log_figure(
     with tempfile.TemporaryDirectory(prefix="gatecast-figure-") as tmp:
         path = Path(tmp) / filename
         fig.savefig(path, format="png", dpi=dpi)
-        with _timing("log_figure"):
+        with timing("log_figure"):
             _artifact(filename, lambda r: r.repository.log_artifact(str(path), artifact_path))
-
-
-# Registered models --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RegisteredModel:
-    """Where ``log_model`` put the model.
-
-    Args:
-        name: Registered model name.
-        version: The new version.
-        alias: The alias moved to it.
-        model_uri: ``models:/<name>@<alias>``.
-    """
-
-    name: str
-    version: str
-    alias: str
-    model_uri: str
-
-
-def registered_model_name(cfg: Config, instrument: str, forecaster: str) -> str:
-    """``<tracking.registered_model>-<INST>`` for the report's candidate (e.g.
-    ``gatecast-lstm-GSPC``), ``<tracking.registered_model>-<forecaster>-<INST>`` for
-    any other forecaster that declares ``export``."""
-    parts = [cfg.tracking.registered_model, instrument]
-    if forecaster != cfg.report.candidate:
-        parts.insert(1, forecaster)
-    return re.sub(r"[^A-Za-z0-9._-]", "_", "-".join(parts))
-
-
-@_timed
-def log_model(
-    cfg: Config,
-    instrument: str,
-    forecaster: str,
-    forecasters: Sequence[Any],
-    example_bars: pd.DataFrame,
-    fold: Mapping[str, Any] | None = None,
-) -> RegisteredModel:
-    """Log the final fold's forecaster (each seed) as a pyfunc model of the current run
-    and register it (``pipelines.tracking.pyfunc_model``).
-
-    The new version carries its lineage (``provenance.model_lineage``: this
-    run, its commit, config hash, input data hashes, ``fold`` and the metrics
-    logged so far without a step, i.e. the whole out-of-sample ones) as tags
-    and in its description.
-
-    Args:
-        cfg: The resolved config (names the registered model).
-        instrument: The instrument the model was trained on.
-        forecaster: Its name under ``forecasters:`` (names the model's output columns).
-        forecasters: The fitted forecaster of each seed, in seed order.
-        example_bars: A short slice of bars (enough history for a few
-            forecasts), the model's input example and the base of its signature.
-        fold: The final walk-forward fold (``Fold.as_dict()``), which trained it.
-    """
-    run, name = active_run(), registered_model_name(cfg, instrument, forecaster)
-    metrics = {m.key: m.value for m in run.pending_metrics if "/" not in m.key and not m.step}
-    lineage = model_lineage(
-        {**run.tags, "gatecast.run_id": run.run_id, "gatecast.run_name": run.name},
-        run.stage.config_text,
-        metrics,
-        fold or {},
-    )
-    with store_errors(run.stage.uri, f"log the model {name} of run {run.name}"):
-        version = pyfunc_model.log_and_register(
-            run.stage.store,
-            run.run_id,
-            run.experiment_id,
-            name,
-            forecaster,
-            forecasters,
-            example_bars,
-            params=run.stage.params,
-            tags={"gatecast.instrument": instrument, "gatecast.config": cfg.name},
-            description=f"gatecast {forecaster} forecaster of {instrument} (config {cfg.name})",
-            version_tags=lineage,
-            version_description=model_description(
-                forecaster, instrument, len(forecasters), lineage, experiment_url(run.experiment_id)
-            ),
-        )
-    run.pending_tags.update(
-        {"gatecast.registered_model": name, "gatecast.registered_version": version}
-    )
-    return RegisteredModel(name, version, LATEST_ALIAS, f"models:/{name}@{LATEST_ALIAS}")
-
-
-@_timed
-def move_newest(models: Sequence[RegisteredModel]) -> None:
-    """Point each model's alias ``newest`` at its version (call once the stage's work is done)."""
-    if not models:
-        return
-    stage = active_run().stage
-    for model in models:
-        with store_errors(stage.uri, f"move the alias {model.alias} of {model.name}"):
-            stage.store.set_registered_model_alias(model.name, model.alias, model.version)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipelines.tracking ui|uri`` (``pipelines.tracking.uri.main``), whose ``ui``
-    prints a model-training-view link per experiment of the store."""
-    return store_uri.main(argv, experiments=experiments)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

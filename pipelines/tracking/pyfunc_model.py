@@ -1,6 +1,6 @@
 """A registered forecaster in MLflow's pyfunc format: what a model version holds and runs.
 
-``pipelines.tracking.log_model`` logs the final walk-forward fold's forecaster
+``pipelines.tracking.model_registry.log_model`` logs the final walk-forward fold's forecaster
 (each seed of a stochastic one) of every forecaster that declares ``export``,
 with ``log_and_register`` (``save`` writes the model's folder);
 ``mlflow.pyfunc.load_model`` brings back a ``ForecasterPyfuncModel`` in any

@@ -24,6 +24,7 @@ from pipelines.execution.walkforward import (
     score_forecasts,
 )
 from pipelines.report.charts import gates_chart, loss_chart
+from pipelines.tracking import model_registry
 
 # Results ------------------------------------------------------------------------------
 
@@ -51,7 +52,7 @@ class InstrumentResult:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     runs: dict[str, tracking.RunHandle] = field(default_factory=dict)
     gates: pd.DataFrame | None = None
-    model: tracking.RegisteredModel | None = None
+    model: model_registry.RegisteredModel | None = None
 
 
 def _complete(series: pd.Series, folds: Sequence[Fold], bars: pd.DataFrame, name: str) -> None:
@@ -210,13 +211,13 @@ def _register_final_model(
     last: Fold,
     results: Sequence[Sequence[TrainResult]],
     cls: type,
-) -> tracking.RegisteredModel:
+) -> model_registry.RegisteredModel:
     """Log and register the final fold's forecaster of every seed."""
     final = [cls.from_bytes(seed_results[-1].model) for seed_results in results]
     need = max(f.min_history for f in final)
     lo = max(last.train_start, last.test_start - need + 1)
     example = bars.iloc[lo : min(last.test_start + 5, last.test_end + 1)]
-    return tracking.log_model(cfg, key[0], key[1], final, example, fold=last.as_dict())
+    return model_registry.log_model(cfg, key[0], key[1], final, example, fold=last.as_dict())
 
 
 def record(
