@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import backtrader as bt
-
+from strategies.base import Strategy
 from strategies.feeds import date_number
 
 
-class BuyAndHold(bt.Strategy):
+class BuyAndHold(Strategy):
     """Buy once at the first allowed bar and hold to the end.
 
     Buy logic:
@@ -27,6 +26,7 @@ class BuyAndHold(bt.Strategy):
         trade_start: first date on which the buy may be sent (None: the first bar).
     """
 
+    family = "benchmark"
     params = (("trade_start", None),)
 
     @classmethod

@@ -3,17 +3,37 @@
 from __future__ import annotations
 
 import backtrader as bt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
+from strategies.base import Strategy
 from strategies.feeds import date_number
 
 
-class _MovingAverageCrossover(bt.Strategy):
+class CrossoverConfig(BaseModel):
+    """The parameters of a crossover in a config (``backtest.strategies.<name>``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fast: StrictInt = Field(ge=1, description="bars in the fast average")
+    slow: StrictInt = Field(ge=2, description="bars in the slow average (> fast)")
+
+    @model_validator(mode="after")
+    def _fast_below_slow(self) -> CrossoverConfig:
+        if self.fast >= self.slow:
+            raise ValueError(f"fast ({self.fast}) must be shorter than slow ({self.slow})")
+        return self
+
+
+class _MovingAverageCrossover(Strategy):
     params = (
         ("fast", 20),  # bars in the fast average
         ("slow", 50),  # bars in the slow average (> fast)
         ("allow_short", False),  # reverse into a short on a downward cross
         ("trade_start", None),  # first date on which a cross may be acted on
     )
+
+    family = "crossover"
+    Config = CrossoverConfig
 
     _average = bt.indicators.SMA
     # Bars of warm-up per bar of the slow period (see warmup_bars).

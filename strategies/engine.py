@@ -112,24 +112,15 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 
+from core import registry
 from core.periods import PERIODS_PER_YEAR
 from strategies.broker import (
     PercentCommission,
     PercentOfEquitySizer,
     Recorder,
 )
-from strategies.buyhold import BuyAndHold
-from strategies.crossover import EmaCrossover, SmaCrossover
 from strategies.feeds import ForecastData, make_feed, validate_bars
-from strategies.forecast import ForecastStrategy
 from strategies.metrics import compute_metrics
-
-STRATEGIES: dict[str, type[bt.Strategy]] = {
-    "forecast": ForecastStrategy,
-    "sma_crossover": SmaCrossover,
-    "ema_crossover": EmaCrossover,
-    "buy_and_hold": BuyAndHold,
-}
 
 
 @dataclass(frozen=True)
@@ -241,14 +232,13 @@ def warmup_bars(
 
 
 def resolve_strategy(strategy: str | type[bt.Strategy]) -> type[bt.Strategy]:
-    """A strategy class from its name in ``STRATEGIES`` (or the class itself)."""
+    """A strategy class from its registered name (entry point group ``gatecast.strategies``,
+    or ``package.module:Class``), or the class itself."""
     if isinstance(strategy, str):
         try:
-            return STRATEGIES[strategy]
-        except KeyError:
-            raise ValueError(
-                f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}"
-            ) from None
+            strategy = registry.load(registry.STRATEGIES, strategy)
+        except registry.RegistryError as err:
+            raise ValueError(f"strategy: {err}") from None
     if isinstance(strategy, type) and issubclass(strategy, bt.Strategy):
         return strategy
     raise ValueError(f"strategy must be a name or a bt.Strategy subclass, got {strategy!r}")
@@ -273,7 +263,7 @@ def run_backtest(
     Args:
         bars: daily bars (open, high, low, close, volume) indexed by date; a
             ``forecast`` column is used when ``forecast`` is None.
-        strategy: a name from ``STRATEGIES`` or a ``bt.Strategy`` subclass.
+        strategy: a registered strategy name or a ``bt.Strategy`` subclass.
         params: strategy parameters (``trade_start`` and ``allow_short`` come
             from the arguments of this function, not from here).
         execution: the execution model; default ``ExecutionSettings()``.
@@ -281,7 +271,8 @@ def run_backtest(
             measured equity curve (None: the first bar).
         risk_free: annual risk-free rate (decimal), constant or a Series by date.
         runonce, preload: Backtrader engine modes (results do not depend on them).
-        forecast: next-close forecasts on exactly the bars' dates (ForecastStrategy).
+        forecast: next-close forecasts on exactly the bars' dates (for a strategy that
+            ``trades_forecast``).
         warmup: bars before ``trade_start`` fed to Backtrader (None: all of them);
             at least the strategy's own ``warmup_bars`` (see the module docstring).
         keep_cerebro: keep the engine, with the standard observers, in the
@@ -380,11 +371,13 @@ def _first_fed_bar(
 def _make_checked_feed(
     cls: type[bt.Strategy], bars: pd.DataFrame, forecast: pd.Series | None, fed: int
 ) -> ForecastData:
-    """The data feed from bar ``fed`` on; a ForecastStrategy without any forecast is refused."""
+    """The data feed from bar ``fed`` on; a strategy that trades a forecast
+    (``trades_forecast``) without any forecast is refused."""
     feed = make_feed(bars, forecast, first=fed)
-    if cls is ForecastStrategy and np.isnan(feed.p.dataname["forecast"].to_numpy()).all():
+    trades_forecast = getattr(cls, "trades_forecast", False)
+    if trades_forecast and np.isnan(feed.p.dataname["forecast"].to_numpy()).all():
         raise ValueError(
-            "ForecastStrategy needs a forecast: pass forecast=<Series on the bars' dates> "
+            f"{cls.__name__} needs a forecast: pass forecast=<Series on the bars' dates> "
             "or a 'forecast' column in bars (it is missing or all NaN)"
         )
     return feed

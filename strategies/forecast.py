@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import math
 
-import backtrader as bt
-
+from strategies.base import Strategy
 from strategies.feeds import date_number
 
 
-class ForecastStrategy(bt.Strategy):
+class ForecastStrategy(Strategy):
     """Long (and optionally short) on the expected return of a next-close forecast.
 
     The expected return at bar ``t`` is ``forecast[t] / close[t] - 1``, where
@@ -45,6 +44,9 @@ class ForecastStrategy(bt.Strategy):
         trade_start: first date on which a signal may be acted on (None:
             the first bar).
     """
+
+    trades_forecast = True
+    family = "forecast"
 
     params = (
         ("entry_threshold", 0.0),

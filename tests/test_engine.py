@@ -263,7 +263,9 @@ def test_bad_bars_are_named():
         run_backtest(golden_bars().iloc[::-1], "buy_and_hold", {}, EXECUTION)
     with pytest.raises(ValueError, match="no parameter"):
         run_backtest(golden_bars(), "buy_and_hold", {"fast": 2}, EXECUTION)
-    with pytest.raises(ValueError, match="unknown strategy"):
+    with pytest.raises(
+        ValueError, match=r"unknown kind .momentum.: registered \(gatecast.strategies\)"
+    ):
         run_backtest(golden_bars(), "momentum", {}, EXECUTION)
 
 

@@ -94,7 +94,7 @@ def test_superiority_too_few_dates_is_untested_not_an_error():
 
 def test_superiority_without_benchmark_names_it():
     with pytest.raises(ValueError, match="GSPC: no benchmark column 'buy_and_hold'"):
-        superiority_test(pd.DataFrame({"a": [0.1]}), scope="GSPC")
+        superiority_test(pd.DataFrame({"a": [0.1]}), "buy_and_hold", scope="GSPC")
 
 
 def test_superiority_table_per_scope_leaves_the_seeds_out():
@@ -103,7 +103,7 @@ def test_superiority_table_per_scope_leaves_the_seeds_out():
         "GSPC": {**{c: frame[c] for c in frame}, "lstm_seed0": frame["s2"]},
         "GOOG": {"s0": frame["s0"]},  # no benchmark: skipped
     }
-    tests = superiority_table(excess, size=ALPHA, block=5, reps=200, seed=0)
+    tests = superiority_table(excess, "buy_and_hold", size=ALPHA, block=5, reps=200, seed=0)
     assert [t.scope for t in tests] == ["GSPC"]
     assert "lstm_seed0" not in tests[0].strategies
     table = superiority_frame(tests)

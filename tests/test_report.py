@@ -361,17 +361,17 @@ def _block(**lstm):
 
 def test_the_verdict_judges_the_configured_candidate_by_its_label():
     # report.candidate names the forecaster judged: here sma, which ranks first by Sharpe
-    sentences, outcome = verdict(_block(), 0.05, 20, "sma", "SMA")
+    sentences, outcome = verdict(_block(), 0.05, 20, "sma", "SMA", "buy_and_hold")
     text = " ".join(sentences)
     assert "By Sharpe ratio the SMA strategy ranks 1 of" in text
     assert "As a forecaster the SMA ranks 1 of" in text
     assert "LSTM" not in text
-    missing, _ = verdict(_block().drop(index="sma"), 0.05, 20, "sma", "SMA")
+    missing, _ = verdict(_block().drop(index="sma"), 0.05, 20, "sma", "SMA", "buy_and_hold")
     assert missing == ["No SMA forecasts in this experiment: nothing to judge."]
 
 
 def test_verdict_when_the_lstm_loses():
-    sentences, outcome = verdict(_block(), 0.05, 20, "lstm", "LSTM")
+    sentences, outcome = verdict(_block(), 0.05, 20, "lstm", "LSTM", "buy_and_hold")
     text = " ".join(sentences)
     assert outcome == "loss"
     assert "ranks 2 of 3" in text and "does not beat the baselines; the best is sma (0.80)" in text
@@ -386,7 +386,7 @@ def test_verdict_when_the_lstm_wins_significantly():
         sharpe=1.5, dsr=0.99, sharpe_diff=1.1, sharpe_diff_low=0.3, sharpe_diff_high=1.9,
         rmse=1.5, theil_u2=0.75, dm_statistic=-3.2, dm_p_value=0.001,
     )  # fmt: skip
-    sentences, outcome = verdict(block, 0.05, 20, "lstm", "LSTM")
+    sentences, outcome = verdict(block, 0.05, 20, "lstm", "LSTM", "buy_and_hold")
     text = " ".join(sentences)
     assert outcome == "win"
     assert "ranks 1 of 3 (1.50) and beats every baseline; the next best is sma (0.80)" in text
@@ -399,12 +399,24 @@ def test_verdict_when_the_lstm_wins_significantly():
 def test_verdict_follows_the_numbers_not_a_template():
     # same block, only the interval moves: the significance sentence must change with it
     worse = " ".join(
-        verdict(_block(sharpe_diff_low=-0.9, sharpe_diff_high=-0.2), 0.05, 5, "lstm", "LSTM")[0]
+        verdict(
+            _block(sharpe_diff_low=-0.9, sharpe_diff_high=-0.2),
+            0.05,
+            5,
+            "lstm",
+            "LSTM",
+            "buy_and_hold",
+        )[0]
     )
     assert "significantly worse than buy-and-hold" in worse
     seeds = " ".join(
         verdict(
-            _block(seeds=3, sharpe_seed_mean=0.45, sharpe_seed_std=0.12), 0.05, 5, "lstm", "LSTM"
+            _block(seeds=3, sharpe_seed_mean=0.45, sharpe_seed_std=0.12),
+            0.05,
+            5,
+            "lstm",
+            "LSTM",
+            "buy_and_hold",
         )[0]
     )
     assert "Across 3 seeds its Sharpe ratio is 0.45 ± 0.12" in seeds
@@ -596,7 +608,7 @@ def test_tear_sheet_tables_follow_quantstats_and_the_trade_log(built):
 
 def test_verdict_mixed_case_names_which_edge_is_not_significant():
     block = _block(rmse=1.5, theil_u2=0.98, dm_statistic=-0.4, dm_p_value=0.64)
-    sentences, outcome = verdict(block, 0.05, 20, "lstm", "LSTM")
+    sentences, outcome = verdict(block, 0.05, 20, "lstm", "LSTM", "buy_and_hold")
     assert outcome == "mixed"
     assert sentences[-1] == (
         "Bottom line: the LSTM forecast most accurately but did not beat every baseline by "
@@ -608,13 +620,13 @@ def test_verdict_mixed_case_names_which_edge_is_not_significant():
 def test_verdict_reads_well_at_the_edges():
     # a ratio that rounds to 1.000 is not called lower; a mean that rounds to 0 has no sign
     block = _block(theil_u2=0.99996, seeds=2, sharpe_seed_mean=-0.001, sharpe_seed_std=0.26)
-    text = " ".join(verdict(block, 0.05, 20, "lstm", "LSTM")[0])
+    text = " ".join(verdict(block, 0.05, 20, "lstm", "LSTM", "buy_and_hold")[0])
     assert "Theil U2 0.99996, the same error to three decimals" in text
     assert "(lower error)" not in text and "-0.00" not in text
     assert "Across 2 seeds its Sharpe ratio is 0.00 ± 0.26" in text
     assert ": but" not in text
     assert "p = 0.600: more accurate, but not significantly." in text
-    worse = " ".join(verdict(_block(), 0.05, 20, "lstm", "LSTM")[0])
+    worse = " ".join(verdict(_block(), 0.05, 20, "lstm", "LSTM", "buy_and_hold")[0])
     assert (
         "Theil U2 1.010, higher error; Diebold-Mariano 0.50, p = 0.600: less accurate, but "
         "not significantly." in worse

@@ -3,8 +3,8 @@
 A forecast file (``forecasts/<INST>.parquet``) has one column per forecaster
 (``random_walk``, ``sma``, ..., ``lstm``) and, for a stochastic forecaster, one
 ``<name>_seed<k>`` column per seed; ``<name>`` is the mean of its seeds. The
-backtest stage runs a strategy named after each column (plus the crossovers
-and ``buy_and_hold``); the report groups them by ``strategy_kind``.
+backtest stage runs a strategy named after each column (plus the strategies of
+``backtest.strategies``); the report groups them by ``Config.strategy_kind``.
 
 This module imports nothing heavy, so the report can use it without loading
 Backtrader.
@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-BENCHMARK = "buy_and_hold"
 RANDOM_WALK = "random_walk"
 SEED_COLUMN = re.compile(r"(.+)_seed(\d+)")
 
@@ -36,16 +35,9 @@ def seed_columns(columns: Iterable[str], forecaster: str | None = None) -> list[
     return [c for *_, c in sorted(seeds)]
 
 
-def strategy_kind(strategy: str) -> str:
-    """``benchmark`` (buy-and-hold), ``crossover``, ``seed`` (one seed of a stochastic
-    forecaster) or ``forecast``."""
-    if strategy == BENCHMARK:
-        return "benchmark"
-    if strategy.endswith("_crossover"):
-        return "crossover"
-    if SEED_COLUMN.fullmatch(strategy):
-        return "seed"
-    return "forecast"
+def is_seed(name: str) -> bool:
+    """Whether ``name`` is the column (and strategy) of one seed of a stochastic forecaster."""
+    return SEED_COLUMN.fullmatch(name) is not None
 
 
 def cost_label(bp: float) -> str:

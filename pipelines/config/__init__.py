@@ -34,6 +34,7 @@ from pydantic import (
 
 from pipelines.common.errors import ConfigError
 from pipelines.common.paths import REPO_ROOT, is_plain_name
+from pipelines.common.strategy_names import is_seed
 from pipelines.config.forecasters import ForecastersConfig
 from pipelines.config.sections import (
     BacktestConfig,
@@ -68,7 +69,7 @@ class Config(Section):
         BeforeValidator(ForecastersConfig.parse),
         PlainSerializer(ForecastersConfig.dump),
     ] = Field(default_factory=lambda: ForecastersConfig.parse({}))
-    backtest: BacktestConfig = BacktestConfig()
+    backtest: BacktestConfig = Field(default_factory=BacktestConfig)
     report: ReportConfig = ReportConfig()
     tracking: TrackingConfig = TrackingConfig()
     executor: ExecutorConfig = ExecutorConfig()
@@ -103,6 +104,24 @@ class Config(Section):
                 f"report.candidate: {self.report.candidate!r} is not a forecaster of this "
                 f"config; give one of {', '.join(self.forecasters.enabled())}"
             )
+        strategies = self.backtest.strategies
+        chosen = "benchmark" in self.report.model_fields_set
+        if chosen and self.report.benchmark not in strategies:
+            raise ValueError(
+                f"report.benchmark: {self.report.benchmark!r} is not a strategy of this "
+                f"config; give one of {', '.join(strategies)}"
+            )
+        for name, spec in strategies.items():
+            if name in self.forecasters.enabled():
+                raise ValueError(
+                    f"backtest.strategies.{name}: also the name of a forecaster (whose "
+                    "forecast is traded under that name); rename the strategy"
+                )
+            if spec.forecaster is not None and spec.forecaster not in self.forecasters.enabled():
+                raise ValueError(
+                    f"backtest.strategies.{name}.forecaster: {spec.forecaster!r} is not a "
+                    f"forecaster of this config; give one of {', '.join(self.forecasters)}"
+                )
         return self
 
     # Resolved paths ---------------------------------------------------------
@@ -128,6 +147,16 @@ class Config(Section):
         if spec is None or not getattr(spec.cls, "label", None):
             return forecaster
         return spec.cls.label if forecaster == spec.kind else f"{spec.cls.label} ({forecaster})"
+
+    def strategy_kind(self, name: str) -> str:
+        """How the report groups a strategy: ``seed`` (one seed of a stochastic
+        forecaster), the ``family`` its class declares for a strategy of
+        ``backtest.strategies`` (``crossover``, ``benchmark``, ``rule``, ...), else
+        ``forecast`` (a forecaster's forecast, traded)."""
+        if is_seed(name):
+            return "seed"
+        spec = self.backtest.strategies.get(name)
+        return spec.cls.family if spec is not None else "forecast"
 
     @property
     def candidate_label(self) -> str:

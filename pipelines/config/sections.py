@@ -4,12 +4,14 @@ docs/configuration.md)."""
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     StrictBool,
     StrictInt,
     ValidationInfo,
@@ -18,6 +20,8 @@ from pydantic import (
 )
 
 from pipelines.common.paths import is_plain_name
+from pipelines.config.strategies import SHORTHANDS, StrategiesConfig, load_strategy
+from pipelines.config.validation import KeyedErrors
 
 
 class Section(BaseModel):
@@ -103,17 +107,6 @@ class SizingConfig(Section):
     fractional: StrictBool = False
 
 
-class CrossoverConfig(Section):
-    fast: StrictInt = Field(ge=1)
-    slow: StrictInt = Field(ge=2)
-
-    @model_validator(mode="after")
-    def _fast_below_slow(self) -> CrossoverConfig:
-        if self.fast >= self.slow:
-            raise ValueError(f"fast ({self.fast}) must be shorter than slow ({self.slow})")
-        return self
-
-
 class TopKConfig(Section):
     """The top-k portfolio over the universe (``strategies.topk.TopK``), one per forecaster.
 
@@ -128,7 +121,10 @@ class TopKConfig(Section):
 
 
 class BacktestConfig(Section):
-    """Execution model shared by every strategy: fills at the next bar's open."""
+    """Execution model shared by every strategy (fills at the next bar's open), and the
+    strategies (``pipelines.config.strategies``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     cash: float = Field(100_000.0, gt=0)
     commission: float = Field(0.001, ge=0, lt=0.1, description="fraction of traded value")
@@ -138,12 +134,38 @@ class BacktestConfig(Section):
     entry_threshold: float = Field(0.0, ge=0, description="expected return needed to go long")
     exit_threshold: float = Field(0.0, le=0, description="expected return below which to exit")
     allow_short: StrictBool = False
-    sma_crossover: CrossoverConfig | None = CrossoverConfig(fast=20, slow=50)
-    ema_crossover: CrossoverConfig | None = CrossoverConfig(fast=12, slow=26)
-    buy_and_hold: StrictBool = True
+    forecast_strategy: str = Field(
+        "forecast",
+        description="the registered strategy that trades every forecaster's forecast",
+    )
+    strategies: Annotated[
+        StrategiesConfig,
+        BeforeValidator(StrategiesConfig.parse),
+        PlainSerializer(StrategiesConfig.dump),
+    ] = Field(default_factory=lambda: StrategiesConfig.parse({}))
     top_k: TopKConfig | None = Field(
         None, description="top-k portfolio over the universe (null = off); e.g. {k: 2}"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, data: Any) -> Any:
+        """``sma_crossover``, ``ema_crossover`` and ``buy_and_hold`` set entries of
+        ``strategies`` (``pipelines.config.strategies``)."""
+        if not isinstance(data, dict) or not any(k in data for k in SHORTHANDS):
+            return data
+        data = dict(data)
+        given = {k: data.pop(k) for k in SHORTHANDS if k in data}
+        data["strategies"] = StrategiesConfig.parse(data.get("strategies"), given)
+        return data
+
+    @field_validator("forecast_strategy")
+    @classmethod
+    def _trades_forecasts(cls, kind: str) -> str:
+        strategy = load_strategy(kind, "backtest.forecast_strategy")
+        if not strategy.trades_forecast:
+            raise KeyedErrors([f"backtest.forecast_strategy: {kind} does not trade a forecast"])
+        return kind
 
 
 class BootstrapConfig(Section):
@@ -159,6 +181,11 @@ class ReportConfig(Section):
     )
     bootstrap: BootstrapConfig = BootstrapConfig()
     significance: float = Field(0.05, gt=0, lt=0.5)
+    benchmark: str = Field(
+        "buy_and_hold",
+        description="the strategy (a name under backtest.strategies) every strategy's Sharpe "
+        "ratio is compared with",
+    )
     candidate: str = Field(
         "lstm",
         description="the forecaster (a name under forecasters:) the report judges against "

@@ -4,13 +4,14 @@ config. Shared by the backtest stage and the look-ahead check."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from core.periods import PERIODS_PER_YEAR
 from pipelines.common.errors import ConfigError
 from pipelines.common.strategy_names import seed_columns
 from pipelines.config import Config
 from pipelines.config.sections import BacktestConfig
+from pipelines.config.strategies import load_strategy
 from strategies.engine import ExecutionSettings
 
 
@@ -42,33 +43,55 @@ def sweep_points(cfg: Config) -> list[float]:
     return sorted({float(bp) for bp in cfg.report.cost_sweep_bp})
 
 
-def strategy_plan(cfg: Config, columns: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
-    """Strategy name -> (engine strategy, params) for a forecast file with ``columns``.
+class Planned(NamedTuple):
+    """One strategy of an instrument's plan.
 
-    A ForecastStrategy on each forecaster column present, the configured
-    crossovers and buy-and-hold, then one on each ``lstm_seed<k>`` column with
-    the same parameters as ``lstm``.
+    Attributes:
+        strategy: its registered kind (what ``strategies.engine.run_backtest`` resolves).
+        params: its parameters.
+        forecast: the forecast column it trades (None for a strategy that trades none).
+    """
+
+    strategy: str
+    params: dict[str, Any]
+    forecast: str | None = None
+
+
+def strategy_plan(cfg: Config, columns: list[str]) -> dict[str, Planned]:
+    """Strategy name -> what runs under that name, for a forecast file with ``columns``.
+
+    ``backtest.forecast_strategy`` on each forecaster column present, the
+    strategies of ``backtest.strategies`` (one that trades a forecast on its
+    ``forecaster``'s column, ``report.candidate`` by default, where present),
+    then ``backtest.forecast_strategy`` on each seed column of a stochastic
+    forecaster, with the same parameters.
 
     Args:
         cfg: the experiment.
         columns: the forecast file's columns.
     """
     bt_cfg = cfg.backtest
-    plan: dict[str, tuple[str, dict[str, Any]]] = {}
-    thresholds = {
-        "entry_threshold": bt_cfg.entry_threshold,
-        "exit_threshold": bt_cfg.exit_threshold,
-    }
+    traded = _forecast_params(cfg)
+    plan: dict[str, Planned] = {}
     for name in cfg.forecasters.enabled():
         if name in columns:
-            plan[name] = ("forecast", dict(thresholds))
-    if bt_cfg.sma_crossover is not None:
-        plan["sma_crossover"] = ("sma_crossover", bt_cfg.sma_crossover.model_dump())
-    if bt_cfg.ema_crossover is not None:
-        plan["ema_crossover"] = ("ema_crossover", bt_cfg.ema_crossover.model_dump())
-    if bt_cfg.buy_and_hold:
-        plan["buy_and_hold"] = ("buy_and_hold", {})
+            plan[name] = Planned(bt_cfg.forecast_strategy, dict(traded), name)
+    for name, spec in bt_cfg.strategies.items():
+        column = (spec.forecaster or cfg.report.candidate) if spec.cls.trades_forecast else None
+        if column is None or column in columns:
+            plan[name] = Planned(spec.kind, spec.arguments(), column)
     for name in cfg.forecasters.with_capability("stochastic"):
         for column in seed_columns(columns, name):
-            plan[column] = ("forecast", dict(thresholds))
+            plan[column] = Planned(bt_cfg.forecast_strategy, dict(traded), column)
     return plan
+
+
+def _forecast_params(cfg: Config) -> dict[str, Any]:
+    """The parameters of ``backtest.forecast_strategy``: ``backtest.entry_threshold`` and
+    ``exit_threshold``, for a class that has them."""
+    known = load_strategy(cfg.backtest.forecast_strategy, "backtest.forecast_strategy")
+    thresholds = {
+        "entry_threshold": cfg.backtest.entry_threshold,
+        "exit_threshold": cfg.backtest.exit_threshold,
+    }
+    return {k: v for k, v in thresholds.items() if k in known.parameter_defaults()}

@@ -33,7 +33,7 @@ import pandas as pd
 from core.bars import BAR_COLUMNS, format_timestamp
 from pipelines.common.errors import DataError
 from pipelines.common.outputs import json_safe, write_json
-from pipelines.common.strategy_names import RANDOM_WALK, strategy_kind
+from pipelines.common.strategy_names import RANDOM_WALK, is_seed
 from pipelines.config import Config
 from pipelines.execution import executors
 from strategies.engine import ExecutionSettings
@@ -122,7 +122,11 @@ def plan_portfolios(cfg: Config, instruments: Sequence[Any]) -> list[PortfolioUn
     forecasters = [
         name
         for name, unit in instruments[0].units.items()
-        if unit.strategy == "forecast" and name != RANDOM_WALK and strategy_kind(name) != "seed"
+        # a forecaster's own column (not a configured strategy on it, nor a seed)
+        if unit.forecast is not None
+        and unit.forecast.name == name
+        and name != RANDOM_WALK
+        and not is_seed(name)
     ]
     params = {"k": top_k.k, "short": top_k.short}
     for name in forecasters:

@@ -21,8 +21,8 @@ EPOCHS = 2
 FORECASTER = "forecaster"
 STRATEGY = "strategy"
 
-#: A strategy as the backtest stage plans it: (engine name or bt.Strategy class, params).
-StrategySpec = tuple[Any, dict[str, Any]]
+#: A strategy to check: (registered name or bt.Strategy class, params[, forecast column]).
+StrategySpec = tuple[Any, ...]
 
 
 # Results ------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from scipy import stats as sps
 
 from core.periods import PERIODS_PER_YEAR, sharpe_ratio
 from models.metrics import diebold_mariano, theil_u2
-from pipelines.common.strategy_names import BENCHMARK, RANDOM_WALK, seed_columns, strategy_kind
+from pipelines.common.strategy_names import RANDOM_WALK, seed_columns
 from pipelines.config import Config
 from pipelines.report import inputs as report_inputs
 from pipelines.report import stats
@@ -265,12 +265,14 @@ def cost_sweep_table(
     return pd.DataFrame(rows, columns=["instrument", "strategy", "cost_bp", "sharpe"])
 
 
-def _break_even(sweep_table: pd.DataFrame, inst_name: str, name: str) -> stats.BreakEven | None:
-    if sweep_table.empty or name == BENCHMARK:
+def _break_even(
+    sweep_table: pd.DataFrame, inst_name: str, name: str, benchmark: str
+) -> stats.BreakEven | None:
+    if sweep_table.empty or name == benchmark:
         return None
     block = sweep_table[sweep_table["instrument"] == inst_name]
     mine = block[block["strategy"] == name].set_index("cost_bp")["sharpe"]
-    bench = block[block["strategy"] == BENCHMARK].set_index("cost_bp")["sharpe"]
+    bench = block[block["strategy"] == benchmark].set_index("cost_bp")["sharpe"]
     both = pd.concat([mine, bench], axis=1, keys=["s", "b"]).dropna()
     if both.empty:
         return None
@@ -291,7 +293,7 @@ class _Block:
 def _sharpe_diff(
     cfg: Config, r: pd.Series, bench: pd.Series | None, name: str, periods_per_year: float
 ) -> dict:
-    if bench is None or name == BENCHMARK:
+    if bench is None or name == cfg.report.benchmark:
         keys = ("sharpe_diff", "sharpe_diff_low", "sharpe_diff_high", "sharpe_diff_p_value")
         return dict.fromkeys(keys, math.nan)
     a, b = r.align(bench, join="inner")
@@ -326,11 +328,11 @@ def _block_rows(
     seed_runs = [block.runs[c] for c in seed_columns(block.runs, candidate)]
     if seed_runs:
         seeds[block.name] = stats.seed_summary([r.metrics for r in seed_runs])
-    bench = block.excess.get(BENCHMARK)
+    bench = block.excess.get(cfg.report.benchmark)
     rows = []
     for name, run in block.runs.items():
         row: dict[str, Any] = {"instrument": block.name, "strategy": name}
-        row["kind"] = strategy_kind(name)
+        row["kind"] = cfg.strategy_kind(name)
         row.update({k: run.metrics.get(k, math.nan) for k in TRADING_KEYS})
         fm = block.forecast_metrics.get(name, {})
         row.update({k: fm.get(k, math.nan) for k in FORECAST_KEYS})
@@ -339,7 +341,7 @@ def _block_rows(
         row["dsr"] = stats.deflated_sharpe_ratio(r.to_numpy(), block.trial_sharpes, n_trials)
         row["dsr_trials"] = n_trials
         row.update(_sharpe_diff(cfg, r, bench, name, periods_per_year))
-        be = _break_even(sweep_table, block.name, name)
+        be = _break_even(sweep_table, block.name, name, cfg.report.benchmark)
         row["break_even_bp"] = be.cost_bp if be and be.cost_bp is not None else math.nan
         row["break_even"] = be.describe(max_bp) if be else ""
         if name == candidate and seed_runs:

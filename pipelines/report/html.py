@@ -36,7 +36,7 @@ import pandas as pd
 
 from core.bars import format_timestamp
 from core.periods import PERIODS_PER_YEAR
-from pipelines.common.strategy_names import BENCHMARK, seed_columns
+from pipelines.common.strategy_names import seed_columns
 from pipelines.config import Config
 from pipelines.report import bokeh as report_bokeh
 from pipelines.report import page_charts as report_charts
@@ -263,7 +263,7 @@ def _league_blocks(
             css = (
                 "candidate"
                 if row["strategy"] == cfg.report.candidate
-                else ("benchmark" if row["strategy"] == BENCHMARK else "")
+                else ("benchmark" if row["strategy"] == cfg.report.benchmark else "")
             )
             cells = [_cell(c, row, alpha) for c in COLUMNS]
             rows.append({"strategy": row["strategy"], "css": css, "cells": cells})
@@ -274,6 +274,7 @@ def _league_blocks(
             comparison.n_trials,
             cfg.report.candidate,
             cfg.candidate_label,
+            cfg.report.benchmark,
         )
         if not verdicts:
             sentences = [*sentences, *corrected]
@@ -317,7 +318,7 @@ def _instrument_context(
         "charts": overview,
         "gates": report_charts.gate_section(out, inst, per_year, comparison.label),
         "strategies": report_charts.strategy_section(
-            out, inst, trades, per_year, strategies, picked
+            out, inst, trades, per_year, strategies, picked, cfg.report.benchmark
         ),
         "default_strategy": picked,
     }

@@ -24,7 +24,7 @@ import pandas as pd
 
 from pipelines.common.errors import DataError
 from pipelines.common.outputs import read_stage_parquet, read_stage_summary
-from pipelines.common.strategy_names import SEED_COLUMN, cost_label, seed_columns, strategy_kind
+from pipelines.common.strategy_names import SEED_COLUMN, cost_label, is_seed, seed_columns
 from pipelines.config import Config
 
 # bp -> instrument -> strategy -> (annualised Sharpe ratio, daily returns) at that commission
@@ -192,7 +192,7 @@ def load_cost_sweep(cfg: Config, instruments: Sequence[InstrumentData]) -> CostS
         for bp in points:
             out[bp][inst.name] = {}
         for name, item in strategies.items():
-            if strategy_kind(name) == "seed":
+            if is_seed(name):
                 continue
             sharpe = item.get("cost_sweep") or {}
             file = (item.get("files") or {}).get("cost_sweep")

@@ -31,7 +31,7 @@ import pandas as pd
 
 from pipelines.common.errors import DataError
 from pipelines.common.outputs import read_stage_parquet, read_stage_summary
-from pipelines.common.strategy_names import RANDOM_WALK, strategy_kind
+from pipelines.common.strategy_names import RANDOM_WALK, is_seed
 from pipelines.config import Config
 from pipelines.report.comparison import POOLED, Comparison, excess_returns, fmt
 from pipelines.report.cross_section import MIN_INSTRUMENTS, information_coefficients
@@ -121,7 +121,9 @@ def analyse(
         reps=cfg.report.bootstrap.samples,
         seed=cfg.seed,
     )
-    tests = superiority_table(_excess_by_scope(instruments, comparison), **boot)
+    tests = superiority_table(
+        _excess_by_scope(instruments, comparison), cfg.report.benchmark, **boot
+    )
     across = across_instruments(comparison.league, cfg.report.candidate, cfg.report.significance)
     notes = []
     cross = None
@@ -130,7 +132,7 @@ def analyse(
         columns = [
             c
             for c in instruments[0].frame.columns
-            if c in cfg.forecasters.enabled() and c != RANDOM_WALK and strategy_kind(c) != "seed"
+            if c in cfg.forecasters.enabled() and c != RANDOM_WALK and not is_seed(c)
         ]
         cross = information_coefficients(frames, columns)
     else:

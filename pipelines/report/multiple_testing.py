@@ -58,7 +58,7 @@ from arch.bootstrap import SPA, RealityCheck, StepM
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from pipelines.common.strategy_names import BENCHMARK, strategy_kind
+from pipelines.common.strategy_names import is_seed
 
 __all__ = [
     "MIN_OBSERVATIONS",
@@ -127,7 +127,7 @@ def _untested(
 
 def superiority_test(
     returns: pd.DataFrame,
-    benchmark: str = BENCHMARK,
+    benchmark: str,
     *,
     scope: str = "",
     size: float = 0.05,
@@ -186,26 +186,29 @@ def superiority_test(
 
 def superiority_table(
     excess: Mapping[str, Mapping[str, pd.Series]],
+    benchmark: str,
     *,
     size: float,
     block: int,
     reps: int,
     seed: int,
 ) -> list[SuperiorityTest]:
-    """``superiority_test`` of each scope's strategies (seeds left out) against buy-and-hold.
+    """``superiority_test`` of each scope's strategies (seeds left out) against ``benchmark``.
 
     Args:
         excess: scope (instrument or ``pooled``) -> strategy -> daily excess returns.
+        benchmark: the strategy compared with (``report.benchmark``); a scope without it
+            is left out.
         size, block, reps, seed: as ``superiority_test``.
     """
     out = []
     for scope, by_strategy in excess.items():
-        if BENCHMARK not in by_strategy:
+        if benchmark not in by_strategy:
             continue
-        kept = {n: r for n, r in by_strategy.items() if strategy_kind(n) != "seed"}
+        kept = {n: r for n, r in by_strategy.items() if not is_seed(n)}
         frame = pd.DataFrame(kept).sort_index()
         test = superiority_test(
-            frame, BENCHMARK, scope=scope, size=size, block=block, reps=reps, seed=seed
+            frame, benchmark, scope=scope, size=size, block=block, reps=reps, seed=seed
         )
         out.append(test)
     return out

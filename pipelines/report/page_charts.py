@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.common.strategy_names import BENCHMARK, RANDOM_WALK, strategy_kind
+from pipelines.common.strategy_names import RANDOM_WALK, is_seed
 from pipelines.report import bokeh as report_bokeh
 from pipelines.report import charts, tearsheet
 from pipelines.report.comparison import POOLED, Comparison, finite
@@ -53,7 +53,7 @@ class Charts:
 
 def main_equity(runs: Mapping[str, StrategyRun]) -> dict[str, pd.Series]:
     """Equity of every strategy but the seeds of a stochastic forecaster."""
-    return {n: r.equity for n, r in runs.items() if strategy_kind(n) != "seed"}
+    return {n: r.equity for n, r in runs.items() if not is_seed(n)}
 
 
 def equity_and_drawdown(
@@ -107,7 +107,7 @@ def forecast(out: Charts, inst: InstrumentData, comparison: Comparison) -> list[
 def sweep(out: Charts, comparison: Comparison, name: str) -> list[dict[str, Any]]:
     """Sharpe ratio against commission, with the break-even points."""
     table = comparison.sweep[comparison.sweep["instrument"] == name]
-    table = table[table["strategy"].map(strategy_kind) != "seed"]
+    table = table[~table["strategy"].map(is_seed)]
     if table.empty or table["cost_bp"].nunique() < 2:
         return []
     pivot = table.pivot(index="cost_bp", columns="strategy", values="sharpe")
@@ -228,13 +228,14 @@ def strategy_section(
     per_year: float,
     names: Sequence[str],
     picked: str,
+    benchmark: str,
 ) -> dict[str, Any]:
     """Per strategy: tables for the picker, and three charts holding every strategy (price
     with trades, rolling Sharpe, return distribution) where the picker shows the picked one's
     series (and buy-and-hold's, for comparison) and the legend toggles any other."""
     name = inst.name
     close = inst.frame.loc[inst.oos_start : inst.oos_end, "close"]
-    shown = [picked, BENCHMARK]
+    shown = [picked, benchmark]
     stats = {s: tearsheet.strategy_stats(inst.runs[s], per_year) for s in names}
     logs = {s: trades.get(s, pd.DataFrame()) for s in names}
     price_title = f"{name}: close with each strategy's entries and exits"

@@ -14,7 +14,6 @@ from pathlib import Path
 import pandas as pd
 
 from pipelines.common.outputs import json_safe
-from pipelines.common.strategy_names import BENCHMARK
 from pipelines.report.comparison import POOLED, Comparison, finite, fmt, sorted_block
 
 
@@ -38,10 +37,13 @@ def write_tables(comparison: Comparison, directory: Path) -> None:
 
 
 def console_table(
-    league: pd.DataFrame, max_rows_per_instrument: int | None = None, candidate: str = ""
+    league: pd.DataFrame,
+    max_rows_per_instrument: int | None = None,
+    candidate: str = "",
+    benchmark: str = "",
 ) -> str:
     """A compact league table for the terminal, sorted by Sharpe ratio within instruments;
-    with ``max_rows_per_instrument``, the candidate and buy-and-hold are always kept."""
+    with ``max_rows_per_instrument``, the candidate and the benchmark are always kept."""
     pieces = []
     order = [POOLED] + [i for i in dict.fromkeys(league["instrument"]) if i != POOLED]
     for key in order:
@@ -49,7 +51,7 @@ def console_table(
         if block.empty:
             continue
         if max_rows_per_instrument and key != POOLED:
-            keep = set(block["strategy"].head(max_rows_per_instrument)) | {candidate, BENCHMARK}
+            keep = set(block["strategy"].head(max_rows_per_instrument)) | {candidate, benchmark}
             block = block[block["strategy"].isin(keep)]
         pieces.append(block)
     if not pieces:

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipelines.common.strategy_names import BENCHMARK
 from pipelines.report.comparison import fmt as _fmt
 
 
@@ -86,12 +85,17 @@ def _sharpe_sentences(
 
 
 def _significance_sentences(
-    block: pd.DataFrame, cand: pd.Series, alpha: float, n_trials: int, found: _Findings
+    block: pd.DataFrame,
+    cand: pd.Series,
+    alpha: float,
+    n_trials: int,
+    found: _Findings,
+    benchmark: str,
 ) -> list[str]:
-    """The Sharpe edge over buy-and-hold with its interval, and the deflated Sharpe ratio."""
+    """The Sharpe edge over the benchmark with its interval, and the deflated Sharpe ratio."""
     sentences = []
     level = round(100 * (1 - alpha))
-    if BENCHMARK in block.index and np.isfinite(cand["sharpe_diff"]):
+    if benchmark in block.index and np.isfinite(cand["sharpe_diff"]):
         low, high = cand["sharpe_diff_low"], cand["sharpe_diff_high"]
         found.sig_bh = bool(low > 0)
         if low > 0:
@@ -214,7 +218,12 @@ def _bottom_line(found: _Findings, label: str) -> tuple[str, str]:
 
 
 def verdict(
-    block: pd.DataFrame, alpha: float, n_trials: int, candidate: str, label: str
+    block: pd.DataFrame,
+    alpha: float,
+    n_trials: int,
+    candidate: str,
+    label: str,
+    benchmark: str,
 ) -> tuple[list[str], str]:
     """Plain sentences on whether ``candidate`` beat the baselines, and whether it is
     significant.
@@ -235,7 +244,7 @@ def verdict(
     cand = block.loc[candidate]
     found = _Findings()
     sentences = _sharpe_sentences(main, cand, label, found)
-    sentences += _significance_sentences(block, cand, alpha, n_trials, found)
+    sentences += _significance_sentences(block, cand, alpha, n_trials, found, benchmark)
     sentences += _forecast_sentences(main, cand, label, alpha, found)
     last, outcome = _bottom_line(found, label)
     return [*sentences, last], outcome

@@ -31,12 +31,12 @@ ratios (``sharpe_at_<bp>bp``), the strategy's files above as artifacts
 (``backtest/``) and its growth and drawdown against buy-and-hold as a PNG
 (``plots/equity.png``), besides Backtrader's chart where the stage drew one.
 
-Strategy names: each forecaster column present in the file (``ForecastStrategy``
-on that column), then ``sma_crossover``, ``ema_crossover``, ``buy_and_hold``
-as configured, then ``<name>_seed<k>`` for each seed's own forecast column of a
-stochastic forecaster
-(the same ForecastStrategy; the report summarises them as mean ± std and
-keeps them out of its league and cost sweep). Every strategy trades from the
+Strategy names: each forecaster column present in the file
+(``backtest.forecast_strategy`` on that column), then the strategies of
+``backtest.strategies`` by their names, then ``<name>_seed<k>`` for each
+seed's own forecast column of a stochastic forecaster (the same forecast
+strategy; the report summarises them as mean ± std and keeps them out of its
+league and cost sweep). Every strategy trades from the
 instrument's ``oos_start`` to its ``oos_end`` under the same
 ``ExecutionSettings`` and is fed the same bars: from
 ``strategies.warmup_bars`` of the instrument's strategies before
@@ -73,7 +73,7 @@ from pipelines.common.outputs import (
     shown,
     write_json,
 )
-from pipelines.common.strategy_names import cost_label, strategy_kind
+from pipelines.common.strategy_names import cost_label, is_seed
 from pipelines.config import Config
 from pipelines.execution import executors, portfolio_unit
 from pipelines.execution.backtest_plan import execution_from_config, strategy_plan, sweep_points
@@ -84,8 +84,6 @@ from pipelines.tracking.backtest_runs import record_failures, record_runs
 from strategies.engine import execution_dict, warmup_bars
 
 log = logging.getLogger("gatecast.backtest")
-
-CHARTED = ("sma_crossover",)
 
 
 def _instrument_entry(summary: dict[str, Any], instrument: str, path: Path) -> dict[str, Any]:
@@ -159,14 +157,15 @@ def plan_instrument(
     bars = frame[[c for c in BAR_COLUMNS if c in frame.columns]]
     plan = strategy_plan(cfg, list(frame.columns))
     # One warm-up for all: every strategy and every point of its cost sweep is fed the same bars.
-    warmup = warmup_bars(plan.values())
+    warmup = warmup_bars((p.strategy, p.params) for p in plan.values())
     missing = [n for n in cfg.forecasters.enabled() if n not in frame.columns]
     if missing:
         log.warning("%s: no forecast column for %s; skipped", path, ", ".join(missing))
-    forecast_names = [n for n in plan if plan[n][0] == "forecast"]
+    forecast_names = [n for n in plan if plan[n].forecast == n]
     candidate = cfg.report.candidate
     first = candidate if candidate in forecast_names else next(iter(forecast_names), "")
-    charted = {*CHARTED, first}
+    # Backtrader's own chart: the candidate's strategy and the first configured one
+    charted = {first, next(iter(cfg.backtest.strategies), "")}
     risk_free = load_risk_free(cfg, bars.index[bars.index >= start])
     execution = execution_from_config(cfg.backtest, periods_per_year)
     sweep = tuple(sweep_points(cfg))
@@ -175,18 +174,18 @@ def plan_instrument(
             instrument=instrument,
             name=name,
             bars=bars,
-            strategy=strategy,
-            params=params,
+            strategy=planned.strategy,
+            params=planned.params,
             execution=execution,
             trade_start=start,
             warmup=warmup,
             risk_free=risk_free,
-            forecast=frame[name] if strategy == "forecast" else None,
+            forecast=None if planned.forecast is None else frame[planned.forecast],
             # the seeds are summarised as mean ± std, not compared across costs
-            cost_sweep_bp=() if strategy_kind(name) == "seed" else sweep,
+            cost_sweep_bp=() if is_seed(name) else sweep,
             chart=charts and name in charted,
         )
-        for name, (strategy, params) in plan.items()
+        for name, planned in plan.items()
     }
     return InstrumentBacktests(instrument, path, start, frame.index[-1], warmup, risk_free, units)
 

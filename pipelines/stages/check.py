@@ -24,7 +24,7 @@ from models.base import Forecaster
 from pipelines.cli import run_stage, setup_logging, stage_parser
 from pipelines.common.errors import ConfigError
 from pipelines.config import Config, load_config, parse_set
-from pipelines.execution.backtest_plan import execution_from_config, strategy_plan
+from pipelines.execution.backtest_plan import Planned, execution_from_config, strategy_plan
 from pipelines.execution.walkforward import Fold, make_folds, make_forecaster, required_train_bars
 from pipelines.lookahead.forecasters import check_forecaster
 from pipelines.lookahead.results import (
@@ -63,8 +63,8 @@ def run_check(
         only: Check only the components of these names.
         forecasters: Name -> a factory of fresh forecasters, instead of the
             config's (``make_forecaster``).
-        strategies: Name -> (engine strategy or ``bt.Strategy`` class, params),
-            instead of the backtest stage's plan (``strategy_plan``).
+        strategies: Name -> (registered strategy or ``bt.Strategy`` class, params[,
+            forecast column]), instead of the backtest stage's plan (``strategy_plan``).
         points: Cut dates per walk-forward fold.
         rtol: Relative tolerance of the forecaster comparisons.
 
@@ -119,10 +119,11 @@ def _check_strategies(
 ) -> list[ComponentCheck]:
     """Every strategy on one instrument, as the backtest stage runs them (one warm-up)."""
     execution = execution_from_config(cfg.backtest)
-    warmup = warmup_bars(strategies.values())
+    planned = {name: Planned(*value) for name, value in strategies.items()}
+    warmup = warmup_bars((p.strategy, p.params) for p in planned.values())
     cuts = [cut for fold in folds for cut in cut_positions(fold, points)]
     checks = []
-    for name, (strategy, params) in strategies.items():
+    for name, (strategy, params, column) in planned.items():
         started = time.perf_counter()
         check = check_strategy(
             strategy,
@@ -132,7 +133,7 @@ def _check_strategies(
             trade_start=folds[0].test_start_date,
             execution=execution,
             warmup=warmup,
-            forecast=forecasts.get(name, next(iter(forecasts.values()), None)),
+            forecast=forecasts.get(column or name, next(iter(forecasts.values()), None)),
             seed=cfg.seed,
             name=name,
             instrument=instrument,

@@ -204,6 +204,7 @@ def report(cfg: Config, *, config_path: str = "", command: str | None = None) ->
             comparison.n_trials,
             cfg.report.candidate,
             cfg.candidate_label,
+            cfg.report.benchmark,
         )[0]
     verdicts[POOLED] = verdicts.get(POOLED, []) + report_multiple.verdict_sentences(multiple)
     return ReportResult(
@@ -235,7 +236,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 1
         league = result.comparison.league
-        print(console_table(league, max_rows_per_instrument=3, candidate=cfg.report.candidate))
+        print(
+            console_table(
+                league,
+                max_rows_per_instrument=3,
+                candidate=cfg.report.candidate,
+                benchmark=cfg.report.benchmark,
+            )
+        )
         print(f"report: {shown(result.index)}")
         print(
             f"MLflow: experiment {result.experiment}, run {result.run_id} at "

@@ -16,17 +16,21 @@ from pipelines.common.outputs import (
     read_stage_parquet,
     read_stage_summary,
 )
-from pipelines.common.strategy_names import strategy_kind
 from pipelines.config import Config
 from pipelines.execution import executors
 from pipelines.report import charts
 
 
 def _record_strategy(
-    out_dir: Path, instrument: str, name: str, item: dict[str, Any], benchmark: pd.Series | None
+    out_dir: Path,
+    instrument: str,
+    name: str,
+    item: dict[str, Any],
+    kind: str,
+    benchmark: tuple[str, pd.Series] | None,
 ) -> None:
-    """Log one strategy's metrics, params, files and charts to its child run."""
-    kind = strategy_kind(name)
+    """Log one strategy's metrics, params, files and charts to its child run; its equity
+    is drawn against ``benchmark`` (name, equity)."""
     tags = {"gatecast.instrument": instrument, "gatecast.strategy": name, "gatecast.kind": kind}
     with tracking.child_run(f"{instrument}/{name}", tags=tags):
         record = json.loads((out_dir / item["files"]["metrics"]).read_text())
@@ -40,13 +44,14 @@ def _record_strategy(
             tracking.log_artifact(out_dir / relative, "backtest")
         equity = read_stage_parquet(out_dir / item["files"]["equity"], "backtest")["equity"]
         curves = {name: equity}
-        if benchmark is not None and name != "buy_and_hold":
-            curves["buy_and_hold"] = benchmark
+        if benchmark is not None and name != benchmark[0]:
+            curves[benchmark[0]] = benchmark[1]
         tracking.log_figure(_equity_figure(curves, f"{instrument} {name}"), "equity")
 
 
 def _equity_figure(curves: dict[str, pd.Series], title: str) -> Any:
-    """Growth of 1 and drawdown of each curve (the strategy, buy-and-hold), one small PNG.
+    """Growth of 1 and drawdown of each curve (the strategy, then the benchmark, dashed),
+    one small PNG.
 
     One figure, not the report's two wide ones: drawing is most of the
     recording's time (a fixed layout: constrained layout doubled it).
@@ -57,13 +62,14 @@ def _equity_figure(curves: dict[str, pd.Series], title: str) -> Any:
     fig = Figure(figsize=(8, 4.5), dpi=100)
     FigureCanvasAgg(fig)
     growth, drawdown = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
-    for name, series in curves.items():
+    for i, (name, series) in enumerate(curves.items()):
         style = {"color": charts.colour(name), "linewidth": 1.2 if len(curves) == 1 else 1.0}
-        if name == "buy_and_hold" and len(curves) > 1:
+        if i > 0:
             style["linestyle"] = "--"
         growth.plot(series.index, series / series.iloc[0], label=name, **style)
         drawdown.plot(series.index, 100 * (series / series.cummax() - 1), **style)
-    growth.set_title(title + (" against buy-and-hold" if len(curves) > 1 else ""))
+    others = list(curves)[1:]
+    growth.set_title(title + (f" against {others[0]}" if others else ""))
     growth.set_ylabel("growth of 1")
     drawdown.set_ylabel("drawdown (%)")
     for ax in (growth, drawdown):
@@ -87,11 +93,13 @@ def record_runs(cfg: Config, summary_path: Path) -> None:
         for instrument, entry in summary["instruments"].items():
             strategies = entry["strategies"]
             benchmark = None
-            if "buy_and_hold" in strategies:
-                files = strategies["buy_and_hold"]["files"]
-                benchmark = read_stage_parquet(out_dir / files["equity"], "backtest")["equity"]
+            if cfg.report.benchmark in strategies:
+                files = strategies[cfg.report.benchmark]["files"]
+                equity = read_stage_parquet(out_dir / files["equity"], "backtest")["equity"]
+                benchmark = (cfg.report.benchmark, equity)
             for name, item in strategies.items():
-                _record_strategy(out_dir, instrument, name, item, benchmark)
+                kind = cfg.strategy_kind(name)
+                _record_strategy(out_dir, instrument, name, item, kind, benchmark)
         tracking.log_artifact(summary_path)
 
 
