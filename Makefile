@@ -36,7 +36,7 @@ export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup all data search train backtest report run test test-fast lint format bench bench-gpu bench-gpu-backends ui clean clean-runs
+.PHONY: help setup all data search train backtest report run check test test-fast lint format bench bench-gpu bench-gpu-backends ui clean clean-runs
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -99,6 +99,9 @@ report: $(REPORT) ## League table, statistics and the HTML report
 
 run: $(STAMP) ## Run every stage unconditionally (python -m pipelines run)
 	$(PY) -m pipelines run --config $(CONFIG)
+
+check: $(STAMP) ## Look-ahead check of every forecaster and strategy of CONFIG (gatecast check)
+	$(PY) -m pipelines check --config $(CONFIG)
 
 # Two pytest-xdist workers (TEST_WORKERS=0: one process); tests grouped by module, and by
 # the session fixture they share (tests/conftest.py), so nothing expensive is made twice.

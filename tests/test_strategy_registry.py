@@ -8,6 +8,7 @@ What the pipelines do with it follows from what its class declares
 
 from __future__ import annotations
 
+import pickle
 import sys
 import textwrap
 
@@ -217,3 +218,12 @@ def test_a_strategy_that_trades_a_forecast_reads_its_forecasters_column():
     assert "sma_cautious" not in strategy_plan(cfg, ["close", "lstm"])
     with pytest.raises(ConfigError, match=r"forecaster: 'gbm' is not a forecaster of this config"):
         _smoke({"strategies": {"x": {"kind": "forecast", "forecaster": "gbm"}}})
+
+
+def test_a_config_with_users_components_pickles_for_worker_processes(user_module):
+    # the local executor's processes get what the driver validated, user classes included
+    cfg = _smoke(
+        {"strategies": {"breakout": {"kind": f"{user_module}:Breakout_crossover", "lookback": 15}}}
+    )
+    again = pickle.loads(pickle.dumps(cfg))
+    assert again == cfg and again.backtest.strategies["breakout"].arguments() == {"lookback": 15}

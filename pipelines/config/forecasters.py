@@ -54,6 +54,11 @@ class ForecasterSpec:
         """The parameters as keyword arguments of ``cls.from_config``."""
         return self.params.model_dump()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # rebuilt from its section: a parameters model made from a constructor's signature
+        # is a class made at run time, which pickle cannot find by name
+        return _forecaster_spec, (self.name, {"kind": self.kind} | self.dump())
+
     def dump(self) -> dict[str, Any]:
         """The section as a config file writes it (it validates back to this spec)."""
         out: dict[str, Any] = {} if self.kind == self.name else {"kind": self.kind}

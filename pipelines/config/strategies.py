@@ -60,6 +60,15 @@ class StrategySpec:
         """The parameters as the engine takes them."""
         return self.params.model_dump()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # rebuilt from its section: a parameters model made from Backtrader params is a
+        # class made at run time, which pickle cannot find by name
+        return _strategy_spec, (self.name, f"backtest.strategies.{self.name}", self.section())
+
+    def section(self) -> dict[str, Any]:
+        """The config section this spec validates from (with ``kind`` always)."""
+        return {"kind": self.kind} | self.dump()
+
     def dump(self) -> dict[str, Any]:
         out: dict[str, Any] = {} if self.kind == self.name else {"kind": self.kind}
         if self.forecaster is not None:
