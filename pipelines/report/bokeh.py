@@ -24,20 +24,14 @@ import pandas as pd
 from bokeh.document import Document
 from bokeh.embed import components
 from bokeh.models import (
-    ColorBar,
     ColumnDataSource,
-    CustomJSHover,
     HoverTool,
-    LinearColorMapper,
     Span,
 )
-from bokeh.palettes import RdBu11, Viridis256
 from bokeh.plotting import figure
 from bokeh.resources import Resources
 
 from pipelines.report.charts import (
-    GATE_COLOURS,
-    GATES,
     ordered,
     return_histograms,
     style,
@@ -68,7 +62,7 @@ def embed(figures: Sequence[Any]) -> tuple[str, list[str]]:
     return script, list(divs)
 
 
-def _figure(title: str, y_label: str, *, height: int = HEIGHT, dates: bool = True, **kw):
+def new_figure(title: str, y_label: str, *, height: int = HEIGHT, dates: bool = True, **kw):
     fig = figure(
         title=title,
         height=height,
@@ -84,7 +78,7 @@ def _figure(title: str, y_label: str, *, height: int = HEIGHT, dates: bool = Tru
     return fig
 
 
-def _legend_outside(fig) -> None:
+def legend_outside(fig) -> None:
     """Move the legend right of the plot (inside, it sat on the lines); clicks hide series."""
     if not fig.legend:
         return
@@ -126,7 +120,7 @@ def _strategy_lines(fig, frame: pd.DataFrame, label: str, fmt: str = "{0.000}") 
             )
         )
     _line_hover(fig, renderers, label, fmt)
-    _legend_outside(fig)
+    legend_outside(fig)
 
 
 def equity_chart(equity: Mapping[str, pd.Series], title: str):
@@ -134,7 +128,7 @@ def equity_chart(equity: Mapping[str, pd.Series], title: str):
     frame = pd.DataFrame(
         {n: s / s.dropna().iloc[0] for n, s in equity.items() if s.notna().any()}
     ).astype("float32")
-    fig = _figure(title, "growth of 1")
+    fig = new_figure(title, "growth of 1")
     fig.add_layout(Span(location=1.0, dimension="width", line_color="#999999", line_width=1))
     _strategy_lines(fig, frame, "growth")
     return fig
@@ -143,7 +137,7 @@ def equity_chart(equity: Mapping[str, pd.Series], title: str):
 def drawdown_chart(equity: Mapping[str, pd.Series], title: str):
     """Drawdown from the running peak of each equity curve, in percent."""
     frame = pd.DataFrame({n: 100 * (s / s.cummax() - 1.0) for n, s in equity.items()})
-    fig = _figure(title, "drawdown (%)", height=260)
+    fig = new_figure(title, "drawdown (%)", height=260)
     _strategy_lines(fig, frame.astype("float32"), "drawdown %", "{0.0}")
     return fig
 
@@ -160,7 +154,7 @@ def forecast_chart(close: pd.Series, forecasts: Mapping[str, pd.Series], title: 
         values = series.reindex(dates).to_numpy()
         frame[name] = np.concatenate([[np.nan], values[:-1]])  # made at t, drawn at t + 1
     source = ColumnDataSource(frame.astype("float32").rename_axis("date").reset_index())
-    fig = _figure(title, "price", height=380)
+    fig = new_figure(title, "price", height=380)
     renderers = []
     for name in ordered(list(forecasts)):
         hue, dash = style(name)
@@ -189,13 +183,13 @@ def forecast_chart(close: pd.Series, forecasts: Mapping[str, pd.Series], title: 
         )
     )
     _line_hover(fig, renderers, "price", "{0.00}")
-    _legend_outside(fig)
+    legend_outside(fig)
     return fig
 
 
 def cost_sweep_chart(sweep: pd.DataFrame, title: str, break_even: Mapping[str, float]):
     """Sharpe ratio of each strategy against the commission; circles at the break-even cost."""
-    fig = _figure(title, "Sharpe ratio (annualised)", dates=False, height=300)
+    fig = new_figure(title, "Sharpe ratio (annualised)", dates=False, height=300)
     fig.xaxis.axis_label = "commission per trade (bp of traded value)"
     source = ColumnDataSource(sweep.astype("float32").rename_axis("bp").reset_index())
     renderers = []
@@ -224,7 +218,7 @@ def cost_sweep_chart(sweep: pd.DataFrame, title: str, break_even: Mapping[str, f
             renderers=renderers, tooltips=[("", "$name"), ("bp", "@bp"), ("Sharpe", "@$name{0.00}")]
         )
     )
-    _legend_outside(fig)
+    legend_outside(fig)
     return fig
 
 
@@ -261,7 +255,7 @@ def trades_chart(
             ``size``, ``entry_price``, ``exit_price``, ``pnl_net``; an open trade has no exit).
         shown: strategies whose markers are visible at first.
     """
-    fig = _figure(title, "price", height=340)
+    fig = new_figure(title, "price", height=340)
     source = ColumnDataSource(
         pd.DataFrame({"close": close.astype("float32")}).rename_axis("date").reset_index()
     )
@@ -308,7 +302,7 @@ def trades_chart(
                 formatters={"@date": "datetime"},
             )
         )
-    _legend_outside(fig)
+    legend_outside(fig)
     return fig
 
 
@@ -317,7 +311,7 @@ def rolling_sharpe_chart(
 ):
     """Rolling Sharpe ratio of every strategy (``quantstats.stats.rolling_sharpe``); the
     strategies in ``shown`` visible at first, the others a legend click away."""
-    fig = _figure(title, "Sharpe ratio", height=260, x_range=x_range)
+    fig = new_figure(title, "Sharpe ratio", height=260, x_range=x_range)
     fig.add_layout(Span(location=0.0, dimension="width", line_color="#999999", line_width=1))
     frame = pd.DataFrame(dict(rolling)).astype("float32")
     source = ColumnDataSource(frame.rename_axis("date").reset_index())
@@ -344,7 +338,7 @@ def rolling_sharpe_chart(
             formatters={"@date": "datetime"},
         )
     )
-    _legend_outside(fig)
+    legend_outside(fig)
     return fig
 
 
@@ -353,7 +347,7 @@ def distribution_chart(
 ):
     """Histograms of each strategy's returns per bar, on common bins (one legend entry each)."""
     edges, shares = return_histograms(returns)
-    fig = _figure(title, "share of bars (%)", dates=False, height=260)
+    fig = new_figure(title, "share of bars (%)", dates=False, height=260)
     fig.xaxis.axis_label = "return per bar (%)"
     quads = []
     for strategy in ordered(list(shares)):
@@ -386,160 +380,5 @@ def distribution_chart(
             ],
         )
     )
-    _legend_outside(fig)
-    return fig
-
-
-def gate_heatmap(matrix: pd.DataFrame, gate: str, title: str, fold_starts: Sequence = ()):
-    """Units x dates of one gate (``pipelines.report.charts.gate_matrix``), units in the
-    given order.
-
-    The colour scale spans the 1st to 99th percentile of the values (symmetric around 0
-    for the cell state). The values travel as bytes (0-255 over that scale): a quarter of
-    float32's size, with the hover scaling them back.
-    """
-    values = matrix.to_numpy(dtype="float64").T  # units x dates
-    dates = matrix.index
-    finite = values[np.isfinite(values)]
-    if gate == "cell":
-        bound = float(np.quantile(np.abs(finite), 0.99)) if finite.size else 1.0
-        low, high, palette = -(bound or 1.0), bound or 1.0, tuple(reversed(RdBu11))
-    else:
-        # the gates sit in a narrow band of [0, 1]: the colours span the 1st to 99th
-        # percentile, so what moves shows (the colour bar gives the range)
-        low, high = np.quantile(finite, [0.01, 0.99]) if finite.size else (0.0, 1.0)
-        low, high, palette = float(low), float(max(high, low + 1e-3)), Viridis256
-    scaled = np.round(255 * (np.clip(values, low, high) - low) / (high - low))
-    coded = np.nan_to_num(scaled, nan=0).astype(np.uint8)
-    mapper = LinearColorMapper(palette=palette, low=0, high=255)
-    step = (dates[-1] - dates[0]) / max(len(dates) - 1, 1)
-    fig = _figure(title, "unit (sorted by mean forget gate)", height=230)
-    fig.y_range.range_padding = 0
-    fig.x_range.range_padding = 0
-    image = fig.image(
-        image=[coded],
-        x=dates[0],
-        y=-0.5,
-        dw=dates[-1] - dates[0] + step,
-        dh=coded.shape[0],
-        color_mapper=mapper,
-    )
-    decode = CustomJSHover(code=f"return ({low!r} + value * {(high - low) / 255!r}).toFixed(3)")
-    fig.add_tools(
-        HoverTool(
-            renderers=[image],
-            tooltips=[("date", "$x{%F}"), ("row", "$y{0}"), (gate, "@image{custom}")],
-            formatters={"$x": "datetime", "@image": decode},
-        )
-    )
-    colours = LinearColorMapper(palette=palette, low=low, high=high)
-    fig.add_layout(ColorBar(color_mapper=colours, width=10), "right")
-    for start in fold_starts:
-        fig.add_layout(
-            Span(
-                location=pd.Timestamp(start),
-                dimension="height",
-                line_color="#ffffff",
-                line_dash="dotted",
-                line_width=1,
-            )
-        )
-    return fig
-
-
-def gate_folds_chart(quantiles: pd.DataFrame, title: str):
-    """Distribution of each gate's activations per fold: box (quartiles) and whiskers (5-95%).
-
-    Args:
-        quantiles: rows (gate, fold), columns ``q05``, ``q25``, ``q50``, ``q75``, ``q95``.
-    """
-    labels = [f"fold {fold} · {gate}" for gate, fold in quantiles.index]
-    frame = quantiles.reset_index()
-    frame["label"] = labels
-    frame["colour"] = [GATE_COLOURS[g] for g in frame["gate"]]
-    source = ColumnDataSource(frame)
-    order = sorted(labels, key=lambda s: (s.split(" · ")[1], s))
-    fig = figure(
-        title=title,
-        height=260,
-        sizing_mode="stretch_width",
-        x_range=order,
-        tools="pan,wheel_zoom,reset,save",
-    )
-    fig.toolbar.logo = None
-    fig.title.text_font_size = "13px"
-    fig.segment("label", "q05", "label", "q95", source=source, color="#555555")
-    boxes = fig.vbar(
-        "label", 0.6, "q50", "q75", source=source, fill_color="colour", line_color="#333333"
-    )
-    fig.vbar(
-        "label",
-        0.6,
-        "q25",
-        "q50",
-        source=source,
-        fill_color="colour",
-        line_color="#333333",
-        fill_alpha=0.6,
-    )
-    fig.xaxis.major_label_orientation = 0.9
-    fig.yaxis.axis_label = "activation"
-    fig.add_tools(
-        HoverTool(
-            renderers=[boxes],
-            tooltips=[
-                ("", "@label"),
-                ("median", "@q50{0.000}"),
-                ("quartiles", "@q25{0.000} to @q75{0.000}"),
-                ("5-95%", "@q05{0.000} to @q95{0.000}"),
-            ],
-        )
-    )
-    return fig
-
-
-def gate_volatility_chart(frame: pd.DataFrame, title: str, vol_label: str):
-    """Mean of each gate over units, less its average over dates (y), against the realised
-    volatility of the same date (x): the gates sit at different levels, so each is drawn as
-    its deviation, and the hover gives the level itself.
-
-    Args:
-        frame: one row per date: ``vol`` (annualised realised volatility, in %, of the
-            returns up to that date) and one column per sigmoid gate.
-        vol_label: the x axis's label (how the volatility was measured).
-    """
-    frame = frame.copy()
-    gates = [g for g in GATES if g in frame.columns and g != "cell"]
-    for gate in gates:
-        frame[f"{gate}_deviation"] = frame[gate] - frame[gate].mean()
-    source = ColumnDataSource(frame.rename_axis("date").reset_index())
-    fig = _figure(title, "mean over units − its average", dates=False, height=300)
-    fig.xaxis.axis_label = vol_label
-    renderers = []
-    for gate in gates:
-        renderers.append(
-            fig.scatter(
-                "vol",
-                f"{gate}_deviation",
-                source=source,
-                size=4,
-                alpha=0.5,
-                color=GATE_COLOURS[gate],
-                legend_label=f"{gate} gate",
-                name=gate,
-            )
-        )
-    fig.add_tools(
-        HoverTool(
-            renderers=renderers,
-            tooltips=[
-                ("", "$name"),
-                ("date", DATE),
-                ("vol %", "@vol{0.0}"),
-                ("mean", "@$name{0.000}"),
-            ],
-            formatters={"@date": "datetime"},
-        )
-    )
-    _legend_outside(fig)
+    legend_outside(fig)
     return fig

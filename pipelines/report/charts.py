@@ -7,6 +7,7 @@ backend; ``save_png`` writes one to disk.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from pipelines.common.strategy_names import SEED_COLUMN
 
 # Fixed order, colour and dash of each strategy: one mapping for every chart, PNG and
 # interactive. Colours are the Okabe-Ito palette (distinguishable with the common colour
@@ -43,7 +46,14 @@ STYLES: dict[str, tuple[str, str]] = {
     "ema_crossover": ("#B59A00", "dashed"),  # Okabe-Ito yellow, darkened
     "buy_and_hold": ("#000000", "dashed"),  # black
 }
-_OTHER = ("#7F3C8D", "dotdash")
+# Any other name (a variant, a forecaster or strategy of the user's): a colour of a second
+# qualitative palette (Tableau 10, without its grey) and a dash, chosen from a hash of the
+# name, so that a name keeps its look across charts and runs, and nothing here lists it.
+_MORE_COLOURS = (
+    "#4E79A7", "#F28E2B", "#E15759", "#76B7B2", "#59A14F",
+    "#EDC948", "#B07AA1", "#FF9DA7", "#9C755F",
+)  # fmt: skip
+_MORE_DASHES = ("solid", "dashed", "dotdash")
 # Bokeh's dash names -> matplotlib's
 MPL_DASH = {
     "solid": "-",
@@ -58,10 +68,14 @@ DPI = 100
 
 
 def style(strategy: str) -> tuple[str, str]:
-    """(colour, Bokeh dash name) of a strategy; LSTM seeds share the LSTM's colour, dotted."""
-    if strategy.startswith("lstm_seed"):
-        return STYLES["lstm"][0], "dotted"
-    return STYLES.get(strategy, _OTHER)
+    """(colour, Bokeh dash name) of a strategy; a forecaster's seeds (``<name>_seed<k>``)
+    share its colour, dotted."""
+    if seed := SEED_COLUMN.fullmatch(strategy):
+        return style(seed.group(1))[0], "dotted"
+    if strategy in STYLES:
+        return STYLES[strategy]
+    code = zlib.crc32(strategy.encode())
+    return _MORE_COLOURS[code % len(_MORE_COLOURS)], _MORE_DASHES[code // 16 % len(_MORE_DASHES)]
 
 
 def colour(strategy: str) -> str:
@@ -70,7 +84,7 @@ def colour(strategy: str) -> str:
 
 
 def ordered(names: Sequence[str]) -> list[str]:
-    """Strategy names in report order; unknown names (e.g. LSTM seeds) last, sorted."""
+    """Strategy names in report order; other names (seeds, variants, a user's) last, sorted."""
     known = [n for n in STRATEGY_ORDER if n in names]
     return known + sorted(n for n in names if n not in STRATEGY_ORDER)
 

@@ -25,7 +25,7 @@ import pandas as pd
 
 from pipelines.common.strategy_names import RANDOM_WALK, is_seed
 from pipelines.report import bokeh as report_bokeh
-from pipelines.report import charts, tearsheet
+from pipelines.report import bokeh_gates, charts, tearsheet
 from pipelines.report.comparison import POOLED, Comparison, finite
 from pipelines.report.inputs import InstrumentData, StrategyRun
 
@@ -164,7 +164,7 @@ def gate_section(
     for k, gate in enumerate(present):
         matrix = charts.gate_matrix(gates, gate)[order]
         label = "cell state" if gate == "cell" else f"{gate} gate"
-        fig = report_bokeh.gate_heatmap(matrix, gate, f"{name}: {label}", inst.fold_starts)
+        fig = bokeh_gates.gate_heatmap(matrix, gate, f"{name}: {label}", inst.fold_starts)
         png = None
         if k == 0:  # the matplotlib twin draws all gates in one figure
             png = charts.gates_chart(
@@ -194,7 +194,7 @@ def gate_section(
     quantiles.columns = ["q05", "q25", "q50", "q75", "q95"]
     title = f"{name}: gate activations per fold"
     folds = out.add(
-        report_bokeh.gate_folds_chart(quantiles, title),
+        bokeh_gates.gate_folds_chart(quantiles, title),
         f"{name}: spread of every unit's activations per walk-forward fold (each fold is its "
         "own model): boxes are the quartiles, whiskers 5% to 95%.",
         charts.gate_folds_png(quantiles, title),
@@ -205,7 +205,7 @@ def gate_section(
     vol_frame = means.drop(columns=["abs_return", "cell"], errors="ignore")
     vol_label = f"realised volatility (%, annualised, {VOL_BARS} bars)"
     scatter = out.add(
-        report_bokeh.gate_volatility_chart(vol_frame, title, vol_label),
+        bokeh_gates.gate_volatility_chart(vol_frame, title, vol_label),
         f"{name}: each date's mean activation over units, as its deviation from its average "
         f"over the dates, against the annualised volatility of the last {VOL_BARS} bars' log "
         "returns (both known at that date).",
