@@ -13,18 +13,17 @@ REPORT := reports/$(NAME)/index.html
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-# What each stage reads: its config, its input files and the code it runs. The code is
-# derived from the imports (`python -m pipelines.stages.depends`, standard library only) into
-# build/.stage-code.mk, made again whenever a module changes; a change to any of these
-# redoes the stage and those after it.
+# The stages, their order, their files and the code each runs come from one list
+# (pipelines/common/stages.py) and the imports: `python -m pipelines.stages.depends`
+# (standard library only) writes them into build/.stage-code.mk, made again whenever a
+# module changes, and the stage rules below are made from it. A stage is redone when its
+# config, its input files, the stage before it or any module it runs changed.
 CODE_FILES   := $(shell find core models strategies pipelines -name '*.py' -not -path '*/__pycache__/*')
 STAGE_CODE   := build/.stage-code.mk
 ENTRY        := pipelines/__main__.py pipelines/stages/run.py pipelines/stages/__init__.py
-DATA_INPUTS   = $(STAMP) $(CONFIG) $(wildcard data/sample/*.csv) $(ENTRY) $(DATA_CODE)
-SEARCH_INPUTS = $(SEARCH_CODE)
-TRAIN_INPUTS  = $(TRAIN_CODE)
-BT_INPUTS     = $(BACKTEST_CODE)
-REPORT_INPUTS = $(REPORT_CODE) $(wildcard pipelines/report/templates/*)
+# What a stage reads besides the stage before it and its code:
+INPUTS.data   = $(STAMP) $(CONFIG) $(wildcard data/sample/*.csv) $(ENTRY)
+INPUTS.report = $(wildcard pipelines/report/templates/*)
 
 $(STAGE_CODE): $(CODE_FILES)
 	@mkdir -p $(@D) && $(PYTHON) -m pipelines.stages.depends > $@.tmp && mv $@.tmp $@
@@ -36,11 +35,13 @@ export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup all data search train backtest report run check test test-fast lint format bench bench-gpu bench-gpu-backends ui clean clean-runs
+.PHONY: help setup all run check test test-fast lint format bench bench-gpu bench-gpu-backends ui clean clean-runs
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@$(PYTHON) -m pipelines.stages.depends | sed -n 's/^STAGE_HELP\.\([a-z]*\) := \(.*\)/  \x1b[36m\1\x1b[0m|\2/p' | \
+	  awk -F'|' '{printf "%-23s %s (one stage)\n", $$1, $$2}'
 	@echo "  CONFIG=$(CONFIG) (override: make all CONFIG=configs/smoke.yaml)"
 
 $(STAMP): pyproject.toml
@@ -58,9 +59,7 @@ $(RAY_STAMP): $(STAMP) pyproject.toml
 	@touch $@
 
 # Each stage and the file it writes, in order (see `all`).
-STAGE_FILES := data:$(BUILD)/data/summary.json search:$(BUILD)/search/summary.json \
-               train:$(BUILD)/forecasts/summary.json \
-               backtest:$(BUILD)/backtests/summary.json report:$(REPORT)
+STAGE_FILES = $(foreach stage,$(STAGES),$(stage):$(STAGE_FILE.$(stage)))
 
 # `all` asks make (-q) which stage is the first whose file is out of date and runs it
 # and the ones after it in one process (`pipelines run --from`), so TensorFlow and
@@ -76,26 +75,15 @@ all: $(STAMP) ## The main job on the bundled sample: data, search, forecasts, ba
 	else echo "up to date: every stage's inputs are unchanged"; fi
 	@echo "report: $(REPORT)"
 
-$(BUILD)/data/summary.json: $(DATA_INPUTS)
-	$(PY) -m pipelines data --config $(CONFIG)
-
-$(BUILD)/search/summary.json: $(BUILD)/data/summary.json $(SEARCH_INPUTS)
-	$(PY) -m pipelines search --config $(CONFIG)
-
-$(BUILD)/forecasts/summary.json: $(BUILD)/search/summary.json $(TRAIN_INPUTS)
-	$(PY) -m pipelines train --config $(CONFIG)
-
-$(BUILD)/backtests/summary.json: $(BUILD)/forecasts/summary.json $(BT_INPUTS)
-	$(PY) -m pipelines backtest --config $(CONFIG)
-
-$(REPORT): $(BUILD)/backtests/summary.json $(REPORT_INPUTS)
-	$(PY) -m pipelines report --config $(CONFIG)
-
-data: $(BUILD)/data/summary.json ## Load, validate and cache the bars; print a summary
-search: $(BUILD)/search/summary.json ## Hyperparameter search of the LSTM (search.trials; 0 = none)
-train: $(BUILD)/forecasts/summary.json ## Walk-forward forecasts of every forecaster, tracked in MLflow
-backtest: $(BUILD)/backtests/summary.json ## Backtest every strategy on the saved forecasts
-report: $(REPORT) ## League table, statistics and the HTML report
+# One rule per stage: `make <stage>` makes its file from the stage before it, its inputs
+# and its code, running `python -m pipelines <stage>`.
+define stage_rule
+$(STAGE_FILE.$(1)): $(STAGE_FILE.$(STAGE_BEFORE.$(1))) $(INPUTS.$(1)) $($(STAGE_CODE.$(1)))
+	$$(PY) -m pipelines $(1) --config $$(CONFIG)
+.PHONY: $(1)
+$(1): $(STAGE_FILE.$(1))
+endef
+$(foreach stage,$(STAGES),$(eval $(call stage_rule,$(stage))))
 
 run: $(STAMP) ## Run every stage unconditionally (python -m pipelines run)
 	$(PY) -m pipelines run --config $(CONFIG)

@@ -120,3 +120,24 @@ def test_the_search_stage_has_its_own_target_between_data_and_train(tmp_path: Pa
     }
     assert expected | {str(tmp_path / "data" / "summary.json")} <= rules[str(search)]
     assert str(search) in rules[str(train)]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_the_makefiles_stages_are_the_one_list(tmp_path: Path):
+    from pipelines.common.stages import FOLDERS, PIPELINE
+
+    subprocess.run(
+        ["make", "--no-print-directory", "build/.stage-code.mk"], cwd=REPO_ROOT, check=True
+    )
+    done = subprocess.run(
+        ["make", "--no-print-directory", "-p", "-q", "data", f"BUILD={tmp_path}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    variables = dict(line.split(" := ", 1) for line in done.stdout.splitlines() if " := " in line)
+    assert variables["STAGES"].split() == list(PIPELINE)
+    for stage, folder in FOLDERS.items():  # each stage's rule makes its folder's summary
+        target = f"{tmp_path}/{folder}/summary.json"
+        assert any(line.startswith(f"{target}:") for line in done.stdout.splitlines()), stage

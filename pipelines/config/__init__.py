@@ -34,6 +34,7 @@ from pydantic import (
 
 from pipelines.common.errors import ConfigError
 from pipelines.common.paths import REPO_ROOT, is_plain_name
+from pipelines.common.stages import FOLDERS
 from pipelines.common.strategy_names import is_seed
 from pipelines.config.forecasters import ForecastersConfig
 from pipelines.config.sections import (
@@ -135,6 +136,11 @@ class Config(Section):
     def run_directory(self) -> Path:
         """Where this experiment's stage outputs go: ``<output_directory>/<name>``."""
         return self.resolve(self.output_directory) / self.name
+
+    def stage_directory(self, stage: str) -> Path:
+        """Where ``stage`` writes its files: ``<run directory>/<its folder>``
+        (``pipelines.common.stages.FOLDERS``)."""
+        return self.run_directory / FOLDERS[stage]
 
     @property
     def report_directory(self) -> Path:

@@ -112,8 +112,8 @@ def _read_run(directory: Path, files: Mapping[str, str], metrics: Mapping[str, A
 def _read_instrument(
     cfg: Config, name: str, f_summary: Mapping[str, Any], b_summary: Mapping[str, Any]
 ) -> InstrumentData:
-    forecasts_dir = cfg.run_directory / "forecasts"
-    backtests_dir = cfg.run_directory / "backtests"
+    forecasts_dir = cfg.stage_directory("train")
+    backtests_dir = cfg.stage_directory("backtest")
     f_entry = _entry(f_summary, name, forecasts_dir / "summary.json", "train")
     b_entry = _entry(b_summary, name, backtests_dir / "summary.json", "backtest")
     parquet = forecasts_dir / f"{name}.parquet"
@@ -141,8 +141,8 @@ def _read_instrument(
 
 def load_instruments(cfg: Config) -> list[InstrumentData]:
     """Read the train and backtest stages' files for every configured instrument."""
-    f_summary = read_stage_summary(cfg.run_directory / "forecasts" / "summary.json", "train")
-    b_summary = read_stage_summary(cfg.run_directory / "backtests" / "summary.json", "backtest")
+    f_summary = read_stage_summary(cfg.stage_directory("train") / "summary.json", "train")
+    b_summary = read_stage_summary(cfg.stage_directory("backtest") / "summary.json", "backtest")
     return [_read_instrument(cfg, name, f_summary, b_summary) for name in cfg.data.instruments]
 
 
@@ -182,7 +182,7 @@ def load_cost_sweep(cfg: Config, instruments: Sequence[InstrumentData]) -> CostS
     Every strategy but the seeds, at every point of ``report.cost_sweep_bp``,
     in the stage's order.
     """
-    directory = cfg.run_directory / "backtests"
+    directory = cfg.stage_directory("backtest")
     path = directory / "summary.json"
     summary = read_stage_summary(path, "backtest")
     points = _swept_points(summary, path, cfg)
@@ -214,7 +214,7 @@ def load_cost_sweep(cfg: Config, instruments: Sequence[InstrumentData]) -> CostS
 
 def bars_per_year(cfg: Config) -> tuple[float, str]:
     """The run's bars per year and bar interval, as the backtest stage recorded them."""
-    path = cfg.run_directory / "backtests" / "summary.json"
+    path = cfg.stage_directory("backtest") / "summary.json"
     summary = read_stage_summary(path, "backtest")
     per_year = summary.get("periods_per_year")
     if not isinstance(per_year, int | float) or not per_year > 0:
@@ -246,7 +246,7 @@ def search_trials(cfg: Config) -> SearchTrials:
     """
     if not cfg.search.trials:
         return SearchTrials()
-    path = cfg.run_directory / "search" / "summary.json"
+    path = cfg.stage_directory("search") / "summary.json"
     summary = read_stage_summary(path, "search")
     count = summary.get("trials_completed")
     if summary.get("trials") != cfg.search.trials or not isinstance(count, int) or count < 0:

@@ -95,7 +95,7 @@ def _excess_by_scope(
 
 def _read_portfolio(cfg: Config, per_year: float) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
     """The backtest stage's portfolio metrics and daily excess returns (empty without top_k)."""
-    directory = cfg.run_directory / "backtests"
+    directory = cfg.stage_directory("backtest")
     summary = read_stage_summary(directory / "summary.json", "backtest")
     entry = summary.get("portfolio") or {}
     rows, excess = {}, {}

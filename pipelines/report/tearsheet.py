@@ -64,7 +64,7 @@ def load_trade_logs(cfg: Config, names: Sequence[str]) -> dict[str, dict[str, pd
 
     A strategy whose entry names no trade log gets an empty frame.
     """
-    directory = cfg.run_directory / "backtests"
+    directory = cfg.stage_directory("backtest")
     summary = read_stage_summary(directory / "summary.json", "backtest")
     out: dict[str, dict[str, pd.DataFrame]] = {}
     for name in names:

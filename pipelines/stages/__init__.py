@@ -2,14 +2,15 @@
 
 Read by the entry point (``pipelines.__main__``), the whole-job stage
 (``pipelines.stages.run``) and the Makefile's derived prerequisites
-(``pipelines.stages.depends``). Imports nothing, so each of them can read it cheaply.
+(``pipelines.stages.depends``). Imports only the stage list (``pipelines.common.stages``),
+so each of them can read it cheaply.
 """
 
 from __future__ import annotations
 
-# The stages of one job, in order: each reads the files of the ones before it.
-# ``search`` tunes the LSTM; with ``search.trials: 0`` (the default) it is instant.
-PIPELINE = ("data", "search", "train", "backtest", "report")
+from pipelines.common.stages import PIPELINE
+
+__all__ = ["COMMANDS", "PIPELINE"]
 
 # command -> (module with ``main(argv) -> int``, one-line help)
 COMMANDS = {

@@ -228,7 +228,7 @@ def run_backtests(
         progress: show a progress bar on a terminal.
         reuse: keep and reuse finished units' results (False: run every unit, keep none).
     """
-    forecasts_dir = Path(forecasts_dir or cfg.run_directory / "forecasts")
+    forecasts_dir = Path(forecasts_dir or cfg.stage_directory("train"))
     summary = read_stage_summary(forecasts_dir / "summary.json", "train")
     for name in cfg.data.instruments:  # an instrument the train stage did not do is named first
         _instrument_entry(summary, name, forecasts_dir / "summary.json")
@@ -245,7 +245,7 @@ def run_backtests(
     cache = None
     if reuse:
         cache = UnitCache(
-            cfg.run_directory / "backtests", "pipelines.execution.backtest_unit", unit_inputs
+            cfg.stage_directory("backtest"), "pipelines.execution.backtest_unit", unit_inputs
         )
     runner = UnitRunner("backtest", cache, lambda u: f"{u} ({shown(owner[id(u)][0].path)})")
     # disable=None: a bar on a terminal, nothing in logs and CI
@@ -330,7 +330,7 @@ def write_backtests(
 
     Returns the path of summary.json.
     """
-    out_dir = cfg.run_directory / "backtests"
+    out_dir = cfg.stage_directory("backtest")
     first = next((u for inst in instruments for u in inst.units.values()), None)
     settings = first.execution if first else execution_from_config(cfg.backtest)
     execution = execution_dict(settings)
@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         cfg = config_from_args(args)
         # make must not take a failed run for a finished stage
-        (cfg.run_directory / "backtests" / "summary.json").unlink(missing_ok=True)
+        (cfg.stage_directory("backtest") / "summary.json").unlink(missing_ok=True)
         try:
             results = run_backtests(cfg, charts=cfg.tracking.charts and not args.no_charts)
         except executors.UnitsFailed as failed:

@@ -79,7 +79,7 @@ def run(cfg: Config) -> dict[str, Any]:
         first, last = (format_timestamp(cached.index[i]) for i in (0, -1))
         risk_free.update(series=rf.series, first=first, last=last)
     per_year = bars_per_year(cfg, {name: bars for name, (bars, _) in loaded.items()})
-    out_dir = cfg.run_directory / "data"
+    out_dir = cfg.stage_directory("data")
     rows = {}
     for name, (bars, info) in loaded.items():
         path = safe_child(out_dir, name, ".parquet")

@@ -1,6 +1,9 @@
-"""The code each stage runs, derived from its imports: the Makefile's prerequisites.
+"""The Makefile's stages and the code each runs, derived from the stage list and the imports.
 
-``python -m pipelines.stages.depends`` prints one make variable per stage, for
+``python -m pipelines.stages.depends`` prints make variables: the stages in order
+(``STAGES``, from ``pipelines.common.stages.PIPELINE``), each stage's file
+(``STAGE_FILE.<stage>``: its folder's ``summary.json``, the report's page), the
+stage before it (``STAGE_BEFORE.<stage>``), its one-line help, and its code, for
 example ``TRAIN_CODE := core/__init__.py ... pipelines/stages/train.py``: the files
 of every project module that the stage's module imports, directly or through
 other project modules, with their packages' ``__init__.py``. The Makefile
@@ -20,6 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pipelines.common.code import ROOT, code_files
+from pipelines.common.stages import FOLDERS
 from pipelines.stages import COMMANDS, PIPELINE
 
 # make variable -> the stage's module: DATA_CODE -> pipelines.stages.data, ...
@@ -33,10 +37,24 @@ def make_variables(stages: dict[str, str] = STAGES, root: Path = ROOT) -> Iterab
         yield f"{variable} := {files}"
 
 
+def stage_variables() -> Iterable[str]:
+    """The stage list as make variables (the Makefile's stage rules are made from them)."""
+    yield f"STAGES := {' '.join(PIPELINE)}"
+    for before, stage in zip((None, *PIPELINE), PIPELINE, strict=False):
+        folder = FOLDERS.get(stage)
+        yield f"STAGE_FILE.{stage} := " + (
+            f"$(BUILD)/{folder}/summary.json" if folder else "$(REPORT)"
+        )
+        if before is not None:
+            yield f"STAGE_BEFORE.{stage} := {before}"
+        yield f"STAGE_CODE.{stage} := {stage.upper()}_CODE"
+        yield f"STAGE_HELP.{stage} := {COMMANDS[stage][1]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     del argv  # no options: the output depends on the source tree only
     print("# written by `python -m pipelines.stages.depends`; do not edit")
-    for line in make_variables():
+    for line in (*stage_variables(), *make_variables()):
         print(line)
     return 0
 

@@ -160,8 +160,8 @@ def report(cfg: Config, *, config_path: str = "", command: str | None = None) ->
     started = time.perf_counter()
     instruments = load_instruments(cfg)
     inputs = {
-        "forecasts.summary.json": cfg.run_directory / "forecasts" / "summary.json",
-        "backtests.summary.json": cfg.run_directory / "backtests" / "summary.json",
+        "forecasts.summary.json": cfg.stage_directory("train") / "summary.json",
+        "backtests.summary.json": cfg.stage_directory("backtest") / "summary.json",
     }
     inputs = {label: path for label, path in inputs.items() if path.is_file()}
     timings: dict[str, float] = {}

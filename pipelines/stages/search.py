@@ -169,7 +169,7 @@ def make_study(cfg: Config) -> Any:
 def load_bars(cfg: Config, names: Sequence[str]) -> tuple[dict[str, pd.DataFrame], dict[str, Path]]:
     """The data stage's bars of ``names`` (from its source when the stage has not run),
     and the files read."""
-    data_dir = cfg.run_directory / "data"
+    data_dir = cfg.stage_directory("data")
     listed_in = data_dir / "summary.json"
     listed = json.loads(listed_in.read_text()).get("instruments", {}) if listed_in.is_file() else {}
     bars: dict[str, pd.DataFrame] = {}

@@ -93,7 +93,7 @@ def load_bars(cfg: Config) -> tuple[dict[str, pd.DataFrame], dict[str, Path]]:
     (listed in its summary.json); otherwise the instrument is loaded from its
     source through ``pipelines.sources.load``.
     """
-    data_dir = cfg.run_directory / "data"
+    data_dir = cfg.stage_directory("data")
     listed: dict[str, Any] = {}
     summary_path = data_dir / "summary.json"
     if summary_path.is_file():
@@ -210,7 +210,7 @@ def _instrument_result(
 
 
 def forecasts_directory(cfg: Config) -> Path:
-    return cfg.run_directory / "forecasts"
+    return cfg.stage_directory("train")
 
 
 def write_outputs(

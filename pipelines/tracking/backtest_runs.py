@@ -87,7 +87,7 @@ def record_runs(cfg: Config, summary_path: Path) -> None:
     """
     out_dir = summary_path.parent
     summary = read_stage_summary(summary_path, "backtest")
-    forecasts = cfg.run_directory / "forecasts"
+    forecasts = cfg.stage_directory("train")
     inputs = {f"{name}.parquet": forecasts / f"{name}.parquet" for name in summary["instruments"]}
     with tracking.pipeline_run(cfg, "backtest", inputs=inputs):
         for instrument, entry in summary["instruments"].items():
