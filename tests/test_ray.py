@@ -22,8 +22,8 @@ from pipelines.config import load_config
 from pipelines.config.sections import ExecutorConfig
 from pipelines.execution.ray_executor import LOCAL_RAY_ENVIRONMENT, MISSING_RAY, RayExecutor
 from pipelines.execution.runtime import DeviceInfo
-from pipelines.execution.search_unit import TrialUnit, trial_gpus
-from pipelines.execution.units import gpus_wanted, make_units
+from pipelines.execution.search_unit import TrialUnit
+from pipelines.execution.units import make_units
 from pipelines.execution.walkforward import make_folds
 from pipelines.sources.load import load_instrument
 from pipelines.stages import backtest, train
@@ -60,17 +60,17 @@ def test_an_lstm_unit_asks_for_gpus_only_on_a_gpu():
         return next(u for u in units if u.forecaster == forecaster), units
 
     (lstm, units), (sma, _) = first(cfg, gpu, "lstm"), first(cfg, gpu, "sma")
-    assert gpus_wanted(cfg, lstm) == 1.0
-    assert gpus_wanted(cfg, sma) is None
-    assert gpus_wanted(cfg, first(cfg, cpu, "lstm")[0]) is None
+    assert lstm.gpus == 1.0
+    assert sma.gpus is None
+    assert first(cfg, cpu, "lstm")[0].gpus is None
     half = load_config(
         "configs/smoke.yaml", {"executor": {"kind": "ray", "gpus_per_lstm_unit": 0.5}}
     )
-    assert gpus_wanted(half, first(half, gpu, "lstm")[0]) == 0.5
+    assert first(half, gpu, "lstm")[0].gpus == 0.5
     # a search trial trains the LSTM: it asks for the same
     trial = TrialUnit(0, {}, half, settled={}, segments={}, folds={}, device=gpu, seed=0)
-    assert trial_gpus(trial) == 0.5
-    assert trial_gpus(dataclasses.replace(trial, device=cpu)) is None
+    assert trial.gpus == 0.5
+    assert dataclasses.replace(trial, device=cpu).gpus is None
     # the units of one fold share its bars, so an executor ships them once
     assert len({id(u.bars) for u in units}) == len(folds["GSPC"])
 

@@ -204,7 +204,6 @@ def _workers(pool: concurrent.futures.ProcessPoolExecutor) -> list[Any]:
 def executor_for(
     config: ExecutorConfig,
     setup: Callable[[], Any] | None = None,
-    gpus: Callable[[Any], float] | None = None,
     recycles: Callable[[Any], bool] | None = None,
 ) -> Executor:
     """The executor the config's ``executor`` section asks for.
@@ -212,7 +211,6 @@ def executor_for(
     Args:
         config: The ``executor`` section.
         setup: Run once in every worker process before its first unit (pool, Ray).
-        gpus: GPUs a unit asks for (Ray; e.g. an LSTM unit when the device is a GPU).
         recycles: Whether a unit counts towards recycling its Ray worker (default: all).
     """
     if config.kind == "local":
@@ -220,7 +218,7 @@ def executor_for(
     if config.kind == "ray":
         from pipelines.execution.ray_executor import RayExecutor  # imports Ray only for kind: ray
 
-        return RayExecutor(config, setup=setup, gpus=gpus, recycles=recycles)
+        return RayExecutor(config, setup=setup, recycles=recycles)
     return SequentialExecutor()
 
 

@@ -30,9 +30,9 @@ MLflow.
 Resources: every task asks for ``cpus_per_unit`` CPUs, and its worker's
 TensorFlow gets ``max(1, floor(cpus_per_unit))`` intra- and inter-op threads
 through ``runtime_env`` environment variables (read before TensorFlow starts;
-Ray's own ``OMP_NUM_THREADS`` does not limit TensorFlow). A unit for which the
-driver's ``gpus`` callback returns a number (the LSTM's units when the device
-is a GPU) asks for that many GPUs and runs in a worker pool of its own
+Ray's own ``OMP_NUM_THREADS`` does not limit TensorFlow). A unit whose ``gpus``
+is a number (set by the driver when it made the unit: a ``device`` forecaster's
+units when the device is a GPU) asks for that many GPUs and runs in a worker pool of its own
 (``GATECAST_UNIT_DEVICE=gpu``), so a worker that imported TensorFlow without
 a GPU never gets a GPU unit; the other units run with
 ``GATECAST_UNIT_DEVICE=cpu`` (``pipelines.execution.runtime.configure_worker``).
@@ -189,7 +189,6 @@ class RayExecutor:
     Args:
         config: The ``executor`` section (``kind: ray``).
         setup: Run once in every worker before its first unit; must pickle.
-        gpus: GPUs a unit asks for, or None for a unit that runs on CPUs only.
         recycles: Whether a unit counts towards recycling its worker after
             ``UNITS_PER_WORKER`` of them (default: every unit does).
     """
@@ -200,7 +199,6 @@ class RayExecutor:
         self,
         config: ExecutorConfig,
         setup: Callable[[], Any] | None = None,
-        gpus: Callable[[Any], float | None] | None = None,
         recycles: Callable[[Any], bool] | None = None,
     ) -> None:
         self.address = config.address or os.environ.get("RAY_ADDRESS") or None
@@ -209,7 +207,6 @@ class RayExecutor:
         self.cpus = config.cpus_per_unit
         self.threads = max(1, math.floor(config.cpus_per_unit))
         self.setup = setup
-        self.gpus = gpus or (lambda unit: None)
         self.recycles = recycles or (lambda unit: True)
         self._started = False
         self._token = uuid.uuid4().hex
@@ -296,7 +293,7 @@ class RayExecutor:
                 names.append(name)
                 refs.append(shared[id(value)][1])
             shell = dataclasses.replace(unit, **dict.fromkeys(big))
-        gpus = self.gpus(unit)
+        gpus = getattr(unit, "gpus", None)  # decided by the driver when it made the unit
         options: dict[str, Any] = {
             "num_cpus": self.cpus,
             "runtime_env": self._runtime_env("cpu" if gpus is None else "gpu"),

@@ -164,10 +164,10 @@ class TrialUnit:
     def __str__(self) -> str:
         return f"trial {self.number}"
 
-
-def trial_gpus(unit: TrialUnit) -> float | None:
-    """GPUs a trial asks an executor for: those of one fit (``runtime.unit_gpus``)."""
-    return runtime.unit_gpus(unit.cfg, unit.device)
+    @property
+    def gpus(self) -> float | None:
+        """GPUs the trial asks an executor for: those of one fit (``runtime.unit_gpus``)."""
+        return runtime.unit_gpus(self.cfg, self.device)
 
 
 @dataclass

@@ -57,6 +57,8 @@ class TrainUnit:
         seeds: How many seeds the forecaster runs (1 for a deterministic one).
         gates: Also return the per-unit internals over the test dates (``introspection``).
         export: Also return the fitted forecaster as bytes (``export``, final fold).
+        gpus: GPUs the unit asks an executor for (``runtime.unit_gpus`` for a ``device``
+            forecaster on a GPU device; None: CPUs only), decided once by the driver.
     """
 
     instrument: str
@@ -72,6 +74,7 @@ class TrainUnit:
     seeds: int = 1
     gates: bool = False
     export: bool = False
+    gpus: float | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -110,16 +113,6 @@ class TrainResult:
     model: bytes | None = None
 
 
-def gpus_wanted(cfg: Config, unit: TrainUnit) -> float | None:
-    """GPUs a unit asks an executor for: a ``device`` forecaster's unit on a GPU device
-    (``runtime.unit_gpus``), else None (CPUs only).
-
-    Decided by the unit's device, so an executor can be started before the
-    driver has chosen its own.
-    """
-    return runtime.unit_gpus(cfg, unit.device) if unit.cls.device else None
-
-
 def make_units(
     cfg: Config,
     bars: Mapping[str, pd.DataFrame],
@@ -132,6 +125,7 @@ def make_units(
     then seeds, then folds, oldest first.
     """
     features = cfg.features.model_dump()
+    gpus = runtime.unit_gpus(cfg, device)
     specs = {
         name: (spec, spec.cls.settle(spec.arguments()))
         for name, spec in cfg.forecasters.enabled().items()
@@ -161,6 +155,7 @@ def make_units(
                             seeds=spec.seeds,
                             gates=spec.cls.introspection and k == 0,
                             export=spec.cls.export and fold is folds[instrument][-1],
+                            gpus=gpus if spec.cls.device else None,
                         )
                     )
     return units

@@ -265,7 +265,6 @@ def run_trials(
     executor = executors.executor_for(
         cfg.executor,
         setup=functools.partial(runtime.configure_worker, cfg),
-        gpus=search_unit.trial_gpus,
     )
     log.info("%d trial(s); executor: %s", cfg.search.trials, executor.describe())
     entries: list[dict[str, Any]] = []

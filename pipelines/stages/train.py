@@ -61,7 +61,6 @@ from pipelines.execution.unit_cache import UnitCache, UnitRunner
 from pipelines.execution.units import (
     TrainUnit,
     cache_inputs,
-    gpus_wanted,
     grows_memory,
     make_units,
     run_train_unit,
@@ -307,7 +306,6 @@ def train(cfg: Config, *, command: str | None = None, reuse: bool = True) -> dic
     executor = executors.executor_for(
         cfg.executor,
         setup=functools.partial(runtime.configure_worker, cfg),
-        gpus=functools.partial(gpus_wanted, cfg),
         recycles=grows_memory,
     )
     log.info("executor: %s", executor.describe())
