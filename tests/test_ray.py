@@ -7,7 +7,6 @@ The tests that start Ray skip when the ``ray`` extra is not installed
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import ipaddress
 import json
@@ -22,7 +21,7 @@ from pipelines.config import load_config
 from pipelines.config.sections import ExecutorConfig
 from pipelines.execution.ray_executor import LOCAL_RAY_ENVIRONMENT, MISSING_RAY, RayExecutor
 from pipelines.execution.runtime import DeviceInfo
-from pipelines.execution.search_unit import TrialUnit
+from pipelines.execution.search_unit import make_trial
 from pipelines.execution.units import make_units
 from pipelines.execution.walkforward import make_folds
 from pipelines.sources.load import load_instrument
@@ -68,9 +67,8 @@ def test_an_lstm_unit_asks_for_gpus_only_on_a_gpu():
     )
     assert first(half, gpu, "lstm")[0].gpus == 0.5
     # a search trial trains the LSTM: it asks for the same
-    trial = TrialUnit(0, {}, half, settled={}, segments={}, folds={}, device=gpu, seed=0)
-    assert trial.gpus == 0.5
-    assert dataclasses.replace(trial, device=cpu).gpus is None
+    assert make_trial(0, {}, half, {}, {}, device=gpu, seed=0).gpus == 0.5
+    assert make_trial(0, {}, half, {}, {}, device=cpu, seed=0).gpus is None
     # the units of one fold share its bars, so an executor ships them once
     assert len({id(u.bars) for u in units}) == len(folds["GSPC"])
 

@@ -175,17 +175,7 @@ def test_a_trial_never_sees_a_test_fold_bar(tmp_path):
         assert segments["GSPC"].index[-1] < first_test
         assert all(f.test_end < len(segments["GSPC"]) for f in folds["GSPC"])
         trial_cfg = search_unit.apply_params(cfg, params)
-        spec = trial_cfg.forecasters["lstm"]
-        unit = search_unit.TrialUnit(
-            0,
-            params,
-            trial_cfg,
-            settled=spec.cls.settle(spec.arguments()),
-            segments=segments,
-            folds=folds,
-            device=device,
-            seed=7,
-        )
+        unit = search_unit.make_trial(0, params, trial_cfg, segments, folds, device, seed=7)
         scores.append(search_unit.run_trial(unit))
     assert math.isfinite(scores[0].score)
     assert scores[0].score == scores[1].score

@@ -140,34 +140,67 @@ def trial_inputs(
 class TrialUnit:
     """One configuration of the searched forecaster, to be scored on the validation slices.
 
+    Made by ``make_trial``; it carries only what ``run_trial`` reads.
+
     Args:
         number: The Optuna trial's number.
         params: The configuration (keys of ``SETTINGS``).
-        cfg: The experiment config with ``params`` applied (``apply_params``).
+        forecaster: The searched forecaster's name (``search.forecaster``).
+        cls: Its class.
+        settled: Its parameters with ``params`` applied, settled by the driver
+            (``Forecaster.settle``), so every process trains the same model.
+        features: The ``features`` section with ``params`` applied.
+        metric: What scores the trial (``search.metric``).
         segments: Instrument -> the bars of its first training segment (nothing later).
         folds: Instrument -> its validation slices (positions in the segment).
         device: Where TensorFlow runs.
-        settled: The forecaster's parameters with ``params`` applied, settled by the
-            driver (``Forecaster.settle``), so every process trains the same model.
         seed: The forecaster's seed (the config's, the same for every trial).
+        gpus: GPUs the trial asks an executor for (those of one fit, ``runtime.unit_gpus``).
     """
 
     number: int
     params: dict[str, Any]
-    cfg: Config
+    forecaster: str
+    cls: type
     settled: dict[str, Any]
+    features: dict[str, Any]
+    metric: str
     segments: dict[str, pd.DataFrame]
     folds: dict[str, list[Fold]]
     device: runtime.DeviceInfo
     seed: int
+    gpus: float | None = None
 
     def __str__(self) -> str:
         return f"trial {self.number}"
 
-    @property
-    def gpus(self) -> float | None:
-        """GPUs the trial asks an executor for: those of one fit (``runtime.unit_gpus``)."""
-        return runtime.unit_gpus(self.cfg, self.device)
+
+def make_trial(
+    number: int,
+    params: dict[str, Any],
+    trial_cfg: Config,
+    segments: Mapping[str, pd.DataFrame],
+    folds: Mapping[str, list[Fold]],
+    device: runtime.DeviceInfo,
+    seed: int,
+) -> TrialUnit:
+    """The unit of one trial from its config (``apply_params``), taking what it reads."""
+    name = trial_cfg.search.forecaster
+    spec = trial_cfg.forecasters[name]
+    return TrialUnit(
+        number=number,
+        params=params,
+        forecaster=name,
+        cls=spec.cls,
+        settled=spec.cls.settle(spec.arguments()),
+        features=trial_cfg.features.model_dump(),
+        metric=trial_cfg.search.metric,
+        segments=dict(segments),
+        folds=dict(folds),
+        device=device,
+        seed=seed,
+        gpus=runtime.unit_gpus(trial_cfg, device),
+    )
 
 
 @dataclass
@@ -190,16 +223,12 @@ class TrialResult:
 def _instrument_score(
     unit: TrialUnit, segment: pd.DataFrame, folds: Sequence[Fold]
 ) -> tuple[float, list[int]]:
-    name = unit.cfg.search.forecaster
-    context = BuildContext(seed=unit.seed, features=unit.cfg.features.model_dump())
-    walked = walk_forward(
-        segment,
-        lambda: unit.cfg.forecasters[name].cls.from_config(unit.settled, context),
-        folds,
-    )
+    name = unit.forecaster
+    context = BuildContext(seed=unit.seed, features=unit.features)
+    walked = walk_forward(segment, lambda: unit.cls.from_config(unit.settled, context), folds)
     histories = [getattr(f, "history_", None) for f in walked.forecasters]
     epochs = [len(h["loss"]) for h in histories if h]
-    if unit.cfg.search.metric == "val_loss":
+    if unit.metric == "val_loss":
         if not all(h and h.get("val_loss") for h in histories):
             raise ConfigError(
                 f"search.metric: val_loss needs a forecaster that reports a validation loss "
@@ -232,5 +261,5 @@ def run_trial(unit: TrialUnit) -> TrialResult:
     score = float(np.mean(list(scores.values())))
     trained = float(np.mean(epochs)) if epochs else math.nan
     if not math.isfinite(score):
-        raise ValueError(f"{unit}: the {unit.cfg.search.metric} is not finite ({scores})")
+        raise ValueError(f"{unit}: the {unit.metric} is not finite ({scores})")
     return TrialResult(score, scores, trained, time.perf_counter() - started)

@@ -192,15 +192,19 @@ def _param_text(value: Any) -> str:
 
 
 def record_trial(
-    unit: TrialUnit, outcome: TrialResult | Exception, parent_params: Mapping[str, str]
+    unit: TrialUnit,
+    trial_cfg: Config,
+    outcome: TrialResult | Exception,
+    parent_params: Mapping[str, str],
 ) -> dict[str, Any]:
-    """The child run of one trial (FAILED when it raised); returns its entry of the summary."""
+    """The child run of one trial (FAILED when it raised); returns its entry of the summary.
+    Its params are those of ``trial_cfg`` (the trial's config) that differ from the parent's."""
     from pipelines import tracking
 
-    metric = unit.cfg.search.metric
+    metric = unit.metric
     entry: dict[str, Any] = {"number": unit.number, "params": unit.params}
     changed = {
-        k: v for k, v in provenance.flatten_config(unit.cfg).items() if parent_params.get(k) != v
+        k: v for k, v in provenance.flatten_config(trial_cfg).items() if parent_params.get(k) != v
     }
     try:
         with tracking.child_run(f"trial/{unit.number}", tags={"gatecast.trial": unit.number}):
@@ -273,28 +277,28 @@ def run_trials(
     with bar, executor:
         while len(entries) < total:
             asked = [study.ask() for _ in range(min(executor.workers, total - len(entries)))]
-            units = []
+            units, configs = [], {}
             for trial in asked:
                 params = suggest(trial, cfg.search.space, base)
-                trial_cfg = apply_params(cfg, params)
-                spec = trial_cfg.forecasters[cfg.search.forecaster]
+                configs[trial.number] = apply_params(cfg, params)
                 units.append(
-                    TrialUnit(
-                        number=trial.number,
-                        params=params,
-                        cfg=trial_cfg,
-                        settled=spec.cls.settle(spec.arguments()),
-                        segments=dict(segments),
-                        folds=dict(folds),
-                        device=device,
-                        seed=cfg.seed,
+                    search_unit.make_trial(
+                        trial.number,
+                        params,
+                        configs[trial.number],
+                        segments,
+                        folds,
+                        device,
+                        cfg.seed,
                     )
                 )
             outcomes = {
                 unit.number: outcome for unit, outcome in executor.run(search_unit.run_trial, units)
             }
             for trial, unit in zip(asked, units, strict=True):  # told in the order asked
-                entry = record_trial(unit, outcomes[unit.number], parent_params)
+                entry = record_trial(
+                    unit, configs[unit.number], outcomes[unit.number], parent_params
+                )
                 if entry["state"] == "COMPLETE":
                     study.tell(trial, entry["score"])
                 else:
