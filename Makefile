@@ -72,8 +72,7 @@ all: $(STAMP) ## The main job on the bundled sample: data, search, forecasts, ba
 	done > $(BUILD)/.first-stale
 	@first=$$(cat $(BUILD)/.first-stale); \
 	if [ -n "$$first" ]; then $(PY) -m pipelines run --config $(CONFIG) --from "$$first"; \
-	else echo "up to date: every stage's inputs are unchanged"; fi
-	@echo "report: $(REPORT)"
+	else echo "up to date: every stage's inputs are unchanged"; echo "report: $(REPORT)"; fi
 
 # One rule per stage: `make <stage>` makes its file from the stage before it, its inputs
 # and its code, running `python -m pipelines <stage>`.

@@ -167,8 +167,22 @@ def test_run_from_a_later_stage_reuses_the_saved_outputs(finished_run, capsys, t
     assert pipelines_main(argv) == 0
     out = capsys.readouterr().out
     table = out[out.rindex("\nstage ") + 1 :].splitlines()[1:]
-    ran = [line.split()[0] for line in table[: [r.split()[0] for r in table].index("total")]]
+    firsts = [(r.split() or [""])[0] for r in table]
+    ran = firsts[: firsts.index("total")]
     assert ran == ["report"]
     parents = tracking_store.find_runs(other, include_children=False)
     assert [r.data.tags["gatecast.stage"] for r in parents] == ["report"]
     assert (tmp_path / cfg.name / "index.html").is_file()
+    # the output ends with the verdict's headlines and the report's path, said once
+    verdicts = json.loads((tmp_path / cfg.name / "verdict.json").read_text())
+    tail = out.rstrip().splitlines()
+    assert out.count("report: ") == 1 and tail[-1].startswith("report: ")
+    verdict_at = tail.index("Verdict:")
+    expected = [f"  {k}: {line}" for k, v in verdicts.items() for line in v["headlines"]]
+    assert tail[verdict_at + 1 : -1] == expected
+    assert {"GSPC", "pooled"} <= set(verdicts) and verdicts["GSPC"]["outcome"] in (
+        "win",
+        "loss",
+        "mixed",
+    )
+    assert "LSTM trading:" in expected[-1] or any("LSTM trading:" in line for line in expected)

@@ -18,7 +18,7 @@ from models.metrics import forecast_metrics
 from pipelines.config import load_config
 from pipelines.report import comparison, stats
 from pipelines.report import inputs as report_inputs
-from pipelines.report.verdict import verdict
+from pipelines.report.verdict import headline, universe_headline, verdict
 from pipelines.stages import report
 from pipelines.tracking import store as tracking_store
 from strategies.metrics import compute_metrics
@@ -394,6 +394,51 @@ def test_verdict_when_the_lstm_wins_significantly():
     assert "significant at 0.05 even allowing for selection" in text
     assert "(the most accurate)" in text and "p = 0.001: significantly more accurate" in text
     assert "statistically significant" in sentences[-1] and "beat every baseline" in sentences[-1]
+
+
+def test_significantly_worse_at_trading_is_a_loss_never_mixed():
+    # GSPC as seen: the most accurate forecaster (so it "beat" the others on accuracy),
+    # an insignificant Theil U2 just below 1, and a Sharpe ratio significantly below
+    # buy-and-hold's. Before, that read "mixed".
+    block = _block(
+        sharpe=0.6, rmse=1.5, theil_u2=0.99966, dm_statistic=-0.3, dm_p_value=0.61,
+        sharpe_diff=-0.62, sharpe_diff_low=-1.13, sharpe_diff_high=-0.19,
+    )  # fmt: skip
+    sentences, outcome = verdict(block, 0.05, 20, "lstm", "LSTM", "buy_and_hold")
+    assert outcome == "loss"
+    assert "significantly worse than buy-and-hold" in " ".join(sentences)
+    line = headline(block, 0.05, "lstm", "LSTM", "buy_and_hold")
+    assert line == (
+        "LSTM trading: worse than buy_and_hold (Sharpe -0.62 [-1.13, -0.19]); "
+        "forecasting: no different from the random walk (Theil U2 1.000, DM p = 0.610)."
+    )
+    # significantly less accurate than the random walk is a loss too, whatever the Sharpe
+    worse_forecasts = _block(sharpe=1.5, rmse=1.5, theil_u2=1.2, dm_p_value=0.0004)
+    assert verdict(worse_forecasts, 0.05, 20, "lstm", "LSTM", "buy_and_hold")[1] == "loss"
+    assert "forecasting: worse than the random walk" in headline(
+        worse_forecasts, 0.05, "lstm", "LSTM", "buy_and_hold"
+    )
+    assert "DM p < 0.001" in headline(worse_forecasts, 0.05, "lstm", "LSTM", "buy_and_hold")
+
+
+def test_the_universe_headline_counts_losses_and_names_the_significant_ones():
+    rows = []
+    for inst, diff, low, high, u2, p in [
+        ("GSPC", -0.62, -1.13, -0.19, 0.99966, 0.61),
+        ("ORCL", -0.10, -0.60, 0.40, 1.01, 0.30),
+        ("YHOO", -0.20, -0.70, 0.30, 0.98, 0.01),
+        ("GOOG", 0.30, -0.20, 0.80, 1.00, 0.90),
+        ("pooled", -0.15, -0.40, 0.10, 1.0, 0.5),
+    ]:
+        rows.append({
+            "instrument": inst, "strategy": "lstm", "sharpe_diff": diff, "sharpe_diff_low": low,
+            "sharpe_diff_high": high, "theil_u2": u2, "dm_p_value": p,
+        })  # fmt: skip
+    line = universe_headline(pd.DataFrame(rows), 0.05, "lstm", "LSTM", "buy_and_hold")
+    assert line == (
+        "LSTM loses to buy_and_hold on 3 of 4 instruments, significantly on GSPC; "
+        "its forecasts beat the random walk's on 2 of 4, significantly on YHOO."
+    )
 
 
 def test_verdict_follows_the_numbers_not_a_template():

@@ -44,7 +44,7 @@ from pipelines.report import tearsheet
 from pipelines.report.charts import ordered
 from pipelines.report.comparison import POOLED, Comparison, finite, sorted_block
 from pipelines.report.inputs import InstrumentData
-from pipelines.report.verdict import verdict
+from pipelines.report.verdict import headline, universe_headline, verdict
 
 TEMPLATE = "report.html.j2"
 
@@ -234,6 +234,16 @@ def _seed_table(comparison: Comparison) -> tuple[list[str], list[dict[str, Any]]
     return [label for _, label, _ in SEED_METRICS], rows
 
 
+def headlines(cfg: Config, league: pd.DataFrame, block: pd.DataFrame, key: str) -> list[str]:
+    """The one-line verdicts of one block (indexed by strategy): across the instruments
+    first for the pooled block, then the block's own (``verdict.headline``)."""
+    args = (cfg.report.significance, cfg.report.candidate, cfg.candidate_label)
+    lines = [headline(block, *args, cfg.report.benchmark)]
+    if key == POOLED:
+        lines.insert(0, universe_headline(league, *args, cfg.report.benchmark, POOLED))
+    return lines
+
+
 def _league_blocks(
     cfg: Config,
     comparison: Comparison,
@@ -268,17 +278,21 @@ def _league_blocks(
             cells = [_cell(c, row, alpha) for c in COLUMNS]
             rows.append({"strategy": row["strategy"], "css": css, "cells": cells})
         blocks.append({"key": key, "title": title, "rows": rows})
+        indexed = block.set_index("strategy")
         sentences, outcome = verdict(
-            block.set_index("strategy"),
+            indexed,
             alpha,
             comparison.n_trials,
             cfg.report.candidate,
             cfg.candidate_label,
             cfg.report.benchmark,
         )
+        lines = headlines(cfg, league, indexed, key)
         if not verdicts:
             sentences = [*sentences, *corrected]
-        verdicts.append({"instrument": title, "sentences": sentences, "css": outcome})
+        verdicts.append(
+            {"instrument": title, "headlines": lines, "sentences": sentences, "css": outcome}
+        )
     return blocks, verdicts
 
 

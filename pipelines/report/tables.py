@@ -15,6 +15,7 @@ import pandas as pd
 
 from pipelines.common.outputs import json_safe
 from pipelines.report.comparison import POOLED, Comparison, finite, fmt, sorted_block
+from pipelines.report.verdict import pvalue
 
 
 def write_tables(comparison: Comparison, directory: Path) -> None:
@@ -77,7 +78,8 @@ def console_table(
             "dSharpe_vs_BH": table.apply(ci, axis=1),
             "dsr": table["dsr"].map(lambda v: fmt(v)),
             "theil_u2": table["theil_u2"].map(lambda v: fmt(v, 3) if finite(v) else ""),
-            "dm_p": table["dm_p_value"].map(lambda v: fmt(v, 3) if finite(v) else ""),
+            # as the page shows them: "<0.001" rather than 0.000
+            "dm_p": table["dm_p_value"].map(lambda v: pvalue(v) if finite(v) else ""),
             "break_even": table["break_even"],
         }
     )

@@ -11,13 +11,20 @@ candidate is the forecaster ``report.candidate`` names (the LSTM by default).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from pipelines.common.outputs import shown
 from pipelines.report.comparison import fmt as _fmt
+
+#: The verdicts as data, beside the page: per instrument and pooled, headlines, outcome
+#: and sentences.
+VERDICT_FILE = "verdict.json"
 
 
 def fmt(value: float, digits: int = 2) -> str:
@@ -41,6 +48,8 @@ class _Findings:
     sig_bh: bool = False
     dsr_ok: bool = False
     sig_forecast: bool = False
+    worse_bh: bool = False  # Sharpe ratio significantly below the benchmark's
+    worse_forecast: bool = False  # significantly less accurate than the random walk
 
 
 def _sharpe_sentences(
@@ -98,6 +107,7 @@ def _significance_sentences(
     if benchmark in block.index and np.isfinite(cand["sharpe_diff"]):
         low, high = cand["sharpe_diff_low"], cand["sharpe_diff_high"]
         found.sig_bh = bool(low > 0)
+        found.worse_bh = bool(high < 0)
         if low > 0:
             judged = "significantly better than buy-and-hold"
         elif high < 0:
@@ -151,6 +161,7 @@ def _forecast_sentences(
     if np.isfinite(u2) and np.isfinite(p):
         better = u2 < 1
         found.sig_forecast = bool(better and p < alpha)
+        found.worse_forecast = bool(not better and p < alpha)
         shown = fmt(u2, 3)
         if shown == "1.000":  # the error ratio rounds to 1: say so rather than "lower"
             error = f"{fmt(u2, 5)}, the same error to three decimals"
@@ -209,11 +220,12 @@ def _bottom_line(found: _Findings, label: str) -> tuple[str, str]:
             else ", and shows no statistically significant edge"
         )
         sentence = f"Bottom line: the {label} {what}{tail}."
-    outcome = (
-        "win"
-        if (beat_sharpe or beat_forecast) and (trade_sig or found.sig_forecast)
-        else ("loss" if not (beat_sharpe or beat_forecast) else "mixed")
-    )
+    if found.worse_bh or found.worse_forecast:
+        outcome = "loss"  # significantly worse on one count is never "mixed"
+    elif (beat_sharpe or beat_forecast) and (trade_sig or found.sig_forecast):
+        outcome = "win"
+    else:
+        outcome = "loss" if not (beat_sharpe or beat_forecast) else "mixed"
     return sentence, outcome
 
 
@@ -248,3 +260,124 @@ def verdict(
     sentences += _forecast_sentences(main, cand, label, alpha, found)
     last, outcome = _bottom_line(found, label)
     return [*sentences, last], outcome
+
+
+# Headlines --------------------------------------------------------------------------------
+
+
+def _trading_word(row: pd.Series) -> str:
+    """How the candidate's Sharpe ratio compares with the benchmark's, by its interval."""
+    low, high = row.get("sharpe_diff_low", math.nan), row.get("sharpe_diff_high", math.nan)
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "untested"
+    return "better" if low > 0 else ("worse" if high < 0 else "no different")
+
+
+def _forecast_word(row: pd.Series, alpha: float) -> str:
+    """How the candidate's accuracy compares with the random walk's, by Diebold-Mariano."""
+    u2, p = row.get("theil_u2", math.nan), row.get("dm_p_value", math.nan)
+    if not (np.isfinite(u2) and np.isfinite(p)):
+        return "untested"
+    if p >= alpha:
+        return "no different"
+    return "better" if u2 < 1 else "worse"
+
+
+def headline(block: pd.DataFrame, alpha: float, candidate: str, label: str, benchmark: str) -> str:
+    """One line on one instrument (or the pooled rows): the candidate's trading against
+    ``benchmark`` (the bootstrap interval of the Sharpe difference) and its forecasting
+    against the random walk (Diebold-Mariano), each judged by its own test.
+
+    Example: ``LSTM trading: worse than buy_and_hold (Sharpe -0.62 [-1.13, -0.19]);
+    forecasting: no different from the random walk (Theil U2 1.000, DM p = 0.61).``
+    """
+    if candidate not in block.index:
+        return f"No {label} forecasts: nothing to judge."
+    row = block.loc[candidate]
+    trading = _trading_word(row)
+    if trading == "untested":
+        trade = f"trading: not compared with {benchmark}"
+    else:
+        versus = "from" if trading == "no different" else "than"
+        trade = (
+            f"trading: {trading} {versus} {benchmark} (Sharpe {_signed(row['sharpe_diff'])} "
+            f"[{fmt(row['sharpe_diff_low'])}, {fmt(row['sharpe_diff_high'])}])"
+        )
+    forecasting = _forecast_word(row, alpha)
+    if forecasting == "untested":
+        fore = "forecasting: not compared with the random walk"
+    else:
+        versus = "from" if forecasting == "no different" else "than"
+        fore = (
+            f"forecasting: {forecasting} {versus} the random walk (Theil U2 "
+            f"{fmt(row['theil_u2'], 3)}, DM p {_p_clause(row['dm_p_value'])})"
+        )
+    return f"{label} {trade}; {fore}."
+
+
+def universe_headline(
+    league: pd.DataFrame,
+    alpha: float,
+    candidate: str,
+    label: str,
+    benchmark: str,
+    pooled: str = "pooled",
+) -> str:
+    """One line across the instruments: on how many the candidate's Sharpe ratio is below
+    the benchmark's and its forecasts less accurate than the random walk's, and where
+    significantly (e.g. "LSTM loses to buy_and_hold on 3 of 4 instruments, significantly
+    on GSPC; ...")."""
+    rows = league[(league["strategy"] == candidate) & (league["instrument"] != pooled)]
+    if rows.empty:
+        return f"No {label} forecasts: nothing to judge."
+    rows = rows.set_index("instrument")
+    n = len(rows)
+    diffs = rows["sharpe_diff"]
+    losses = diffs[diffs < 0].index.tolist()
+    worse = [i for i in losses if _trading_word(rows.loc[i]) == "worse"]
+    better = [i for i in diffs[diffs > 0].index if _trading_word(rows.loc[i]) == "better"]
+    if len(losses) * 2 > n:
+        trade = f"{label} loses to {benchmark} on {len(losses)} of {n} instruments"
+        trade += f", significantly on {_names(worse)}" if worse else ", none significantly"
+    else:
+        wins = n - len(losses)
+        trade = f"{label} matches or beats {benchmark} on {wins} of {n} instruments"
+        trade += f", significantly on {_names(better)}" if better else ", none significantly"
+        if worse:
+            trade += f", and is significantly worse on {_names(worse)}"
+    u2 = rows["theil_u2"]
+    more = u2[u2 < 1].index.tolist()
+    sig = [i for i in more if _forecast_word(rows.loc[i], alpha) == "better"]
+    less = [i for i in u2.index if _forecast_word(rows.loc[i], alpha) == "worse"]
+    fore = f"its forecasts beat the random walk's on {len(more)} of {n}"
+    fore += f", significantly on {_names(sig)}" if sig else ", none significantly"
+    if less:
+        fore += f", and are significantly worse on {_names(less)}"
+    return f"{trade}; {fore}."
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+
+
+def _p_clause(p: float) -> str:
+    text = pvalue(p)
+    return text.replace("<", "< ") if text.startswith("<") else f"= {text}"
+
+
+def pvalue(p: float) -> str:
+    """A p-value as the page shows it: "<0.001" below 0.001, else three decimals."""
+    if not np.isfinite(p):
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def print_verdict(path: Path) -> None:
+    """The headlines of a report's ``verdict.json`` and the report's path: how the report
+    stage, and ``run`` after its timing table, end."""
+    verdicts = json.loads((path / VERDICT_FILE).read_text())
+    print("\nVerdict:")
+    for key, entry in verdicts.items():
+        for line in entry["headlines"]:
+            print(f"  {key}: {line}")
+    print(f"report: {shown(path / 'index.html')}")

@@ -42,18 +42,19 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipelines import tracking
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
 from pipelines.common.errors import GatecastError
-from pipelines.common.outputs import shown
+from pipelines.common.outputs import write_json
 from pipelines.config import Config
 from pipelines.report import multiple as report_multiple
 from pipelines.report.comparison import METRIC_COLUMNS, POOLED, Comparison, compare, finite
-from pipelines.report.html import render_html
+from pipelines.report.html import headlines, render_html
 from pipelines.report.inputs import (
     InstrumentData,
     bars_per_year,
@@ -63,7 +64,7 @@ from pipelines.report.inputs import (
 )
 from pipelines.report.tables import console_table, write_tables
 from pipelines.report.tearsheet import load_trade_logs
-from pipelines.report.verdict import verdict
+from pipelines.report.verdict import VERDICT_FILE, print_verdict, verdict
 
 __all__ = ["METRIC_COLUMNS", "ReportResult", "main", "publish", "report"]
 
@@ -85,6 +86,7 @@ class ReportResult:
         verdicts: instrument (or ``pooled``) -> the verdict's sentences (the pooled
             one ends with the multiple-testing sentences).
         multiple: the corrected tests, IC and portfolio (``pipelines.report.multiple``).
+        headlines: instrument (or ``pooled``) -> its one-line verdicts (``html.headlines``).
     """
 
     comparison: Comparison
@@ -94,6 +96,7 @@ class ReportResult:
     tracking_uri: str
     verdicts: dict[str, list[str]] = field(default_factory=dict)
     multiple: report_multiple.MultipleTesting | None = None
+    headlines: dict[str, list[str]] = field(default_factory=dict)
 
 
 def publish(build: Path, target: Path) -> None:
@@ -127,6 +130,7 @@ def _write_report(
     instruments: Sequence[InstrumentData],
     config_path: str,
     multiple: report_multiple.MultipleTesting,
+    verdicts: Mapping[str, Any],
 ) -> Path:
     """Render into a temporary sibling of the report directory, then publish it."""
     target = cfg.report_directory
@@ -148,6 +152,7 @@ def _write_report(
         )
         write_tables(comparison, build)
         report_multiple.write_tables(multiple, build)
+        write_json(build / VERDICT_FILE, verdicts)
         publish(build, target)
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
@@ -183,7 +188,8 @@ def report(cfg: Config, *, config_path: str = "", command: str | None = None) ->
         t = lap("multiple_testing", t)
         _log_league(comparison)
         t = lap("mlflow", t)
-        index = _write_report(cfg, comparison, instruments, config_path, multiple)
+        verdicts = _verdicts(cfg, comparison, multiple)
+        index = _write_report(cfg, comparison, instruments, config_path, multiple, verdicts)
         t = lap("render", t)
         tracking.log_artifact(cfg.report_directory, "report")
         log.info("report phases: %s", ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
@@ -195,26 +201,53 @@ def report(cfg: Config, *, config_path: str = "", command: str | None = None) ->
                 **{f"seconds/{k}": v for k, v in timings.items()},
             }
         )
-    verdicts = {}
+    return ReportResult(
+        comparison,
+        index,
+        run.run_id,
+        cfg.experiment_name,
+        run.tracking_uri,
+        {key: v["sentences"] for key, v in verdicts.items()},
+        multiple,
+        {key: v["headlines"] for key, v in verdicts.items()},
+    )
+
+
+def _verdicts(
+    cfg: Config, comparison: Comparison, multiple: report_multiple.MultipleTesting
+) -> dict[str, dict[str, Any]]:
+    """Instrument (or ``pooled``) -> its ``headlines``, ``outcome`` and ``sentences`` (the
+    pooled ones end with the multiple-testing sentences): ``verdict.json`` of the report."""
+    out = {}
     for key in dict.fromkeys(comparison.league["instrument"]):
         block = comparison.league[comparison.league["instrument"] == key].set_index("strategy")
-        verdicts[key] = verdict(
+        sentences, outcome = verdict(
             block,
             cfg.report.significance,
             comparison.n_trials,
             cfg.report.candidate,
             cfg.candidate_label,
             cfg.report.benchmark,
-        )[0]
-    verdicts[POOLED] = verdicts.get(POOLED, []) + report_multiple.verdict_sentences(multiple)
-    return ReportResult(
-        comparison, index, run.run_id, cfg.experiment_name, run.tracking_uri, verdicts, multiple
-    )
+        )
+        if key == POOLED:
+            sentences = [*sentences, *report_multiple.verdict_sentences(multiple)]
+        out[key] = {
+            "headlines": headlines(cfg, comparison.league, block, key),
+            "outcome": outcome,
+            "sentences": sentences,
+        }
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(
         STAGE, "League table, statistics (PSR, DSR, bootstrap, cost sweep) and the HTML report."
+    )
+    parser.add_argument(
+        "--no-verdict",
+        action="store_true",
+        help="end without the verdict's headlines and the report's path (run prints them "
+        "after its timing table)",
     )
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
@@ -244,11 +277,12 @@ def main(argv: list[str] | None = None) -> int:
                 benchmark=cfg.report.benchmark,
             )
         )
-        print(f"report: {shown(result.index)}")
         print(
             f"MLflow: experiment {result.experiment}, run {result.run_id} at "
             f"{result.tracking_uri} (browse: make ui)"
         )
+        if not args.no_verdict:
+            print_verdict(result.index.parent)
         return 0
 
     return run_stage(body)

@@ -19,12 +19,12 @@ import importlib
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
-from pipelines.common.outputs import shown
+from pipelines.report.verdict import print_verdict
 from pipelines.stages import COMMANDS, PIPELINE
 from pipelines.tracking import overhead
 from pipelines.tracking import store as tracking_store
@@ -89,6 +89,7 @@ def run_stages(
     stage_argv: Sequence[str],
     stages: Sequence[str] = STAGES,
     on_stage: Callable[[int, str], Any] | None = None,
+    extra: Mapping[str, Sequence[str]] | None = None,
 ) -> PipelineTiming:
     """Call each stage's ``main(stage_argv)`` in order; stop at the first failure.
 
@@ -96,6 +97,7 @@ def run_stages(
         stage_argv: arguments every stage gets (``--config``, ``--set``, ``-v``).
         stages: the stages to run, in order.
         on_stage: called with (position, stage) before each stage starts.
+        extra: stage -> arguments only that stage gets.
     """
     timing = PipelineTiming()
     for k, stage in enumerate(stages):
@@ -103,7 +105,7 @@ def run_stages(
             on_stage(k, stage)
         module = importlib.import_module(COMMANDS[stage][0])
         before, started = _overhead(), time.perf_counter()
-        status = module.main(list(stage_argv))
+        status = module.main([*stage_argv, *(extra or {}).get(stage, ())])
         timing.stages.append(
             StageTiming(
                 stage, time.perf_counter() - started, _overhead() - before, int(status or 0)
@@ -142,18 +144,19 @@ def main(argv: list[str] | None = None) -> int:
         def banner(k: int, stage: str) -> None:
             print(f"\n== [{k + 1}/{len(stages)}] {stage} ==", file=sys.stderr, flush=True)
 
-        timing = run_stages(stage_argv, stages, on_stage=banner)
+        # the report's verdict and path end the output, after the timing table
+        timing = run_stages(stage_argv, stages, on_stage=banner, extra={"report": ["--no-verdict"]})
         print("\n" + timing.table())
         if timing.status:
             failed = timing.stages[-1].stage
             print(f"error: the {failed} stage failed (exit code {timing.status})", file=sys.stderr)
             return timing.status
 
-        print(f"report:  {shown(cfg.report_directory / 'index.html')}")
         print(f"MLflow:  experiment {cfg.experiment_name} at {store_uri.display_uri()}")
         experiment = tracking_store.client().get_experiment_by_name(cfg.experiment_name)
         if experiment is not None:  # its runs, in the UI's model-training view
             print(f"         {store_uri.experiment_url(experiment.experiment_id)} (make ui)")
+        print_verdict(cfg.report_directory)
         return 0
 
     return run_stage(body)
