@@ -764,6 +764,8 @@ def test_trade_points_and_common_histogram_bins():
     assert list(points["date"]) == list(pd.to_datetime(["2020-01-02", "2020-02-03", "2020-01-10"]))
     assert list(points["price"]) == [100.0, 110.0, 105.0]
     assert np.isnan(points["pnl"][:2]).all() and points["pnl"][2] == 49.5
+    # what the tooltips say: the trade's P&L at its entry too, never NaN
+    assert list(points["pnl_text"]) == ["+50", "open at the end", "+50"]
 
     rng = np.random.default_rng(0)
     returns = {
@@ -777,3 +779,25 @@ def test_trade_points_and_common_histogram_bins():
     for share in shares.values():
         assert share.sum() == pytest.approx(100.0)  # values beyond the edges fall in the end bins
     assert shares["b"][-1] >= 0.1
+
+
+# The strategy tear sheet --------------------------------------------------------------------
+
+
+def test_months_outside_the_window_are_blank_and_an_open_drawdown_is_not_recovered():
+    from pipelines.report.inputs import StrategyRun
+    from pipelines.report.tearsheet import drawdown_rows, monthly_rows, strategy_stats
+
+    dates = pd.bdate_range("2009-03-05", "2013-03-20")
+    returns = pd.Series(0.001, index=dates)
+    returns.iloc[-30:] = -0.004  # ends 11% under water: a drawdown still open on the last bar
+    equity = 100_000 * (1 + returns).cumprod()
+    stats = strategy_stats(StrategyRun({}, equity, returns), 252)
+    rows = {
+        row["year"]: [cell["text"] for cell in row["cells"]] for row in monthly_rows(stats.monthly)
+    }
+    assert rows["2009"][:2] == ["–", "–"] and rows["2009"][2] != "–"  # Jan, Feb: before it
+    assert rows["2013"][2] != "–" and rows["2013"][3:12] == ["–"] * 9  # Apr..Dec: after it
+    assert all(text != "–" for text in rows["2011"])
+    deepest = drawdown_rows(stats.drawdowns)[0]
+    assert deepest[2] == "not recovered"

@@ -297,7 +297,7 @@ def trades_chart(
                     ("", "@what"),
                     ("date", DATE),
                     ("price", "@price{0.00}"),
-                    ("net P&L", "@pnl{0,0}"),
+                    ("trade's net P&L", "@pnl_text"),
                 ],
                 formatters={"@date": "datetime"},
             )

@@ -85,9 +85,15 @@ def strategy_stats(run: StrategyRun, periods_per_year: float) -> StrategyStats:
 
     returns = run.returns.astype(float)
     excess = excess_returns(returns, run.risk_free, periods_per_year)
-    monthly = qs.stats.monthly_returns(returns, eoy=True, compounded=True)
-    details = qs.stats.drawdown_details(qs.stats.to_drawdown_series(returns))
+    monthly = _blank_outside(qs.stats.monthly_returns(returns, eoy=True, compounded=True), returns)
+    underwater = qs.stats.to_drawdown_series(returns)
+    details = qs.stats.drawdown_details(underwater)
     if isinstance(details, pd.DataFrame) and not details.empty:
+        # quantstats ends a drawdown still open on the last bar with that bar's date
+        details = details.assign(recovered=True)
+        if len(underwater) and underwater.iloc[-1] < 0:
+            last = details["start"].astype(str).max()
+            details.loc[details["start"].astype(str) == last, "recovered"] = False
         drawdowns = details.sort_values("max drawdown").head(DRAWDOWN_ROWS)
     else:
         drawdowns = pd.DataFrame()
@@ -95,6 +101,24 @@ def strategy_stats(run: StrategyRun, periods_per_year: float) -> StrategyStats:
         excess, rolling_period=ROLLING_BARS, periods_per_year=round(periods_per_year)
     )
     return StrategyStats(monthly, drawdowns, rolling.replace([np.inf, -np.inf], np.nan), returns)
+
+
+def _blank_outside(monthly: pd.DataFrame, returns: pd.Series) -> pd.DataFrame:
+    """``monthly`` with NaN (a blank cell) for the months outside the returns' dates, which
+    quantstats fills with 0 as if the strategy had been flat then."""
+    if monthly.empty or returns.empty:
+        return monthly
+    first, last = returns.index[0].to_period("M"), returns.index[-1].to_period("M")
+    out = monthly.astype(float).copy()
+    for year in out.index:
+        for k, month in enumerate(MONTHS, start=1):
+            column = month.upper()
+            if (
+                column in out.columns
+                and not first <= pd.Period(year=int(year), month=k, freq="M") <= last
+            ):
+                out.loc[year, column] = np.nan
+    return out
 
 
 def _pct(value: float, digits: int = 1) -> str:
@@ -131,15 +155,17 @@ def monthly_rows(monthly: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def drawdown_rows(drawdowns: pd.DataFrame) -> list[list[str]]:
-    """The deepest drawdowns: start, valley, end (or "open"), days, depth."""
+    """The deepest drawdowns: start, valley, end ("not recovered" for one still open at the
+    last bar), days, depth."""
     rows = []
     for record in drawdowns.to_dict(orient="records"):
         end = record.get("end")
+        recovered = record.get("recovered", True) and end is not None and str(end) != "nan"
         rows.append(
             [
                 str(record.get("start", "")),
                 str(record.get("valley", "")),
-                str(end) if end is not None and str(end) != "nan" else "open",
+                str(end) if recovered else "not recovered",
                 f"{int(record.get('days', 0)):d}",
                 f"{float(record.get('max drawdown', math.nan)):.1f}%",
             ]

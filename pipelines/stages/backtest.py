@@ -54,6 +54,7 @@ error, and writes no summary.json.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,12 +193,14 @@ def plan_instrument(
 
 def _log_result(instrument: str, name: str, result: StrategyBacktest) -> None:
     m = result.backtest.metrics
+    # a Sharpe ratio is undefined for a strategy that never held a position: say so
+    sharpe = f"{m['sharpe']:6.2f}" if math.isfinite(m["sharpe"]) else "   n/a"
     log.info(
-        "%s %-14s total %+7.2f%%  sharpe %6.2f  maxdd %6.2f%%  trades %d",
+        "%s %-14s total %+7.2f%%  sharpe %s  maxdd %6.2f%%  trades %d",
         instrument,
         name,
         100 * m["total_return"],
-        m["sharpe"],
+        sharpe,
         100 * m["max_drawdown"],
         m["trades"],
     )
