@@ -24,7 +24,7 @@ from pipelines.report.charts import GATE_COLOURS, GATES
 
 
 def gate_heatmap(matrix: pd.DataFrame, gate: str, title: str, fold_starts: Sequence = ()):
-    """Units x dates of one gate (``pipelines.report.charts.gate_matrix``), units in the
+    """Units x dates of one gate (``pipelines.report.gate_charts.gate_matrix``), units in the
     given order.
 
     The colour scale spans the 1st to 99th percentile of the values (symmetric around 0

@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib.dates as mdates
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -100,7 +99,7 @@ def _style(strategy: str) -> dict[str, object]:
     return {**kwargs, "linewidth": 1.2, "alpha": 0.9}
 
 
-def _new(width: float, height: float) -> Figure:
+def new_png(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -115,7 +114,7 @@ def save_png(fig: Figure, path: str | Path) -> Path:
 
 def equity_chart(equity: Mapping[str, pd.Series], title: str) -> Figure:
     """Equity curves of every strategy, rebased to 1 at the first common date."""
-    fig = _new(11, 4.8)
+    fig = new_png(11, 4.8)
     ax = fig.add_subplot()
     for name in ordered(list(equity)):
         series = equity[name].dropna()
@@ -132,7 +131,7 @@ def equity_chart(equity: Mapping[str, pd.Series], title: str) -> Figure:
 
 def drawdown_chart(equity: Mapping[str, pd.Series], title: str) -> Figure:
     """Drawdown from the running peak of each equity curve, in percent."""
-    fig = _new(11, 3.6)
+    fig = new_png(11, 3.6)
     ax = fig.add_subplot()
     for name in ordered(list(equity)):
         series = equity[name].dropna()
@@ -158,7 +157,7 @@ def forecast_chart(
     the other charts would hide the rest); the lower panel zooms into the last
     ``zoom`` bars, with a marker per forecast.
     """
-    fig = _new(11, 6.4)
+    fig = new_png(11, 6.4)
     top, bottom = fig.subplots(2, 1, height_ratios=[3, 2])
     dates = close.index
     for ax, span in ((top, slice(None)), (bottom, slice(-zoom, None))):
@@ -184,109 +183,6 @@ def forecast_chart(
     return fig
 
 
-def gate_matrix(gates: pd.DataFrame, gate: str) -> pd.DataFrame:
-    """One gate of the long per-unit frame (``pipelines.execution.units.gates_long``) as
-    dates x units.
-
-    Units are in their own order (columns ``0..units-1``); dates ascending.
-    """
-    if gate not in gates.columns or not {"date", "unit"} <= set(gates.columns):
-        raise ValueError(
-            f"gates need columns date, unit and {gate!r} (pipelines.execution.units.gates_long), "
-            f"got {list(gates.columns)}"
-        )
-    return gates.pivot(index="date", columns="unit", values=gate).sort_index()
-
-
-def unit_order(gates: pd.DataFrame) -> list[int]:
-    """Units sorted by their mean forget gate, so the heatmaps of every gate share one order
-    and units that keep their memory sit together."""
-    means = gate_matrix(gates, "forget").mean()
-    return [int(u) for u in means.sort_values().index]
-
-
-def gates_chart(
-    gates: pd.DataFrame,
-    close: pd.Series | None,
-    title: str,
-    fold_starts: Sequence[pd.Timestamp] = (),
-) -> Figure:
-    """Heatmaps of units x dates of the LSTM's forget, input and output gates and cell state.
-
-    Units are sorted by their mean forget gate; each gate's colours span its 1st to 99th
-    percentile (the cell state's, symmetric around 0).
-
-    Args:
-        gates: the long per-unit frame of ``pipelines.execution.units.gates_long`` (columns
-            ``date``, ``unit``, ``forget``, ``input``, ``output``, ``cell``).
-        close: the instrument's close on the same dates, drawn on top for context.
-        title: chart title.
-        fold_starts: walk-forward refits (a new model starts there), drawn as
-            vertical lines.
-    """
-    present = [g for g in GATES if g in gates.columns]
-    if not present:
-        raise ValueError(f"gates need columns among {GATES}, got {list(gates.columns)}")
-    order = unit_order(gates) if "forget" in present else None
-    rows = len(present) + (1 if close is not None else 0)
-    width, height = 11, 1.9 * rows + 0.6
-    fig = Figure(figsize=(width, height), dpi=DPI)
-    FigureCanvasAgg(fig)
-    # fixed margins (inches): the constrained layout took most of this chart's time
-    fig.subplots_adjust(
-        left=0.9 / width, right=1 - 0.2 / width, bottom=0.4 / height, top=1 - 0.4 / height,
-        hspace=0.25,
-    )  # fmt: skip
-    axes = np.atleast_1d(fig.subplots(rows, 1, sharex=True))
-    k = 0
-    first = gate_matrix(gates, present[0])
-    if close is not None:
-        c = close.reindex(first.index)
-        axes[0].plot(c.index, c, color="#000000", linewidth=1.0)
-        axes[0].set_ylabel("close")
-        axes[0].grid(alpha=0.3)
-        k = 1
-    for gate, ax in zip(present, axes[k:], strict=True):
-        matrix = gate_matrix(gates, gate)
-        if order is not None:
-            matrix = matrix[order]
-        dates = mdates.date2num(matrix.index.to_pydatetime())
-        limits = (
-            _percentiles(matrix.to_numpy()) if gate != "cell" else _symmetric(matrix.to_numpy())
-        )
-        image = ax.imshow(
-            matrix.to_numpy().T, aspect="auto", origin="lower", interpolation="nearest",
-            extent=(dates[0], dates[-1], -0.5, matrix.shape[1] - 0.5),
-            cmap="viridis" if gate != "cell" else "RdBu_r", vmin=limits[0], vmax=limits[1],
-        )  # fmt: skip
-        fig.colorbar(image, ax=ax, pad=0.01, fraction=0.03)
-        ax.set_ylabel(f"{gate} gate\nunit" if gate != "cell" else "cell state\nunit")
-        ax.xaxis_date()
-    for ax in axes:
-        for start in fold_starts:
-            ax.axvline(start, color="#ffffff" if ax is not axes[0] else "#999999",
-                       linewidth=0.9, linestyle=":")  # fmt: skip
-    axes[0].set_title(title)
-    return fig
-
-
-def _percentiles(values: np.ndarray) -> tuple[float, float]:
-    """1st and 99th percentile: the gates sit in a narrow band of [0, 1], and a colour
-    scale over all of [0, 1] would show them flat."""
-    finite = values[np.isfinite(values)]
-    if not finite.size:
-        return 0.0, 1.0
-    low, high = np.quantile(finite, [0.01, 0.99])
-    return float(low), float(max(high, low + 1e-3))
-
-
-def _symmetric(values: np.ndarray) -> tuple[float, float]:
-    finite = values[np.isfinite(values)]
-    bound = float(np.quantile(np.abs(finite), 0.99)) if finite.size else 1.0
-    bound = bound or 1.0
-    return -bound, bound
-
-
 def cost_sweep_chart(
     sweep: pd.DataFrame, title: str, break_even: Mapping[str, float | None] | None = None
 ) -> Figure:
@@ -297,7 +193,7 @@ def cost_sweep_chart(
         title: chart title.
         break_even: optional break-even commission per strategy, marked with a dot.
     """
-    fig = _new(11, 4.4)
+    fig = new_png(11, 4.4)
     ax = fig.add_subplot()
     for name in ordered(list(sweep.columns)):
         style = _style(name)
@@ -356,7 +252,7 @@ def loss_chart(histories: Sequence[Sequence[Mapping[str, list[float]]]], title: 
 # for the default run, and the layout engine costs more than the lines.
 
 
-def _fixed(width: float, height: float, right: float = 1.6) -> tuple[Figure, object]:
+def fixed_png(width: float, height: float, right: float = 1.6) -> tuple[Figure, object]:
     """A one-axes figure with fixed margins (inches), the legend's room on the right."""
     fig = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(fig)
@@ -366,7 +262,7 @@ def _fixed(width: float, height: float, right: float = 1.6) -> tuple[Figure, obj
     return fig, fig.add_subplot()
 
 
-def _legend_right(ax) -> None:
+def legend_right(ax) -> None:
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
 
 
@@ -400,7 +296,7 @@ def _pnl_text(trade: Any) -> str:
 def trades_png(close: pd.Series, trades: Mapping[str, pd.DataFrame], title: str) -> Figure:
     """The close with the entries (triangles: up long, down short) and exits (crosses) of
     each strategy in ``trades``."""
-    fig, ax = _fixed(11, 3.6)
+    fig, ax = fixed_png(11, 3.6)
     ax.plot(close.index, close, color="#000000", linewidth=1.0, label="close")
     markers = {"entry long": "^", "entry short": "v", "exit": "x"}
     for name in ordered(list(trades)):
@@ -415,13 +311,13 @@ def trades_png(close: pd.Series, trades: Mapping[str, pd.DataFrame], title: str)
     ax.set_title(title)
     ax.set_ylabel("price")
     ax.grid(alpha=0.3)
-    _legend_right(ax)
+    legend_right(ax)
     return fig
 
 
 def rolling_sharpe_png(rolling: Mapping[str, pd.Series], title: str) -> Figure:
     """Rolling Sharpe ratio of each strategy in ``rolling``."""
-    fig, ax = _fixed(11, 3.0)
+    fig, ax = fixed_png(11, 3.0)
     for name in ordered(list(rolling)):
         series = rolling[name].dropna()
         ax.plot(series.index, series, label=name, **_style(name))
@@ -429,7 +325,7 @@ def rolling_sharpe_png(rolling: Mapping[str, pd.Series], title: str) -> Figure:
     ax.set_title(title)
     ax.set_ylabel("Sharpe ratio")
     ax.grid(alpha=0.3)
-    _legend_right(ax)
+    legend_right(ax)
     return fig
 
 
@@ -452,7 +348,7 @@ def return_histograms(
 def distribution_png(returns: Mapping[str, pd.Series], title: str) -> Figure:
     """Histograms of each strategy's returns per bar on common bins."""
     edges, shares = return_histograms(returns)
-    fig, ax = _fixed(11, 3.0)
+    fig, ax = fixed_png(11, 3.0)
     for name in ordered(list(shares)):
         ax.stairs(shares[name], edges, fill=True, alpha=0.35, color=colour(name), label=name)
         ax.stairs(shares[name], edges, color=colour(name), linewidth=1.0)
@@ -460,46 +356,5 @@ def distribution_png(returns: Mapping[str, pd.Series], title: str) -> Figure:
     ax.set_xlabel("return per bar (%)")
     ax.set_ylabel("share of bars (%)")
     ax.grid(alpha=0.3)
-    _legend_right(ax)
-    return fig
-
-
-def gate_folds_png(quantiles: pd.DataFrame, title: str) -> Figure:
-    """Each gate's activations per fold: box (quartiles, median line) and whiskers (5-95%).
-
-    Args:
-        quantiles: rows (gate, fold), columns ``q05``, ``q25``, ``q50``, ``q75``, ``q95``.
-    """
-    fig, ax = _fixed(11, 3.2, right=0.3)
-    rows = sorted(quantiles.index, key=lambda key: (key[0], key[1]))
-    for x, (gate, fold) in enumerate(rows):
-        q = quantiles.loc[(gate, fold)]
-        hue = GATE_COLOURS.get(gate, "#555555")
-        ax.plot([x, x], [q["q05"], q["q95"]], color="#555555", linewidth=1.0)
-        ax.bar(x, q["q75"] - q["q25"], bottom=q["q25"], width=0.6, color=hue,
-               edgecolor="#333333", alpha=0.8)  # fmt: skip
-        ax.plot([x - 0.3, x + 0.3], [q["q50"], q["q50"]], color="#000000", linewidth=1.2)
-    ax.set_xticks(range(len(rows)), [f"{gate}\nfold {fold}" for gate, fold in rows], fontsize=7)
-    ax.set_title(title)
-    ax.set_ylabel("activation")
-    ax.grid(alpha=0.3, axis="y")
-    return fig
-
-
-def gate_volatility_png(frame: pd.DataFrame, title: str, vol_label: str) -> Figure:
-    """Each sigmoid gate's mean over units, less its average over dates, against ``vol``.
-
-    Args:
-        frame: one row per date: ``vol`` and one column per gate.
-    """
-    fig, ax = _fixed(11, 3.6)
-    for gate in (g for g in GATES if g in frame.columns and g != "cell"):
-        ax.scatter(frame["vol"], frame[gate] - frame[gate].mean(), s=6, alpha=0.5,
-                   color=GATE_COLOURS[gate], label=f"{gate} gate")  # fmt: skip
-    ax.axhline(0.0, color="#999999", linewidth=0.6)
-    ax.set_title(title)
-    ax.set_xlabel(vol_label)
-    ax.set_ylabel("mean − its average")
-    ax.grid(alpha=0.3)
-    _legend_right(ax)
+    legend_right(ax)
     return fig

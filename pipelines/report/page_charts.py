@@ -25,7 +25,7 @@ import pandas as pd
 
 from pipelines.common.strategy_names import RANDOM_WALK, is_seed
 from pipelines.report import bokeh as report_bokeh
-from pipelines.report import bokeh_gates, charts, tearsheet
+from pipelines.report import bokeh_gates, charts, gate_charts, tearsheet
 from pipelines.report.comparison import POOLED, Comparison, finite
 from pipelines.report.inputs import InstrumentData, StrategyRun
 
@@ -158,16 +158,16 @@ def gate_section(
     if gates is None or gates.empty or not {"date", "unit"} <= set(gates.columns):
         return None
     name = inst.name
-    order = charts.unit_order(gates)
+    order = gate_charts.unit_order(gates)
     figs = []
     present = [g for g in charts.GATES if g in gates]
     for k, gate in enumerate(present):
-        matrix = charts.gate_matrix(gates, gate)[order]
+        matrix = gate_charts.gate_matrix(gates, gate)[order]
         label = "cell state" if gate == "cell" else f"{gate} gate"
         fig = bokeh_gates.gate_heatmap(matrix, gate, f"{name}: {label}", inst.fold_starts)
         png = None
         if k == 0:  # the matplotlib twin draws all gates in one figure
-            png = charts.gates_chart(
+            png = gate_charts.gates_chart(
                 gates, inst.frame["close"], f"{name}: {label} gates per unit", inst.fold_starts
             )
         figs.append(
@@ -197,7 +197,7 @@ def gate_section(
         bokeh_gates.gate_folds_chart(quantiles, title),
         f"{name}: spread of every unit's activations per walk-forward fold (each fold is its "
         "own model): boxes are the quartiles, whiskers 5% to 95%.",
-        charts.gate_folds_png(quantiles, title),
+        gate_charts.gate_folds_png(quantiles, title),
         f"{name}_gate_folds.png",
     )
     means = _gate_means(gates, inst.frame["close"], per_year)
@@ -209,7 +209,7 @@ def gate_section(
         f"{name}: each date's mean activation over units, as its deviation from its average "
         f"over the dates, against the annualised volatility of the last {VOL_BARS} bars' log "
         "returns (both known at that date).",
-        charts.gate_volatility_png(vol_frame, title, vol_label),
+        gate_charts.gate_volatility_png(vol_frame, title, vol_label),
         f"{name}_gate_volatility.png",
     )
     return {

@@ -23,7 +23,8 @@ from pipelines.execution.walkforward import (
     Fold,
     score_forecasts,
 )
-from pipelines.report.charts import gates_chart, loss_chart
+from pipelines.report.charts import loss_chart
+from pipelines.report.gate_charts import gates_chart
 from pipelines.tracking import model_registry
 
 # Results ------------------------------------------------------------------------------
