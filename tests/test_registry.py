@@ -137,13 +137,15 @@ def test_a_users_class_by_module_path_takes_its_constructors_keywords(user_modul
 
 def test_a_second_lstm_runs_beside_the_first_with_its_own_seeds():
     # a variant of a stochastic kind is a forecaster of its own, seeds and all
+    from pipelines.execution.runtime import DeviceInfo
     from pipelines.execution.units import make_units
 
     cfg = _smoke({"lstm_4": {"kind": "lstm", "units": [4], "seeds": 2}})
     assert make_forecaster("lstm_4", cfg).units == [4]
     bars = {"GSPC": read_csv_bars(SAMPLE_DIR / "GSPC.csv")}
     folds = {"GSPC": make_folds(bars["GSPC"].index, cfg.walkforward)}
-    units = make_units(cfg, bars, folds, device=None)
+    cpu = DeviceInfo("cpu", "cpu", "test", "/CPU:0", True)
+    units = make_units(cfg, bars, folds, device=cpu)
     assert {u.forecaster for u in units} >= {"lstm", "lstm_4"}
     four = [u for u in units if u.forecaster == "lstm_4"]
     assert sorted({(u.seed_index, u.seed) for u in four}) == [(0, cfg.seed), (1, cfg.seed + 1)]
