@@ -186,3 +186,26 @@ def test_run_from_a_later_stage_reuses_the_saved_outputs(finished_run, capsys, t
         "mixed",
     )
     assert "LSTM trading:" in expected[-1] or any("LSTM trading:" in line for line in expected)
+
+
+def test_each_stages_run_carries_its_league_as_a_table_and_its_description(finished_run, tmp_path):
+    _, cfg = finished_run
+    summary = json.loads((cfg.stage_directory("backtest") / "summary.json").read_text())
+    strategies = {n for n in summary["instruments"]["GSPC"]["strategies"] if "_seed" not in n}
+    for stage, metric, names in [
+        ("backtest", "sharpe", strategies),
+        ("train", "theil_u2", {"random_walk", "sma", "ema", "kalman", "ols", "lstm"}),
+    ]:
+        (run,) = tracking_store.find_runs(
+            cfg.experiment_name, f"tags.`gatecast.stage` = '{stage}'", include_children=False
+        )
+        path = tracking_store.download_artifact(run.info.run_id, "league.json", tmp_path / stage)
+        table = json.loads(path.read_text())
+        assert table["columns"] == ["instrument", "name", metric]
+        assert {row[1] for row in table["data"]} == names
+        note = run.data.tags["mlflow.note.content"]
+        frame = pd.DataFrame(table["data"], columns=table["columns"])
+        means = frame.groupby("name")[metric].mean()
+        best = means.idxmax() if metric == "sharpe" else means.idxmin()
+        assert f"best on the mean: **{best}**" in note
+        assert all(f"| {name} |" in note for name in names)

@@ -366,6 +366,27 @@ def test_model_lineage_and_description_say_where_a_model_came_from():
     assert "http://ui/#/experiments/1/runs" in text
 
 
+def test_a_model_version_keeps_its_own_instruments_data_hash():
+    tags = {
+        "gatecast.input.GSPC.parquet.sha256": "a" * 64,
+        "gatecast.input.GOOG.parquet.sha256": "b" * 64,
+        "gatecast.input.ORCL.csv.sha256": "c" * 64,
+    }
+    lineage = provenance.model_lineage(tags, "", {}, {}, instrument="GOOG")
+    data = {k: v for k, v in lineage.items() if k.startswith("gatecast.lineage.data.")}
+    assert data == {"gatecast.lineage.data.GOOG.parquet": "b" * 64}
+
+
+def test_a_run_link_follows_the_store_the_stage_used(monkeypatch):
+    # a server: its own address (password masked); an embedded store: a link relative to
+    # whatever UI serves it, no fixed host or port
+    assert (
+        store_uri.run_url("3", "r1", "https://ann:secret@mlflow.example:8443/")
+        == "https://mlflow.example:8443/#/experiments/3/runs/r1"
+    )
+    assert store_uri.run_url("3", "r1", "sqlite:////tmp/x.db") == "#/experiments/3/runs/r1"
+
+
 def test_logging_outside_a_run_is_a_clear_error(store):
     with pytest.raises(RuntimeError, match="no gatecast run is open"):
         tracking.log_metrics({"rmse": 1.0})

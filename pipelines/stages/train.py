@@ -75,7 +75,14 @@ from pipelines.sources.load import load_instrument, safe_child
 from pipelines.stages.search import chosen_config
 from pipelines.tracking import model_registry
 from pipelines.tracking import uri as store_uri
-from pipelines.tracking.train_runs import InstrumentResult, Key, Piece, fold_dates, record
+from pipelines.tracking.train_runs import (
+    InstrumentResult,
+    Key,
+    Piece,
+    fold_dates,
+    record,
+    record_league,
+)
 
 log = logging.getLogger("gatecast.train")
 
@@ -341,6 +348,7 @@ def train(cfg: Config, *, command: str | None = None, reuse: bool = True) -> dic
                 },
             }
             summary = write_outputs(cfg, bars, results, header)
+            record_league(cfg, summary)
             tracking.log_metrics({"wall_seconds": time.perf_counter() - started})
             tracking.log_dict(summary, "summary.json")
     return summary

@@ -16,9 +16,11 @@ from pipelines.common.outputs import (
     read_stage_parquet,
     read_stage_summary,
 )
+from pipelines.common.strategy_names import is_seed
 from pipelines.config import Config
 from pipelines.execution import executors
 from pipelines.report import charts
+from pipelines.tracking.league import log_league
 
 
 def _record_strategy(
@@ -100,6 +102,17 @@ def record_runs(cfg: Config, summary_path: Path) -> None:
             for name, item in strategies.items():
                 kind = cfg.strategy_kind(name)
                 _record_strategy(out_dir, instrument, name, item, kind, benchmark)
+        rows = [
+            {"instrument": instrument, "name": name, "sharpe": item["metrics"].get("sharpe")}
+            for instrument, entry in summary["instruments"].items()
+            for name, item in entry["strategies"].items()
+            if not is_seed(name)
+        ]
+        if rows:
+            note = f"gatecast `backtest` stage of config `{cfg.name}`"
+            log_league(
+                pd.DataFrame(rows).astype({"sharpe": float}), "sharpe", True, "strategy", note
+            )
         tracking.log_artifact(summary_path)
 
 

@@ -15,7 +15,7 @@ from pipelines.tracking import LATEST_ALIAS, active_run, pyfunc_model
 from pipelines.tracking.overhead import timed
 from pipelines.tracking.provenance import model_description, model_lineage
 from pipelines.tracking.store import store_errors
-from pipelines.tracking.uri import experiment_url
+from pipelines.tracking.uri import run_url
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,7 @@ def log_model(
         run.stage.config_text,
         metrics,
         fold or {},
+        instrument,
     )
     with store_errors(run.stage.uri, f"log the model {name} of run {run.name}"):
         version = pyfunc_model.log_and_register(
@@ -93,7 +94,11 @@ def log_model(
             description=f"gatecast {forecaster} forecaster of {instrument} (config {cfg.name})",
             version_tags=lineage,
             version_description=model_description(
-                forecaster, instrument, len(forecasters), lineage, experiment_url(run.experiment_id)
+                forecaster,
+                instrument,
+                len(forecasters),
+                lineage,
+                run_url(run.experiment_id, run.run_id, run.stage.uri),
             ),
         )
     run.pending_tags.update(

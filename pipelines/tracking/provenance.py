@@ -157,6 +157,7 @@ def model_lineage(
     config_text: str,
     metrics: Mapping[str, float],
     fold: Mapping[str, Any],
+    instrument: str | None = None,
 ) -> dict[str, str]:
     """The tags of a registered model version that say where it came from.
 
@@ -171,6 +172,8 @@ def model_lineage(
         config_text: The resolved config as YAML (``config_yaml``).
         metrics: Metric name -> value of the run (out-of-sample, whole period).
         fold: The final walk-forward fold (``Fold.as_dict()``), or empty.
+        instrument: The model's instrument: only its own data file's hash is kept (the
+            stage's run reads every instrument's); None keeps them all.
     """
     out = {
         "gatecast.lineage.run_id": run_tags.get("gatecast.run_id", "unknown"),
@@ -182,10 +185,14 @@ def model_lineage(
         "gatecast.lineage.command": run_tags.get("gatecast.command", "unknown"),
         "gatecast.lineage.seed": run_tags.get("gatecast.seed", "unknown"),
     }
+    data = {}
     for key, value in run_tags.items():
         match = re.fullmatch(r"gatecast\.input\.(.+)\.sha256", key)
         if match:
-            out[f"gatecast.lineage.data.{match.group(1)}"] = value
+            data[match.group(1)] = value
+    own = {label: v for label, v in data.items() if label.split(".")[0] == instrument}
+    for label, value in (own or data).items():
+        out[f"gatecast.lineage.data.{label}"] = value
     for key, value in fold.items():
         out[f"gatecast.lineage.fold.{key}"] = str(value)
     for key, value in metrics.items():
@@ -203,7 +210,7 @@ def model_description(
         instrument: The instrument it forecasts.
         seeds: How many seeds it averages.
         lineage: Its tags from ``model_lineage``.
-        link: Where the training run's experiment opens in the MLflow UI.
+        link: Where the training run opens in the MLflow UI (``uri.run_url``).
     """
     get = lineage.get
     commit = get("gatecast.lineage.git.commit", "unknown")

@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipelines import tracking
 from pipelines.common.errors import DataError
-from pipelines.common.strategy_names import seed_column
+from pipelines.common.strategy_names import is_seed, seed_column
 from pipelines.config import Config
 from pipelines.execution.units import (
     TrainResult,
@@ -26,6 +27,7 @@ from pipelines.execution.walkforward import (
 from pipelines.report.charts import loss_chart
 from pipelines.report.gate_charts import gates_chart
 from pipelines.tracking import model_registry
+from pipelines.tracking.league import log_league
 
 # Results ------------------------------------------------------------------------------
 
@@ -269,3 +271,18 @@ def record(
     part.forecasts.update(columns)
     part.metrics.update(metrics)
     return part
+
+
+def record_league(cfg: Config, summary: Mapping[str, Any]) -> None:
+    """The stage's league on its parent run: each forecaster's Theil U2 (its RMSE over the
+    random walk's) per instrument, seeds left out (``pipelines.tracking.league``)."""
+    rows = [
+        {"instrument": instrument, "name": name, "theil_u2": m.get("theil_u2")}
+        for instrument, entry in summary["instruments"].items()
+        for name, m in entry["metrics"].items()
+        if not is_seed(name)
+    ]
+    if rows:
+        note = f"gatecast `train` stage of config `{cfg.name}`"
+        frame = pd.DataFrame(rows).astype({"theil_u2": float})
+        log_league(frame, "theil_u2", False, "forecaster", note)

@@ -94,6 +94,18 @@ def experiment_url(experiment_id: str, ui: str | None = None) -> str:
     return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
+def run_url(experiment_id: str, run_id: str, uri: str | None = None) -> str:
+    """The link to one run in the MLflow UI of the store at ``uri`` (default: this
+    process's): absolute on a tracking server (password masked), else relative
+    (``#/experiments/<id>/runs/<run>``), which opens in whatever UI serves the store.
+    """
+    uri = uri or tracking_uri()
+    path = f"#/experiments/{experiment_id}/runs/{run_id}"
+    if urlparse(uri).scheme in {"http", "https"}:
+        return f"{display_uri(uri).rstrip('/')}/{path}"
+    return path
+
+
 def server_command(
     host: str = "127.0.0.1",
     port: int = 5000,
