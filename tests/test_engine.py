@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from strategies import ExecutionSettings, run_backtest, warmup_bars
-from strategies.plotting import save_chart
+from strategies.plotting import chart_figure, save_chart
 from tests.test_strategies import EXECUTION, THRESHOLDS, golden_bars, golden_forecast
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
@@ -302,6 +302,14 @@ def test_headless_chart_is_a_png(tmp_path):
     path = save_chart(result, tmp_path / "chart" / "forecast.png", dpi=40)
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    # dates under the bottom panel, within the measured period
+    fig = chart_figure(result)
+    fig.canvas.draw()
+    bottom = max(fig.axes, key=lambda ax: -ax.get_position().y0)
+    shown = [t.get_text() for t in bottom.get_xticklabels() if t.get_visible() and t.get_text()]
+    assert len(shown) >= 3
+    dates = pd.to_datetime(shown)
+    assert dates.min() >= result.equity.index[0] and dates.max() <= result.equity.index[-1]
     with pytest.raises(ValueError, match="keep_cerebro"):
         save_chart(run_backtest(golden_bars(), "buy_and_hold", {}, EXECUTION), tmp_path / "x.png")
 
