@@ -84,6 +84,29 @@ def wait_for_files(folder: Path, count: int, seconds: float = 90) -> set[int]:
     return names
 
 
+def started_then_sleep(folder: Path, seconds: float) -> None:
+    """A setup that leaves its worker's pid in ``folder``, then takes ``seconds`` (as
+    TensorFlow's import does)."""
+    (folder / str(os.getpid())).write_text("")
+    time.sleep(seconds)
+
+
+#: A driver with a pool of 2 whose workers are busy for a minute in their set-up
+#: (``start``) or in a unit (``unit``); the test kills it.
+DRIVER = """
+import functools, sys
+from pathlib import Path
+from pipelines.execution.executors import LocalExecutor
+from tests.test_executors import nap, started_then_sleep
+
+folder, phase = Path(sys.argv[1]), sys.argv[2]
+setup = functools.partial(started_then_sleep, folder, 60 if phase == "start" else 0)
+with LocalExecutor(2, setup=setup) as pool:
+    units = [(folder.parent / f"unit{k}", 60) for k in range(2)]
+    list(pool.run(nap, units))
+"""
+
+
 # Executors ----------------------------------------------------------------------------
 
 
@@ -281,3 +304,41 @@ def test_the_smoke_config_gives_identical_numbers_sequentially_and_in_a_pool_of_
             assert history == [
                 m.value for m in client.get_metric_history(other["runs"]["lstm"], key)
             ]
+
+
+@pytest.mark.parametrize(
+    ("signal_name", "phase"), [("SIGKILL", "start"), ("SIGKILL", "unit"), ("SIGTERM", "start")]
+)
+def test_no_pool_worker_outlives_its_driver(tmp_path, signal_name, phase):
+    import signal
+    import subprocess
+    import sys
+
+    folder = tmp_path / "pids"
+    folder.mkdir()
+    repo = Path(__file__).resolve().parent.parent
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(folder), phase], cwd=repo, env={**os.environ}
+    )
+    try:
+        workers = wait_for_files(folder, 2)
+        if phase == "unit":  # both units running
+            wait_for_files_named(tmp_path, ["unit0", "unit1"])
+        driver.send_signal(getattr(signal, signal_name))
+        driver.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in workers if _alive(pid)], "pool workers outlived the driver"
+    finally:
+        driver.kill()
+        for pid in wait_for_files(folder, 0):
+            if _alive(pid):
+                os.kill(pid, 9)
+
+
+def wait_for_files_named(folder: Path, names: list[str], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not all((folder / n).exists() for n in names):
+        assert time.monotonic() < deadline, f"not all of {names} appeared"
+        time.sleep(0.1)

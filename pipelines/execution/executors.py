@@ -20,7 +20,8 @@ interface:
   threads (at least one) before anything imports TensorFlow, so N workers do
   not oversubscribe the cores, then runs the driver's ``setup`` (e.g. the
   device and op-determinism settings of ``pipelines.execution.runtime``). Outcomes come
-  in the order the units finish.
+  in the order the units finish. A worker ends itself within a second of its driver's
+  death, however the driver died (``kill -9`` included), so no worker outlives a stage.
 - ``pipelines.execution.ray_executor.RayExecutor`` makes each unit a Ray task, on a local
   Ray or a cluster (``executor: {kind: ray}``; Ray is an optional extra,
   imported only then). It has the same interface (``Executor.run``,
@@ -49,6 +50,8 @@ import concurrent.futures
 import multiprocessing
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -112,8 +115,32 @@ def _warm_up(_: Any = None) -> None:
     starts the worker, whose set-up then overlaps the driver's."""
 
 
-def _start_worker(threads: int, setup: Callable[[], Any] | None) -> None:
-    """A pool worker's initializer: cap TensorFlow's threads, then the driver's setup."""
+#: How often a pool worker checks that its driver is still alive, in seconds.
+PARENT_CHECK_SECONDS = 0.5
+
+
+def _exit_with_driver(driver: int) -> None:
+    """End this worker as soon as its driver is gone, however the driver died.
+
+    A watchdog thread, not ``PR_SET_PDEATHSIG``: that signal follows the thread that
+    spawned the worker (the pool spawns from its own threads too), and a watchdog also
+    works where ``prctl`` does not. Once the driver exits the worker is re-parented, so
+    ``os.getppid()`` changes.
+    """
+
+    def watch() -> None:
+        while os.getppid() == driver:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)  # nothing of a unit is worth keeping without its driver
+
+    threading.Thread(target=watch, name="gatecast-driver-watch", daemon=True).start()
+
+
+def _start_worker(threads: int, setup: Callable[[], Any] | None, driver: int = 0) -> None:
+    """A pool worker's initializer: follow the driver, cap TensorFlow's threads, then the
+    driver's setup."""
+    if driver:
+        _exit_with_driver(driver)
     for name in THREAD_VARIABLES:
         os.environ[name] = str(threads)
     if "tensorflow" in sys.modules:  # imported while unpickling: the variables come too late
@@ -156,7 +183,7 @@ class LocalExecutor(Executor):
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(self.threads, self.setup),
+            initargs=(self.threads, self.setup, os.getpid()),
         )
         for _ in range(self.workers):  # spawn the workers now; not waited for
             self._pool.submit(_warm_up)
