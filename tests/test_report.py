@@ -805,3 +805,17 @@ def test_months_outside_the_window_are_blank_and_an_open_drawdown_is_not_recover
     assert all(text != "–" for text in rows["2011"])
     deepest = drawdown_rows(stats.drawdowns)[0]
     assert deepest[2] == "not recovered"
+
+
+def test_gate_heatmap_hover_names_trading_dates_and_units():
+    from pipelines.report.bokeh_gates import gate_heatmap
+
+    dates = pd.bdate_range("2020-01-01", periods=30)  # no weekend among them
+    matrix = pd.DataFrame(
+        np.random.default_rng(0).random((30, 4)), index=dates, columns=[3, 0, 2, 1]
+    )
+    fig = gate_heatmap(matrix, "forget", "t")
+    (hover,) = [t for t in fig.tools if type(t).__name__ == "HoverTool"]
+    assert [name for name, _ in hover.tooltips] == ["date", "unit", "forget"]
+    assert hover.formatters["$x"].args["dates"] == [d.strftime("%Y-%m-%d") for d in dates]
+    assert hover.formatters["$y"].args["units"] == ["3", "0", "2", "1"]  # rows in drawn order

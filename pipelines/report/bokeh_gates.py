@@ -58,11 +58,23 @@ def gate_heatmap(matrix: pd.DataFrame, gate: str, title: str, fold_starts: Seque
         color_mapper=mapper,
     )
     decode = CustomJSHover(code=f"return ({low!r} + value * {(high - low) / 255!r}).toFixed(3)")
+    # the image spans calendar time evenly: the hover names the trading date of the column
+    # under the cursor (never a weekend) and the unit of the row, not a row number
+    x0_ms, step_ms = dates[0].value / 1e6, step.total_seconds() * 1000
+    on_date = CustomJSHover(
+        args={"dates": [d.strftime("%Y-%m-%d") for d in dates]},
+        code=f"const k = Math.floor((value - {x0_ms!r}) / {step_ms!r}); "
+        "return k >= 0 && k < dates.length ? dates[k] : '';",
+    )
+    of_unit = CustomJSHover(
+        args={"units": [str(u) for u in matrix.columns]},
+        code="const r = Math.round(value); return r >= 0 && r < units.length ? units[r] : '';",
+    )
     fig.add_tools(
         HoverTool(
             renderers=[image],
-            tooltips=[("date", "$x{%F}"), ("row", "$y{0}"), (gate, "@image{custom}")],
-            formatters={"$x": "datetime", "@image": decode},
+            tooltips=[("date", "$x{custom}"), ("unit", "$y{custom}"), (gate, "@image{custom}")],
+            formatters={"$x": on_date, "$y": of_unit, "@image": decode},
         )
     )
     colours = LinearColorMapper(palette=palette, low=low, high=high)
