@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from bokeh.document import Document
 from bokeh.embed import components
+from bokeh.layouts import column
 from bokeh.models import (
     ColumnDataSource,
     HoverTool,
@@ -143,7 +144,8 @@ def drawdown_chart(equity: Mapping[str, pd.Series], title: str):
 
 
 def forecast_chart(close: pd.Series, forecasts: Mapping[str, pd.Series], title: str):
-    """Next-close forecasts drawn on the date they forecast, under the actual close.
+    """Next-close forecasts drawn on the date they forecast, under the actual close, and
+    below it each forecast's error in percent of the close (the x-axes are linked).
 
     Every forecast is thin and translucent (the LSTM is not drawn over the
     others); zoom in to compare them bar by bar.
@@ -184,7 +186,16 @@ def forecast_chart(close: pd.Series, forecasts: Mapping[str, pd.Series], title: 
     )
     _line_hover(fig, renderers, "price", "{0.00}")
     legend_outside(fig)
-    return fig
+    # a forecast of the next close sits on the close: its error, in its own panel linked
+    # to the price's dates, is what tells the forecasters apart
+    errors = pd.DataFrame(
+        {name: 100 * (frame[name] / frame["close"] - 1) for name in forecasts}, index=dates
+    )
+    panel = new_figure("forecast error: forecast / actual close − 1", "error (%)", height=220)
+    panel.x_range = fig.x_range
+    panel.add_layout(Span(location=0.0, dimension="width", line_color="#999999", line_width=1))
+    _strategy_lines(panel, errors.astype("float32"), "error %", "{0.00}")
+    return column(fig, panel, sizing_mode="stretch_width")
 
 
 def cost_sweep_chart(sweep: pd.DataFrame, title: str, break_even: Mapping[str, float]):
