@@ -819,3 +819,20 @@ def test_gate_heatmap_hover_names_trading_dates_and_units():
     assert [name for name, _ in hover.tooltips] == ["date", "unit", "forget"]
     assert hover.formatters["$x"].args["dates"] == [d.strftime("%Y-%m-%d") for d in dates]
     assert hover.formatters["$y"].args["units"] == ["3", "0", "2", "1"]  # rows in drawn order
+
+
+def test_charts_emphasise_the_configured_candidate_and_benchmark_not_a_name():
+    from pipelines.report import bokeh as report_bokeh
+    from pipelines.report.charts import Emphasis, equity_chart
+
+    dates = pd.bdate_range("2020-01-01", periods=50)
+    equity = {n: pd.Series(np.linspace(1, 2, 50), index=dates) for n in ("lstm", "sma", "hold")}
+    emphasis = Emphasis(candidate="sma", benchmark="hold")
+    widths = {
+        line.get_label(): line.get_linewidth()
+        for line in equity_chart(equity, "t", emphasis).axes[0].lines
+    }
+    assert widths["sma"] > widths["hold"] > widths["lstm"]
+    fig = report_bokeh.equity_chart(equity, "t", emphasis)
+    bokeh_widths = {r.name: r.glyph.line_width for r in fig.renderers if r.name in equity}
+    assert bokeh_widths["sma"] > bokeh_widths["hold"] > bokeh_widths["lstm"]

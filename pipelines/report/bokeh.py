@@ -33,6 +33,7 @@ from bokeh.plotting import figure
 from bokeh.resources import Resources
 
 from pipelines.report.charts import (
+    Emphasis,
     ordered,
     return_histograms,
     style,
@@ -102,12 +103,19 @@ def _line_hover(fig, renderers, label: str, fmt: str = "{0.000}") -> None:
     )
 
 
-def _strategy_lines(fig, frame: pd.DataFrame, label: str, fmt: str = "{0.000}") -> None:
+def _strategy_lines(
+    fig,
+    frame: pd.DataFrame,
+    label: str,
+    fmt: str = "{0.000}",
+    emphasis: Emphasis | None = None,
+) -> None:
     source = ColumnDataSource(frame.rename_axis("date").reset_index())
     renderers = []
+    emphasis = emphasis or Emphasis()
     for name in ordered(list(frame.columns)):
         hue, dash = style(name)
-        width = 2.4 if name == "lstm" else (1.8 if name == "buy_and_hold" else 1.3)
+        width = emphasis.width(name)
         renderers.append(
             fig.line(
                 "date",
@@ -124,22 +132,22 @@ def _strategy_lines(fig, frame: pd.DataFrame, label: str, fmt: str = "{0.000}") 
     legend_outside(fig)
 
 
-def equity_chart(equity: Mapping[str, pd.Series], title: str):
+def equity_chart(equity: Mapping[str, pd.Series], title: str, emphasis: Emphasis | None = None):
     """Growth of 1 of every strategy from the out-of-sample start."""
     frame = pd.DataFrame(
         {n: s / s.dropna().iloc[0] for n, s in equity.items() if s.notna().any()}
     ).astype("float32")
     fig = new_figure(title, "growth of 1")
     fig.add_layout(Span(location=1.0, dimension="width", line_color="#999999", line_width=1))
-    _strategy_lines(fig, frame, "growth")
+    _strategy_lines(fig, frame, "growth", emphasis=emphasis)
     return fig
 
 
-def drawdown_chart(equity: Mapping[str, pd.Series], title: str):
+def drawdown_chart(equity: Mapping[str, pd.Series], title: str, emphasis: Emphasis | None = None):
     """Drawdown from the running peak of each equity curve, in percent."""
     frame = pd.DataFrame({n: 100 * (s / s.cummax() - 1.0) for n, s in equity.items()})
     fig = new_figure(title, "drawdown (%)", height=260)
-    _strategy_lines(fig, frame.astype("float32"), "drawdown %", "{0.0}")
+    _strategy_lines(fig, frame.astype("float32"), "drawdown %", "{0.0}", emphasis)
     return fig
 
 

@@ -230,6 +230,7 @@ class Comparison:
         interval: the bars' interval in words (``core.periods.bar_interval``).
         candidate: the forecaster the report judges (``report.candidate``).
         label: how the report calls it (``Config.candidate_label``).
+        benchmark: the strategy every Sharpe ratio is compared with (``report.benchmark``).
     """
 
     league: pd.DataFrame
@@ -242,6 +243,7 @@ class Comparison:
     search_trials: int = 0
     candidate: str = ""
     label: str = ""
+    benchmark: str = ""
 
 
 def cost_sweep_table(
@@ -416,4 +418,5 @@ def compare(
         search_trials,
         cfg.report.candidate,
         cfg.candidate_label,
+        cfg.report.benchmark,
     )

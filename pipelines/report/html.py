@@ -41,7 +41,7 @@ from pipelines.config import Config
 from pipelines.report import bokeh as report_bokeh
 from pipelines.report import page_charts as report_charts
 from pipelines.report import tearsheet
-from pipelines.report.charts import ordered
+from pipelines.report.charts import Emphasis, ordered
 from pipelines.report.comparison import POOLED, Comparison, finite, sorted_block
 from pipelines.report.inputs import InstrumentData
 from pipelines.report.verdict import headline, universe_headline, verdict
@@ -316,8 +316,9 @@ def _instrument_context(
     name, per_year = inst.name, comparison.periods_per_year
     bars = len(inst.runs[next(iter(inst.runs))].returns) if inst.runs else 0
     equity = report_charts.main_equity(inst.runs)
+    emphasis = Emphasis(cfg.report.candidate, cfg.report.benchmark)
     overview = report_charts.equity_and_drawdown(
-        out, equity, name, "equity of every strategy (out of sample)"
+        out, equity, name, "equity of every strategy (out of sample)", emphasis
     )
     overview += report_charts.forecast(out, inst, comparison)
     overview += report_charts.sweep(out, comparison, name)
@@ -406,7 +407,11 @@ def render_html(
     if len(instruments) > 1 and comparison.pooled_runs:
         equity = report_charts.main_equity(comparison.pooled_runs)
         pooled_charts = report_charts.equity_and_drawdown(
-            out, equity, "pooled", "equal-weight equity"
+            out,
+            equity,
+            "pooled",
+            "equal-weight equity",
+            Emphasis(cfg.report.candidate, cfg.report.benchmark),
         )
         pooled_charts += report_charts.sweep(out, comparison, POOLED)
     inst_ctx = [

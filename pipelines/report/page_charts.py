@@ -57,22 +57,26 @@ def main_equity(runs: Mapping[str, StrategyRun]) -> dict[str, pd.Series]:
 
 
 def equity_and_drawdown(
-    out: Charts, equity: Mapping[str, pd.Series], label: str, what: str
+    out: Charts,
+    equity: Mapping[str, pd.Series],
+    label: str,
+    what: str,
+    emphasis: charts.Emphasis | None = None,
 ) -> list[dict[str, Any]]:
     """The equity and drawdown charts of one instrument (or pooled)."""
     title = f"{label}: {what}"
     return [
         out.add(
-            report_bokeh.equity_chart(equity, title),
+            report_bokeh.equity_chart(equity, title, emphasis),
             f"{label}: growth of 1 for every strategy from the out-of-sample start, after costs. "
             "Click a legend entry to hide a line; drag or scroll to zoom.",
-            charts.equity_chart(equity, title),
+            charts.equity_chart(equity, title, emphasis),
             f"{label}_equity.png",
         ),
         out.add(
-            report_bokeh.drawdown_chart(equity, f"{label}: drawdowns"),
+            report_bokeh.drawdown_chart(equity, f"{label}: drawdowns", emphasis),
             f"{label}: drawdown from the running peak.",
-            charts.drawdown_chart(equity, f"{label}: drawdowns"),
+            charts.drawdown_chart(equity, f"{label}: drawdowns", emphasis),
             f"{label}_drawdown.png",
         ),
     ]
@@ -120,7 +124,9 @@ def sweep(out: Charts, comparison: Comparison, name: str) -> list[dict[str, Any]
             report_bokeh.cost_sweep_chart(pivot, title, be),
             f"{label}: annualised Sharpe ratio of each strategy as the commission grows (all "
             "else as configured); circles mark the break-even cost against buy-and-hold.",
-            charts.cost_sweep_chart(pivot, title, be),
+            charts.cost_sweep_chart(
+                pivot, title, be, charts.Emphasis(comparison.candidate, comparison.benchmark)
+            ),
             f"{label}_cost_sweep.png",
         )
     ]
@@ -277,7 +283,11 @@ def strategy_section(
             f"{name}: annualised Sharpe ratio of the returns above the risk-free rate over the "
             f"last {tearsheet.ROLLING_BARS} bars (quantstats), the picked strategy and "
             "buy-and-hold.",
-            charts.rolling_sharpe_png({s: rolling_series[s] for s in shown_here}, rolling_title),
+            charts.rolling_sharpe_png(
+                {s: rolling_series[s] for s in shown_here},
+                rolling_title,
+                charts.Emphasis(picked, benchmark),
+            ),
             f"{name}_rolling_sharpe.png",
         ),
         "distribution": out.add(
