@@ -57,8 +57,10 @@ def reference(frames: dict[str, pd.DataFrame], column: str) -> pd.DataFrame:
         rows[date] = (
             g["pred"].corr(g["label"]),
             g["pred"].corr(g["label"], method="spearman"),
+            float(len(g)),
         )
-    return pd.DataFrame.from_dict(rows, orient="index", columns=["ic", "rank_ic"]).dropna()
+    columns = ["ic", "rank_ic", "names"]
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns).dropna()
 
 
 def test_ic_and_rank_ic_equal_a_direct_pandas_computation():
@@ -72,6 +74,7 @@ def test_ic_and_rank_ic_equal_a_direct_pandas_computation():
     table = information_coefficients(frames, ["good", "flat"])
     row = table.loc["good"]
     assert row["dates"] == len(ref)
+    assert row["names_per_date"] == pytest.approx(ref["names"].mean(), abs=1e-12)
     assert row["ic_mean"] == pytest.approx(ref["ic"].mean(), abs=1e-12)
     assert row["ic_std"] == pytest.approx(ref["ic"].std(), abs=1e-12)
     assert row["icir"] == pytest.approx(ref["ic"].mean() / ref["ic"].std(), abs=1e-12)

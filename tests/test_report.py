@@ -836,3 +836,20 @@ def test_charts_emphasise_the_configured_candidate_and_benchmark_not_a_name():
     fig = report_bokeh.equity_chart(equity, "t", emphasis)
     bokeh_widths = {r.name: r.glyph.line_width for r in fig.renderers if r.name in equity}
     assert bokeh_widths["sma"] > bokeh_widths["hold"] > bokeh_widths["lstm"]
+
+
+def test_pooled_figures_say_when_the_windows_differ():
+    from types import SimpleNamespace
+
+    from pipelines.report.html import pooled_windows_note
+
+    def inst(name, start, end):
+        return SimpleNamespace(name=name, oos_start=pd.Timestamp(start), oos_end=pd.Timestamp(end))
+
+    same = [inst("A", "2015-01-02", "2018-12-31"), inst("B", "2015-01-02", "2018-12-31")]
+    assert pooled_windows_note(same) == ""
+    apart = [inst("GOOG", "2009-03-02", "2013-03-28"), inst("GSPC", "2015-01-12", "2018-12-31")]
+    note = pooled_windows_note(apart)
+    assert "do not overlap in time (GOOG 2009-03-02 to 2013-03-28, GSPC 2015-01-12" in note
+    partly = [inst("A", "2015-01-02", "2018-12-31"), inst("B", "2016-01-04", "2019-12-31")]
+    assert "only partly overlap" in pooled_windows_note(partly)

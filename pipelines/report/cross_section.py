@@ -72,7 +72,8 @@ def return_panels(
 
 
 def daily_ic(expected: pd.DataFrame, realised: pd.DataFrame) -> pd.DataFrame:
-    """IC (Pearson) and rank IC (Spearman) of each date's cross-section: columns ic, rank_ic.
+    """IC (Pearson) and rank IC (Spearman) of each date's cross-section, and how many
+    instruments it holds: columns ic, rank_ic, names.
 
     Only dates with at least ``MIN_INSTRUMENTS`` instruments having both
     numbers and some spread in each are kept (see the module docstring).
@@ -85,7 +86,8 @@ def daily_ic(expected: pd.DataFrame, realised: pd.DataFrame) -> pd.DataFrame:
     exp, real = exp[keep], real[keep]
     ic = exp.T.corrwith(real.T, method="pearson") if len(exp) else pd.Series(dtype=float)
     rank = exp.rank(axis=1).T.corrwith(real.rank(axis=1).T) if len(exp) else ic
-    return pd.DataFrame({"ic": ic, "rank_ic": rank}).dropna()
+    names = both[keep].sum(axis=1).astype(float)
+    return pd.DataFrame({"ic": ic, "rank_ic": rank, "names": names}).dropna()
 
 
 @dataclass(frozen=True)
@@ -95,12 +97,15 @@ class CrossSection:
     Args:
         forecaster: the forecast column.
         dates: cross-sections counted.
+        names_per_date: instruments in a cross-section, on average (an IC over 3 names
+            says little about any one date).
         ic_mean, ic_std, icir: Pearson IC's mean, sample std and their ratio.
         rank_ic_mean, rank_ic_std, rank_icir: the same for the rank IC.
     """
 
     forecaster: str
     dates: int
+    names_per_date: float
     ic_mean: float
     ic_std: float
     icir: float
@@ -118,9 +123,11 @@ def ic_summary(forecaster: str, daily: pd.DataFrame) -> CrossSection:
     ic, rank = daily["ic"], daily["rank_ic"]
     ic_mean, ic_std = float(ic.mean()), float(ic.std(ddof=1))
     rank_mean, rank_std = float(rank.mean()), float(rank.std(ddof=1))
+    names = float(daily["names"].mean()) if "names" in daily and len(daily) else math.nan
     return CrossSection(
         forecaster,
         len(daily),
+        names,
         ic_mean,
         ic_std,
         _ratio(ic_mean, ic_std),

@@ -244,6 +244,25 @@ def headlines(cfg: Config, league: pd.DataFrame, block: pd.DataFrame, key: str) 
     return lines
 
 
+def pooled_windows_note(instruments: Sequence[InstrumentData]) -> str:
+    """What the pooled figures mix when the instruments' out-of-sample windows differ
+    (empty when they are the same)."""
+    windows = {(inst.oos_start, inst.oos_end) for inst in instruments}
+    if len(windows) <= 1:
+        return ""
+    spans = ", ".join(
+        f"{inst.name} {format_timestamp(inst.oos_start)} to {format_timestamp(inst.oos_end)}"
+        for inst in instruments
+    )
+    overlap = max(i.oos_start for i in instruments) <= min(i.oos_end for i in instruments)
+    how = "only partly overlap" if overlap else "do not overlap"
+    return (
+        f"The instruments' out-of-sample windows {how} in time ({spans}): a pooled figure "
+        "averages each instrument's own days with equal weights; it is not one portfolio "
+        "held over one period."
+    )
+
+
 def _league_blocks(
     cfg: Config,
     comparison: Comparison,
@@ -291,7 +310,13 @@ def _league_blocks(
         if not verdicts:
             sentences = [*sentences, *corrected]
         verdicts.append(
-            {"instrument": title, "headlines": lines, "sentences": sentences, "css": outcome}
+            {
+                "instrument": title,
+                "pooled": key == POOLED,
+                "headlines": lines,
+                "sentences": sentences,
+                "css": outcome,
+            }
         )
     return blocks, verdicts
 
@@ -446,6 +471,7 @@ def render_html(
         candidate=cfg.report.candidate,
         label=cfg.candidate_label,
         pooled_charts=pooled_charts,
+        pooled_note=pooled_windows_note(instruments),
         notes=_notes(cfg, comparison),
         multiple_html=multiple_html,
         toc=_toc(

@@ -229,6 +229,7 @@ HEADERS = {
     "dm_p_raw": "DM p",
     "dm_p_holm": "DM p (Holm)",
     "dm_p_bh": "DM p (BH)",
+    "names_per_date": "names per date",
     "ic_mean": "IC mean",
     "ic_std": "IC std",
     "icir": "ICIR",
