@@ -171,9 +171,15 @@ def report(cfg: Config, *, config_path: str = "", command: str | None = None) ->
     inputs = {label: path for label, path in inputs.items() if path.is_file()}
     timings: dict[str, float] = {}
 
+    phases = ("inputs", "statistics", "multiple_testing", "mlflow", "render")
+
     def lap(name: str, since: float) -> float:
+        # one line per phase, so the stage is never silent for long
         now = time.perf_counter()
         timings[name] = now - since
+        k = phases.index(name) + 1
+        nxt = f"; next: {phases[k].replace('_', ' ')}" if k < len(phases) else ""
+        log.info("report %d/%d: %s done in %.1f s%s", k, len(phases), name, timings[name], nxt)
         return now
 
     with tracking.pipeline_run(cfg, STAGE, inputs=inputs, command=command) as run:
