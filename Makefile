@@ -26,7 +26,7 @@ INPUTS.data   = $(STAMP) $(CONFIG) $(wildcard data/sample/*.csv) $(ENTRY)
 INPUTS.report = $(wildcard pipelines/report/templates/*)
 
 $(STAGE_CODE): $(CODE_FILES)
-	@mkdir -p $(@D) && $(PYTHON) -m pipelines.stages.depends > $@.tmp && mv $@.tmp $@
+	@mkdir -p $(@D) && $(PYTHON) -m pipelines.stages.depends > $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
 ifeq ($(filter help setup clean clean-runs,$(MAKECMDGOALS)),)
 -include $(STAGE_CODE)
 endif
