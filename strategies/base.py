@@ -15,6 +15,10 @@ its class declares here, never from its name.
 - ``Config``: a pydantic model of its parameters (the keys under
   ``backtest.strategies.<name>``); None takes Backtrader's ``params`` with
   their defaults.
+- ``signal_lines(bars, params, forecast)`` (optional): the lines its decisions
+  follow, for the report's trade view (a crossover's two averages; a forecast
+  strategy's forecast). The default draws the forecast of a strategy that
+  trades one, else nothing.
 - ``warmup_bars(params)``: how many bars before the out-of-sample start its
   indicators need to give the same signals as on the whole history. The
   backtest stage feeds every strategy of an instrument the most that any of
@@ -32,6 +36,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import backtrader as bt
+import pandas as pd
 from pydantic import BaseModel
 
 #: Parameters the engine sets; a config may not.
@@ -52,6 +57,18 @@ class Strategy(bt.Strategy):
             f"{cls.__name__} must say how many bars of warm-up it needs: define the "
             "classmethod warmup_bars(params) (0 when it computes nothing from past bars)"
         )
+
+    @classmethod
+    def signal_lines(
+        cls, bars: pd.DataFrame, params: dict[str, Any], forecast: pd.Series | None = None
+    ) -> dict[str, pd.Series]:
+        """Label -> a line on ``bars``' dates that the strategy's decisions follow, for
+        charts only (the backtest never reads it). The default: the forecast of the next
+        close, drawn on the date it forecasts, for a strategy that trades one."""
+        if not cls.trades_forecast or forecast is None:
+            return {}
+        drawn = forecast.reindex(bars.index).shift(1)  # made at t, drawn at t + 1
+        return {"forecast": drawn.astype(float)}
 
     @classmethod
     def parameter_defaults(cls) -> dict[str, Any]:

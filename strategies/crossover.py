@@ -40,6 +40,21 @@ class _MovingAverageCrossover(Strategy):
     _warmup_factor = 1
 
     @classmethod
+    def signal_lines(cls, bars, params, forecast=None):
+        """The fast and slow averages of the close (pandas: an EMA seeded on the first
+        close rather than Backtrader's simple average, which differs only in the warm-up)."""
+        defaults = cls.params._getkwargsdefault()
+        close = bars["close"].astype(float)
+        lines = {}
+        for which in ("fast", "slow"):
+            period = int(params.get(which, defaults[which]))
+            if cls._average is bt.indicators.EMA:
+                lines[f"EMA {period}"] = close.ewm(span=period, adjust=False).mean()
+            else:
+                lines[f"SMA {period}"] = close.rolling(period).mean()
+        return lines
+
+    @classmethod
     def warmup_bars(cls, params: dict) -> int:
         """Bars before ``trade_start`` the averages need (conventions in ``strategies.engine``)."""
         slow = params.get("slow", cls.params._getkwargsdefault()["slow"])

@@ -768,8 +768,6 @@ def test_trade_points_and_common_histogram_bins():
     assert list(points["date"]) == list(pd.to_datetime(["2020-01-02", "2020-02-03", "2020-01-10"]))
     assert list(points["price"]) == [100.0, 110.0, 105.0]
     assert np.isnan(points["pnl"][:2]).all() and points["pnl"][2] == 49.5
-    # what the tooltips say: the trade's P&L at its entry too, never NaN
-    assert list(points["pnl_text"]) == ["+50", "open at the end", "+50"]
 
     rng = np.random.default_rng(0)
     returns = {
@@ -853,3 +851,41 @@ def test_pooled_figures_say_when_the_windows_differ():
     assert "do not overlap in time (GOOG 2009-03-02 to 2013-03-28, GSPC 2015-01-12" in note
     partly = [inst("A", "2015-01-02", "2018-12-31"), inst("B", "2016-01-04", "2019-12-31")]
     assert "only partly overlap" in pooled_windows_note(partly)
+
+
+def test_the_trade_view_draws_each_trade_from_entry_to_exit_coloured_by_its_pnl():
+    from pipelines.report.trade_view import DOWN, UP, trade_segments, trade_view
+
+    log = pd.DataFrame(
+        {
+            "entry_date": pd.to_datetime(["2020-01-02", "2020-01-09", "2020-01-20"]),
+            "exit_date": pd.to_datetime(["2020-01-07", "2020-01-15", None]),
+            "size": [10, -5, 3],
+            "entry_price": [100.0, 110.0, 104.0],
+            "exit_price": [105.0, 112.0, np.nan],
+            "pnl_net": [49.5, -10.6, np.nan],
+        }
+    )
+    last = pd.Timestamp("2020-01-31")
+    segments = trade_segments(log, last, 107.0)
+    assert list(segments["x0"]) == list(log["entry_date"])
+    assert list(segments["x1"]) == [pd.Timestamp("2020-01-07"), pd.Timestamp("2020-01-15"), last]
+    assert list(segments["y1"]) == [105.0, 112.0, 107.0]  # the open one: to the last close
+    assert list(segments["colour"]) == [UP, DOWN, DOWN]  # a profit green, else red
+    assert list(segments["side"]) == ["long", "short", "long"]
+    assert list(segments["pnl_text"]) == ["+50", "-11", "not marked (open, at the last close)"]
+
+    dates = pd.bdate_range("2020-01-01", "2020-01-31")
+    bars = pd.DataFrame(
+        {"open": 100.0, "high": 102.0, "low": 99.0, "close": 101.0, "volume": 1e6}, index=dates
+    )
+    equity = {"lstm": pd.Series(np.linspace(1e5, 1.1e5, len(dates)), index=dates)}
+    layout, x_range = trade_view(
+        "AAA", bars, {"lstm": log}, equity, {"lstm": {"forecast": bars["close"]}}, ["lstm"], "t"
+    )
+    panels = layout.children
+    assert all(p.x_range is x_range for p in panels)  # price, volume, P&L, equity, drawdown
+    named = {r.name: r for p in panels for r in p.renderers if r.name}
+    drawn = named["pick:AAA:lstm:trades"].data_source.data
+    assert list(drawn["colour"]) == [UP, DOWN, DOWN]
+    assert {"pick:AAA:lstm:signal0", "pick:AAA:lstm:pnl", "pick:AAA:lstm:equity"} <= set(named)

@@ -27,7 +27,15 @@ INK = """() => {
     });
     return out;
   }
-  return Array.from(document.querySelectorAll(".bk-Figure")).map((fig) => {
+  // inside layouts too: a column keeps its figures in its shadow root
+  function figures(root, out) {
+    root.querySelectorAll("*").forEach((el) => {
+      if (el.classList && el.classList.contains("bk-Figure")) out.push(el);
+      if (el.shadowRoot) figures(el.shadowRoot, out);
+    });
+    return out;
+  }
+  return figures(document, []).map((fig) => {
     let best = 0;
     for (const c of canvases(fig.shadowRoot || fig, [])) {
       if (!c.width || !c.height) continue;
@@ -93,7 +101,9 @@ def test_report_renders_and_responds_in_headless_chromium(built):  # noqa: F811
         assert page.evaluate("() => Bokeh.documents[0].roots().length") == len(roots)
         assert set(roots) <= set(page.evaluate("() => Object.keys(Bokeh.index)"))
         ink = page.evaluate(INK)
-        assert len(ink) == len(roots)
+        # a root is a figure or a column of linked figures (the forecast chart with its
+        # errors, the trade view with its panels): every figure has ink
+        assert len(ink) > len(roots)
         assert min(ink) > 0.01, ink
 
         # hover on the LSTM's line of the first chart (pooled equity) shows its date and value
@@ -156,14 +166,40 @@ def test_strategy_column_stays_on_a_phone(built):  # noqa: F811
     assert chromium() is not None, "CI must install chromium (see .ci/run)"
     _, result = built
     with open_report(result.index, width=390, height=844) as page:
+        # no page-wide sideways scroll: a wide table scrolls inside its own box
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
         page.locator("#league-table").scroll_into_view_if_needed()
-        wide = page.evaluate("() => document.querySelector('#league-table').scrollWidth")
-        assert wide > 390  # the table is wider than the phone: the page scrolls sideways
-        page.evaluate("() => window.scrollBy(600, 0)")
-        assert page.evaluate("() => window.scrollX") > 100
+        table = "document.querySelector('#league-table')"
+        wide = page.evaluate(f"() => {table}.scrollWidth")
+        assert wide > 390  # the table is wider than the phone
+        page.evaluate(f"() => {{ {table}.scrollLeft = 600; }}")
+        assert page.evaluate(f"() => {table}.scrollLeft") > 100
+        assert page.evaluate("() => window.scrollX") == 0
         left = page.evaluate(
-            """() => document.querySelector('#league-table tbody tr[data-strategy] td.name')
-                 .getBoundingClientRect().left"""
+            f"""() => document.querySelector('#league-table tbody tr[data-strategy] td.name')
+                 .getBoundingClientRect().left - {table}.getBoundingClientRect().left"""
         )
-        assert abs(left) < 1.5
+        assert abs(left) < 1.5  # the strategy column stays
+        assert page.console_errors == []
+
+
+@pytest.mark.parametrize("width", [1400, 1000])
+def test_no_box_of_a_strategy_section_overlaps_another(built, width):  # noqa: F811
+    _, result = built
+    with open_report(result.index, width=width, height=900) as page:
+        boxes = page.evaluate(
+            """() => Array.from(document.querySelectorAll('section.strategy:not([hidden]) .grid2'))
+                 .map((grid) => Array.from(grid.children).map((cell) => {
+                   const r = cell.getBoundingClientRect();
+                   const t = cell.querySelector('table');
+                   const clips = getComputedStyle(cell).overflowX !== 'visible';
+                   // what shows of the table: up to the cell's edge where the cell clips it
+                   const right = t ? t.getBoundingClientRect().right : r.right;
+                   return [r.left, r.right, clips ? Math.min(right, r.right) : right];
+                 }))"""
+        )
+        assert boxes
+        for (_left0, right0, shown0), (left1, _right1, _shown1) in boxes:
+            # the first half, and what shows of its table, ends before the second begins
+            assert right0 <= left1 and shown0 <= left1
         assert page.console_errors == []

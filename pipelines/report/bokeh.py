@@ -37,7 +37,6 @@ from pipelines.report.charts import (
     ordered,
     return_histograms,
     style,
-    trade_points,
 )
 
 HEIGHT = 320
@@ -244,85 +243,6 @@ def cost_sweep_chart(sweep: pd.DataFrame, title: str, break_even: Mapping[str, f
 def pick_name(instrument: str, strategy: str, part: str) -> str:
     """The Bokeh name of a renderer that the page's strategy picker shows or hides."""
     return f"pick:{instrument}:{strategy}:{part}"
-
-
-MARKERS = {"entry long": "triangle", "entry short": "inverted_triangle", "exit": "x"}
-
-
-def _trade_points(log: pd.DataFrame) -> dict[str, Any]:
-    """``charts.trade_points`` of a trade log with each point's Bokeh marker."""
-    points = trade_points(log)
-    points["marker"] = points["what"].map(MARKERS)
-    return {column: points[column] for column in points.columns}
-
-
-def trades_chart(
-    instrument: str,
-    close: pd.Series,
-    trades: Mapping[str, pd.DataFrame],
-    shown: Sequence[str],
-    title: str,
-):
-    """The close with every strategy's entries (triangles: up long, down short) and exits.
-
-    One figure per instrument: each strategy's markers are a legend entry (a click
-    shows or hides them) and the page's strategy picker shows the picked one's.
-
-    Args:
-        close: the instrument's close over the out-of-sample dates.
-        trades: strategy -> the backtest's trade log (``entry_date``, ``exit_date``,
-            ``size``, ``entry_price``, ``exit_price``, ``pnl_net``; an open trade has no exit).
-        shown: strategies whose markers are visible at first.
-    """
-    fig = new_figure(title, "price", height=340)
-    source = ColumnDataSource(
-        pd.DataFrame({"close": close.astype("float32")}).rename_axis("date").reset_index()
-    )
-    line = fig.line("date", "close", source=source, color="#000000", line_width=1.2)
-    fig.add_tools(
-        HoverTool(
-            renderers=[line],
-            tooltips=[("date", DATE), ("close", "@close{0.00}")],
-            formatters={"@date": "datetime"},
-        )
-    )
-    markers = []
-    for strategy in ordered(list(trades)):
-        log = trades[strategy]
-        if log.empty:
-            continue
-        hue, _ = style(strategy)
-        points = ColumnDataSource(_trade_points(log))
-        markers.append(
-            fig.scatter(
-                "date",
-                "price",
-                source=points,
-                marker="marker",
-                size=9,
-                line_width=2,
-                color=hue,
-                fill_alpha=0.7,
-                legend_label=strategy,
-                visible=strategy in shown,
-                name=pick_name(instrument, strategy, "trades"),
-            )
-        )
-    if markers:
-        fig.add_tools(
-            HoverTool(
-                renderers=markers,
-                tooltips=[
-                    ("", "@what"),
-                    ("date", DATE),
-                    ("price", "@price{0.00}"),
-                    ("trade's net P&L", "@pnl_text"),
-                ],
-                formatters={"@date": "datetime"},
-            )
-        )
-    legend_outside(fig)
-    return fig
 
 
 def rolling_sharpe_chart(

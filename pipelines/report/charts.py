@@ -10,7 +10,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -291,9 +291,8 @@ def legend_right(ax) -> None:
 
 def trade_points(log: pd.DataFrame) -> pd.DataFrame:
     """Entries then exits of a trade log, one row each: ``date``, ``price``, ``what``
-    (``entry long``, ``entry short``, ``exit``), ``pnl`` (net, exits only) and ``pnl_text``
-    (what a tooltip says: the trade's net P&L at its entry and exit, or that it is still
-    open). An open trade has no exit."""
+    (``entry long``, ``entry short``, ``exit``) and ``pnl`` (net, exits only). An open
+    trade has no exit."""
     long = log["size"] > 0
     closed = log[log["exit_date"].notna()]
     return pd.DataFrame(
@@ -302,18 +301,8 @@ def trade_points(log: pd.DataFrame) -> pd.DataFrame:
             "price": pd.concat([log["entry_price"], closed["exit_price"]]).astype(float),
             "what": ["entry " + ("long" if x else "short") for x in long] + ["exit"] * len(closed),
             "pnl": [np.nan] * len(log) + list(closed["pnl_net"].astype(float)),
-            "pnl_text": [_pnl_text(t) for t in log.itertuples(index=False)]
-            + [_pnl_text(t) for t in closed.itertuples(index=False)],
         }
     ).reset_index(drop=True)
-
-
-def _pnl_text(trade: Any) -> str:
-    """A trade's net P&L for a tooltip ("+1,234"), or how an open trade stands."""
-    pnl = float(trade.pnl_net)
-    if pd.isna(trade.exit_date):
-        return f"open: {pnl:+,.0f} at the last close" if np.isfinite(pnl) else "open at the end"
-    return f"{pnl:+,.0f}"
 
 
 def trades_png(close: pd.Series, trades: Mapping[str, pd.DataFrame], title: str) -> Figure:

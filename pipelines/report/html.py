@@ -358,7 +358,14 @@ def _instrument_context(
         "charts": overview,
         "gates": report_charts.gate_section(out, inst, per_year, comparison.label),
         "strategies": report_charts.strategy_section(
-            out, inst, trades, per_year, strategies, picked, cfg.report.benchmark
+            out,
+            inst,
+            trades,
+            per_year,
+            strategies,
+            picked,
+            cfg.report.benchmark,
+            report_charts.signal_lines(cfg, inst, strategies),
         ),
         "default_strategy": picked,
     }
@@ -469,6 +476,7 @@ def render_html(
         seed_metrics=seed_metrics,
         seed_count=seed_count,
         candidate=cfg.report.candidate,
+        benchmark=cfg.report.benchmark,
         label=cfg.candidate_label,
         pooled_charts=pooled_charts,
         pooled_note=pooled_windows_note(instruments),

@@ -23,11 +23,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core import registry
+from core.bars import BAR_COLUMNS
 from pipelines.common.strategy_names import RANDOM_WALK, is_seed
+from pipelines.config import Config
 from pipelines.report import bokeh as report_bokeh
 from pipelines.report import bokeh_gates, charts, gate_charts, tearsheet
 from pipelines.report.comparison import POOLED, Comparison, finite
 from pipelines.report.inputs import InstrumentData, StrategyRun
+from pipelines.report.trade_view import trade_view
 
 VOL_BARS = 20
 
@@ -235,6 +239,7 @@ def strategy_section(
     names: Sequence[str],
     picked: str,
     benchmark: str,
+    signals: Mapping[str, Mapping[str, pd.Series]] | None = None,
 ) -> dict[str, Any]:
     """Per strategy: tables for the picker, and three charts holding every strategy (price
     with trades, rolling Sharpe, return distribution) where the picker shows the picked one's
@@ -244,13 +249,15 @@ def strategy_section(
     shown = [picked, benchmark]
     stats = {s: tearsheet.strategy_stats(inst.runs[s], per_year) for s in names}
     logs = {s: trades.get(s, pd.DataFrame()) for s in names}
-    price_title = f"{name}: close with each strategy's entries and exits"
-    price = report_bokeh.trades_chart(name, close, logs, [picked], price_title)
+    price_title = f"{name}: each strategy's trades on the bars, with its signal"
+    bars = inst.frame.loc[inst.oos_start : inst.oos_end, list(BAR_COLUMNS)]
+    equity = {s: inst.runs[s].equity for s in names}
+    price, x_range = trade_view(
+        name, bars, logs, equity, signals or {}, [picked], price_title, benchmark
+    )
     rolling_title = f"{name}: Sharpe ratio over the last {tearsheet.ROLLING_BARS} bars"
     rolling_series = {s: st.rolling_sharpe for s, st in stats.items()}
-    rolling = report_bokeh.rolling_sharpe_chart(
-        name, rolling_series, shown, rolling_title, price.x_range
-    )
+    rolling = report_bokeh.rolling_sharpe_chart(name, rolling_series, shown, rolling_title, x_range)
     returns = {s: st.returns for s, st in stats.items()}
     distribution_title = f"{name}: returns per bar"
     distribution = report_bokeh.distribution_chart(name, returns, shown, distribution_title)
@@ -269,8 +276,10 @@ def strategy_section(
     return {
         "price": out.add(
             price,
-            f"{name}: entries (triangles: up long, down short) and exits (crosses) of the picked "
-            "strategy; click a legend entry to show another's.",
+            f"{name}: the bars (candlesticks, volume) with the picked strategy's signal and "
+            "trades, each drawn from entry to exit, green for a net profit and red for a loss; "
+            "below, each trade's net P&L, the equity and its drawdown, on one date axis (zoom "
+            "one, all follow). Click a legend entry to show another strategy's.",
             charts.trades_png(
                 close,
                 {picked: logs.get(picked, pd.DataFrame())},
@@ -298,3 +307,27 @@ def strategy_section(
         ),
         "tables": tables,
     }
+
+
+def signal_lines(
+    cfg: Config, inst: InstrumentData, names: Sequence[str]
+) -> dict[str, dict[str, pd.Series]]:
+    """Strategy -> the lines its decisions follow (``Strategy.signal_lines``), over the
+    out-of-sample dates: a configured strategy's own; a forecaster's column traded by
+    ``backtest.forecast_strategy``, that forecast."""
+    bars = inst.frame[[c for c in BAR_COLUMNS if c in inst.frame.columns]]
+    out = {}
+    for name in names:
+        spec = cfg.backtest.strategies.get(name)
+        if spec is not None:
+            cls, params = spec.cls, spec.arguments()
+            column = (spec.forecaster or cfg.report.candidate) if cls.trades_forecast else None
+        elif name in inst.frame.columns:
+            cls = registry.load(registry.STRATEGIES, cfg.backtest.forecast_strategy)
+            params, column = {}, name
+        else:
+            continue
+        forecast = inst.frame[column] if column in inst.frame.columns else None
+        lines = cls.signal_lines(bars, params, forecast)
+        out[name] = {k: v.loc[inst.oos_start : inst.oos_end] for k, v in lines.items()}
+    return out
