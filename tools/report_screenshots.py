@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import Any
 
 WIDTHS = (1400, 390)
-RENDERED = "() => window.Bokeh && Bokeh.documents.length > 0 && Object.keys(Bokeh.index).length > 0"
+# The first group of charts is drawn (the page draws the others as they near the screen).
+RENDERED = "() => window.gatecastDrawn && Object.keys(window.gatecastDrawn).length > 0"
+# Every group drawn: after ``gatecastDrawAll()``, as many drawn as the page has groups.
+ALL_DRAWN = """() => window.gatecastDrawn && Object.keys(window.gatecastDrawn).length ===
+  new Set(Array.from(document.querySelectorAll("[data-bokeh-group]"))
+    .map((el) => el.dataset.bokehGroup)).size"""
 
 
 def chromium() -> str | None:
@@ -67,6 +72,8 @@ def take(index: Path, out: Path) -> list[Path]:
         with open_report(index, width=width, height=1100 if width > 500 else 844) as page:
             top = out / f"report-top-{width}.png"
             page.screenshot(path=str(top))
+            page.evaluate("() => gatecastDrawAll()")
+            page.wait_for_function(ALL_DRAWN, timeout=120_000)
             section = page.locator("h3[id$='-strategies']").first
             section.scroll_into_view_if_needed()
             page.evaluate(
@@ -79,15 +86,48 @@ def take(index: Path, out: Path) -> list[Path]:
     return written
 
 
+def render_seconds(index: Path, loads: int = 5, width: int = 1400) -> list[float]:
+    """Seconds from the start of loading ``index`` until its first charts are drawn, once
+    per fresh page (``loads`` times), in headless Chromium at ``width`` px."""
+    from playwright.sync_api import sync_playwright
+
+    times = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            for _ in range(loads):
+                page = browser.new_page(viewport={"width": width, "height": 900})
+                page.goto(index.resolve().as_uri())
+                page.wait_for_function(RENDERED, timeout=120_000)
+                drawn = page.evaluate("() => Math.min(...Object.values(window.gatecastDrawn))")
+                times.append(drawn / 1000)
+                page.close()
+        finally:
+            browser.close()
+    return times
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("index", nargs="?", default="reports/default/index.html")
     parser.add_argument("--out", default="docs")
+    parser.add_argument(
+        "--timing", action="store_true", help="print min/median/max seconds to the first charts"
+    )
     args = parser.parse_args(argv)
     index = Path(args.index)
     if not index.is_file():
         print(f"error: {index} not found: run `make all` first", file=sys.stderr)
         return 1
+    if args.timing:
+        times = sorted(render_seconds(index))
+        print(
+            f"first charts drawn after {times[0]:.2f} / {times[len(times) // 2]:.2f} / "
+            f"{times[-1]:.2f} s (min / median / max of {len(times)} loads, 1400 px)"
+        )
+        return 0
     for path in take(index, Path(args.out)):
         print(path)
     return 0

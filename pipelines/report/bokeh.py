@@ -21,8 +21,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from bokeh.core.json_encoder import serialize_json
+from bokeh.core.templates import MACROS, ROOT_DIV
 from bokeh.document import Document
-from bokeh.embed import components
+from bokeh.embed.util import OutputDocumentFor, standalone_docs_json_and_render_items
 from bokeh.layouts import column
 from bokeh.models import (
     ColumnDataSource,
@@ -49,18 +51,73 @@ def inline_resources() -> str:
     return Resources(mode="inline", components=["bokeh"]).render_js()
 
 
-def embed(figures: Sequence[Any]) -> tuple[str, list[str]]:
-    """``components`` of every figure as one document: one script, each shared source once.
+#: Drawn when its chart comes this near the screen (CSS margin of the observer).
+RENDER_AHEAD = "800px 0px"
 
-    The figures go into the document under one freeze: ``components`` alone adds them
-    one root at a time, and Bokeh walks the whole document after each (quadratic).
+# One loader for every group: the first group's document is drawn at once, any other's
+# the first time one of its charts comes near the screen, so the page's first charts do
+# not wait for the rest (``gatecastDrawAll()`` draws every group).
+_LOADER = """<script type="application/json" id="gatecast-bokeh">%s</script>
+<script>
+(function () {
+  var groups = JSON.parse(document.getElementById("gatecast-bokeh").textContent);
+  var drawn = {};
+  function draw(name) {
+    if (drawn[name] || !groups[name]) return;
+    drawn[name] = true;
+    var done = Bokeh.embed.embed_items(groups[name].docs_json, groups[name].render_items);
+    // when each group was drawn, in ms from the page's start (the browser test reads it)
+    Promise.resolve(done).then(function () { window.gatecastDrawn[name] = performance.now(); });
+  }
+  window.gatecastDrawn = {};
+  window.gatecastDraw = draw;
+  window.gatecastDrawAll = function () { Object.keys(groups).forEach(draw); };
+  function start() {
+    var marks = document.querySelectorAll("[data-bokeh-group]");
+    if (marks.length) draw(marks[0].dataset.bokehGroup);  // the first charts: at once
+    if (!("IntersectionObserver" in window)) {
+      marks.forEach(function (el) { draw(el.dataset.bokehGroup); });
+      return;
+    }
+    var seen = new IntersectionObserver(function (entries) {
+      entries.forEach(function (e) {
+        if (e.isIntersecting) { draw(e.target.dataset.bokehGroup); seen.unobserve(e.target); }
+      });
+    }, {rootMargin: "%s"});
+    marks.forEach(function (el) { seen.observe(el); });
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
+</script>"""
+
+
+def embed(figures: Sequence[Any], groups: Sequence[str]) -> tuple[str, list[str]]:
+    """The page's figures as one Bokeh document per group (the pooled charts, each
+    instrument's), each drawn when one of its charts nears the screen; returns the loader
+    script and each figure's div, in the figures' order.
+
+    Figures of a group share their sources and ranges (a strategy's trade view and its
+    rolling Sharpe ratio); no model is shared across groups. Each group's figures go into
+    their document under one freeze: adding them one root at a time makes Bokeh walk the
+    whole document after each (quadratic).
     """
-    document = Document()
-    with document.models.freeze():
-        for fig in figures:
-            document.add_root(fig)
-    script, divs = components(list(figures))
-    return script, list(divs)
+    payload: dict[str, Any] = {}
+    divs: dict[int, str] = {}
+    for group in dict.fromkeys(groups):
+        members = [k for k, g in enumerate(groups) if g == group]
+        models = [figures[k] for k in members]
+        document = Document()
+        with document.models.freeze():
+            for fig in models:
+                document.add_root(fig)
+        with OutputDocumentFor(models):
+            docs_json, [item] = standalone_docs_json_and_render_items(models)
+        payload[group] = {"docs_json": docs_json, "render_items": [item.to_json()]}
+        for k, root in zip(members, item.roots, strict=True):
+            divs[k] = ROOT_DIV.render(root=root, macros=MACROS)
+    data = serialize_json(payload, pretty=False).replace("</", "<\\/")
+    return _LOADER % (data, RENDER_AHEAD), [divs[k] for k in range(len(figures))]
 
 
 def new_figure(title: str, y_label: str, *, height: int = HEIGHT, dates: bool = True, **kw):

@@ -339,6 +339,7 @@ def _instrument_context(
     trades: Mapping[str, pd.DataFrame],
 ) -> dict[str, Any]:
     name, per_year = inst.name, comparison.periods_per_year
+    out.group = name  # this instrument's charts are drawn together, when first near the screen
     bars = len(inst.runs[next(iter(inst.runs))].returns) if inst.runs else 0
     equity = report_charts.main_equity(inst.runs)
     emphasis = Emphasis(cfg.report.candidate, cfg.report.benchmark)
@@ -375,7 +376,7 @@ def _fill_divs(out: report_charts.Charts, contexts: Sequence[Any]) -> str:
     """Serialise every figure in one Bokeh document; put each div into its chart dict."""
     if not out.figures:
         return ""
-    script, divs = report_bokeh.embed(out.figures)
+    script, divs = report_bokeh.embed(out.figures, out.groups)
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
@@ -436,6 +437,7 @@ def render_html(
     blocks, verdicts = _league_blocks(cfg, comparison, instruments, corrected)
     out = report_charts.Charts(directory)
     pooled_charts: list[dict[str, Any]] = []
+    out.group = POOLED
     if len(instruments) > 1 and comparison.pooled_runs:
         equity = report_charts.main_equity(comparison.pooled_runs)
         pooled_charts = report_charts.equity_and_drawdown(

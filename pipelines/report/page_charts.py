@@ -37,17 +37,27 @@ VOL_BARS = 20
 
 
 class Charts:
-    """The page's Bokeh figures in order, and the PNG files written beside it."""
+    """The page's Bokeh figures in order, the group each is drawn with (``group`` when it
+    was added: the pooled charts, an instrument's), and the PNG files written beside it."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.figures: list[Any] = []
+        self.groups: list[str] = []
+        self.group = "page"
         self.pngs: list[str] = []
 
     def add(self, fig: Any, caption: str, png: Any = None, filename: str = "") -> dict[str, Any]:
         """Register a Bokeh figure (and optionally its matplotlib twin, saved as ``filename``)."""
         self.figures.append(fig)
-        chart = {"index": len(self.figures) - 1, "caption": caption, "png": "", "div": ""}
+        self.groups.append(self.group)
+        chart = {
+            "index": len(self.figures) - 1,
+            "group": self.group,
+            "caption": caption,
+            "png": "",
+            "div": "",
+        }
         if png is not None:
             charts.save_png(png, self.directory / filename)
             self.pngs.append(filename)

@@ -2,10 +2,10 @@
 
 One Bokeh column of panels sharing one date axis (zooming one zooms all):
 
-- price: candlesticks (OHLC; green when the bar closed up), each strategy's signal
+- price: candlesticks (OHLC; pale green when the bar closed up), each strategy's signal
   lines (``strategies.base.Strategy.signal_lines``: a crossover's averages, a forecast),
   and each trade drawn from its entry to its exit (an open trade to the last close),
-  green for a net profit, red for a loss, with its entry marked (triangle up long,
+  dark green for a net profit, dark red for a loss, with its entry marked (triangle up long,
   down short);
 - volume;
 - the net P&L of each trade, a bar on its exit date (an open trade's on the last date);
@@ -28,7 +28,10 @@ from bokeh.models import ColumnDataSource, HoverTool, Span
 from pipelines.report.bokeh import DATE, legend_outside, new_figure, pick_name
 from pipelines.report.charts import ordered, style
 
-UP, DOWN = "#009E73", "#D55E00"  # Okabe-Ito bluish green and vermillion: gain, loss
+# A trade's colour: dark green for a net profit, dark red for a loss (apart from every
+# strategy's own colour, which its signal line keeps); the candles in paler tones.
+UP, DOWN = "#1b7837", "#b2182b"
+CANDLE_UP, CANDLE_DOWN = "#7fbf7b", "#ef8a62"
 #: Parts of the trade view the picker shows for the benchmark too.
 BENCHMARK_PARTS = ("equity", "drawdown")
 
@@ -71,7 +74,7 @@ def _candles(fig, bars: pd.DataFrame, width_ms: float) -> None:
             "high": bars["high"].astype("float32"),
             "top": np.maximum(bars["open"], bars["close"]).astype("float32"),
             "bottom": np.minimum(bars["open"], bars["close"]).astype("float32"),
-            "colour": np.where(up, UP, DOWN),
+            "colour": np.where(up, CANDLE_UP, CANDLE_DOWN),
         }
     )
     fig.segment("date", "high", "date", "low", source=source, color="colour", line_width=1)
@@ -178,9 +181,8 @@ def trade_view(
 
     volume = new_figure("volume", "volume", height=120, x_range=price.x_range)
     up = (bars["close"] >= bars["open"]).to_numpy()
-    volume.vbar(
-        dates, width_ms, bars["volume"].astype("float32").to_numpy(), color=np.where(up, UP, DOWN)
-    )
+    colours = np.where(up, CANDLE_UP, CANDLE_DOWN)
+    volume.vbar(dates, width_ms, bars["volume"].astype("float32").to_numpy(), color=colours)
 
     pnl = new_figure("net P&L per trade (on its exit date)", "P&L", height=160)
     pnl.x_range = price.x_range
