@@ -889,3 +889,35 @@ def test_the_trade_view_draws_each_trade_from_entry_to_exit_coloured_by_its_pnl(
     drawn = named["pick:AAA:lstm:trades"].data_source.data
     assert list(drawn["colour"]) == [UP, DOWN, DOWN]
     assert {"pick:AAA:lstm:signal0", "pick:AAA:lstm:pnl", "pick:AAA:lstm:equity"} <= set(named)
+
+
+def test_a_strategys_key_figures_come_from_the_backtest_quantstats_and_its_trades():
+    import quantstats as qs
+
+    from pipelines.report.inputs import StrategyRun
+    from pipelines.report.tearsheet import metric_rows
+
+    dates = pd.bdate_range("2020-01-01", periods=300)
+    returns = pd.Series(np.random.default_rng(3).normal(0.0005, 0.01, 300), index=dates)
+    equity = 1e5 * (1 + returns).cumprod()
+    metrics = {"trades": 3, "exposure": 0.42, "win_rate": 0.5, "profit_factor": 1.6, "calmar": 0.8}
+    log = pd.DataFrame(
+        {
+            "exit_date": pd.to_datetime(["2020-02-03", "2020-05-01", None]),
+            "pnl_net": [120.0, -40.0, np.nan],
+            "bars": [10, 30, 5],
+        }
+    )
+    rows = {
+        name: value for name, value, _ in metric_rows(StrategyRun(metrics, equity, returns), log)
+    }
+    assert rows["trades"] == "3 trades" and rows["exposure"] == "42.0%"
+    assert rows["profit factor"] == "1.60" and rows["Calmar"] == "0.80"
+    assert rows["expectancy"] == "+40"  # the closed trades' mean net P&L
+    assert rows["average holding"] == "15.0" and rows["longest holding"] == "30.0"
+    assert rows["VaR 95%"] == f"{100 * qs.stats.value_at_risk(returns):.2f}%"
+    assert rows["CVaR 95%"] == f"{100 * qs.stats.cvar(returns):.2f}%"
+    assert rows["skew"] == f"{qs.stats.skew(returns):.2f}"
+    assert rows["kurtosis"] == f"{qs.stats.kurtosis(returns):.2f}"
+    one = metric_rows(StrategyRun({"trades": 1}, equity, returns), log.iloc[:1])
+    assert one[0][1] == "1 trade"

@@ -280,6 +280,7 @@ def strategy_section(
             "monthly": tearsheet.monthly_rows(stats[s].monthly),
             "drawdowns": tearsheet.drawdown_rows(stats[s].drawdowns),
             "trades": tearsheet.trade_rows(logs[s]) if not logs[s].empty else [],
+            "metrics": tearsheet.metric_rows(inst.runs[s], logs[s]),
         }
         for s in names
     ]

@@ -193,3 +193,52 @@ def trade_rows(trades: pd.DataFrame) -> list[list[dict[str, str]]]:
         ]
         rows.append([{"text": text, "raw": raw} for text, raw in cells])
     return rows
+
+
+def metric_rows(run: StrategyRun, trades: pd.DataFrame) -> list[list[str]]:
+    """The strategy's key figures, as (name, value, what it is) rows: the backtest's own
+    (trades, exposure, win rate, profit factor, Calmar; ``strategies.engine``'s
+    conventions), quantstats' (VaR and CVaR at 95%, skew, kurtosis of the per-bar
+    returns), and from the trade log: expectancy (mean net P&L per closed trade) and the
+    average and longest holding time in bars."""
+    import quantstats as qs
+
+    m, returns = run.metrics, run.returns.astype(float)
+    count = int(m.get("trades", 0) or 0)
+    closed = trades[trades["exit_date"].notna()] if not trades.empty else trades
+    held = trades["bars"].astype(float) if not trades.empty else pd.Series(dtype=float)
+    spread = len(returns) > 2 and returns.std() > 0
+
+    def stat(fn: Any) -> float:
+        return float(fn(returns)) if spread else math.nan
+
+    expectancy = float(closed["pnl_net"].mean()) if len(closed) else math.nan
+    return [
+        ["trades", f"{count:,d} trade{'' if count == 1 else 's'}", "round trips"],
+        ["exposure", _pct(m.get("exposure", math.nan)), "share of bars holding a position"],
+        ["win rate", _pct(m.get("win_rate", math.nan)), "trades with a net profit"],
+        ["profit factor", _num(m.get("profit_factor", math.nan)), "gains / losses, net"],
+        ["expectancy", _money(expectancy), "mean net P&L per closed trade"],
+        ["average holding", _bars(held.mean()), "bars a trade is held"],
+        ["longest holding", _bars(held.max()), ""],
+        ["Calmar", _num(m.get("calmar", math.nan)), "CAGR / |max drawdown|"],
+        ["VaR 95%", _pct(stat(qs.stats.value_at_risk), 2), "a bar's loss exceeded 5% of the time"],
+        ["CVaR 95%", _pct(stat(qs.stats.cvar), 2), "mean loss beyond the VaR"],
+        ["skew", _num(stat(qs.stats.skew)), "of the per-bar returns"],
+        ["kurtosis", _num(stat(qs.stats.kurtosis)), "excess, of the per-bar returns"],
+    ]
+
+
+def _num(value: float) -> str:
+    if not math.isfinite(value):
+        return "∞" if value == math.inf else "–"
+    text = f"{value:.2f}"
+    return text[1:] if text == "-0.00" else text
+
+
+def _money(value: float) -> str:
+    return f"{value:+,.0f}" if math.isfinite(value) else "–"
+
+
+def _bars(value: float) -> str:
+    return f"{value:,.1f}" if math.isfinite(value) else "–"
