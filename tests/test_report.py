@@ -644,7 +644,11 @@ def test_tear_sheet_tables_follow_quantstats_and_the_trade_log(built):
     # months before the strategy's first return are blank, not quantstats' 0.0%
     first_month = run.returns.index[0].month if str(run.returns.index[0].year) == year else 1
     expected[: first_month - 1] = np.nan
-    np.testing.assert_allclose(values, expected, rtol=1e-12)
+    np.testing.assert_allclose(values[:13], expected, rtol=1e-12)
+    # beside the year: the benchmark's return that year (end-of-year against buy-and-hold)
+    bench = qs.stats.monthly_returns(inst.runs["buy_and_hold"].returns, eoy=True, compounded=True)
+    bench.index = bench.index.astype(str)
+    assert values[13] == pytest.approx(bench.loc[year, "EOY"], rel=1e-12)
     trades = make_trades(inst)["lstm"]
     listed = re.search(r'<table class="trades.*?</table>', section, re.S).group(0)
     rows = re.findall(r'<tr><td class="name">(\d{4}-\d\d-\d\d)</td><td>([^<]+)</td>', listed)

@@ -277,7 +277,11 @@ def strategy_section(
         {
             "strategy": s,
             "id": f"{name}-{s}",
-            "monthly": tearsheet.monthly_rows(stats[s].monthly),
+            "monthly": tearsheet.monthly_rows(
+                stats[s].monthly,
+                stats[benchmark].monthly if benchmark in stats and s != benchmark else None,
+            ),
+            "benchmark": benchmark if benchmark in stats and s != benchmark else "",
             "drawdowns": tearsheet.drawdown_rows(stats[s].drawdowns),
             "trades": tearsheet.trade_rows(logs[s]) if not logs[s].empty else [],
             "metrics": tearsheet.metric_rows(inst.runs[s], logs[s]),

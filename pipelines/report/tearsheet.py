@@ -137,8 +137,11 @@ def _heat(value: float, scale: float) -> str:
     return f"background: rgba({hue}, {0.08 + 0.6 * strength:.2f})"
 
 
-def monthly_rows(monthly: pd.DataFrame) -> list[dict[str, Any]]:
-    """The monthly-returns heatmap as table rows: year, twelve months, the year."""
+def monthly_rows(
+    monthly: pd.DataFrame, benchmark: pd.DataFrame | None = None
+) -> list[dict[str, Any]]:
+    """The monthly-returns heatmap as table rows: year, twelve months, the year, and with
+    ``benchmark`` (its ``monthly``) the benchmark's return that year beside it."""
     values = monthly.drop(columns="EOY", errors="ignore").to_numpy(float)
     finite = np.abs(values[np.isfinite(values) & (values != 0)])
     scale = float(np.quantile(finite, 0.9)) if finite.size else 0.0
@@ -150,6 +153,12 @@ def monthly_rows(monthly: pd.DataFrame) -> list[dict[str, Any]]:
             cells.append({"text": _pct(value), "raw": repr(value), "style": _heat(value, scale)})
         eoy = float(row.get("EOY", math.nan))
         cells.append({"text": _pct(eoy), "raw": repr(eoy), "style": _heat(eoy, 4 * scale)})
+        if benchmark is not None:
+            same = benchmark.index.astype(str) == str(year)
+            other = float(benchmark.loc[same, "EOY"].iloc[0]) if same.any() else math.nan
+            cells.append(
+                {"text": _pct(other), "raw": repr(other), "style": _heat(other, 4 * scale)}
+            )
         rows.append({"year": str(year), "cells": cells})
     return rows
 
