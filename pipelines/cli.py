@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 import traceback
 from collections.abc import Callable
@@ -27,7 +28,24 @@ def stage_parser(stage: str, description: str) -> argparse.ArgumentParser:
         help="override a config key, e.g. --set forecasters.lstm.epochs=5 (repeatable)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    # the command a stage records in MLflow when another command runs it (`run` passes its own)
+    parser.add_argument("--command", default=None, help=argparse.SUPPRESS)
     return parser
+
+
+def recorded_command(args: argparse.Namespace, stage: str) -> str:
+    """The command line a stage's MLflow runs record: the one that ran.
+
+    ``python -m pipelines <stage> ...`` rebuilt from the parsed arguments when the stage
+    is the command, or the command that ran it (``--command``, set by
+    ``python -m pipelines run``).
+    """
+    if args.command:
+        return args.command
+    words = ["python", "-m", "pipelines", stage, "--config", args.config]
+    for item in args.set:
+        words += ["--set", item]
+    return shlex.join(words + (["-v"] if args.verbose else []))
 
 
 def setup_logging(verbose: bool = False) -> None:

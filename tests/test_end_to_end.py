@@ -209,3 +209,14 @@ def test_each_stages_run_carries_its_league_as_a_table_and_its_description(finis
         best = means.idxmax() if metric == "sharpe" else means.idxmin()
         assert f"best on the mean: **{best}**" in note
         assert all(f"| {name} |" in note for name in names)
+
+
+def test_every_stages_run_records_the_command_that_ran_it(finished_run):
+    # `run` ran every stage in one process: their runs say so, not "pipelines train ..."
+    _, cfg = finished_run
+    for stage in ("train", "backtest", "report"):
+        (run,) = tracking_store.find_runs(
+            cfg.experiment_name, f"tags.`gatecast.stage` = '{stage}'", include_children=False
+        )
+        command = run.data.tags["gatecast.command"]
+        assert command.startswith("python -m pipelines run --config configs/smoke.yaml"), command

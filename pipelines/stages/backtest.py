@@ -65,7 +65,13 @@ from tqdm import tqdm
 
 from core.bars import BAR_COLUMNS, format_timestamp
 from core.periods import PERIODS_PER_YEAR, bar_interval
-from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
+from pipelines.cli import (
+    config_from_args,
+    recorded_command,
+    run_stage,
+    setup_logging,
+    stage_parser,
+)
 from pipelines.common.errors import DataError
 from pipelines.common.outputs import (
     json_safe,
@@ -387,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         portfolios = portfolio_unit.run_portfolios(cfg, results)  # {} without backtest.top_k
         path = write_backtests(cfg, results, portfolios)
         log.info("wrote %s", path)
-        record_runs(cfg, path)
+        record_runs(cfg, path, recorded_command(args, "backtest"))
         return 0
 
     return run_stage(body)

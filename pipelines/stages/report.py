@@ -48,7 +48,13 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import tracking
-from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
+from pipelines.cli import (
+    config_from_args,
+    recorded_command,
+    run_stage,
+    setup_logging,
+    stage_parser,
+)
 from pipelines.common.errors import GatecastError
 from pipelines.common.outputs import write_json
 from pipelines.config import Config
@@ -261,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         cfg = config_from_args(args)
         try:
-            result = report(cfg, config_path=args.config)
+            result = report(cfg, config_path=args.config, command=recorded_command(args, STAGE))
         except (GatecastError, KeyboardInterrupt):
             raise
         except Exception as err:

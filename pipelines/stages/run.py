@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import shlex
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -140,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
             stage_argv += ["--set", item]
         if args.verbose:
             stage_argv.append("-v")
+        # every stage's runs record this command, the one that ran them
+        ran = ["python", "-m", "pipelines", "run", *argv]
+        stage_argv += ["--command", shlex.join(ran)]
 
         def banner(k: int, stage: str) -> None:
             print(f"\n== [{k + 1}/{len(stages)}] {stage} ==", file=sys.stderr, flush=True)

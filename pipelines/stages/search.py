@@ -44,7 +44,6 @@ import functools
 import hashlib
 import json
 import logging
-import shlex
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -54,7 +53,13 @@ from typing import Any
 import pandas as pd
 
 from models.base import BuildContext
-from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
+from pipelines.cli import (
+    config_from_args,
+    recorded_command,
+    run_stage,
+    setup_logging,
+    stage_parser,
+)
 from pipelines.common.errors import ConfigError, DataError
 from pipelines.common.outputs import (
     json_safe,
@@ -451,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
-    command = shlex.join(["python", "-m", "pipelines", STAGE, *argv])
+    command = recorded_command(args, STAGE)
 
     def body() -> int:
         cfg = config_from_args(args)

@@ -40,7 +40,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import shlex
 import sys
 import time
 from collections import Counter, defaultdict
@@ -52,7 +51,13 @@ import numpy as np
 import pandas as pd
 
 from pipelines import tracking
-from pipelines.cli import config_from_args, run_stage, setup_logging, stage_parser
+from pipelines.cli import (
+    config_from_args,
+    recorded_command,
+    run_stage,
+    setup_logging,
+    stage_parser,
+)
 from pipelines.common.outputs import atomic_write, json_safe, read_stage_parquet, shown, write_json
 from pipelines.common.progress import StageProgress
 from pipelines.config import REPO_ROOT, Config
@@ -364,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
-    command = shlex.join(["python", "-m", "pipelines", STAGE, *argv])
+    command = recorded_command(args, STAGE)
 
     def body() -> int:
         cfg = config_from_args(args)

@@ -81,7 +81,7 @@ def _equity_figure(curves: dict[str, pd.Series], title: str) -> Any:
     return fig
 
 
-def record_runs(cfg: Config, summary_path: Path) -> None:
+def record_runs(cfg: Config, summary_path: Path, command: str | None = None) -> None:
     """Record the written backtests in MLflow: a ``backtest`` run, a child per strategy.
 
     Reads only the stage's files (``summary_path`` and those it lists), so the
@@ -91,7 +91,7 @@ def record_runs(cfg: Config, summary_path: Path) -> None:
     summary = read_stage_summary(summary_path, "backtest")
     forecasts = cfg.stage_directory("train")
     inputs = {f"{name}.parquet": forecasts / f"{name}.parquet" for name in summary["instruments"]}
-    with tracking.pipeline_run(cfg, "backtest", inputs=inputs):
+    with tracking.pipeline_run(cfg, "backtest", inputs=inputs, command=command):
         for instrument, entry in summary["instruments"].items():
             strategies = entry["strategies"]
             benchmark = None
