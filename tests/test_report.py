@@ -35,6 +35,7 @@ CHART_PNGS = (
     "gate_folds",
     "gate_volatility",
     "trades",
+    "cumulative",
     "rolling_sharpe",
     "distribution",
 )

@@ -302,42 +302,6 @@ def pick_name(instrument: str, strategy: str, part: str) -> str:
     return f"pick:{instrument}:{strategy}:{part}"
 
 
-def rolling_sharpe_chart(
-    instrument: str, rolling: Mapping[str, pd.Series], shown: Sequence[str], title: str, x_range
-):
-    """Rolling Sharpe ratio of every strategy (``quantstats.stats.rolling_sharpe``); the
-    strategies in ``shown`` visible at first, the others a legend click away."""
-    fig = new_figure(title, "Sharpe ratio", height=260, x_range=x_range)
-    fig.add_layout(Span(location=0.0, dimension="width", line_color="#999999", line_width=1))
-    frame = pd.DataFrame(dict(rolling)).astype("float32")
-    source = ColumnDataSource(frame.rename_axis("date").reset_index())
-    lines = []
-    for strategy in ordered(list(frame.columns)):
-        hue, dash = style(strategy)
-        lines.append(
-            fig.line(
-                "date",
-                strategy,
-                source=source,
-                color=hue,
-                line_dash=dash,
-                line_width=1.6,
-                legend_label=strategy,
-                visible=strategy in shown,
-                name=pick_name(instrument, strategy, "rolling"),
-            )
-        )
-    fig.add_tools(
-        HoverTool(
-            renderers=lines,
-            tooltips=[("", "$name"), ("date", DATE)],
-            formatters={"@date": "datetime"},
-        )
-    )
-    legend_outside(fig)
-    return fig
-
-
 def distribution_chart(
     instrument: str, returns: Mapping[str, pd.Series], shown: Sequence[str], title: str
 ):

@@ -28,7 +28,7 @@ from core.bars import BAR_COLUMNS
 from pipelines.common.strategy_names import RANDOM_WALK, is_seed
 from pipelines.config import Config
 from pipelines.report import bokeh as report_bokeh
-from pipelines.report import bokeh_gates, charts, gate_charts, tearsheet
+from pipelines.report import bokeh_gates, charts, gate_charts, strategy_charts, tearsheet
 from pipelines.report.comparison import POOLED, Comparison, finite
 from pipelines.report.inputs import InstrumentData, StrategyRun
 from pipelines.report.trade_view import trade_view
@@ -257,17 +257,52 @@ def strategy_section(
     name = inst.name
     close = inst.frame.loc[inst.oos_start : inst.oos_end, "close"]
     shown = [picked, benchmark]
-    stats = {s: tearsheet.strategy_stats(inst.runs[s], per_year) for s in names}
+    bench = inst.runs[benchmark].returns if benchmark in inst.runs else None
+    stats = {
+        s: tearsheet.strategy_stats(inst.runs[s], per_year, None if s == benchmark else bench)
+        for s in names
+    }
     logs = {s: trades.get(s, pd.DataFrame()) for s in names}
     price_title = f"{name}: each strategy's trades on the bars, with its signal"
     bars = inst.frame.loc[inst.oos_start : inst.oos_end, list(BAR_COLUMNS)]
     equity = {s: inst.runs[s].equity for s in names}
+    worst = {s: _worst_periods(st.drawdowns, bars.index[-1]) for s, st in stats.items()}
     price, x_range = trade_view(
-        name, bars, logs, equity, signals or {}, [picked], price_title, benchmark
+        name, bars, logs, equity, signals or {}, [picked], price_title, benchmark, worst
     )
     rolling_title = f"{name}: Sharpe ratio over the last {tearsheet.ROLLING_BARS} bars"
     rolling_series = {s: st.rolling_sharpe for s, st in stats.items()}
-    rolling = report_bokeh.rolling_sharpe_chart(name, rolling_series, shown, rolling_title, x_range)
+    window = f"over the last {tearsheet.ROLLING_BARS} bars"
+    rolling = strategy_charts.rolling_chart(
+        name,
+        [
+            (f"{name}: Sharpe ratio {window}", "Sharpe ratio", "rolling", rolling_series),
+            (
+                f"{name}: volatility {window}, annualised",
+                "volatility",
+                "rolling_vol",
+                {s: st.rolling_volatility for s, st in stats.items()},
+            ),
+            (
+                f"{name}: Sortino ratio {window}",
+                "Sortino ratio",
+                "rolling_sortino",
+                {s: st.rolling_sortino for s, st in stats.items()},
+            ),
+            (
+                f"{name}: beta to {benchmark} {window}",
+                "beta",
+                "rolling_beta",
+                {s: st.rolling_beta for s, st in stats.items()},
+            ),
+        ],
+        [picked],
+        benchmark,
+        x_range,
+    )
+    cumulative = strategy_charts.cumulative_chart(
+        name, {s: st.returns for s, st in stats.items()}, benchmark, [picked], name, x_range
+    )
     returns = {s: st.returns for s, st in stats.items()}
     distribution_title = f"{name}: returns per bar"
     distribution = report_bokeh.distribution_chart(name, returns, shown, distribution_title)
@@ -302,11 +337,24 @@ def strategy_section(
             ),
             f"{name}_trades.png",
         ),
+        "cumulative": out.add(
+            cumulative,
+            f"{name}: cumulative return of the picked strategy and {benchmark}, in linear and "
+            f"log scale, and against {benchmark} scaled to the strategy's volatility "
+            "(quantstats' vol-matched comparison: what is left is not leverage).",
+            strategy_charts.cumulative_png(
+                stats[picked].returns if picked in stats else pd.Series(dtype=float),
+                stats[benchmark].returns if benchmark in stats else None,
+                (picked, benchmark),
+                f"{name}: {picked} against {benchmark}",
+            ),
+            f"{name}_cumulative.png",
+        ),
         "rolling": out.add(
             rolling,
-            f"{name}: annualised Sharpe ratio of the returns above the risk-free rate over the "
-            f"last {tearsheet.ROLLING_BARS} bars (quantstats), the picked strategy and "
-            "buy-and-hold.",
+            f"{name}: annualised Sharpe ratio of the returns above the risk-free rate, "
+            f"volatility, Sortino ratio and beta to {benchmark}, each over the last "
+            f"{tearsheet.ROLLING_BARS} bars (quantstats), the picked strategy and {benchmark}.",
             charts.rolling_sharpe_png(
                 {s: rolling_series[s] for s in shown_here},
                 rolling_title,
@@ -345,4 +393,17 @@ def signal_lines(
         forecast = inst.frame[column] if column in inst.frame.columns else None
         lines = cls.signal_lines(bars, params, forecast)
         out[name] = {k: v.loc[inst.oos_start : inst.oos_end] for k, v in lines.items()}
+    return out
+
+
+def _worst_periods(
+    drawdowns: pd.DataFrame, last: pd.Timestamp
+) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """(start, end) of the deepest drawdowns (``tearsheet.DRAWDOWN_ROWS``); one still open
+    at the last bar ends there."""
+    out = []
+    for record in drawdowns.to_dict(orient="records") if not drawdowns.empty else []:
+        end = record.get("end")
+        recovered = record.get("recovered", True) and end is not None and str(end) != "nan"
+        out.append((pd.Timestamp(record["start"]), pd.Timestamp(end) if recovered else last))
     return out

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -51,12 +51,18 @@ class StrategyStats:
         drawdowns: the deepest drawdown periods (start, valley, end, days, depth %).
         rolling_sharpe: annualised Sharpe ratio over the last ``ROLLING_BARS`` bars.
         returns: per-bar returns (for the distribution).
+        rolling_volatility, rolling_sortino: annualised, over the same window (quantstats).
+        rolling_beta: beta to the benchmark's returns over the same window (quantstats'
+            ``rolling_greeks``); empty for the benchmark itself or without one.
     """
 
     monthly: pd.DataFrame
     drawdowns: pd.DataFrame
     rolling_sharpe: pd.Series
     returns: pd.Series
+    rolling_volatility: pd.Series = field(default_factory=lambda: pd.Series(dtype=float))
+    rolling_sortino: pd.Series = field(default_factory=lambda: pd.Series(dtype=float))
+    rolling_beta: pd.Series = field(default_factory=lambda: pd.Series(dtype=float))
 
 
 def load_trade_logs(cfg: Config, names: Sequence[str]) -> dict[str, dict[str, pd.DataFrame]]:
@@ -79,8 +85,11 @@ def load_trade_logs(cfg: Config, names: Sequence[str]) -> dict[str, dict[str, pd
     return out
 
 
-def strategy_stats(run: StrategyRun, periods_per_year: float) -> StrategyStats:
-    """quantstats' monthly returns, drawdown periods and rolling Sharpe ratio of one run."""
+def strategy_stats(
+    run: StrategyRun, periods_per_year: float, benchmark: pd.Series | None = None
+) -> StrategyStats:
+    """quantstats' monthly returns, drawdown periods and rolling Sharpe ratio, volatility,
+    Sortino ratio and (against ``benchmark``'s returns) beta of one run."""
     import quantstats as qs  # 2-4 s to import: only the report stage pays it
 
     returns = run.returns.astype(float)
@@ -97,10 +106,35 @@ def strategy_stats(run: StrategyRun, periods_per_year: float) -> StrategyStats:
         drawdowns = details.sort_values("max drawdown").head(DRAWDOWN_ROWS)
     else:
         drawdowns = pd.DataFrame()
+    per_year = round(periods_per_year)
     rolling = qs.stats.rolling_sharpe(
-        excess, rolling_period=ROLLING_BARS, periods_per_year=round(periods_per_year)
+        excess, rolling_period=ROLLING_BARS, periods_per_year=per_year
     )
-    return StrategyStats(monthly, drawdowns, rolling.replace([np.inf, -np.inf], np.nan), returns)
+    volatility = qs.stats.rolling_volatility(
+        returns, rolling_period=ROLLING_BARS, periods_per_year=per_year
+    )
+    sortino = qs.stats.rolling_sortino(
+        excess, rolling_period=ROLLING_BARS, periods_per_year=per_year
+    )
+    beta = pd.Series(dtype=float)
+    if benchmark is not None and not returns.equals(benchmark.astype(float)):
+        both = pd.concat([returns, benchmark.astype(float)], axis=1, join="inner").dropna()
+        if len(both) > ROLLING_BARS:
+            greeks = qs.stats.rolling_greeks(both.iloc[:, 0], both.iloc[:, 1], ROLLING_BARS)
+            beta = greeks["beta"]
+
+    def finite(series: pd.Series) -> pd.Series:
+        return series.astype(float).replace([np.inf, -np.inf], np.nan)
+
+    return StrategyStats(
+        monthly,
+        drawdowns,
+        finite(rolling),
+        returns,
+        finite(volatility),
+        finite(sortino),
+        finite(beta),
+    )
 
 
 def _blank_outside(monthly: pd.DataFrame, returns: pd.Series) -> pd.DataFrame:

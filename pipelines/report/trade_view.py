@@ -9,7 +9,7 @@ One Bokeh column of panels sharing one date axis (zooming one zooms all):
   down short);
 - volume;
 - the net P&L of each trade, a bar on its exit date (an open trade's on the last date);
-- the equity (growth of 1) and its drawdown.
+- the equity (growth of 1) and its drawdown, the deepest drawdowns shaded.
 
 Every strategy's series are there, named ``pick_name(instrument, strategy, part)``, so
 the page's strategy picker shows the picked strategy's (and the benchmark's equity and
@@ -23,10 +23,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from bokeh.layouts import column
-from bokeh.models import ColumnDataSource, HoverTool, Span
+from bokeh.models import BoxAnnotation, ColumnDataSource, HoverTool, Span
 
 from pipelines.report.bokeh import DATE, legend_outside, new_figure, pick_name
 from pipelines.report.charts import ordered, style
+from pipelines.report.strategy_charts import source_of
 
 # A trade's colour: dark green for a net profit, dark red for a loss (apart from every
 # strategy's own colour, which its signal line keeps); the candles in paler tones.
@@ -99,6 +100,7 @@ def trade_view(
     shown: Sequence[str],
     title: str,
     benchmark: str = "",
+    worst: Mapping[str, Sequence[tuple[pd.Timestamp, pd.Timestamp]]] | None = None,
 ):
     """The panels of the module docstring, as one column; returns (layout, shared x range).
 
@@ -110,6 +112,8 @@ def trade_view(
         signals: strategy -> label -> a line on the bars' dates.
         shown: strategies whose series are visible at first.
         benchmark: the strategy whose equity and drawdown stay visible beside the picked one.
+        worst: strategy -> (start, end) of its deepest drawdowns, shaded on the drawdown
+            panel (the picked strategy's).
     """
     dates = bars.index
     step = (dates[-1] - dates[0]) / max(len(dates) - 1, 1)
@@ -204,23 +208,38 @@ def trade_view(
 
     growth = new_figure("equity: growth of 1", "growth of 1", height=200, x_range=price.x_range)
     drawdown = new_figure("drawdown", "drawdown (%)", height=150, x_range=price.x_range)
+    curves = pd.DataFrame({s: e.reindex(dates) for s, e in equity.items()})
+    sources = {  # one source per panel: the dates sent once
+        "equity": source_of(curves / curves.bfill().iloc[0]),
+        "drawdown": source_of(100 * (curves / curves.cummax() - 1)),
+    }
     for strategy in ordered(list(equity)):
-        series = equity[strategy].reindex(dates)
         hue, dash = style(strategy)
         visible = strategy in shown or strategy == benchmark
-        for fig, values, part in (
-            (growth, series / series.dropna().iloc[0], "equity"),
-            (drawdown, 100 * (series / series.cummax() - 1), "drawdown"),
-        ):
+        for fig, part in ((growth, "equity"), (drawdown, "drawdown")):
             fig.line(
-                dates,
-                values.astype("float32").to_numpy(),
+                "date",
+                strategy,
+                source=sources[part],
                 color=hue,
                 line_dash=dash,
                 line_width=1.6,
                 legend_label=strategy,
                 visible=visible,
                 name=pick_name(instrument, strategy, part),
+            )
+    for strategy, periods in (worst or {}).items():
+        hue, _ = style(strategy)
+        for k, (start, end) in enumerate(periods):
+            drawdown.add_layout(
+                BoxAnnotation(
+                    left=start,
+                    right=end,
+                    fill_color=hue,
+                    fill_alpha=0.12,
+                    visible=strategy in shown,
+                    name=pick_name(instrument, strategy, f"worst{k}"),
+                )
             )
     for fig in (growth, drawdown):
         legend_outside(fig)
