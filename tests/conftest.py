@@ -23,6 +23,7 @@ SAMPLE_DIR = REPO_ROOT / "data" / "sample"
 SHARED_FIXTURES = ("smoke_sequential", "mlflow_server")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Group the tests for ``--dist loadgroup``: a test that uses a shared session fixture
     goes with the fixture's other users; any other test stays with its module, whose

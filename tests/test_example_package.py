@@ -139,7 +139,7 @@ def _stage(stage: str, env: dict[str, str], sets: list[str]) -> subprocess.Compl
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker, however its tests are interleaved
 def staged(tmp_path_factory: pytest.TempPathFactory) -> Staged:
     """The example's smoke config through data, train, backtest, report and check, once."""
     root = tmp_path_factory.mktemp("example-package")
