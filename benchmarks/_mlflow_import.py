@@ -30,7 +30,8 @@ ALL_STAGE_MODULES = [
 
 
 def driver_head(stage_modules: list[str], entry: str) -> str:
-    """Python source that sets ``t0``, ``t1``, ``t2`` and imports ``tracking`` and ``stage``.
+    """Python source that sets ``t0``, ``t1``, ``t2`` and imports ``tracking`` (and its
+    ``overhead`` timer) and ``stage``.
 
     ``t1 - t0``: NumPy, pandas, PyYAML, the config module, TensorFlow, Keras
     and ``stage_modules``, which the stage needs whether or not it tracks;
@@ -46,6 +47,7 @@ import tensorflow, keras
 {imports}
 t1 = time.perf_counter()
 from pipelines import tracking
+from pipelines.tracking import overhead
 t2 = time.perf_counter()
 stage = importlib.import_module({entry!r})
 """
