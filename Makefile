@@ -122,6 +122,21 @@ bench-gpu-backends: $(STAMP) ## On a GPU: GateLSTM vs Keras's cuDNN LSTM on the 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000 (HOST=, PORT= to change) against the project's store
 	$(PY) -m pipelines.tracking ui --host $(HOST) --port $(PORT)
 
+# A team's MLflow server: PostgreSQL and proxied artifacts, all under SERVER_DIR (git-ignored);
+# docs/team-server.md. It needs the server extra (MLflow's PostgreSQL driver), installed once.
+SERVER_DIR   ?= server
+SERVER_STAMP := $(VENV)/.gatecast-server
+$(SERVER_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[server]'
+	@touch $@
+
+.PHONY: server server-stop
+server: $(SERVER_STAMP) ## Team MLflow server on PostgreSQL in server/ (HOST=, PORT=, SERVER_DIR=); prints the URI to export
+	@$(PY) -m pipelines.tracking server --dir $(SERVER_DIR) --host $(HOST) --port $(PORT)
+
+server-stop: ## Stop make server's MLflow server and its PostgreSQL
+	@$(PY) -m pipelines.tracking server-stop --dir $(SERVER_DIR)
+
 clean: ## Remove build outputs and reports (keeps .venv and the MLflow store)
 	rm -rf build reports benchmarks/results .pytest_cache .ruff_cache
 	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +

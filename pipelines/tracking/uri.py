@@ -126,19 +126,25 @@ def server_command(
 def main(
     argv: list[str] | None = None,
     experiments: Callable[[], list[tuple[str, str]]] | None = None,
+    commands: Callable[[argparse._SubParsersAction], None] | None = None,
 ) -> int:
     """``ui`` serves the store and prints a link per experiment (``experiments`` lists
-    their ids and names); ``uri`` prints where the store is."""
+    their ids and names); ``uri`` prints where the store is. ``commands`` adds more
+    subcommands, each with a ``handler(args) -> int`` default (the team server's)."""
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.tracking",
-        description="gatecast's MLflow store: serve it, or print where it is.",
+        description="gatecast's MLflow store: serve it, print where it is, or run a team server.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     ui = sub.add_parser("ui", help="serve the tracking store with the MLflow UI")
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     ui.add_argument("--port", type=int, default=5000, help="port (default: %(default)s)")
     sub.add_parser("uri", help="print the tracking URI (password masked) and artifact root")
+    if commands is not None:
+        commands(sub)
     args = parser.parse_args(argv)
+    if hasattr(args, "handler"):
+        return args.handler(args)
     uri = tracking_uri()
     if args.command == "uri":
         print(display_uri(uri))
