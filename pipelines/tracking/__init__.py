@@ -67,7 +67,9 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -105,6 +107,17 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 for _name in ("mlflow", "alembic"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
+
+class _OneLine(logging.Filter):
+    """MLflow logs each database error with its traceback before raising it; the stage says
+    it in one line (``TrackingError``), and ``-v`` shows the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return logging.getLogger("gatecast").isEnabledFor(logging.DEBUG)
+
+
+logging.getLogger("mlflow.store.db.utils").addFilter(_OneLine())
+
 # MLflow reserves the alias "latest"; "newest" always names the most recently trained version.
 LATEST_ALIAS = "newest"
 # Tags that are also params, named without the prefix, so the compare view can diff them.
@@ -116,9 +129,10 @@ T = TypeVar("T")
 # Runs ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class _Stage:
-    """What a stage's run and its children share: store, experiment, config."""
+    """What a stage's run and its children share: store, experiment, config, and whether
+    the store was lost (a server that stopped answering: later calls fail at once)."""
 
     store: mlflow.MlflowClient
     uri: str
@@ -126,6 +140,21 @@ class _Stage:
     experiment_name: str
     params: dict[str, str]
     config_text: str
+    lost: TrackingError | None = None
+
+    @contextlib.contextmanager
+    def call(self, what: str) -> Iterator[None]:
+        """One MLflow call as one line of ``TrackingError``; after the store was found
+        unreachable, none is made (each would wait out its own time-out)."""
+        if self.lost is not None:
+            raise TrackingError(f"{self.lost} (so did not {what})")
+        try:
+            with store_errors(self.uri, what):
+                yield
+        except TrackingError as err:
+            if err.lost:
+                self.lost = err
+            raise
 
 
 @dataclass(eq=False)
@@ -160,7 +189,7 @@ class RunHandle:
         params, self.pending_params = self.pending_params, {}
         tags, self.pending_tags = self.pending_tags, {}
         if metrics or params or tags:
-            with store_errors(self.stage.uri, f"log to run {self.name}"):
+            with self.stage.call(f"log to run {self.name}"):
                 self.stage.store.log_batch(
                     self.run_id,
                     metrics=metrics,
@@ -169,34 +198,115 @@ class RunHandle:
                 )
 
 
-_STACK: list[RunHandle] = []
+# Which runs are open. The stage's parent run is the current run of every thread (the
+# driver may record in a background thread: pipelines.execution.recorder); a child run is
+# current in the thread that opened it. _OPEN holds every run created and not yet ended,
+# from the moment the store made it, so the end of a stage ends them all, whatever
+# interrupted it and wherever.
+_PARENT: list[RunHandle] = []
+_LOCAL = threading.local()
+_OPEN: dict[str, RunHandle] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def _stack() -> list[RunHandle]:
+    """The child runs this thread opened, innermost last."""
+    if not hasattr(_LOCAL, "runs"):
+        _LOCAL.runs = []
+    return _LOCAL.runs
 
 
 def active_run() -> RunHandle:
-    """The innermost run opened by ``pipeline_run`` or ``child_run``."""
-    if not _STACK:
+    """The innermost run opened by ``pipeline_run`` or ``child_run`` (in this thread)."""
+    runs = _stack() or _PARENT
+    if not runs:
         raise RuntimeError("no gatecast run is open: use `with tracking.pipeline_run(cfg, stage)`")
-    return _STACK[-1]
+    return runs[-1]
+
+
+class StageClosed(RuntimeError):
+    """A run was asked for after its stage ended (a recording thread that outlived it)."""
+
+
+# Interruptions ------------------------------------------------------------------------------
+# SIGTERM (a stopped make job) and SIGINT (Ctrl-C) become KeyboardInterrupt in the main
+# thread, so the stage's runs end KILLED. Creating a run and ending one are held whole: a
+# signal that arrives meanwhile is raised once the run is registered in _OPEN (or ended),
+# so no run is left RUNNING because the signal came while the store was making it.
+_HELD = [0]
+_PENDING: list[int] = []
+
+
+@contextlib.contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Hold this block's interruptions (main thread) and raise them after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _HELD[0] += 1
+    try:
+        yield
+    finally:
+        _HELD[0] -= 1
+        if not _HELD[0] and _PENDING:
+            signum = _PENDING[0]
+            _PENDING.clear()
+            if sys.exc_info()[0] is None or not issubclass(sys.exc_info()[0], KeyboardInterrupt):
+                raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def _signals_as_interrupts() -> Iterator[None]:
+    """SIGTERM and SIGINT raise KeyboardInterrupt, or wait for ``_uninterrupted`` to end."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        if _HELD[0]:
+            _PENDING.append(signum)
+            return
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signals = (signal.SIGTERM, signal.SIGINT)
+    try:
+        previous = [signal.signal(s, interrupt) for s in signals]
+    except ValueError:  # not the main thread: signals are not ours to handle
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, handler in zip(signals, previous, strict=True):
+            signal.signal(s, handler)
+        _PENDING.clear()
 
 
 def _start(stage: _Stage, name: str, tags: Mapping[str, str], own: Mapping[str, str]) -> RunHandle:
     """Create run ``name`` with ``tags`` and ``own`` (which its children do not inherit)."""
-    with store_errors(stage.uri, f"create run {name} in experiment {stage.experiment_name}"):
-        created = stage.store.create_run(stage.experiment_id, run_name=name, tags={**tags, **own})
-        repository = get_artifact_repository(created.info.artifact_uri, tracking_uri=stage.uri)
+    with _uninterrupted():
+        with stage.call(f"create run {name} in experiment {stage.experiment_name}"):
+            created = stage.store.create_run(
+                stage.experiment_id, run_name=name, tags={**tags, **own}
+            )
+        handle = RunHandle(
+            name,
+            created.info.run_id,
+            stage.experiment_id,
+            display_uri(stage.uri),
+            stage,
+            dict(tags),
+        )
+        with _OPEN_LOCK:
+            closed = not _PARENT and "mlflow.parentRunId" in own
+            _OPEN[handle.run_id] = handle
+    if closed:
+        _end(handle, KeyboardInterrupt())
+        raise StageClosed(f"run {name} was opened after its stage ended; it is marked KILLED")
+    with stage.call(f"write the config of run {name}"):
+        handle.repository = get_artifact_repository(
+            created.info.artifact_uri, tracking_uri=stage.uri
+        )
         with tempfile.TemporaryDirectory(prefix="gatecast-config-") as tmp:
             (Path(tmp) / "config.yaml").write_text(stage.config_text)
-            repository.log_artifact(f"{tmp}/config.yaml")
-    uri = display_uri(stage.uri)
-    handle = RunHandle(
-        name,
-        created.info.run_id,
-        stage.experiment_id,
-        uri,
-        stage,
-        dict(tags),
-        repository=repository,
-    )
+            handle.repository.log_artifact(f"{tmp}/config.yaml")
     handle.pending_params.update(stage.params)
     merged = {**tags, **own}
     handle.pending_params.update({k.split(".", 1)[1]: merged[k] for k in DIFF_TAGS if k in merged})
@@ -212,25 +322,31 @@ def _end_status(exc: BaseException | None) -> str:
 def _end(handle: RunHandle, exc: BaseException | None) -> None:
     """Send what the run holds and end it; a failure to do so fails it (or is logged)."""
     status, failure = _end_status(exc), None
-    try:
-        handle.flush()
-    except TrackingError as err:
-        status, failure = ("FAILED" if status == "FINISHED" else status), err
-    try:
-        with store_errors(handle.stage.uri, f"end run {handle.name}"):
-            handle.stage.store.set_terminated(handle.run_id, status)
-    except TrackingError as err:
-        failure = failure or err
+    with _uninterrupted():
+        try:
+            handle.flush()
+        except TrackingError as err:
+            status, failure = ("FAILED" if status == "FINISHED" else status), err
+        try:
+            with handle.stage.call(f"end run {handle.name}"):
+                handle.stage.store.set_terminated(handle.run_id, status)
+        except TrackingError as err:
+            failure = failure or err
+        finally:
+            with _OPEN_LOCK:
+                _OPEN.pop(handle.run_id, None)
     if failure is not None:
         if exc is None:
             raise failure
-        log.warning("could not record MLflow run %s as %s: %s", handle.name, status, failure)
+        if not handle.stage.lost:  # a lost store was said once, by the error that found it
+            log.warning("could not record MLflow run %s as %s: %s", handle.name, status, failure)
 
 
 @contextlib.contextmanager
 def _running(handle: RunHandle) -> Iterator[RunHandle]:
-    """Make ``handle`` the current run; on the way out, end it (status from the exception)."""
-    _STACK.append(handle)
+    """Make ``handle`` the current child run of this thread; on the way out, end it
+    (status from the exception)."""
+    _stack().append(handle)
     exc: BaseException | None = None
     try:
         yield handle
@@ -238,27 +354,21 @@ def _running(handle: RunHandle) -> Iterator[RunHandle]:
         exc = err
         raise
     finally:
-        _STACK.remove(handle)
+        _stack().remove(handle)
         with timing("end_run"):
             _end(handle, exc)
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Let a SIGTERM (e.g. a stopped make job) end the runs KILLED, like Ctrl-C."""
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: signals are not ours to handle
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+def _end_stage(parent: RunHandle, exc: BaseException | None) -> None:
+    """End every run of the stage still open (children first, newest first), then the
+    parent, all with the status ``exc`` gives; no run can be opened after this."""
+    with _uninterrupted(), timing("end_run"):
+        with _OPEN_LOCK:
+            _PARENT.clear()
+            children = [h for h in _OPEN.values() if h is not parent]
+        for handle in reversed(children):
+            _end(handle, exc if exc is not None else RuntimeError("left open"))
+        _end(parent, exc)
 
 
 @contextlib.contextmanager
@@ -286,28 +396,45 @@ def pipeline_run(
         tags: Extra tags for this run and its children.
         command: The command line to record; defaults to this process's.
     """
-    if _STACK:
-        raise RuntimeError(f"pipeline_run({stage!r}) inside the open run {_STACK[-1].name!r}")
-    with timing("pipeline_run"):
-        common = run_tags(cfg, stage, inputs, tags, command)
-        uri = tracking_uri()
-        store = open_store(uri)
-        with store_errors(uri, f"open experiment {cfg.experiment_name}"):
-            experiment_id = experiment_id_of(store, cfg.experiment_name, uri)
-        shared = _Stage(
-            store, uri, experiment_id, cfg.experiment_name, flatten_config(cfg), config_yaml(cfg)
-        )
-        note = {"mlflow.note.content": f"gatecast `{stage}` stage of config `{cfg.name}`"}
-        handle = _start(shared, stage, common, note)
-    try:
-        with _sigterm_as_interrupt(), _running(handle):
+    if _PARENT:
+        raise RuntimeError(f"pipeline_run({stage!r}) inside the open run {_PARENT[-1].name!r}")
+    handle: RunHandle | None = None
+    with _signals_as_interrupts():
+        try:
+            with timing("pipeline_run"):
+                common = run_tags(cfg, stage, inputs, tags, command)
+                uri = tracking_uri()
+                store = open_store(uri)
+                with store_errors(uri, f"open experiment {cfg.experiment_name}"):
+                    experiment_id = experiment_id_of(store, cfg.experiment_name, uri)
+                shared = _Stage(
+                    store,
+                    uri,
+                    experiment_id,
+                    cfg.experiment_name,
+                    flatten_config(cfg),
+                    config_yaml(cfg),
+                )
+                note = {"mlflow.note.content": f"gatecast `{stage}` stage of config `{cfg.name}`"}
+                with _uninterrupted():
+                    handle = _start(shared, stage, common, note)
+                    _PARENT.append(handle)
             yield handle
-    except BaseException as err:
-        err.add_note(
-            f"MLflow: the {stage} run and the runs it opened are marked "
-            f"{_end_status(err)} in experiment {cfg.experiment_name}"
-        )
-        raise
+        except BaseException as err:
+            if handle is not None:
+                _end_stage(handle, err)
+                if handle.stage.lost:
+                    err.add_note(
+                        f"MLflow: the {stage} run and the runs it opened stay RUNNING in the "
+                        "store until the next run of this host marks them KILLED"
+                    )
+                else:
+                    err.add_note(
+                        f"MLflow: the {stage} run and the runs it opened are marked "
+                        f"{_end_status(err)} in experiment {cfg.experiment_name}"
+                    )
+            raise
+        _end_stage(handle, None)
 
 
 @contextlib.contextmanager
@@ -388,7 +515,7 @@ def set_tags(tags: Mapping[str, Any]) -> None:
 
 def _artifact(what: str, write: Callable[[RunHandle], None]) -> None:
     run = active_run()
-    with store_errors(run.stage.uri, f"write the artifact {what} of run {run.name}"):
+    with run.stage.call(f"write the artifact {what} of run {run.name}"):
         write(run)
 
 

@@ -14,7 +14,6 @@ from pipelines.config import Config
 from pipelines.tracking import LATEST_ALIAS, active_run, pyfunc_model
 from pipelines.tracking.overhead import timed
 from pipelines.tracking.provenance import model_description, model_lineage
-from pipelines.tracking.store import store_errors
 from pipelines.tracking.uri import run_url
 
 
@@ -80,7 +79,7 @@ def log_model(
         fold or {},
         instrument,
     )
-    with store_errors(run.stage.uri, f"log the model {name} of run {run.name}"):
+    with run.stage.call(f"log the model {name} of run {run.name}"):
         version = pyfunc_model.log_and_register(
             run.stage.store,
             run.run_id,
@@ -114,5 +113,5 @@ def move_newest(models: Sequence[RegisteredModel]) -> None:
         return
     stage = active_run().stage
     for model in models:
-        with store_errors(stage.uri, f"move the alias {model.alias} of {model.name}"):
+        with stage.call(f"move the alias {model.alias} of {model.name}"):
             stage.store.set_registered_model_alias(model.name, model.alias, model.version)

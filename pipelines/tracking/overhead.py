@@ -1,13 +1,17 @@
 """Wall time spent in MLflow calls, by call: the benchmark's "MLflow share".
 
 ``timed`` wraps a tracking function; ``mlflow_seconds`` adds up the time spent in
-them (nested calls counted once, drawing figures left out by their callers).
+them (nested calls counted once, drawing figures left out by their callers), in
+every thread; ``mlflow_seconds(main_only=True)`` only the main thread's, which
+is what the stage waits for when the driver records in a background thread
+(``pipelines.execution.recorder``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -16,22 +20,29 @@ T = TypeVar("T")
 
 
 _SECONDS: dict[str, float] = {}
+_MAIN_SECONDS: dict[str, float] = {}
 _CALLS: dict[str, int] = {}
-_DEPTH = [0]
+_LOCAL = threading.local()
+_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
 def timing(what: str) -> Iterator[None]:
     """Count the block's wall time as ``what`` (outermost block only, so nesting counts once)."""
-    _DEPTH[0] += 1
+    depth = getattr(_LOCAL, "depth", 0)
+    _LOCAL.depth = depth + 1
     start = time.perf_counter()
     try:
         yield
     finally:
-        _DEPTH[0] -= 1
-        if _DEPTH[0] == 0:
-            _SECONDS[what] = _SECONDS.get(what, 0.0) + time.perf_counter() - start
-            _CALLS[what] = _CALLS.get(what, 0) + 1
+        _LOCAL.depth = depth
+        if depth == 0:
+            seconds = time.perf_counter() - start
+            with _LOCK:
+                _SECONDS[what] = _SECONDS.get(what, 0.0) + seconds
+                _CALLS[what] = _CALLS.get(what, 0) + 1
+                if threading.current_thread() is threading.main_thread():
+                    _MAIN_SECONDS[what] = _MAIN_SECONDS.get(what, 0.0) + seconds
 
 
 def timed(fn: Callable[..., T]) -> Callable[..., T]:
@@ -43,9 +54,10 @@ def timed(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-def mlflow_seconds() -> float:
-    """Seconds spent in this module's calls (less drawing figures) since ``reset_overhead``."""
-    return sum(_SECONDS.values())
+def mlflow_seconds(main_only: bool = False) -> float:
+    """Seconds spent in this module's calls (less drawing figures) since ``reset_overhead``,
+    in every thread or (``main_only``) in the main thread."""
+    return sum((_MAIN_SECONDS if main_only else _SECONDS).values())
 
 
 def overhead_by_call() -> dict[str, tuple[float, int]]:
@@ -55,5 +67,7 @@ def overhead_by_call() -> dict[str, tuple[float, int]]:
 
 def reset_overhead() -> None:
     """Start counting afresh."""
-    _SECONDS.clear()
-    _CALLS.clear()
+    with _LOCK:
+        _SECONDS.clear()
+        _MAIN_SECONDS.clear()
+        _CALLS.clear()

@@ -63,8 +63,31 @@ _FIRST_CONTACT = {
 }
 
 
+# Every later request to a server: given up within about 30 s when the server is gone or
+# hangs (3 tries of at most 8 s each, the last after 2 s, with up to 1 s of jitter), where
+# MLflow's own defaults wait 4 minutes for a server that is gone and 16 for one that hangs;
+# a closed port fails in about 3 s. A user's own MLFLOW_HTTP_REQUEST_* settings win. Read by
+# MLflow when it first builds its HTTP session, which is after this module is imported.
+BOUNDED_REQUESTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "8",
+}
+for _key, _value in BOUNDED_REQUESTS.items():
+    os.environ.setdefault(_key, _value)
+
+
 class TrackingError(RuntimeError):
-    """MLflow could not record something (the message names what, and the store)."""
+    """MLflow could not record something (the message names what, and the store).
+
+    ``lost``: the store can take nothing more for now (a server that does not
+    answer: refused, reset or timed out; or a full disk under the store), as
+    opposed to refusing this one request.
+    """
+
+    def __init__(self, message: str, *, lost: bool = False) -> None:
+        super().__init__(message)
+        self.lost = lost
 
 
 @contextlib.contextmanager
@@ -78,14 +101,22 @@ def store_errors(uri: str, what: str) -> Iterator[None]:
         text = masked(" ".join(str(err).split()) or type(err).__name__, uri)
         where = display_uri(uri)
         broken = re.search(r"Max retries exceeded|Read timed out|ConnectionError", text)
-        if broken and urlparse(uri).scheme in {"http", "https"}:
+        unreachable = bool(broken) and urlparse(uri).scheme in {"http", "https"}
+        full = re.search(r"database or disk is full|No space left on device", text)
+        if unreachable:
             why = re.search(r"\[Errno -?\d+\] ([^\"')]+)|(timed out)", text)
             reason = f" ({next(g for g in why.groups() if g).strip()})" if why else ""
             message = f"MLflow could not {what}: connection to {where} failed{reason}"
+        elif full:
+            message = (
+                f"MLflow could not {what}: the disk under {where} is full; free some space "
+                "and run again"
+            )
         else:
             message = f"MLflow could not {what} at {where}: {type(err).__name__}: {text}"
         # the original error's text may hold the password
-        raise TrackingError(message) from (None if where != uri else err)
+        lost = unreachable or bool(full)
+        raise TrackingError(message, lost=lost) from (None if where != uri else err)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,221 @@
+"""Faults that must cost nothing: SIGTERM at any moment leaves no MLflow run RUNNING, a tracking
+server that dies mid-stage ends the stage in bounded time with one line, and so does a full disk
+under the store."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.config import REPO_ROOT
+
+# A stage that opens runs all the time, from its main thread and from a recording thread
+# (pipelines.execution.recorder), the way the train stage does with a pool of workers.
+_BUSY_STAGE = """
+import sys
+from pipelines import tracking
+from pipelines.config import load_config
+from pipelines.execution.recorder import Recorder
+cfg = load_config("configs/smoke.yaml", overrides={"output_directory": sys.argv[1],
+                  "tracking": {"experiment": sys.argv[2]}})
+
+def record(i):
+    with tracking.child_run(f"R{i}/record", {"gatecast.instrument": f"R{i}"}):
+        tracking.log_metrics({"m": float(i)})
+        tracking.log_text("x", "x.txt")
+
+with tracking.pipeline_run(cfg, "train"):
+    print("open", flush=True)
+    with Recorder(background=True) as recorder:
+        for i in range(100000):
+            recorder.submit(record, i)
+            with tracking.child_run(f"D{i}/driver"):
+                tracking.log_metrics({"m": float(i)})
+"""
+
+
+def _statuses(database: Path) -> list[tuple[str, str]]:
+    with contextlib.closing(sqlite3.connect(database, timeout=20)) as connection:
+        return connection.execute("SELECT name, status FROM runs").fetchall()
+
+
+@pytest.mark.slow
+def test_sigterm_at_any_moment_leaves_no_run_running(tmp_path):
+    database = tmp_path / "mlflow.db"
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{database}",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    # ten tries, the signal sent at moments spread over the stage's first second, while
+    # runs are being created, logged to and ended in two threads
+    for k, delay in enumerate(np.linspace(0.0, 1.0, 10)):
+        process = subprocess.Popen(
+            [sys.executable, "-c", _BUSY_STAGE, str(tmp_path / "build"), f"sigterm-{k}"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdout.readline().strip() == "open", process.stderr.read()
+        time.sleep(delay)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+        assert process.returncode != 0
+        assert "KeyboardInterrupt: signal 15" in err
+        statuses = _statuses(database)
+        running = [name for name, status in statuses if status == "RUNNING"]
+        assert not running, f"try {k} (signal after {delay:.2f} s) left RUNNING: {running}"
+        assert ("train", "KILLED") in statuses
+        for table in ("runs",):
+            with contextlib.closing(sqlite3.connect(database, timeout=20)) as connection:
+                connection.execute(f"DELETE FROM {table} WHERE status != 'RUNNING'")
+                connection.commit()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _child_runs(database: Path) -> int:
+    try:
+        with contextlib.closing(sqlite3.connect(database, timeout=5)) as connection:
+            (count,) = connection.execute(
+                "SELECT COUNT(*) FROM runs WHERE name LIKE 'train/%'"
+            ).fetchone()
+            return count
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.slow
+def test_a_server_that_dies_mid_stage_ends_the_stage_within_a_minute_with_one_line(tmp_path):
+    port, database = _free_port(), tmp_path / "server.db"
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{database}",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    stage = None
+    try:
+        deadline = time.time() + 120
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            assert time.time() < deadline, "the MLflow server did not start"
+            assert server.poll() is None, "the MLflow server exited"
+            time.sleep(0.5)
+        env = {
+            **os.environ,
+            # a password in the URI must never be printed
+            "MLFLOW_TRACKING_URI": f"http://alice:s3cret@127.0.0.1:{port}",
+            "PYTHONPATH": str(REPO_ROOT),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
+        command = [sys.executable, "-m", "pipelines", "train", "--config", "configs/smoke.yaml"]
+        command += ["--set", f"output_directory={tmp_path / 'build'}"]
+        command += ["--set", "executor.kind=local", "--set", "executor.workers=2"]
+        stage = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        while _child_runs(database) == 0:  # the stage is recording its first results
+            assert stage.poll() is None, stage.communicate()[1].decode()[-3000:]
+            assert time.time() < deadline + 180, "no child run appeared"
+            time.sleep(0.2)
+        os.killpg(server.pid, signal.SIGKILL)
+        killed = time.time()
+        _, err = stage.communicate(timeout=120)
+        took = time.time() - killed
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        if stage is not None and stage.poll() is None:
+            stage.kill()
+    text = err.decode()
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert stage.returncode == 1, text[-3000:]
+    assert took < 60, f"the stage took {took:.0f} s to end after the server died"
+    assert "Traceback" not in text, text[-3000:]
+    assert "s3cret" not in text
+    assert lines[-1].startswith("error: train failed: TrackingError: MLflow could not "), text
+    assert f"127.0.0.1:{port} failed (Connection refused)" in lines[-1], lines[-1]
+    print(f"the stage ended {took:.1f} s after the server was killed")
+    assert sum("MLflow could not" in line for line in lines) == 1, text[-3000:]
+
+
+def _mount_tmpfs(folder: Path, kilobytes: int, remount: bool = False) -> bool:
+    options = f"{'remount,' if remount else ''}size={kilobytes}k"
+    command = ["mount", "-o", options, "tmpfs", str(folder)]
+    if not remount:
+        command[1:1] = ["-t", "tmpfs"]
+    return subprocess.run(command, capture_output=True).returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs (a disk to fill) needs root")
+def test_a_full_disk_under_the_store_is_one_line_without_a_traceback(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if not _mount_tmpfs(disk, 8192):
+        pytest.skip("could not mount a tmpfs here (a container without the capability)")
+    try:
+        uri = f"sqlite:///{disk / 'mlflow.db'}"
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO_ROOT)}
+        made = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"from pipelines.tracking import store; store.open_store({uri!r})",
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert made.returncode == 0, made.stderr
+        used = sum(f.stat().st_size for f in disk.rglob("*") if f.is_file()) // 1024
+        assert _mount_tmpfs(disk, used + 300, remount=True)  # room for a few runs only
+        command = [sys.executable, "-m", "pipelines", "train", "--config", "configs/smoke.yaml"]
+        command += ["--set", f"output_directory={tmp_path / 'build'}"]
+        command += ["--set", "executor.kind=local", "--set", "executor.workers=2"]
+        done = subprocess.run(
+            command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600
+        )
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert sum("MLflow" in line and "full" in line for line in lines) == 1, done.stderr[-3000:]
+    assert lines[-1].startswith("error: train failed: TrackingError: MLflow could not ")
+    assert f"the disk under {uri} is full; free some space and run again" in lines[-1]
