@@ -44,6 +44,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ from pipelines.common.outputs import atomic_write, json_safe, read_stage_parquet
 from pipelines.common.progress import StageProgress
 from pipelines.config import REPO_ROOT, Config
 from pipelines.execution import executors, runtime
+from pipelines.execution.recorder import Recorder
 from pipelines.execution.unit_cache import UnitCache, UnitRunner
 from pipelines.execution.units import (
     TrainUnit,
@@ -152,7 +154,10 @@ def run_units(
     its units are in.
 
     Units whose result ``cache`` keeps from an earlier run are not run again
-    (``pipelines.execution.unit_cache``). A unit that raises ends the child run of its
+    (``pipelines.execution.unit_cache``). The records are made beside the units
+    (``pipelines.execution.recorder``: in a background thread when the units run
+    in other processes), in the units' order of (instrument, forecaster),
+    whichever finished first. A unit that raises ends the child run of its
     forecaster FAILED (opened for the purpose) and the others go on; once all
     are done, ``UnitsFailed`` names every failed unit. An error of the
     driver's own (recording) ends the run it was recording FAILED, and an
@@ -160,43 +165,57 @@ def run_units(
     before the exception goes on; the forecasters recorded keep their FINISHED
     runs, and those not started get none.
     """
+    order = list(dict.fromkeys(unit.key for unit in units))
     expected = Counter(unit.key for unit in units)
     arrived: dict[Key, list[Piece]] = defaultdict(list)
-    recorded: dict[Key, InstrumentResult] = {}
-    opened: set[Key] = set()  # recorded, being recorded, or failed
-    to_blame: Key | None = None
+    failed: dict[Key, executors.UnitFailure] = {}
+    futures: dict[Key, Future[InstrumentResult]] = {}
+    submitted = 0  # order[:submitted] are with the recorder
     runner = UnitRunner(STAGE, cache)
+    recorder = Recorder(background=not isinstance(executor, executors.SequentialExecutor))
     try:
-        for unit, outcome in runner.run(executor, run_train_unit, units):
-            bar.set_description(f"train {unit.instrument}", refresh=False)
-            bar.set_postfix_str(str(unit), refresh=False)
-            bar.update(unit.instrument)
-            if unit.key in opened:  # its forecaster already failed
-                continue
-            if isinstance(outcome, Exception):
-                opened.add(unit.key)
-                arrived.pop(unit.key, None)
-                _record_failure(unit.key, runner.failures[-1][1])
-                continue
-            arrived[unit.key].append((unit, outcome))
-            if len(arrived[unit.key]) == expected[unit.key]:
-                to_blame = unit.key
-                opened.add(unit.key)
-                instrument = unit.instrument
-                pieces = arrived.pop(unit.key)
-                recorded[unit.key] = record(
-                    cfg, unit.key, bars[instrument], folds[instrument], pieces
-                )
-                to_blame = None
-    except BaseException:
-        key = to_blame or next((k for k in expected if k not in opened), None)
-        if key is not None and key not in opened:
+        with recorder:
+            for unit, outcome in runner.run(executor, run_train_unit, units):
+                bar.set_description(f"train {unit.instrument}", refresh=False)
+                bar.set_postfix_str(str(unit), refresh=False)
+                bar.update(unit.instrument)
+                if unit.key in failed:
+                    continue
+                if isinstance(outcome, Exception):
+                    failed[unit.key] = runner.failures[-1][1]
+                else:
+                    arrived[unit.key].append((unit, outcome))
+                # hand over, in order, every forecaster whose units are all in
+                while submitted < len(order):
+                    key = order[submitted]
+                    if key in failed:
+                        arrived.pop(key, None)
+                        recorder.submit(_record_failure, key, failed[key])
+                    elif len(arrived[key]) == expected[key]:
+                        instrument, pieces = key[0], arrived.pop(key)
+                        futures[key] = recorder.submit(
+                            record, cfg, key, bars[instrument], folds[instrument], pieces
+                        )
+                    else:
+                        break
+                    submitted += 1
+    except BaseException as err:
+        # an interruption, or an error of the driver's: the first forecaster not yet
+        # recorded gets a run that says so (a record that failed has its own)
+        key = next((k for k in order[submitted:] if k not in failed), None)
+        if key is not None and err is not recorder.error:
             tags = {"gatecast.instrument": key[0], "gatecast.forecaster": key[1]}
             with tracking.child_run(f"{key[0]}/{key[1]}", tags=tags):
                 raise
         raise
+    finally:
+        log.info(
+            "recording: %.1f s, of which the driver waited %.1f s",
+            recorder.busy_seconds,
+            recorder.waited_seconds,
+        )
     runner.finish()
-    return recorded
+    return {key: future.result() for key, future in futures.items()}
 
 
 # Outputs ------------------------------------------------------------------------------
