@@ -223,6 +223,31 @@ def test_charts_off_leaves_out_the_pngs_and_nothing_else(store, tmp_path, monkey
     )
 
 
+@pytest.mark.slow
+def test_register_all_keeps_every_folds_model_and_none_keeps_none(store, tmp_path):
+    """``tracking.register``: every fold's model, the final fold's under ``newest``; or none
+    (and then no unit serialises its model)."""
+    client = tracking_store.client()
+    one_seed = ["forecasters.lstm.seeds=1", "forecasters.random_walk=null"]
+    own = ["tracking.experiment=gatecast-smoke-register", "tracking.registered_model=every"]
+    build = tmp_path / "all"
+    assert train.main(_argv(build, "tracking.register=all", *one_seed, *own)) == 0
+    model = _summary(build)["instruments"]["GSPC"]["model"]
+    versions = client.search_model_versions(f"name = '{model['name']}'")
+    folds = {v.version: int(v.tags["gatecast.lineage.fold.number"]) for v in versions}
+    assert sorted(folds.values()) == [0, 1]  # one version per fold
+    newest = client.get_model_version_by_alias(model["name"], "newest")
+    assert folds[newest.version] == 1 and str(newest.version) == model["version"]
+
+    build = tmp_path / "none"
+    own = ["tracking.experiment=gatecast-smoke-register", "tracking.registered_model=nothing"]
+    assert train.main(_argv(build, "tracking.register=none", *one_seed, *own)) == 0
+    summary = _summary(build)["instruments"]["GSPC"]
+    assert summary["model"] is None
+    assert client.search_model_versions("name = 'nothing-GSPC'") == []
+    assert "gatecast.registered_model" not in client.get_run(summary["runs"]["lstm"]).data.tags
+
+
 def test_a_fresh_process_loads_the_registered_model_and_reproduces_the_forecasts(store, tmp_path):
     """Outside the repository (no PYTHONPATH): the model carries its own code."""
     summary = _summary(store / "build")

@@ -3,6 +3,7 @@ docs/configuration.md)."""
 
 from __future__ import annotations
 
+import warnings
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -193,28 +194,43 @@ class ReportConfig(Section):
     )
 
 
-class TrackingConfig(Section):
-    experiment: str | None = Field(None, description="MLflow experiment; null = gatecast-<name>")
-    registered_model: str = "gatecast-lstm"
-    charts: StrictBool = Field(
-        True,
-        description=(
-            "PNG charts logged with the runs: each LSTM's loss and gates (train) and "
-            "Backtrader's charts (backtest); false for a universe of hundreds of "
-            "instruments, where drawing them is most of the driver's serial work"
-        ),
-    )
+# The field ``register`` hides ``ABCMeta.register`` (pydantic's models are abstract base
+# classes), a class method no config uses: pydantic's warning about it says nothing here.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", 'Field name "register"', UserWarning)
 
-    @field_validator("experiment", "registered_model")
-    @classmethod
-    def _plain_name(cls, name: str | None) -> str | None:
-        # The experiment names a folder of the artifact store: it must stay inside it.
-        if name is not None and not is_plain_name(name, max_length=200):
-            raise ValueError(
-                "use letters, digits and '.', '_', '-', '^', '=' only (no path separators, "
-                "no '..'), at most 200 characters"
-            )
-        return name
+    class TrackingConfig(Section):
+        experiment: str | None = Field(
+            None, description="MLflow experiment; null = gatecast-<name>"
+        )
+        registered_model: str = "gatecast-lstm"
+        charts: StrictBool = Field(
+            True,
+            description=(
+                "PNG charts logged with the runs: each LSTM's loss and gates (train) and "
+                "Backtrader's charts (backtest); false for a universe of hundreds of "
+                "instruments, where drawing them is most of the driver's serial work"
+            ),
+        )
+        register: Literal["all", "final", "none"] = Field(
+            "final",
+            description=(
+                "models of the forecasters that declare export, logged and registered: the "
+                "final walk-forward fold's (final), every fold's (all: a version per fold, "
+                "the final fold's last), or none (none: no model is kept)"
+            ),
+        )
+
+        @field_validator("experiment", "registered_model")
+        @classmethod
+        def _plain_name(cls, name: str | None) -> str | None:
+            # The experiment names a folder of the artifact store: it must stay inside it.
+            if name is not None and not is_plain_name(name, max_length=200):
+                raise ValueError(
+                    "use letters, digits and '.', '_', '-', '^', '=' only (no path separators, "
+                    "no '..'), at most 200 characters"
+                )
+            return name
 
 
 class ExecutorConfig(Section):

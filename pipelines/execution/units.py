@@ -56,7 +56,8 @@ class TrainUnit:
         seed: The seed, the experiment's ``seed + k``.
         seeds: How many seeds the forecaster runs (1 for a deterministic one).
         gates: Also return the per-unit internals over the test dates (``introspection``).
-        export: Also return the fitted forecaster as bytes (``export``, final fold).
+        export: Also return the fitted forecaster as bytes (an ``export`` forecaster's
+            fold whose model ``tracking.register`` keeps: the final fold by default).
         gpus: GPUs the unit asks an executor for (``runtime.unit_gpus`` for a ``device``
             forecaster on a GPU device; None: CPUs only), decided once by the driver.
     """
@@ -126,6 +127,12 @@ def make_units(
     """
     features = cfg.features.model_dump()
     gpus = runtime.unit_gpus(cfg, device)
+    register = cfg.tracking.register
+
+    def kept(fold: Fold, instrument_folds: Sequence[Fold]) -> bool:
+        """Whether the fold's fitted forecaster comes back to be registered."""
+        return register == "all" or (register == "final" and fold is instrument_folds[-1])
+
     specs = {
         name: (spec, spec.cls.settle(spec.arguments()))
         for name, spec in cfg.forecasters.enabled().items()
@@ -154,7 +161,7 @@ def make_units(
                             seed=cfg.seed + k,
                             seeds=spec.seeds,
                             gates=spec.cls.introspection and k == 0,
-                            export=spec.cls.export and fold is folds[instrument][-1],
+                            export=spec.cls.export and kept(fold, folds[instrument]),
                             gpus=gpus if spec.cls.device else None,
                         )
                     )

@@ -207,20 +207,31 @@ def _record_gates(
     return gates
 
 
-def _register_final_model(
+def _register_models(
     cfg: Config,
     key: Key,
     bars: pd.DataFrame,
-    last: Fold,
+    folds: Sequence[Fold],
     results: Sequence[Sequence[TrainResult]],
     cls: type,
 ) -> model_registry.RegisteredModel:
-    """Log and register the final fold's forecaster of every seed."""
-    final = [cls.from_bytes(seed_results[-1].model) for seed_results in results]
-    need = max(f.min_history for f in final)
-    lo = max(last.train_start, last.test_start - need + 1)
-    example = bars.iloc[lo : min(last.test_start + 5, last.test_end + 1)]
-    return model_registry.log_model(cfg, key[0], key[1], final, example, fold=last.as_dict())
+    """Log and register the forecaster (every seed) of each fold whose units returned it
+    (``tracking.register``: the final fold, or every fold, oldest first); the final
+    fold's registration is returned, the one the alias ``newest`` moves to."""
+    registered = None
+    for i, fold in enumerate(folds):
+        if results[0][i].model is None:
+            continue
+        fitted = [cls.from_bytes(seed_results[i].model) for seed_results in results]
+        need = max(f.min_history for f in fitted)
+        lo = max(fold.train_start, fold.test_start - need + 1)
+        example = bars.iloc[lo : min(fold.test_start + 5, fold.test_end + 1)]
+        registered = model_registry.log_model(
+            cfg, key[0], key[1], fitted, example, fold=fold.as_dict()
+        )
+    if registered is None:
+        raise DataError(f"no fold of {key[1]} on {key[0]} returned its model to register")
+    return registered
 
 
 def record(
@@ -266,8 +277,8 @@ def record(
             part.gates = _record_gates(
                 instrument, name, bars, folds, results[0], seeds[0], cfg.tracking.charts
             )
-        if cls.export:
-            part.model = _register_final_model(cfg, key, bars, folds[-1], results, cls)
+        if cls.export and cfg.tracking.register != "none":
+            part.model = _register_models(cfg, key, bars, folds, results, cls)
     part.forecasts.update(columns)
     part.metrics.update(metrics)
     return part
