@@ -27,3 +27,39 @@ def test_the_drivers_import_the_tracking_timer_and_their_stage():
             [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300
         )
         assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+
+
+def test_the_scale_benchmarks_measured_process_runs_a_small_train_stage(tmp_path):
+    """``benchmarks.scale.child`` (what every measurement of ``benchmarks scale`` and
+    ``benchmarks.ray_cluster`` runs) on one instrument, classic forecasters only, two
+    workers: its probe line comes out and summarises."""
+    import json
+    import os
+
+    from benchmarks import scale
+
+    argv = ["--config", "configs/smoke.yaml"]
+    for item in (
+        f"output_directory={tmp_path / 'build'}",
+        "data.instruments=[GSPC]",
+        "forecasters.lstm=null",
+        *scale._executor_settings("local"),
+    ):
+        argv += ["--set", item]
+    code = "import sys, benchmarks.scale as s; sys.exit(s.child(sys.argv[1:]))"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, *argv],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith(scale.MARK)]
+    assert done.returncode == 0 and lines, done.stderr[-3000:]
+    probe = json.loads(lines[-1].removeprefix(scale.MARK))
+    assert probe["records"] == 5 and probe["record_background"] is True
+    summary = scale.summarise(probe)
+    assert summary["units"] == probe["records"] * 2  # two folds of each forecaster
+    assert 0 <= summary["record_waited_seconds"] <= summary["stage_seconds"]
