@@ -371,6 +371,18 @@ def test_the_verdict_judges_the_configured_candidate_by_its_label():
     assert missing == ["No SMA forecasts in this experiment: nothing to judge."]
 
 
+def test_the_verdict_names_the_configured_benchmark():
+    # report.benchmark names the strategy the Sharpe edge is measured against
+    block = _block(sharpe=1.5, dsr=0.99, sharpe_diff=1.1, sharpe_diff_low=0.3, sharpe_diff_high=1.9)
+    block = block.rename(index={"buy_and_hold": "ema_crossover"})
+    sentences, _ = verdict(block, 0.05, 20, "lstm", "LSTM", "ema_crossover")
+    text = " ".join(sentences)
+    assert "Sharpe ratio minus ema-crossover's: +1.10" in text
+    assert "significantly better than ema-crossover" in text
+    assert "its Sharpe edge over ema-crossover is statistically significant" in sentences[-1]
+    assert "buy-and-hold" not in text
+
+
 def test_verdict_when_the_lstm_loses():
     sentences, outcome = verdict(_block(), 0.05, 20, "lstm", "LSTM", "buy_and_hold")
     text = " ".join(sentences)

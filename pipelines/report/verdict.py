@@ -2,7 +2,8 @@
 
 Each sentence is built from the league rows of one instrument (or the pooled
 rows), so the text follows the numbers: the candidate's strategy's rank by Sharpe
-ratio, the spread over its seeds, its Sharpe ratio against buy-and-hold with
+ratio, the spread over its seeds, its Sharpe ratio against the benchmark (``report.benchmark``,
+buy-and-hold by default) with
 the bootstrap interval, the deflated Sharpe ratio, its rank as a forecaster
 and the Diebold-Mariano test against the random walk, then a bottom line.
 The outcome word (``win``, ``loss``, ``mixed``) colours the report's box. The
@@ -31,6 +32,11 @@ def fmt(value: float, digits: int = 2) -> str:
     """``comparison.fmt`` without a minus sign on a value that rounds to zero ("-0.00")."""
     text = _fmt(value, digits)
     return text[1:] if text.startswith("-") and text.strip("-0.") == "" else text
+
+
+def benchmark_name(benchmark: str) -> str:
+    """The benchmark strategy as the sentences name it: ``buy_and_hold`` is "buy-and-hold"."""
+    return benchmark.replace("_", "-")
 
 
 def _signed(value: float) -> str:
@@ -108,14 +114,15 @@ def _significance_sentences(
         low, high = cand["sharpe_diff_low"], cand["sharpe_diff_high"]
         found.sig_bh = bool(low > 0)
         found.worse_bh = bool(high < 0)
+        shown = benchmark_name(benchmark)
         if low > 0:
-            judged = "significantly better than buy-and-hold"
+            judged = f"significantly better than {shown}"
         elif high < 0:
-            judged = "significantly worse than buy-and-hold"
+            judged = f"significantly worse than {shown}"
         else:
-            judged = "not significantly different from buy-and-hold (the interval contains 0)"
+            judged = f"not significantly different from {shown} (the interval contains 0)"
         sentences.append(
-            f"Sharpe ratio minus buy-and-hold's: {_signed(cand['sharpe_diff'])} "
+            f"Sharpe ratio minus {shown}'s: {_signed(cand['sharpe_diff'])} "
             f"({level}% bootstrap interval {fmt(low)} to {fmt(high)}), {judged}."
         )
     found.dsr_ok = bool(np.isfinite(cand["dsr"]) and cand["dsr"] > 1 - alpha)
@@ -180,8 +187,9 @@ def _forecast_sentences(
     return sentences
 
 
-def _bottom_line(found: _Findings, label: str) -> tuple[str, str]:
+def _bottom_line(found: _Findings, label: str, benchmark: str) -> tuple[str, str]:
     """The last sentence and the outcome word."""
+    shown = benchmark_name(benchmark)
     trade_sig = found.sig_bh and found.dsr_ok
     beat_sharpe, beat_forecast = found.beat_sharpe, found.beat_forecast
     if beat_sharpe and beat_forecast:
@@ -196,10 +204,10 @@ def _bottom_line(found: _Findings, label: str) -> tuple[str, str]:
         details = []
         if beat_sharpe:
             details.append(
-                "its Sharpe edge over buy-and-hold is statistically significant "
+                f"its Sharpe edge over {shown} is statistically significant "
                 "(bootstrap interval above 0 and DSR)"
                 if trade_sig
-                else "its Sharpe edge over buy-and-hold is not statistically significant"
+                else f"its Sharpe edge over {shown} is not statistically significant"
             )
         if beat_forecast:
             details.append(
@@ -211,7 +219,7 @@ def _bottom_line(found: _Findings, label: str) -> tuple[str, str]:
     else:
         extras = []
         if trade_sig:
-            extras.append("its Sharpe ratio is still significantly above buy-and-hold's")
+            extras.append(f"its Sharpe ratio is still significantly above {shown}'s")
         if found.sig_forecast:
             extras.append("it is still significantly more accurate than the random walk")
         tail = (
@@ -258,7 +266,7 @@ def verdict(
     sentences = _sharpe_sentences(main, cand, label, found)
     sentences += _significance_sentences(block, cand, alpha, n_trials, found, benchmark)
     sentences += _forecast_sentences(main, cand, label, alpha, found)
-    last, outcome = _bottom_line(found, label)
+    last, outcome = _bottom_line(found, label, benchmark)
     return [*sentences, last], outcome
 
 
