@@ -163,8 +163,7 @@ def child(argv: list[str]) -> int:
     import resource
 
     from pipelines.execution import executors
-    from pipelines.stages import data
-    from pipelines.stages import train
+    from pipelines.stages import data, train
 
     needed = (
         (train, "run_train_unit"),
