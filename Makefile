@@ -27,7 +27,7 @@ INPUTS.report = $(wildcard pipelines/report/templates/*)
 
 $(STAGE_CODE): $(CODE_FILES)
 	@mkdir -p $(@D) && $(PYTHON) -m pipelines.stages.depends > $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
-ifeq ($(filter help setup clean clean-runs,$(MAKECMDGOALS)),)
+ifeq ($(filter help setup clean clean-runs server server-stop,$(MAKECMDGOALS)),)
 -include $(STAGE_CODE)
 endif
 
