@@ -249,7 +249,9 @@ class ExecutorConfig(Section):
     ``workers`` CPUs (null = every core); each task asks for ``cpus_per_unit``
     CPUs (also its TensorFlow threads) and, when the models run on a GPU, each
     LSTM unit and search trial for ``gpus_per_lstm_unit`` GPUs (null = 1; a
-    fraction shares one).
+    fraction shares one). A unit whose worker or node dies runs again, up to ``retries``
+    times; units that no live node can run (their node was lost) fail, named, after
+    ``wait_for_node_seconds``.
     Every kind gives bit-identical forecasts and metrics: a unit carries every
     setting its numbers depend on, so its result does not depend on the process
     it runs in (``pipelines.execution.units``, ``pipelines.execution.executors``).
@@ -272,6 +274,15 @@ class ExecutorConfig(Section):
         ge=0,
         description="kind=ray, device on a GPU: GPUs each LSTM unit or trial asks for; null = 1",
     )
+    retries: StrictInt = Field(
+        3, ge=0, description="kind=ray: runs again of a unit whose worker or node died"
+    )
+    wait_for_node_seconds: float | None = Field(
+        60.0,
+        gt=0,
+        description="kind=ray: how long units wait while no live node has the CPUs (GPUs) "
+        "they ask for before the stage gives them up as failed; null = for ever",
+    )
 
     @model_validator(mode="after")
     def _workers_need_a_pool(self) -> ExecutorConfig:
@@ -283,7 +294,13 @@ class ExecutorConfig(Section):
         # set to anything but its default (a dumped and reloaded config sets them all)
         ray_only = [
             key
-            for key in ("address", "cpus_per_unit", "gpus_per_lstm_unit")
+            for key in (
+                "address",
+                "cpus_per_unit",
+                "gpus_per_lstm_unit",
+                "retries",
+                "wait_for_node_seconds",
+            )
             if getattr(self, key) != type(self).model_fields[key].default
         ]
         if self.kind != "ray" and ray_only:

@@ -6,9 +6,14 @@ a config asks for it; without it the stage stops with one line saying so.
 Where the tasks run:
 
 - ``executor.address`` (or, when that is null, ``RAY_ADDRESS``) connects to an
-  existing Ray cluster. The project's packages travel with the tasks
-  (``runtime_env`` ``py_modules``), so the workers need gatecast's
-  dependencies installed but no shared filesystem and no checkout.
+  existing Ray cluster. The project's packages travel with the job (the
+  ``runtime_env`` ``py_modules`` of ``ray.init``, zipped and uploaded once; a
+  task's own ``runtime_env`` takes only URIs there, and its ``env_vars`` are
+  merged into the job's), so the workers need gatecast's dependencies
+  installed but no shared filesystem and no checkout
+  (``tests/test_ray_cluster.py`` runs the stage on nodes that cannot see the
+  project's files). A Ray already initialised by the caller keeps its own
+  ``runtime_env``, which must then carry the code.
 - Otherwise a local Ray is started for the stage and shut down after it, with
   ``workers`` CPUs (null = every core) and no dashboard. It listens on the
   loopback address only: ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` makes Ray take
@@ -27,6 +32,18 @@ units' bars end at their fold's test end). A task's result, or the exception
 it raised, comes back as an object; the driver alone writes files and talks to
 MLflow.
 
+A node lost mid-stage: Ray runs the units of a worker or node that died again,
+up to ``executor.retries`` times (its ``max_retries``; a unit is a plain
+function, so running it twice is safe), on whichever node can take them. Where
+no live node has the CPUs (and GPUs) a unit asks for, Ray would keep it
+waiting for one for ever; so when no result has come for ``CHECK_SECONDS``,
+the driver asks Ray which nodes are alive, and units that no live node could
+run for ``executor.wait_for_node_seconds`` are cancelled and come back as
+``NoNodeForUnit`` errors: the stage names them, keeps the others' results
+(``pipelines.execution.unit_cache``) and a rerun redoes only those. A result
+lost with its node is made again by Ray; ``ray.get`` waits for it no longer
+than that same limit.
+
 Resources: every task asks for ``cpus_per_unit`` CPUs, and its worker's
 TensorFlow gets ``max(1, floor(cpus_per_unit))`` intra- and inter-op threads
 through ``runtime_env`` environment variables (read before TensorFlow starts;
@@ -40,9 +57,11 @@ a GPU never gets a GPU unit; the other units run with
 The driver's ``setup`` (device and op determinism) runs once in each worker
 process before its first unit of the stage. Entering the executor starts Ray
 and then, without waiting for them, one do-nothing task for each unit that
-fits in ``workers`` CPUs at once, so the CPU workers start and run the setup
-(TensorFlow's import) while the driver prepares its units; the GPU units'
-workers start with their first unit. ``ray.init`` itself runs in the driver's
+fits in ``workers`` CPUs (on a cluster, the cluster's CPUs) at once, so the CPU
+workers start and run the setup (TensorFlow's import) while the driver
+prepares its units; the GPU units' workers start with their first unit. A
+worker fetches the setup with its first unit only (``_run_task``).
+``ray.init`` itself runs in the driver's
 main thread: run in a thread of its own so that it too overlapped the driver's
 preparation, it bought nothing measurable on 2 cores (16 synthetic
 instruments, 2 runs each way: the first unit started 11.6-11.7 s after entering
@@ -67,14 +86,17 @@ busy 2-core machine), once every ``UNITS_PER_WORKER`` units.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import logging
 import math
 import os
 import signal
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -108,8 +130,14 @@ UNIT_DEVICE_VARIABLE = "GATECAST_UNIT_DEVICE"
 #: see the module docstring).
 UNITS_PER_WORKER = 32
 
-# The packages a cluster's workers import, sent with the tasks.
+# The packages a cluster's workers import, and the distribution that installs them (its
+# metadata holds the entry points), sent with the job.
 PACKAGES = ("core", "models", "strategies", "pipelines")
+DISTRIBUTION = "gatecast"
+
+#: Seconds without a result after which the driver checks that a live node can still run
+#: the units it waits for.
+CHECK_SECONDS = 2.0
 
 
 def import_ray(local: bool) -> Any:
@@ -141,6 +169,11 @@ def _quiet_token_notice(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Token authentication is enabled")
 
 
+class NoNodeForUnit(RuntimeError):
+    """No live node of the cluster can run the unit: its node was lost (or the cluster never
+    had the CPUs and GPUs it asks for), and none came within ``wait_for_node_seconds``."""
+
+
 @dataclasses.dataclass(frozen=True)
 class _Raised:
     """A unit's exception, returned as its task's value (so its type survives as it is)."""
@@ -154,17 +187,26 @@ _SETUP_DONE: set[str] = set()
 
 def _run_task(
     fn: Callable[[Any], Any],
-    setup: Callable[[], Any] | None,
+    setup: tuple[Any],
     token: str,
     shell: Any,
     names: tuple[str, ...],
     *values: Any,
 ) -> Any:
-    """The Ray task: the driver's setup once per worker, then ``fn`` on the rebuilt unit."""
+    """The Ray task: the driver's setup once per worker, then ``fn`` on the rebuilt unit.
+
+    ``setup`` holds the setup's object reference inside a tuple, which Ray passes on
+    as it is: fetched here by a worker's first unit only. (A reference given as an
+    argument itself is resolved for every task, and unpickling the setup's config
+    costs tens of milliseconds: its components are looked up by entry point.)
+    """
     try:
         if token not in _SETUP_DONE:
-            if setup is not None:
-                setup()
+            import ray
+
+            function = ray.get(setup[0])
+            if function is not None:
+                function()
             _SETUP_DONE.add(token)
         big = dict(zip(names, values, strict=True))
         return fn(dataclasses.replace(shell, **big) if names else shell)
@@ -206,6 +248,8 @@ class RayExecutor:
         self.workers = config.workers or available_cores()
         self.cpus = config.cpus_per_unit
         self.threads = max(1, math.floor(config.cpus_per_unit))
+        self.retries = config.retries
+        self.wait_for_node = config.wait_for_node_seconds
         self.setup = setup
         self.recycles = recycles or (lambda unit: True)
         self._started = False
@@ -215,6 +259,7 @@ class RayExecutor:
         self._setup_ref: Any = None
         self._warming: list[Any] = []
         self._pending: dict[Any, Any] = {}
+        self._needs: dict[Any, tuple[float, float]] = {}  # a task's (CPUs, GPUs)
         self._signals: dict[int, Any] = {}
 
     def describe(self) -> str:
@@ -224,10 +269,7 @@ class RayExecutor:
     def _runtime_env(self, device: str) -> dict[str, Any]:
         env = {name: str(self.threads) for name in (*THREAD_VARIABLES, "OMP_NUM_THREADS")}
         env[UNIT_DEVICE_VARIABLE] = device
-        runtime_env: dict[str, Any] = {"env_vars": env}
-        if self.address is not None:
-            runtime_env["py_modules"] = [sys.modules[p] for p in PACKAGES if _importable(p)]
-        return runtime_env
+        return {"env_vars": env}
 
     def __enter__(self) -> Self:
         ray = self.ray
@@ -243,14 +285,22 @@ class RayExecutor:
                     logging_level=logging.WARNING,
                 )
             else:
-                ray.init(address=self.address, logging_level=logging.WARNING)
+                # the code travels once, with the job: a task's runtime_env takes only
+                # URIs, and its env_vars are merged into the job's
+                ray.init(
+                    address=self.address,
+                    runtime_env={"py_modules": _code()},
+                    logging_level=logging.WARNING,
+                )
             self._started = True
+        if self.address is not None:  # warm as many workers as the cluster has CPUs
+            self.workers = max(1, int(ray.cluster_resources().get("CPU", 0)))
         self._task = ray.remote(max_calls=UNITS_PER_WORKER)(_run_task)
         self._light_task = ray.remote(_run_light_task)
         self._setup_ref = ray.put(self.setup)
         warm = self._light_task.options(num_cpus=self.cpus, runtime_env=self._runtime_env("cpu"))
         self._warming = [
-            warm.remote(_warm_up, self._setup_ref, self._token, None, ())
+            warm.remote(_warm_up, (self._setup_ref,), self._token, None, ())
             for _ in range(max(1, int(self.workers // self.cpus)))
         ]
         return self
@@ -261,7 +311,7 @@ class RayExecutor:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        pending, self._pending = self._pending, {}
+        pending, self._pending, self._needs = self._pending, {}, {}
         for ref in pending:  # only after an error or interruption: the driver stopped early
             self.ray.cancel(ref, force=True)
         warming, self._warming = self._warming, []
@@ -297,11 +347,14 @@ class RayExecutor:
         options: dict[str, Any] = {
             "num_cpus": self.cpus,
             "runtime_env": self._runtime_env("cpu" if gpus is None else "gpu"),
+            "max_retries": self.retries,  # a unit is a plain function: running it again is safe
         }
         if gpus:
             options["num_gpus"] = gpus
         task = (self._task if self.recycles(unit) else self._light_task).options(**options)
-        return task.remote(fn, self._setup_ref, self._token, shell, tuple(names), *refs)
+        ref = task.remote(fn, (self._setup_ref,), self._token, shell, tuple(names), *refs)
+        self._needs[ref] = (self.cpus, gpus or 0.0)
+        return ref
 
     def run(self, fn: Callable[[U], R], units: Iterable[U]) -> Iterator[tuple[U, R | Exception]]:
         if self._task is None:
@@ -310,19 +363,84 @@ class RayExecutor:
         shared: dict[int, tuple[Any, Any]] = {}
         self._pending = {self._submit(fn, unit, shared): unit for unit in units}
         waiting = list(self._pending)
+        watch = _NodeWatch(ray, self.wait_for_node)
         while waiting:
-            ready, waiting = ray.wait(waiting, num_returns=1)
+            ready, waiting = ray.wait(waiting, num_returns=1, timeout=CHECK_SECONDS)
+            if not ready:  # a quiet spell: can a live node still run the units left?
+                waiting = yield from self._give_up_stranded(waiting, watch)
+                continue
             if waiting:  # and every other one already done: one pass, not one per unit
                 more, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=0)
                 ready += more
             for ref in ready:
                 unit = self._pending.pop(ref)
-                try:
-                    value = ray.get(ref)
+                self._needs.pop(ref, None)
+                try:  # bounded: a result lost with its node is made again where nodes are
+                    value = ray.get(ref, timeout=self.wait_for_node)
                 except Exception as err:  # the worker died, or the task could not run
                     yield unit, err
                     continue
                 yield unit, value.error if isinstance(value, _Raised) else value
+
+    def _give_up_stranded(
+        self, waiting: list[Any], watch: _NodeWatch
+    ) -> Iterator[tuple[Any, Exception]]:
+        """Cancel the waiting tasks that no live node has been able to run for
+        ``wait_for_node_seconds``, yield a ``NoNodeForUnit`` for each; return the others."""
+        stranded = watch.stranded({self._needs[ref] for ref in waiting})
+        if not stranded:
+            return waiting
+        kept = []
+        for ref in waiting:
+            cpus, gpus = self._needs[ref]
+            if (cpus, gpus) not in stranded:
+                kept.append(ref)
+                continue
+            self.ray.cancel(ref, force=True)
+            unit = self._pending.pop(ref)
+            del self._needs[ref]
+            asks = f"{cpus:g} CPU(s)" + (f" and {gpus:g} GPU(s)" if gpus else "")
+            error = NoNodeForUnit(
+                f"no live Ray node has the {asks} this unit asks for; waited "
+                f"{self.wait_for_node:g} s (executor.wait_for_node_seconds)"
+            )
+            yield unit, error
+        return kept
+
+
+class _NodeWatch:
+    """Which units' needs (CPUs, GPUs) no live node has met for ``seconds`` (None: never
+    given up); Ray itself would keep such tasks waiting for a node for ever."""
+
+    def __init__(self, ray: Any, seconds: float | None) -> None:
+        self.ray, self.seconds = ray, seconds
+        self.since: dict[tuple[float, float], float] = {}
+
+    def stranded(self, needs: set[tuple[float, float]]) -> set[tuple[float, float]]:
+        if self.seconds is None:
+            return set()
+        nodes = [node["Resources"] for node in self.ray.nodes() if node["Alive"]]
+        now, out = time.monotonic(), set()
+        for cpus, gpus in needs:
+            if any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= gpus for n in nodes):
+                self.since.pop((cpus, gpus), None)
+            elif now - self.since.setdefault((cpus, gpus), now) >= self.seconds:
+                out.add((cpus, gpus))
+        return out
+
+
+def _code() -> list[Any]:
+    """What a cluster's nodes need of gatecast, sent with the job: its packages, and the
+    metadata that installed them, whose entry points name the built-in components (a
+    config's forecasters and strategies are looked up by them when it is unpickled)."""
+    code: list[Any] = [sys.modules[p] for p in PACKAGES if _importable(p)]
+    try:
+        metadata = getattr(importlib.metadata.distribution(DISTRIBUTION), "_path", None)
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+        metadata = None
+    if metadata is not None and Path(metadata).is_dir():
+        code.append(str(metadata))  # a folder next to the packages: found on the node's path
+    return code
 
 
 def _importable(package: str) -> bool:
