@@ -6,8 +6,8 @@ table of measurements and ratios. Results are also written as JSON under
 
 Modules in :data:`ONLY_WHEN_NAMED` run only when named (``gpu`` and
 ``gpu_backends``: ``make bench-gpu`` and ``make bench-gpu-backends``, for a machine
-with an NVIDIA GPU); a bare ``python -m benchmarks``
-(``make bench``) runs every other one.
+with an NVIDIA GPU; ``ray_cluster``, which ``scale`` runs); a bare
+``python -m benchmarks`` (``make bench``) runs every other one.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 #: Benchmarks that a bare ``python -m benchmarks`` skips (each has its own make target).
-ONLY_WHEN_NAMED = frozenset({"gpu", "gpu_backends"})
+ONLY_WHEN_NAMED = frozenset({"gpu", "gpu_backends", "ray_cluster"})
 
 
 def available() -> list[str]:

@@ -68,13 +68,7 @@ def child(argv: list[str]) -> int:
     its timed unit function travels by value."""
     from ray import cloudpickle
 
-    from pipelines.sources import load
-
     cloudpickle.register_pickle_by_value(scale)
-    if not hasattr(load, "main"):  # scale.child runs the data stage from its old module
-        from pipelines.stages import data
-
-        load.main = data.main
     return scale.child(argv)
 
 
@@ -182,7 +176,8 @@ def _commit() -> str | None:
     return done.stdout.strip() or None
 
 
-def _print(result: dict[str, Any]) -> None:
+def print_result(result: dict[str, Any]) -> None:
+    """The figures of ``run``, as ``benchmarks scale`` and ``main`` print them."""
     if "skipped" in result:
         print(f"  ray cluster: skipped, {result['skipped']}")
         return
@@ -224,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1 or args.size < 1:
         parser.error("--repeats and --size must be at least 1")
     result = run(args.repeats, args.size)
-    _print(result)
+    print_result(result)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"results: {RESULTS}")

@@ -43,8 +43,15 @@ each result reaches the driver, tear-down). From these it reports:
   worker's memory after every unit (goal: flat; the first
   ``pipelines.execution.units.CLEAR_KERAS_EVERY`` units, when TensorFlow and the first
   models load, are left out);
-- a projection to 500 instruments on 1, 8 and 64 workers (Amdahl: the driver's
-  recording is the serial part), with its assumptions printed.
+- the driver's recording per instrument (goal <= 0.3 s; one thread, so the serial
+  part) and how much of it the stage waited for (with workers it records beside them:
+  ``pipelines.execution.recorder``);
+- a projection to 500 instruments on 1, 8 and 64 workers (the recording and the units
+  overlap, so the slower sets the pace), against the ideal of unit time / 64 + the
+  fixed start (goal within 1.5x), with its assumptions printed;
+- Ray's overhead on the universe of 32 against a cluster that is already up
+  (``benchmarks.ray_cluster``: ``--cluster-repeats``, default 5; goal < 5%), where
+  namespaces and Ray allow.
 
 Repeats: ``--repeats`` (default 5,3,5 for 8,16,32 instruments) and
 ``--default-repeats`` (default 1): the standard is 5 with min/median/max where
@@ -620,17 +627,18 @@ def print_projection(analysis: dict) -> None:
     )
 
 
-def print_cluster() -> dict | None:
-    """Ray's overhead against a cluster that is already up (``benchmarks.ray_cluster``'s
-    last results), when they were measured."""
-    path = RESULTS.parent / "ray_cluster.json"
-    if not path.is_file():
-        print("  ray cluster: not measured here (python -m benchmarks.ray_cluster)")
+def measure_cluster(repeats: int) -> dict | None:
+    """Ray's overhead on the universe of 32 against a cluster that is already up
+    (``benchmarks.ray_cluster``: a two-node cluster of ``tools/ray_cluster.sh`` whose
+    worker node cannot see the project's files), printed; None when not asked for."""
+    if repeats < 1:
         return None
-    cluster = json.loads(path.read_text())
-    summary = cluster.get("summary") or cluster
-    print(f"  ray cluster (benchmarks/results/ray_cluster.json): {json.dumps(summary)[:600]}")
-    return cluster
+    from benchmarks import ray_cluster
+
+    print(f"\n  ray overhead against a running cluster, {repeats} repeats ...", flush=True)
+    result = ray_cluster.run(repeats=repeats)
+    ray_cluster.print_result(result)
+    return result
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -645,10 +653,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--executors", default=",".join(EXECUTORS), help="comma-separated (default: %(default)s)"
     )
+    parser.add_argument(
+        "--cluster-repeats",
+        type=int,
+        default=5,
+        help="repeats against a running two-node Ray cluster (benchmarks.ray_cluster; 0: none)",
+    )
     parser.add_argument("--quick", action="store_true", help="sizes 2,4 once, no default config")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.repeats, args.default_repeats = [2, 4], [1, 1], 0
+        args.cluster_repeats = 0
     if len(args.repeats) != len(args.sizes) or min(args.sizes + args.repeats) < 1:
         parser.error("--repeats needs one count >= 1 per size in --sizes")
     args.executors = [k for k in args.executors.split(",") if k]
@@ -678,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
     print_goals(analysis, args.sizes, universe_kinds(kinds))
     print_recording(analysis, max(args.sizes))
     print_projection(analysis)
-    print_cluster()
+    cluster = measure_cluster(args.cluster_repeats if "ray" in kinds else 0)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "cpus": os.cpu_count(),
@@ -690,6 +705,7 @@ def main(argv: list[str] | None = None) -> int:
         "universe_bars": UNIVERSE_BARS,
         "results": results,
         "analysis": analysis,
+        "cluster": cluster,
     }
     RESULTS.write_text(json.dumps(record, indent=2, default=str) + "\n")
     print(f"results: {RESULTS}")

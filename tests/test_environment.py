@@ -102,7 +102,8 @@ def _brought_by(names: set[str]) -> set[str]:
             ["core", "models", "strategies", "pipelines", "benchmarks", "tools"],
             ["online", "ray", "docs", "gpu-backends"],
         ),
-        (["tests"], ["dev"]),
+        # make test installs the ray extra beside dev (the Ray executor's tests)
+        (["tests"], ["dev", "ray"]),
     ],
 )
 def test_every_imported_package_is_declared_in_pyproject(pyproject, folders, extras):
