@@ -63,3 +63,15 @@ def test_the_scale_benchmarks_measured_process_runs_a_small_train_stage(tmp_path
     summary = scale.summarise(probe)
     assert summary["units"] == probe["records"] * 2  # two folds of each forecaster
     assert 0 <= summary["record_waited_seconds"] <= summary["stage_seconds"]
+
+
+def test_the_scale_benchmarks_timed_executor_keeps_where_units_run():
+    """The train stage records inline when its units run in its own process; the benchmark's
+    wrapper must not turn a sequential run into one that records in the background."""
+    from benchmarks import scale
+    from pipelines.config.sections import ExecutorConfig
+    from pipelines.execution import executors
+
+    sequential = scale._TimedExecutor(executors.SequentialExecutor(), {})
+    pool = scale._TimedExecutor(executors.executor_for(ExecutorConfig(kind="local", workers=2)), {})
+    assert sequential.in_process is True and pool.in_process is False

@@ -74,6 +74,8 @@ class Executor:
 
     kind = "executor"
     workers = 1
+    #: Whether the units run in the driver's own process (and thread), one at a time.
+    in_process = False
 
     def __enter__(self) -> Self:
         return self
@@ -100,6 +102,7 @@ class SequentialExecutor(Executor):
     when the driver asks for its outcome."""
 
     kind = "sequential"
+    in_process = True
 
     def run(self, fn: Callable[[U], R], units: Iterable[U]) -> Iterator[tuple[U, R | Exception]]:
         for unit in units:

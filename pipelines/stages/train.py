@@ -172,7 +172,7 @@ def run_units(
     futures: dict[Key, Future[InstrumentResult]] = {}
     submitted = 0  # order[:submitted] are with the recorder
     runner = UnitRunner(STAGE, cache)
-    recorder = Recorder(background=not isinstance(executor, executors.SequentialExecutor))
+    recorder = Recorder(background=not getattr(executor, "in_process", False))
     try:
         with recorder:
             for unit, outcome in runner.run(executor, run_train_unit, units):
