@@ -20,33 +20,47 @@ import pytest
 from pipelines.config import REPO_ROOT
 
 # A stage that opens runs all the time, from its main thread and from a recording thread
-# (pipelines.execution.recorder), the way the train stage does with a pool of workers.
-_BUSY_STAGE = """
-import sys
+# (pipelines.execution.recorder), the way the train stage does with a pool of workers. The
+# script imports once and forks one stage per try (before any thread or store exists), each
+# in an experiment of its own, and says "open <try> <pid>" once its parent run is open.
+_BUSY_STAGES = """
+import os, sys
 from pipelines import tracking
 from pipelines.config import load_config
 from pipelines.execution.recorder import Recorder
-cfg = load_config("configs/smoke.yaml", overrides={"output_directory": sys.argv[1],
-                  "tracking": {"experiment": sys.argv[2]}})
 
 def record(i):
     with tracking.child_run(f"R{i}/record", {"gatecast.instrument": f"R{i}"}):
         tracking.log_metrics({"m": float(i)})
         tracking.log_text("x", "x.txt")
 
-with tracking.pipeline_run(cfg, "train"):
-    print("open", flush=True)
-    with Recorder(background=True) as recorder:
-        for i in range(100000):
-            recorder.submit(record, i)
-            with tracking.child_run(f"D{i}/driver"):
-                tracking.log_metrics({"m": float(i)})
+def stage(k):
+    cfg = load_config("configs/smoke.yaml", overrides={"output_directory": sys.argv[1],
+                      "tracking": {"experiment": f"sigterm-{k}"}})
+    with tracking.pipeline_run(cfg, "train"):
+        print("open", k, os.getpid(), flush=True)
+        with Recorder(background=True) as recorder:
+            for i in range(100000):
+                recorder.submit(record, i)
+                with tracking.child_run(f"D{i}/driver"):
+                    tracking.log_metrics({"m": float(i)})
+
+tracking.store.open_store(tracking.tracking_uri())  # the store exists before the forks
+tracking.store._CLIENTS.clear()  # each stage opens its own connection
+children = []
+for k in range(int(sys.argv[2])):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            stage(k)
+        except KeyboardInterrupt as err:
+            print(f"stage {k}: KeyboardInterrupt: {err}", file=sys.stderr, flush=True)
+            os._exit(130)
+        os._exit(0)
+    children.append(pid)
+codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+print("exit", *codes, flush=True)
 """
-
-
-def _statuses(database: Path) -> list[tuple[str, str]]:
-    with contextlib.closing(sqlite3.connect(database, timeout=20)) as connection:
-        return connection.execute("SELECT name, status FROM runs").fetchall()
 
 
 @pytest.mark.slow
@@ -57,31 +71,37 @@ def test_sigterm_at_any_moment_leaves_no_run_running(tmp_path):
         "MLFLOW_TRACKING_URI": f"sqlite:///{database}",
         "PYTHONPATH": str(REPO_ROOT),
     }
-    # ten tries, the signal sent at moments spread over the stage's first second, while
-    # runs are being created, logged to and ended in two threads
-    for k, delay in enumerate(np.linspace(0.0, 1.0, 10)):
-        process = subprocess.Popen(
-            [sys.executable, "-c", _BUSY_STAGE, str(tmp_path / "build"), f"sigterm-{k}"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert process.stdout.readline().strip() == "open", process.stderr.read()
-        time.sleep(delay)
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=60)
-        assert process.returncode != 0
-        assert "KeyboardInterrupt: signal 15" in err
-        statuses = _statuses(database)
-        running = [name for name, status in statuses if status == "RUNNING"]
-        assert not running, f"try {k} (signal after {delay:.2f} s) left RUNNING: {running}"
-        assert ("train", "KILLED") in statuses
-        for table in ("runs",):
-            with contextlib.closing(sqlite3.connect(database, timeout=20)) as connection:
-                connection.execute(f"DELETE FROM {table} WHERE status != 'RUNNING'")
-                connection.commit()
+    # ten tries, each signalled at its own moment of its stage's first second, while runs
+    # are being created, logged to and ended in two threads
+    delays = np.linspace(0.0, 1.0, 10)
+    driver = subprocess.Popen(
+        [sys.executable, "-c", _BUSY_STAGES, str(tmp_path / "build"), str(len(delays))],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    opened = {}
+    while len(opened) < len(delays):
+        line = driver.stdout.readline().split()
+        assert line and line[0] == "open", driver.stderr.read()
+        opened[int(line[1])] = (int(line[2]), time.monotonic())
+    for k, (pid, at) in sorted(opened.items()):
+        time.sleep(max(0.0, at + delays[k] - time.monotonic()))
+        os.kill(pid, signal.SIGTERM)
+    out, err = driver.communicate(timeout=120)
+    assert out.split() == ["exit", *["130"] * len(delays)], err[-3000:]
+    with contextlib.closing(sqlite3.connect(database, timeout=20)) as connection:
+        statuses = connection.execute(
+            "SELECT experiments.name, runs.name, runs.status FROM runs "
+            "JOIN experiments ON runs.experiment_id = experiments.experiment_id"
+        ).fetchall()
+    running = [(experiment, run) for experiment, run, status in statuses if status == "RUNNING"]
+    assert not running, f"left RUNNING: {running}"
+    killed = {experiment for experiment, run, status in statuses if run == "train"}
+    assert killed == {f"sigterm-{k}" for k in range(len(delays))}
+    assert {status for _, run, status in statuses if run == "train"} == {"KILLED"}
 
 
 def _free_port() -> int:
@@ -204,10 +224,10 @@ def test_a_full_disk_under_the_store_is_one_line_without_a_traceback(tmp_path):
         )
         assert made.returncode == 0, made.stderr
         used = sum(f.stat().st_size for f in disk.rglob("*") if f.is_file()) // 1024
-        assert _mount_tmpfs(disk, used + 300, remount=True)  # room for a few runs only
+        assert _mount_tmpfs(disk, used + 200, remount=True)  # room for a few runs only
         command = [sys.executable, "-m", "pipelines", "train", "--config", "configs/smoke.yaml"]
         command += ["--set", f"output_directory={tmp_path / 'build'}"]
-        command += ["--set", "executor.kind=local", "--set", "executor.workers=2"]
+        command += ["--set", "data.instruments=[GSPC]", "--set", "forecasters.lstm=null"]
         done = subprocess.run(
             command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600
         )
