@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -188,7 +189,11 @@ def test_a_server_that_dies_mid_stage_ends_the_stage_within_a_minute_with_one_li
     assert "Traceback" not in text, text[-3000:]
     assert "s3cret" not in text
     assert lines[-1].startswith("error: train failed: TrackingError: MLflow could not "), text
-    assert f"127.0.0.1:{port} failed (Connection refused)" in lines[-1], lines[-1]
+    # refused if the kill fell between requests, broken if it fell while the server answered
+    assert re.search(
+        rf"127\.0\.0\.1:{port} failed \(Connection (refused|broken|aborted)\)",
+        lines[-1],
+    ), lines[-1]
     print(f"the stage ended {took:.1f} s after the server was killed")
     assert sum("MLflow could not" in line for line in lines) == 1, text[-3000:]
 

@@ -471,6 +471,46 @@ def test_a_store_mlflow_cannot_open_is_a_clear_error(cfg, monkeypatch):
         pytest.fail("the run must not open")
 
 
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (
+            "API request to http://alice:s3cret@127.0.0.1:5123/api/2.0/mlflow/runs/create failed "
+            "with exception HTTPConnectionPool(host='127.0.0.1', port=5123): Max retries exceeded "
+            "(Caused by NewConnectionError(': Failed to establish a new connection: "
+            "[Errno 111] Connection refused'))",
+            "Connection refused",
+        ),
+        (
+            # the server killed while it was answering: seen in CI
+            "API request to http://alice:s3cret@127.0.0.1:5123/api/2.0/mlflow/runs/create failed "
+            "with exception ('Connection broken: IncompleteRead(0 bytes read, 3791 more "
+            "expected)', IncompleteRead(0 bytes read, 3791 more expected))",
+            "Connection broken",
+        ),
+        (
+            "API request to http://alice:s3cret@127.0.0.1:5123/api/2.0/mlflow/runs/create failed "
+            "with exception ('Connection aborted.', RemoteDisconnected('Remote end closed "
+            "connection without response'))",
+            "Connection aborted",
+        ),
+    ],
+    ids=["refused", "broken-mid-answer", "closed-without-answer"],
+)
+def test_a_server_gone_mid_request_is_a_lost_store_in_one_masked_line(error, reason):
+    uri = "http://alice:s3cret@127.0.0.1:5123"
+    with (
+        pytest.raises(tracking_store.TrackingError) as raised,
+        tracking_store.store_errors(uri, "create run train/GSPC/sma"),
+    ):
+        raise mlflow.exceptions.MlflowException(error)
+    assert raised.value.lost
+    assert str(raised.value) == (
+        "MLflow could not create run train/GSPC/sma: connection to http://127.0.0.1:5123 "
+        f"failed ({reason})"
+    )
+
+
 # In fresh processes ---------------------------------------------------------------------------
 
 

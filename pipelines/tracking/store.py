@@ -100,11 +100,20 @@ def store_errors(uri: str, what: str) -> Iterator[None]:
     except Exception as err:
         text = masked(" ".join(str(err).split()) or type(err).__name__, uri)
         where = display_uri(uri)
-        broken = re.search(r"Max retries exceeded|Read timed out|ConnectionError", text)
+        # refused, timed out, or cut off mid-answer (a server killed while it replied)
+        broken = re.search(
+            r"Max retries exceeded|Read timed out|ConnectionError|Connection broken"
+            r"|Connection aborted|RemoteDisconnected|IncompleteRead",
+            text,
+        )
         unreachable = bool(broken) and urlparse(uri).scheme in {"http", "https"}
         full = re.search(r"database or disk is full|No space left on device", text)
         if unreachable:
-            why = re.search(r"\[Errno -?\d+\] ([^\"')]+)|(timed out)", text)
+            why = re.search(
+                r"\[Errno -?\d+\] ([^\"')]+)|(timed out)|(Connection broken|Connection aborted"
+                r"|RemoteDisconnected|IncompleteRead)",
+                text,
+            )
             reason = f" ({next(g for g in why.groups() if g).strip()})" if why else ""
             message = f"MLflow could not {what}: connection to {where} failed{reason}"
         elif full:
