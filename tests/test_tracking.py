@@ -377,6 +377,39 @@ def test_a_model_version_keeps_its_own_instruments_data_hash():
     assert data == {"gatecast.lineage.data.GOOG.parquet": "b" * 64}
 
 
+def test_a_child_run_of_one_instrument_carries_only_its_own_input_files(store, tmp_path):
+    """A universe's stage reads every instrument's files; its children must not each
+    carry all of them (their tags would grow with the universe)."""
+    cfg = _config(tmp_path, "inputs")
+    files = {}
+    for name in ("GSPC", "GOOG", "BRK.B"):
+        files[f"{name}.csv"] = tmp_path / f"{name}.csv"
+        files[f"{name}.csv"].write_text(name)
+    with tracking.pipeline_run(cfg, "train", inputs=files) as parent:
+        with tracking.child_run("GOOG/sma", tags={"gatecast.instrument": "GOOG"}) as goog:
+            pass
+        with tracking.child_run("BRK.B/sma", tags={"gatecast.instrument": "BRK.B"}) as brk:
+            pass
+        with tracking.child_run("cross_section") as pooled:
+            pass
+    client = tracking_store.client()
+
+    def inputs(run_id: str) -> set[str]:
+        return {k for k in client.get_run(run_id).data.tags if k.startswith("gatecast.input.")}
+
+    assert inputs(parent.run_id) == {
+        f"gatecast.input.{name}.csv.{what}"
+        for name in ("GSPC", "GOOG", "BRK.B")
+        for what in ("sha256", "path")
+    }
+    assert inputs(goog.run_id) == {"gatecast.input.GOOG.csv.sha256", "gatecast.input.GOOG.csv.path"}
+    assert inputs(brk.run_id) == {
+        "gatecast.input.BRK.B.csv.sha256",
+        "gatecast.input.BRK.B.csv.path",
+    }
+    assert inputs(pooled.run_id) == inputs(parent.run_id)  # no instrument of its own: all
+
+
 def test_a_run_link_follows_the_store_the_stage_used(monkeypatch):
     # a server: its own address (password masked); an embedded store: a link relative to
     # whatever UI serves it, no fixed host or port

@@ -87,6 +87,7 @@ from pipelines.tracking.provenance import (
     MAX_PARAM_LENGTH,
     config_yaml,
     flatten_config,
+    own_inputs,
     run_tags,
     safe_key,
 )
@@ -442,7 +443,8 @@ def child_run(name: str, tags: Mapping[str, str] | None = None) -> Iterator[RunH
     """Open a child of the current run: ``child_run("GSPC/lstm")`` in the train stage is
     the run ``train/GSPC/lstm`` (the stage's name comes first).
 
-    The child inherits the parent's params, tags and ``config.yaml``; ``tags``
+    The child inherits the parent's params, tags (of the input files, only its
+    instrument's where ``tags`` name one) and ``config.yaml``; ``tags``
     adds its own (``gatecast.instrument``, ``gatecast.forecaster``, ...), and
     those of ``DIFF_TAGS`` are params too (``instrument``, ``forecaster``, ...).
     """
@@ -450,8 +452,10 @@ def child_run(name: str, tags: Mapping[str, str] | None = None) -> Iterator[RunH
     with timing("child_run"):
         own = {k: str(v) for k, v in (tags or {}).items()}
         full_name = f"{parent.tags['gatecast.stage']}/{name}"
+        # a child of one instrument keeps only its own input files' hashes
+        inherited = own_inputs(parent.tags, own.get("gatecast.instrument"))
         handle = _start(
-            parent.stage, full_name, {**parent.tags, **own}, {"mlflow.parentRunId": parent.run_id}
+            parent.stage, full_name, {**inherited, **own}, {"mlflow.parentRunId": parent.run_id}
         )
     with _running(handle):
         yield handle

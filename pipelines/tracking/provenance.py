@@ -152,6 +152,27 @@ def run_tags(
     return out
 
 
+def own_inputs(tags: Mapping[str, str], instrument: str | None) -> dict[str, str]:
+    """``tags`` without the ``gatecast.input.<file>.*`` tags of other instruments' files.
+
+    A stage's run reads every instrument's files; a run or model of one instrument
+    keeps only those named after it (``<instrument>.<ext>``), so its tags stay a
+    fixed size whatever the universe's. ``instrument`` None, or an instrument with
+    no file of its own, keeps them all.
+    """
+    if instrument is None:
+        return dict(tags)
+    labels = {
+        key: match.group(1)
+        for key in tags
+        if (match := re.fullmatch(r"gatecast\.input\.(.+)\.(?:sha256|path)", key))
+    }
+    mine = {key for key, label in labels.items() if label.startswith(f"{safe_key(instrument)}.")}
+    if not mine:
+        return dict(tags)
+    return {key: value for key, value in tags.items() if key not in labels or key in mine}
+
+
 def model_lineage(
     run_tags: Mapping[str, str],
     config_text: str,
@@ -186,12 +207,11 @@ def model_lineage(
         "gatecast.lineage.seed": run_tags.get("gatecast.seed", "unknown"),
     }
     data = {}
-    for key, value in run_tags.items():
+    for key, value in own_inputs(run_tags, instrument).items():
         match = re.fullmatch(r"gatecast\.input\.(.+)\.sha256", key)
         if match:
             data[match.group(1)] = value
-    own = {label: v for label, v in data.items() if label.split(".")[0] == instrument}
-    for label, value in (own or data).items():
+    for label, value in data.items():
         out[f"gatecast.lineage.data.{label}"] = value
     for key, value in fold.items():
         out[f"gatecast.lineage.fold.{key}"] = str(value)
