@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import zipfile
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -189,17 +190,24 @@ def test_training_on_padded_batches_equals_training_on_a_partial_batch(bars):
     x, y, _ = supervised_windows(scaler.transform(build_features(train)), target, WINDOW)
     x, y = x[:75].astype(np.float32), y[:75].astype(np.float32)  # 75 = 2 * 32 + 11
 
-    def trained(data: tf.data.Dataset) -> list[np.ndarray]:
+    def trained(dataset: Callable[[], tf.data.Dataset]) -> list[np.ndarray]:
+        # as fit does: the global seed first, so the shuffle's seeds do not depend on
+        # whatever an earlier test left as the global seed
         keras.utils.set_random_seed(3)
+        data = dataset()
         model = forecaster._compiled_model(x.shape[-1])
         model.fit(data, epochs=2, shuffle=False, verbose=0)
         return model.get_weights()
 
-    padded = trained(_whole_batches(x, y, 32, shuffle_seed=3))
+    padded = trained(lambda: _whole_batches(x, y, 32, shuffle_seed=3))
     # The same shuffled batches with the last one left at 11 rows, as fit(x, y) would.
-    plain = tf.data.Dataset.from_tensor_slices((x, y))
-    plain = plain.shuffle(75, seed=3, reshuffle_each_iteration=True).batch(32)
-    plain = trained(plain)
+    plain = trained(
+        lambda: (
+            tf.data.Dataset.from_tensor_slices((x, y))
+            .shuffle(75, seed=3, reshuffle_each_iteration=True)
+            .batch(32)
+        )
+    )
     for a, b in zip(padded, plain, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     keras.utils.set_random_seed(3)
