@@ -18,6 +18,7 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import pandas as pd
@@ -62,7 +63,10 @@ class Forecaster(ABC):
     - ``export``: it can be saved as an MLflow pyfunc model and registered; it
       implements ``save(directory)``, ``load(directory)`` (a classmethod),
       ``to_bytes()`` and ``from_bytes(data)`` (a classmethod), which round-trip
-      a fitted forecaster with identical forecasts.
+      a fitted forecaster with identical forecasts; ``save_bytes(data,
+      directory)`` writes what ``save`` would from ``to_bytes``' data (the
+      default rebuilds the forecaster first; a class whose bytes hold ``save``'s
+      files overrides it to write them straight, as the LSTM does).
     - ``device``: it computes on a GPU where the config's ``device`` allows.
     """
 
@@ -96,6 +100,12 @@ class Forecaster(ABC):
         every process trains the same model. The default changes nothing.
         """
         return dict(params)
+
+    @classmethod
+    def save_bytes(cls, data: bytes, directory: str | Path) -> None:
+        """Write to ``directory`` what ``save`` writes, from the bytes ``to_bytes`` made
+        (an ``export`` forecaster's; the driver registers models from its units' bytes)."""
+        cls.from_bytes(data).save(directory)  # type: ignore[attr-defined]
 
     @property
     def min_history(self) -> int:

@@ -500,22 +500,29 @@ class LstmForecaster(Forecaster):
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
         """A fitted forecaster from the archive ``to_bytes`` made."""
+        with tempfile.TemporaryDirectory(prefix="gatecast-lstm-") as tmp:
+            cls.save_bytes(data, tmp)
+            return cls.load(tmp)
+
+    @classmethod
+    def save_bytes(cls, data: bytes, directory: str | Path) -> None:
+        """Write the files of the archive ``to_bytes`` made to ``directory``, as ``save``
+        would have (no model is rebuilt)."""
         try:
             archive = zipfile.ZipFile(io.BytesIO(data))
         except zipfile.BadZipFile as err:
-            raise ValueError(
-                f"{cls.__name__}.from_bytes: not an archive made by to_bytes ({err})"
-            ) from None
-        with archive, tempfile.TemporaryDirectory(prefix="gatecast-lstm-") as tmp:
+            raise ValueError(f"{cls.__name__}: not an archive made by to_bytes ({err})") from None
+        with archive:
             missing = {MODEL_FILE, STATE_FILE} - set(archive.namelist())
             if missing:
                 raise ValueError(
-                    f"{cls.__name__}.from_bytes: the archive lacks {', '.join(sorted(missing))}; "
+                    f"{cls.__name__}: the archive lacks {', '.join(sorted(missing))}; "
                     "not one made by to_bytes"
                 )
+            directory = Path(directory)
+            directory.mkdir(parents=True, exist_ok=True)
             for file in (MODEL_FILE, STATE_FILE):
-                (Path(tmp) / file).write_bytes(archive.read(file))
-            return cls.load(tmp)
+                (directory / file).write_bytes(archive.read(file))
 
 
 def _to_numpy(tensor: Any) -> np.ndarray:

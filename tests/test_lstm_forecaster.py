@@ -275,6 +275,27 @@ def test_bytes_round_trip_reproduces_forecasts_and_pins_the_row_blocks(bars):
     )
 
 
+def test_save_bytes_writes_the_files_save_writes(bars, fitted, tmp_path):
+    # The driver registers a model from its units' bytes without rebuilding it.
+    data = fitted.to_bytes()
+    LstmForecaster.save_bytes(data, tmp_path / "from_bytes")
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:  # save's files (model.keras holds times)
+        assert sorted(archive.namelist()) == sorted(
+            p.name for p in (tmp_path / "from_bytes").iterdir()
+        )
+        for file in archive.namelist():
+            assert (tmp_path / "from_bytes" / file).read_bytes() == archive.read(file)
+    fitted.save(tmp_path / "saved")
+    assert (tmp_path / "from_bytes" / "forecaster.json").read_text() == (
+        tmp_path / "saved" / "forecaster.json"
+    ).read_text()
+    loaded = LstmForecaster.load(tmp_path / "from_bytes")
+    start = bars.index[TRAIN]
+    pd.testing.assert_series_equal(
+        loaded.predict(bars, start), fitted.predict(bars, start), check_exact=True
+    )
+
+
 def test_from_bytes_refuses_what_to_bytes_did_not_make():
     with pytest.raises(ValueError, match="not an archive made by to_bytes"):
         LstmForecaster.from_bytes(b"not a zip")

@@ -49,7 +49,8 @@ def log_model(
     cfg: Config,
     instrument: str,
     forecaster: str,
-    forecasters: Sequence[Any],
+    cls: type,
+    seeds: Sequence[bytes],
     example_bars: pd.DataFrame,
     fold: Mapping[str, Any] | None = None,
 ) -> RegisteredModel:
@@ -65,7 +66,8 @@ def log_model(
         cfg: The resolved config (names the registered model).
         instrument: The instrument the model was trained on.
         forecaster: Its name under ``forecasters:`` (names the model's output columns).
-        forecasters: The fitted forecaster of each seed, in seed order.
+        cls: The forecaster's class.
+        seeds: Each seed's fitted forecaster as its ``to_bytes``, in seed order.
         example_bars: A short slice of bars (enough history for a few
             forecasts), the model's input example and the base of its signature.
         fold: The final walk-forward fold (``Fold.as_dict()``), which trained it.
@@ -86,7 +88,8 @@ def log_model(
             run.experiment_id,
             name,
             forecaster,
-            forecasters,
+            cls,
+            seeds,
             example_bars,
             params=run.stage.params,
             tags={"gatecast.instrument": instrument, "gatecast.config": cfg.name},
@@ -95,7 +98,7 @@ def log_model(
             version_description=model_description(
                 forecaster,
                 instrument,
-                len(forecasters),
+                len(seeds),
                 lineage,
                 run_url(run.experiment_id, run.run_id, run.stage.uri),
             ),

@@ -169,7 +169,8 @@ class ForecasterPyfuncModel(mlflow.pyfunc.PythonModel):
 def save(
     directory: Path,
     name: str,
-    forecasters: Sequence[Any],
+    cls: type,
+    seeds: Sequence[bytes],
     example_bars: pd.DataFrame,
     mlflow_model: Model,
 ) -> None:
@@ -181,27 +182,28 @@ def save(
     Args:
         directory: A folder that does not exist yet.
         name: The forecaster's name in the config (names the output columns).
-        forecasters: The fitted forecaster of each seed, in seed order.
+        cls: The forecaster's class (``load`` reads each seed back).
+        seeds: Each seed's fitted forecaster as its ``to_bytes``, in seed order
+            (written with ``cls.save_bytes``: the driver rebuilds no model).
         example_bars: A short slice of bars, the input example.
         mlflow_model: MLflow's model metadata (which run and logged model it belongs to).
     """
-    seeds = directory.parent / f"{directory.name}-{SEEDS_ARTIFACT}"
-    for k, forecaster in enumerate(forecasters):
-        forecaster.save(seeds / f"seed{k}")
-    cls = type(forecasters[0])
+    folder = directory.parent / f"{directory.name}-{SEEDS_ARTIFACT}"
+    for k, data in enumerate(seeds):
+        cls.save_bytes(data, folder / f"seed{k}")
     about = {"name": name, "class": f"{cls.__module__}:{cls.__qualname__}"}
-    (seeds / FORECASTER_FILE).write_text(json.dumps(about))
+    (folder / FORECASTER_FILE).write_text(json.dumps(about))
     example = example_bars.rename_axis("date").reset_index()
     output = {"date": example["date"].iloc[-1:].to_numpy(), name: [0.0]}
     if cls.stochastic:
-        output.update({f"{name}_seed{k}": [0.0] for k in range(len(forecasters))})
+        output.update({f"{name}_seed{k}": [0.0] for k in range(len(seeds))})
     # The pickled object is a bare instance of this module's class, whose code ships with
     # the model: MLflow's generic warning about pickled models says nothing useful here.
     pyfunc_log = logging.getLogger("mlflow.pyfunc")
     level = pyfunc_log.level
     pyfunc_log.setLevel(logging.ERROR)
     try:
-        _save_model(directory, seeds, example, output, mlflow_model)
+        _save_model(directory, folder, example, output, mlflow_model)
     finally:
         pyfunc_log.setLevel(level)
 
@@ -244,7 +246,8 @@ def log_and_register(
     experiment_id: str,
     name: str,
     forecaster: str,
-    forecasters: Sequence[Any],
+    cls: type,
+    seeds: Sequence[bytes],
     example_bars: pd.DataFrame,
     *,
     params: Mapping[str, str],
@@ -253,8 +256,9 @@ def log_and_register(
     version_tags: Mapping[str, str] | None = None,
     version_description: str | None = None,
 ) -> str:
-    """Log the seeds of ``forecaster`` as a logged model of run ``run_id``, add a version
-    of the registered model ``name``; return its number.
+    """Log the seeds of ``forecaster`` (each one's ``to_bytes``, of class ``cls``) as a
+    logged model of run ``run_id``, add a version of the registered model ``name``;
+    return its number.
 
     The steps of ``mlflow.pyfunc.log_model`` through the client, on a run the
     caller opened, without its check that loads the model back and predicts
@@ -274,7 +278,7 @@ def log_and_register(
                 model_uuid=logged.model_id,
                 model_id=logged.model_id,
             )
-            save(Path(tmp) / "model", forecaster, forecasters, example_bars, meta)
+            save(Path(tmp) / "model", forecaster, cls, seeds, example_bars, meta)
             store.log_model_artifacts(logged.model_id, str(Path(tmp) / "model"))
     except BaseException:
         with contextlib.suppress(Exception):
@@ -289,7 +293,7 @@ def log_and_register(
             source=f"models:/{logged.model_id}",
             run_id=run_id,
             model_id=logged.model_id,
-            tags={**tags, **(version_tags or {}), "gatecast.seeds": str(len(forecasters))},
+            tags={**tags, **(version_tags or {}), "gatecast.seeds": str(len(seeds))},
             description=version_description,
         )
         return str(created.version)

@@ -213,21 +213,21 @@ def _register_models(
     bars: pd.DataFrame,
     folds: Sequence[Fold],
     results: Sequence[Sequence[TrainResult]],
-    cls: type,
+    unit: TrainUnit,
 ) -> model_registry.RegisteredModel:
     """Log and register the forecaster (every seed) of each fold whose units returned it
     (``tracking.register``: the final fold, or every fold, oldest first); the final
     fold's registration is returned, the one the alias ``newest`` moves to."""
     registered = None
+    need = unit.build().min_history  # the seeds' params are the unit's
     for i, fold in enumerate(folds):
         if results[0][i].model is None:
             continue
-        fitted = [cls.from_bytes(seed_results[i].model) for seed_results in results]
-        need = max(f.min_history for f in fitted)
+        seeds = [seed_results[i].model for seed_results in results]
         lo = max(fold.train_start, fold.test_start - need + 1)
         example = bars.iloc[lo : min(fold.test_start + 5, fold.test_end + 1)]
         registered = model_registry.log_model(
-            cfg, key[0], key[1], fitted, example, fold=fold.as_dict()
+            cfg, key[0], key[1], unit.cls, seeds, example, fold=fold.as_dict()
         )
     if registered is None:
         raise DataError(f"no fold of {key[1]} on {key[0]} returned its model to register")
@@ -278,7 +278,7 @@ def record(
                 instrument, name, bars, folds, results[0], seeds[0], cfg.tracking.charts
             )
         if cls.export and cfg.tracking.register != "none":
-            part.model = _register_models(cfg, key, bars, folds, results, cls)
+            part.model = _register_models(cfg, key, bars, folds, results, unit)
     part.forecasts.update(columns)
     part.metrics.update(metrics)
     return part
