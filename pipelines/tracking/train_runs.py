@@ -86,7 +86,9 @@ def _log_scores(
     for fold in folds:
         part = series.loc[fold_dates(bars, fold)]
         if part.notna().sum() >= 2:
-            per_fold = _score(bars, name, part)
+            # one fold that is the whole period (a universe's usual set-up) scores the same
+            same = part.index.equals(series.index)
+            per_fold = metrics if same else _score(bars, name, part)
             tracking.log_metrics({f"fold/{k}": v for k, v in per_fold.items()}, step=fold.number)
     return metrics
 
