@@ -75,3 +75,32 @@ def test_the_scale_benchmarks_timed_executor_keeps_where_units_run():
     sequential = scale._TimedExecutor(executors.SequentialExecutor(), {})
     pool = scale._TimedExecutor(executors.executor_for(ExecutorConfig(kind="local", workers=2)), {})
     assert sequential.in_process is True and pool.in_process is False
+
+
+def test_the_scale_projection_counts_the_first_instruments_one_time_recording_once():
+    """The first instrument recorded in a process pays one-time costs (MLflow's first model,
+    the first chart): the projection multiplies the others' recording by 500 and counts the
+    first's excess once, in the fixed part."""
+    from benchmarks import scale
+
+    steady = scale.steady_recording({"A": 2.0, "B": 0.5, "C": 0.7})
+    assert steady == {"record_first_seconds": 2.0, "record_steady_seconds": 0.6}
+    assert scale.steady_recording({"A": 2.0})["record_steady_seconds"] is None
+
+    run = {
+        "unit_seconds": 30.0,  # 10 s of units per instrument
+        "record_seconds": 3.2,
+        **steady,
+        "stage_seconds": 40.0,
+        "units": 6,
+        "median_gap_seconds": 0.0,
+    }
+    results = {"universe/3/sequential": {"instruments": 3, "runs": [run]}}
+    p = scale.projection(results, "universe", 3, ["sequential"])
+    assert p["record_seconds_per_instrument"] == 0.6
+    assert abs(p["record_one_time_seconds"] - 1.4) < 1e-9
+    # 40 s = 3 x (10 + 0.6) + f: the fixed part holds the first instrument's 1.4 s extra
+    assert abs(p["fixed_seconds"] - 8.2) < 1e-9
+    assert abs(p["seconds"][1] - (8.2 + 500 * 10.6)) < 1e-6
+    assert abs(p["seconds"][64] - (8.2 + 500 * max(0.6, 10 / 64))) < 1e-6
+    assert abs(p["ideal_seconds"] - (8.2 + 500 * 10 / 64)) < 1e-6
