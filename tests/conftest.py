@@ -23,15 +23,37 @@ SAMPLE_DIR = REPO_ROOT / "data" / "sample"
 SHARED_FIXTURES = ("smoke_sequential", "mlflow_server")
 
 
+# Fixtures wider than a test that cost nothing to make again in the other worker.
+CHEAP_SHARED = ("_isolated_tracking_store",)
+
+
+def _uses_a_wider_fixture(item: pytest.Item) -> bool:
+    """Whether the test uses one of the suite's own fixtures made once per module (or
+    class, package or session): those tests must run in one worker to share it."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:  # not a plain test function: keep it with its module
+        return True
+    for name in info.names_closure:
+        for fixture in info.name2fixturedefs.get(name, ()):
+            # baseid "": pytest's own and plugins' fixtures (tmp_path_factory, ...)
+            if fixture.scope != "function" and fixture.baseid and name not in CHEAP_SHARED:
+                return True
+    return False
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Group the tests for ``--dist loadgroup``: a test that uses a shared session fixture
-    goes with the fixture's other users; any other test stays with its module, whose
-    module-scoped fixtures are then made once too."""
+    goes with the fixture's other users, and one that uses a module's (or another wider)
+    fixture stays with its module, so each is made once; every other test is handed to
+    whichever worker is free, one by one (xdist hands out the groups first, the largest
+    first), which keeps the two workers busy to the end."""
     for item in items:
         shared = [f for f in SHARED_FIXTURES if f in getattr(item, "fixturenames", ())]
-        group = shared[0] if shared else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(shared[0]))
+        elif _uses_a_wider_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -78,7 +79,11 @@ def drive(root: Path) -> None:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        kills = _kill_nodes_running_lstm(faulty, count=2)
+        # the five classic units' results are kept as they arrive: kill only once they are in
+        kept = root / "fault" / "smoke" / "forecasts" / ".units"
+        kills = _kill_nodes_running_lstm(
+            faulty, count=2, ready=lambda: len(list(kept.glob("*.pkl"))) >= 5
+        )
         code = faulty.wait(timeout=STAGE_SECONDS)
     ended = time.monotonic()
     result = {"clean": clean.returncode, "fault": code, "kills": kills}
@@ -127,15 +132,22 @@ def _probe_nodes(address: str) -> list[dict]:
         ray.shutdown()
 
 
-def _kill_nodes_running_lstm(stage: subprocess.Popen, count: int) -> list[dict]:
+def _kill_nodes_running_lstm(
+    stage: subprocess.Popen, count: int, ready: Callable[[], bool]
+) -> list[dict]:
     """Kill (SIGKILL) the raylet of a worker node while it runs the LSTM unit, ``count``
-    times, each time on a node not killed before; what was killed and when."""
+    times, each time on a node not killed before, once ``ready()`` (the other units are
+    in: on a busy machine Ray may start the LSTM unit before them); what was killed and
+    when."""
     import psutil
 
     own = os.readlink("/proc/self/ns/mnt")  # the worker nodes' raylets are in others
     kills: list[dict] = []
     deadline = time.monotonic() + STAGE_SECONDS
     while len(kills) < count and stage.poll() is None and time.monotonic() < deadline:
+        if not ready():
+            time.sleep(0.05)
+            continue
         for process in psutil.process_iter(["cmdline", "ppid"]):
             if (process.info["cmdline"] or [""])[0] != "ray::_run_task":  # an LSTM unit
                 continue
@@ -257,7 +269,11 @@ def test_a_node_lost_mid_stage_costs_only_its_units(cluster_run, sequential, tmp
     failed = re.search(r"(\d+) of 6 train units failed \(a rerun redoes only these\): (.*)", log)
     assert failed, log[-3000:]
     lost = int(failed.group(1))
-    assert "GSPC/lstm fold 0 seed 0: NoNodeForUnit: no live Ray node has the 1 CPU(s)" in log
+    # the classic units were in before the kills: only the LSTM unit, running, was lost
+    assert lost == 1, failed.group(0)
+    assert failed.group(2).startswith(
+        "GSPC/lstm fold 0 seed 0: NoNodeForUnit: no live Ray node has the 1 CPU(s)"
+    ), failed.group(0)
     assert result["after_last_kill"] < 60  # no waiting for ever
     # the rerun (here sequential: the executor is no part of a unit's key) redoes only those
     with pytest.MonkeyPatch.context() as patch, caplog.at_level("INFO", "gatecast.cache"):
