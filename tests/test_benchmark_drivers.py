@@ -104,3 +104,40 @@ def test_the_scale_projection_counts_the_first_instruments_one_time_recording_on
     assert abs(p["seconds"][1] - (8.2 + 500 * 10.6)) < 1e-6
     assert abs(p["seconds"][64] - (8.2 + 500 * max(0.6, 10 / 64))) < 1e-6
     assert abs(p["ideal_seconds"] - (8.2 + 500 * 10 / 64)) < 1e-6
+
+
+def test_the_store_growth_benchmark_times_every_run_in_blocks(tmp_path):
+    """``benchmarks.store_growth`` on a few runs: one time per child run, blocks of them, the
+    last block's median over the first's; the runs are in the store it made, all FINISHED."""
+    import json
+
+    from benchmarks import store_growth
+
+    out = tmp_path / "store_growth.json"
+    assert store_growth.main(["--runs", "6", "--block", "3", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert [b["runs"] for b in record["blocks"]] == [[0, 2], [3, 5]]
+    assert all(0 < b["min"] <= b["median"] <= b["max"] for b in record["blocks"])
+    first, last = (b["median"] for b in (record["blocks"][0], record["blocks"][-1]))
+    assert record["last_over_first"] == last / first
+
+    runs = []
+    real = store_growth.record_runs
+
+    def keep(count, folder):
+        seconds = real(count, folder)
+        import mlflow
+
+        client = mlflow.MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+        experiment = client.get_experiment_by_name("gatecast-smoke")
+        runs.extend(client.search_runs([experiment.experiment_id]))
+        return seconds
+
+    store_growth.record_runs = keep
+    try:
+        assert store_growth.main(["--runs", "4", "--block", "2", "--out", str(out)]) == 0
+    finally:
+        store_growth.record_runs = real
+    assert len(runs) == 5 and {r.info.status for r in runs} == {"FINISHED"}  # 4 + the stage's
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 4 and all(len(r.data.metrics) >= 36 for r in children)
