@@ -20,25 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.scale import spread
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "store_growth.json"
 METRICS = 36  # about what a forecaster's child run carries (scores, per fold, timings)
-
-
-def spread(values: list[float]) -> dict:
-    """min, median and max of ``values`` and how many there were."""
-    return {
-        "min": min(values),
-        "median": statistics.median(values),
-        "max": max(values),
-        "n": len(values),
-    }
 
 
 def record_runs(runs: int, folder: Path) -> list[float]:
