@@ -407,3 +407,25 @@ def test_the_reports_candidate_is_a_configured_forecaster_with_its_label():
         load_config("configs/smoke.yaml", {"report": {"candidate": "smaa"}})
     # left at its default, a config without an LSTM is still valid: the report says so
     load_config("configs/smoke.yaml", {"forecasters": {"lstm": None}})
+
+
+def test_reading_a_config_leaves_the_backtest_statistics_unimported():
+    """A config names its strategies, so reading one imports their modules; quantstats
+    (about 0.6 s with matplotlib and yfinance) waits for a backtest to need it, so a train
+    worker, which unpickles the config before its first unit, starts without it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import pickle, sys\n"
+        "from pipelines.config import load_config\n"
+        "cfg = pickle.loads(pickle.dumps(load_config('configs/default.yaml')))\n"
+        "assert cfg.backtest.strategies, 'no strategy in the config'\n"
+        "print(sorted(m for m in ('quantstats', 'backtrader') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    # the strategies' classes are there (they subclass backtrader's), their statistics not
+    assert done.stdout.split() == ["['backtrader']"]
