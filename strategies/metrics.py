@@ -143,8 +143,9 @@ def compute_metrics(
     periods = periods_per_year
     excess = returns - risk_free_per_bar(risk_free, returns.index, periods)
 
-    # imported here: about 0.6 s (matplotlib, seaborn, yfinance), which a process that only
-    # reads a config (whose strategies import this module), such as a train worker, never pays
+    # imported here, not with the module: quantstats brings matplotlib, seaborn and yfinance,
+    # which a process that only reads a config (whose strategies import this module), such
+    # as a train worker, does not need
     import quantstats.stats as qs
 
     total_return = float(equity.iloc[-1] / equity.iloc[0] - 1.0)

@@ -411,8 +411,8 @@ def test_the_reports_candidate_is_a_configured_forecaster_with_its_label():
 
 def test_reading_a_config_leaves_the_backtest_statistics_unimported():
     """A config names its strategies, so reading one imports their modules; quantstats
-    (about 0.6 s with matplotlib and yfinance) waits for a backtest to need it, so a train
-    worker, which unpickles the config before its first unit, starts without it."""
+    (with matplotlib and yfinance) waits for a backtest to need it, so a train worker,
+    which unpickles the config before its first unit, starts without it."""
     import subprocess
     import sys
 
