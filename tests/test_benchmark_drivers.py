@@ -145,3 +145,36 @@ def test_the_store_growth_benchmark_times_every_run_in_blocks(tmp_path):
     assert len(runs) == 5 and {r.info.status for r in runs} == {"FINISHED"}  # 4 + the stage's
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 4 and all(len(r.data.metrics) >= 36 for r in children)
+
+
+def test_the_pipeline_benchmark_bounds_mlflow_three_ways():
+    """All threads, main thread only, and main thread plus its waits for the background
+    recording, each over the wall time; the driver's recorder wrapper resolves."""
+    from benchmarks.pipeline import RECORDER_WAITS, mlflow_shares
+
+    result = {
+        "tracking_start_seconds": 0.5,
+        "recorder_waited_seconds": 1.5,
+        "stages": {
+            "train": {"mlflow_seconds": 4.0, "mlflow_main_seconds": 1.0},
+            "backtest": {"mlflow_seconds": 2.0, "mlflow_main_seconds": 2.0},
+        },
+    }
+    shares = mlflow_shares(result, wall=100.0)
+    assert shares["mlflow_seconds"] == 6.5 and shares["mlflow_share"] == 0.065
+    assert shares["mlflow_main_seconds"] == 3.5 and shares["mlflow_main_share"] == 0.035
+    assert shares["mlflow_critical_seconds"] == 5.0 and shares["mlflow_critical_share"] == 0.05
+
+    from pipelines.stages import train
+
+    original, namespace = train.Recorder, {}
+    exec(RECORDER_WAITS, namespace)
+    try:
+        assert train.Recorder is namespace["_WaitedRecorder"]
+        with train.Recorder(background=True) as recorder:
+            recorder.submit(lambda: None)
+        with train.Recorder(background=False) as inline:  # its waits are main-thread calls
+            inline.submit(lambda: None)
+        assert namespace["waited"][0] == recorder.waited_seconds > 0
+    finally:
+        train.Recorder = original
