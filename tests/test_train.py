@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from models.baselines import KalmanForecaster
 from pipelines import tracking
+from pipelines.config import REPO_ROOT
 from pipelines.stages import train
 from pipelines.tracking import store as tracking_store
 
@@ -260,11 +261,15 @@ def test_a_fresh_process_loads_the_registered_model_and_reproduces_the_forecasts
     bars.rename_axis("date").reset_index().to_parquet(tmp_path / "bars.parquet")
     script = textwrap.dedent(
         f"""
-        import mlflow, pandas as pd
+        import json, sys, mlflow, pandas as pd
         model = mlflow.pyfunc.load_model({entry["model"]["uri"]!r})
         bars = pd.read_parquet("bars.parquet")
         out = model.predict(bars, params={{"start": {last["test_start"]!r}}})
         out.to_parquet("predicted.parquet")
+        ran = [m.__file__ for name, m in sorted(sys.modules.items())
+               if name.split(".")[0] in ("core", "models", "strategies", "pipelines")
+               and getattr(m, "__file__", None)]
+        json.dump(ran, open("ran.json", "w"))
         schema = model.metadata.get_output_schema()
         pd.Series([str(c.type) for c in schema.inputs], index=schema.input_names()).to_json(
             "output_schema.json"
@@ -282,6 +287,11 @@ def test_a_fresh_process_loads_the_registered_model_and_reproduces_the_forecasts
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    # every project module that loading and predicting ran came from the model's own code
+    ran = json.loads((tmp_path / "ran.json").read_text())
+    assert any(path.endswith("models/lstm.py") for path in ran), ran
+    outside = [path for path in ran if Path(path).is_relative_to(REPO_ROOT)]
+    assert outside == [], f"run from the repository, not from the model's code: {outside}"
     predicted = pd.read_parquet(tmp_path / "predicted.parquet")
     # The signature's output schema is written without running the model: it must
     # describe what predict really returns.

@@ -8,8 +8,9 @@ exception: the forecasters come through the registry (entry points), so a
 module that builds them (it imports ``pipelines.execution.walkforward``) also
 runs every project module registered in ``pyproject.toml``'s
 ``gatecast.forecasters`` group. Used by the Makefile's prerequisites
-(``pipelines.stages.depends``) and the unit cache's key
-(``pipelines.execution.unit_cache``).
+(``pipelines.stages.depends``), the unit cache's key
+(``pipelines.execution.unit_cache``) and the code a registered model ships
+(``pipelines.tracking.pyfunc_model``).
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@
 (each seed of a stochastic one) of every forecaster that declares ``export``,
 with ``log_and_register`` (``save`` writes the model's folder);
 ``mlflow.pyfunc.load_model`` brings back a ``ForecasterPyfuncModel`` in any
-process, with or without gatecast installed (the model carries the ``core``,
-``models`` and ``pipelines`` packages as its code, and names the forecaster's
-class, which ``load`` reads each seed back with)::
+process, with or without gatecast installed (the model carries as its code the
+project's modules that loading it runs, and names the forecaster's class, which
+``load`` reads each seed back with)::
 
     model = mlflow.pyfunc.load_model("models:/gatecast-lstm-GSPC@newest")
     forecasts = model.predict(bars, params={"start": "2012-06-01"})
@@ -50,7 +50,7 @@ from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature, infer_signature
 
-from pipelines.config import REPO_ROOT
+from pipelines.common.code import ROOT, code_files
 
 BAR_COLUMNS = ("open", "high", "low", "close", "volume")
 
@@ -203,19 +203,50 @@ def save(
     level = pyfunc_log.level
     pyfunc_log.setLevel(logging.ERROR)
     try:
-        _save_model(directory, folder, example, output, mlflow_model)
+        code = directory.parent / f"{directory.name}-code"
+        _save_model(directory, folder, example, output, mlflow_model, _code_paths(cls, code))
     finally:
         pyfunc_log.setLevel(level)
 
 
+@functools.cache
+def model_code(module: str) -> tuple[Path, ...]:
+    """The project's files that loading a model of a forecaster from ``module`` runs:
+    this module's imports and the forecaster's (``pipelines.common.code``), which is
+    what the model ships as its code (a forecaster from an installed package of its
+    own brings only this module's; that package must be installed where it is loaded)."""
+    return tuple(sorted({*code_files(__name__), *code_files(module)}))
+
+
+def _code_paths(cls: type, into: Path) -> list[str]:
+    """``model_code`` as the top-level package folders MLflow copies into the model.
+
+    The folders under ``into`` hold links to the project's files (MLflow copies
+    what they point to): a model carries the few dozen files it runs, not the
+    whole of ``core``, ``models`` and ``pipelines``, which are copied (and, to a
+    team server, uploaded) file by file for every model.
+    """
+    files = model_code(cls.__module__)
+    for path in files:
+        link = into / path.relative_to(ROOT)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(path)
+    return [str(into / top) for top in sorted({p.relative_to(ROOT).parts[0] for p in files})]
+
+
 def _save_model(
-    directory: Path, seeds: Path, example: pd.DataFrame, output: dict, mlflow_model: Model
+    directory: Path,
+    seeds: Path,
+    example: pd.DataFrame,
+    output: dict,
+    mlflow_model: Model,
+    code_paths: list[str],
 ) -> None:
     mlflow.pyfunc.save_model(
         str(directory),
         python_model=ForecasterPyfuncModel(),
         artifacts={SEEDS_ARTIFACT: str(seeds)},
-        code_paths=[str(REPO_ROOT / package) for package in ("core", "models", "pipelines")],
+        code_paths=code_paths,
         input_example=(example, {"start": ""}),
         signature=_signature(example, output),
         pip_requirements=list(_pip_requirements()),
