@@ -432,6 +432,22 @@ def test_uri_command_prints_the_store(store, capsys):
     assert out[1] == str(store / "artifacts")
 
 
+def test_opening_a_store_leaves_the_uri_variables_as_the_user_set_them(tmp_path, monkeypatch):
+    """MLflow writes the URIs it is given into the environment; opening a store must not,
+    or a later store of the same process would register its models in the first one."""
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    first, second = (f"sqlite:///{tmp_path / name / 'mlflow.db'}" for name in ("a", "b"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", first)
+    tracking_store.client()
+    assert mlflow.get_registry_uri() == first
+    assert "MLFLOW_REGISTRY_URI" not in os.environ
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", second)
+    assert store_uri.registry_uri() == second
+    tracking_store.client()
+    assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == (second, second)
+    assert os.environ["MLFLOW_TRACKING_URI"] == second
+
+
 def test_a_run_sends_params_tags_and_metrics_in_one_request(store, cfg, monkeypatch):
     requests: dict[str, int] = {}
     original = mlflow.MlflowClient.log_batch

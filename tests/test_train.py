@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from models.baselines import KalmanForecaster
 from pipelines import tracking
 from pipelines.config import REPO_ROOT
+from pipelines.execution.executors import LocalExecutor
 from pipelines.stages import train
 from pipelines.tracking import store as tracking_store
 
@@ -247,6 +248,23 @@ def test_register_all_keeps_every_folds_model_and_none_keeps_none(store, tmp_pat
     assert summary["model"] is None
     assert client.search_model_versions("name = 'nothing-GSPC'") == []
     assert "gatecast.registered_model" not in client.get_run(summary["runs"]["lstm"]).data.tags
+
+
+def test_loading_a_model_in_process_leaves_the_import_path_as_it_was(store):
+    """MLflow puts a model's code (only the modules loading it runs) first on sys.path;
+    ``store.load_model`` puts it back, so the process and the pools it starts go on
+    importing the rest of gatecast, and the model still predicts."""
+    entry = _summary(store / "build")["instruments"]["GSPC"]
+    bars = pd.read_parquet(store / "build" / "smoke" / "forecasts" / "GSPC.parquet")
+    before = list(sys.path)
+    model = tracking_store.load_model(entry["model"]["uri"])
+    assert sys.path == before
+    start = entry["folds"][-1]["test_start"]
+    out = model.predict(bars[["open", "high", "low", "close", "volume"]], params={"start": start})
+    assert len(out) > 0 and out["lstm"].notna().all()
+    # a spawned worker unpickles pipelines.execution.executors, which the model does not ship
+    with LocalExecutor(1) as executor:
+        assert [outcome for _, outcome in executor.run(abs, [-3])] == [3]
 
 
 def test_a_fresh_process_loads_the_registered_model_and_reproduces_the_forecasts(store, tmp_path):

@@ -11,6 +11,11 @@ project's modules that loading it runs, and names the forecaster's class, which
     model = mlflow.pyfunc.load_model("models:/gatecast-lstm-GSPC@newest")
     forecasts = model.predict(bars, params={"start": "2012-06-01"})
 
+MLflow leaves the model's code first on ``sys.path``. That code is only the
+modules loading the model runs (``model_code``), so a process that loads a model
+and then runs gatecast's stages (and starts their worker processes) should load
+it with ``pipelines.tracking.store.load_model``, which puts ``sys.path`` back.
+
 ``bars`` are the bars as a user has them: a ``date`` column (or a
 DatetimeIndex) and ``open, high, low, close, volume``, names in any case
 (``Date,Open,High,Low,Close,Adj Close,Volume`` as the bundled CSV files have

@@ -29,6 +29,7 @@ import os
 import re
 import socket
 import sqlite3
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,6 +157,26 @@ def first_contact(uri: str) -> Iterator[None]:
 
 
 _CLIENTS: dict[str, mlflow.MlflowClient] = {}
+_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+def _point_mlflow_at(uri: str) -> None:
+    """Set MLflow's process-wide tracking and registry URIs to the store ``uri``.
+
+    MLflow also writes them into ``os.environ``, where they would outlive a later
+    change of ``MLFLOW_TRACKING_URI`` in this process and be read back as the
+    user's ``MLFLOW_REGISTRY_URI`` (``registry_uri``): the environment is put back.
+    """
+    saved = {name: os.environ.get(name) for name in _URI_VARIABLES}
+    try:
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(registry_uri(uri))
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def open_store(uri: str) -> mlflow.MlflowClient:
@@ -167,8 +188,7 @@ def open_store(uri: str) -> mlflow.MlflowClient:
     nor ``MLFLOW_REGISTRY_URI`` set MLflow would look in a ``mlflow.db`` of the
     working directory instead.
     """
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(registry_uri(uri))
+    _point_mlflow_at(uri)
     if uri not in _CLIENTS:
         with store_errors(uri, "open the tracking store"):
             with first_contact(uri):
@@ -291,11 +311,21 @@ def download_artifact(run_id: str, artifact_path: str, destination: str | Path) 
 
 
 def load_model(model_uri: str) -> Any:
-    """``mlflow.pyfunc.load_model`` on the current store (``models:/gatecast-lstm-GSPC@newest``)."""
-    client()
-    mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_registry_uri(registry_uri())
-    return mlflow.pyfunc.load_model(model_uri)
+    """``mlflow.pyfunc.load_model`` on the current store (``models:/gatecast-lstm-GSPC@newest``),
+    leaving this process's ``sys.path`` as it was.
+
+    MLflow puts a model's code (``pipelines.tracking.pyfunc_model``: the modules
+    loading it runs, not the whole project) first on ``sys.path`` for good. The
+    loaded model keeps running its own code (the packages it imported remember
+    where they came from), and this process, and any process it starts, goes on
+    importing the rest of gatecast from where it did before.
+    """
+    client()  # which also points MLflow's process-wide URIs at the store
+    path = list(sys.path)
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    finally:
+        sys.path[:] = path
 
 
 def experiments() -> list[tuple[str, str]]:
