@@ -31,7 +31,7 @@ import socket
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -144,16 +144,23 @@ def first_contact(uri: str) -> Iterator[None]:
     if urlparse(uri).scheme not in {"http", "https"}:
         yield
         return
-    saved = {key: os.environ.get(key) for key in _FIRST_CONTACT}
-    os.environ.update(_FIRST_CONTACT)
+    with _environment_kept(_FIRST_CONTACT):
+        os.environ.update(_FIRST_CONTACT)
+        yield
+
+
+@contextlib.contextmanager
+def _environment_kept(names: Iterable[str]) -> Iterator[None]:
+    """Put the environment variables ``names`` back as they were when the block ends."""
+    saved = {name: os.environ.get(name) for name in names}
     try:
         yield
     finally:
-        for key, value in saved.items():
+        for name, value in saved.items():
             if value is None:
-                os.environ.pop(key, None)
+                os.environ.pop(name, None)
             else:
-                os.environ[key] = value
+                os.environ[name] = value
 
 
 _CLIENTS: dict[str, mlflow.MlflowClient] = {}
@@ -167,16 +174,9 @@ def _point_mlflow_at(uri: str) -> None:
     change of ``MLFLOW_TRACKING_URI`` in this process and be read back as the
     user's ``MLFLOW_REGISTRY_URI`` (``registry_uri``): the environment is put back.
     """
-    saved = {name: os.environ.get(name) for name in _URI_VARIABLES}
-    try:
+    with _environment_kept(_URI_VARIABLES):
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(registry_uri(uri))
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def open_store(uri: str) -> mlflow.MlflowClient:
