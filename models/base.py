@@ -67,7 +67,9 @@ class Forecaster(ABC):
       directory)`` writes what ``save`` would from ``to_bytes``' data (the
       default rebuilds the forecaster first; a class whose bytes hold ``save``'s
       files overrides it to write them straight, as the LSTM does).
-    - ``device``: it computes on a GPU where the config's ``device`` allows.
+    - ``device``: it computes with Keras/TensorFlow, on a GPU where the config's
+      ``device`` allows; Keras is seeded before each fit. Where no forecaster of a
+      config declares it, no process of the stage starts TensorFlow.
     """
 
     name: ClassVar[str]

@@ -482,3 +482,36 @@ def test_a_stage_that_fails_while_writing_forecasts_does_not_move_newest(
     # ... but newest still names the last finished stage's version
     assert client.get_model_version_by_alias(name, tracking.LATEST_ALIAS).version == before
     assert not (tmp_path / "build" / "smoke" / "forecasts" / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_without_a_device_forecaster_no_process_starts_tensorflow(tmp_path):
+    """Starting TensorFlow costs seconds in every process: a config whose forecasters all
+    compute without it (none declares ``device``) trains on a pool of two workers, and
+    backtests, with TensorFlow unimportable in the driver and in every worker."""
+    blocked = tmp_path / "blocked" / "tensorflow"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text('raise ImportError("this process imported tensorflow")\n')
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(blocked.parent), str(REPO_ROOT)]),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+    argv = _argv(tmp_path / "build", "forecasters.lstm=null", "executor={kind: local, workers: 2}")
+    script = (
+        "import sys; from pipelines.stages import backtest, train; "
+        "sys.exit(train.main(sys.argv[1:]) or backtest.main([*sys.argv[1:], '--no-charts']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, *argv],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "tensorflow" not in done.stderr
+    summary = _summary(tmp_path / "build")
+    assert list(summary["instruments"]["GSPC"]["metrics"]) == CLASSIC
+    assert summary["device"]["kind"] == "cpu"

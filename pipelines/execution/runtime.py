@@ -34,6 +34,7 @@ import contextlib
 import logging
 import os
 import platform
+import random
 import re
 import sys
 import tempfile
@@ -41,6 +42,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from pipelines.common.errors import ConfigError
 from pipelines.config import Config
@@ -76,14 +79,15 @@ class DeviceInfo:
         requested: ``device`` from the config (auto, cpu, gpu).
         kind: What was chosen: ``cpu`` or ``gpu``.
         name: Human-readable device name (CPU model or GPU name).
-        tf_device: TensorFlow device string, e.g. ``/CPU:0``.
+        tf_device: TensorFlow device string, e.g. ``/CPU:0``; None where no forecaster
+            computes with TensorFlow (``configure(cfg, needed=False)``).
         deterministic: Whether op determinism is on.
     """
 
     requested: str
     kind: str
     name: str
-    tf_device: str
+    tf_device: str | None
     deterministic: bool
 
     def tags(self) -> dict[str, str]:
@@ -164,8 +168,20 @@ def import_tensorflow(device: str = "auto") -> tuple[Any, list[Any]]:
     return tf, gpus
 
 
-def configure(cfg: Config) -> DeviceInfo:
-    """Choose the device and switch op determinism on or off, as the config says."""
+def uses_device(cfg: Config) -> bool:
+    """Whether an enabled forecaster declares ``device`` (computes with TensorFlow)."""
+    return bool(cfg.forecasters.with_capability("device"))
+
+
+def configure(cfg: Config, needed: bool = True) -> DeviceInfo:
+    """Choose the device and switch op determinism on or off, as the config says.
+
+    ``needed=False`` (no forecaster of the stage declares ``device``: ``uses_device``)
+    leaves TensorFlow unstarted, which costs seconds in every process that imports it:
+    the forecasters run on the CPU and ``device_scope`` does nothing.
+    """
+    if not needed:
+        return DeviceInfo(cfg.device, "cpu", cpu_name(), None, cfg.deterministic)
     tf, gpus = import_tensorflow(cfg.device)
     if cfg.device == "gpu" and not gpus:
         raise ConfigError(
@@ -233,15 +249,26 @@ def unit_gpus(cfg: Config, device: DeviceInfo) -> float | None:
 
 @contextlib.contextmanager
 def device_scope(info: DeviceInfo) -> Iterator[None]:
-    """Place TensorFlow ops on the chosen device inside the block."""
+    """Place TensorFlow ops on the chosen device inside the block (nothing to place, and
+    TensorFlow not started, where ``info.tf_device`` is None)."""
+    if info.tf_device is None:
+        yield
+        return
     import tensorflow as tf
 
     with tf.device(info.tf_device):
         yield
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and the backend (``keras.utils.set_random_seed``)."""
+def seed_everything(seed: int, backend: bool = True) -> None:
+    """Seed Python, NumPy and, with ``backend``, Keras and TensorFlow
+    (``keras.utils.set_random_seed``, which seeds the first two alike). A forecaster
+    that does not declare ``device`` computes without Keras: ``backend=False`` seeds it
+    without starting TensorFlow."""
+    if not backend:
+        random.seed(seed)
+        np.random.seed(seed)  # noqa: NPY002 (the global state, as Keras seeds it)
+        return
     import keras
 
     keras.utils.set_random_seed(seed)

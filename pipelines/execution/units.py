@@ -179,7 +179,7 @@ def cache_inputs(unit: TrainUnit) -> dict[str, Any]:
 def run_train_unit(unit: TrainUnit) -> TrainResult:
     """Fit ``unit``'s forecaster on its fold's training bars and forecast its test dates."""
     fold = unit.fold.rebased(unit.fold.train_start)
-    runtime.seed_everything(unit.seed)
+    runtime.seed_everything(unit.seed, backend=unit.cls.device)
     if not unit.cls.device:
         return _result(unit, fold)
     try:

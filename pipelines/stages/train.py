@@ -334,15 +334,18 @@ def train(cfg: Config, *, command: str | None = None, reuse: bool = True) -> dic
     bars, inputs = load_bars(cfg)
     # The executor starts first: its workers start (and import TensorFlow) while this
     # process does the same and opens its MLflow run (pipelines.execution.executors).
+    # Without a forecaster that computes with TensorFlow no process starts it.
+    needed = runtime.uses_device(cfg)
     executor = executors.executor_for(
         cfg.executor,
-        setup=functools.partial(runtime.configure_worker, cfg),
+        setup=functools.partial(runtime.configure_worker, cfg) if needed else None,
         recycles=grows_memory,
     )
     log.info("executor: %s", executor.describe())
 
     with executor:
-        device = runtime.configure(cfg)  # imports TensorFlow, quietly: before anything else
+        # imports TensorFlow where needed, quietly: before anything else
+        device = runtime.configure(cfg, needed)
         min_history = _min_history(cfg)  # builds the forecasters
         folds = {n: make_folds(b.index, cfg.walkforward, min_history) for n, b in bars.items()}
         units = make_units(cfg, bars, folds, device)
