@@ -27,6 +27,11 @@ import keras
 from keras import ops
 
 from models.gate_lstm_cell import scan_steps
+from models.row_blocks import (  # noqa: F401 (gate_lstm reads them here)
+    MAX_AUTO_SHARDS,
+    MIN_AUTO_SHARD_ROWS,
+    default_batch_shards,
+)
 
 
 def lstm(
@@ -165,10 +170,6 @@ def _backward_all_steps(
 
 _COMPILED: dict[Any, Any] = {}
 
-# With batch_shards=None, blocks of fewer rows than this are not worth a thread.
-MIN_AUTO_SHARD_ROWS = 16
-MAX_AUTO_SHARDS = 8
-
 
 def _xla_recurrence(return_sequences: bool, shards: int) -> Any:
     """``(inputs, kernel, recurrent_kernel, bias, h_0, c_0) -> (output, h_T, C_T)`` via XLA.
@@ -274,22 +275,6 @@ def _row_splitter(inputs: Any, shards: int) -> Any:
 
 def _join(blocks: Any, axis: int) -> Any:
     return blocks[0] if len(blocks) == 1 else ops.concatenate(list(blocks), axis=axis)
-
-
-def default_batch_shards() -> int:
-    """Row blocks per batch that ``GateLSTM(batch_shards=None)`` aims for.
-
-    One per CPU core this process may use, at most ``MAX_AUTO_SHARDS``; 1 when
-    TensorFlow sees a GPU, where one loop over the whole batch is faster.
-    """
-    import os
-
-    import tensorflow as tf
-
-    if tf.config.list_logical_devices("GPU"):
-        return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(MAX_AUTO_SHARDS, cores or 1))
 
 
 def _jit(function: Any) -> Any:

@@ -154,7 +154,7 @@ class LstmForecaster(Forecaster):
         ``MIN_AUTO_SHARD_ROWS`` rows), so a worker with fewer threads trains the same model."""
         settled = dict(params)
         if settled.get("batch_shards") is None:
-            from models.gate_lstm_xla import MIN_AUTO_SHARD_ROWS, default_batch_shards
+            from models.row_blocks import MIN_AUTO_SHARD_ROWS, default_batch_shards
 
             rows = int(settled.get("batch_size", 64))
             settled["batch_shards"] = max(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import pandas as pd
 import pytest
 
 from pipelines.common.errors import ConfigError
-from pipelines.config import load_config
+from pipelines.config import REPO_ROOT, load_config
 from pipelines.config.sections import ExecutorConfig
 from pipelines.execution import executors
 from pipelines.execution.executors import LocalExecutor, SequentialExecutor, executor_for
@@ -26,7 +28,6 @@ from pipelines.execution.runtime import DeviceInfo
 from pipelines.execution.units import make_units
 from pipelines.execution.walkforward import make_folds
 from pipelines.sources.load import load_instrument
-from pipelines.stages import train
 from pipelines.tracking import store as tracking_store
 
 # Functions the workers run: module level, so a spawned process can import them.
@@ -259,11 +260,27 @@ def test_units_carry_their_fold_bars_only_in_the_sequential_order():
 # One stage run, two executors -----------------------------------------------------------
 
 
-def _train(root: Path, executor: dict) -> dict:
+def _train_in_a_fresh_process(root: Path, executor: dict) -> tuple[dict, str]:
+    """``_train`` as a user runs it, in a process of its own; also whether that process,
+    the driver, started TensorFlow."""
     argv = ["--config", "configs/smoke.yaml", "--set", f"output_directory={root}"]
     argv += ["--set", f"executor={json.dumps(executor)}"]
-    assert train.main(argv) == 0
-    return json.loads((root / "smoke" / "forecasts" / "summary.json").read_text())
+    script = (
+        "import sys; from pipelines.stages import train; code = train.main(sys.argv[1:]); "
+        "print('driver started tensorflow:', 'tensorflow' in sys.modules); sys.exit(code)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", script, *argv],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((root / "smoke" / "forecasts" / "summary.json").read_text())
+    return summary, done.stdout
 
 
 @pytest.mark.slow
@@ -273,7 +290,9 @@ def test_the_smoke_config_gives_identical_numbers_sequentially_and_in_a_pool_of_
     sequential, uri = smoke_sequential
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     first = json.loads((sequential / "smoke" / "forecasts" / "summary.json").read_text())
-    second = _train(tmp_path / "pool", {"kind": "local", "workers": 2})
+    second, printed = _train_in_a_fresh_process(tmp_path / "pool", {"kind": "local", "workers": 2})
+    # on the CPU the workers start TensorFlow and the driver does not (runtime.configure_stage)
+    assert "driver started tensorflow: False" in printed
     assert list(first["instruments"]) == list(second["instruments"]) == ["GSPC", "GOOG"]
     client = tracking_store.client()
     for name, entry in first["instruments"].items():

@@ -217,6 +217,31 @@ def configure(cfg: Config, needed: bool = True) -> DeviceInfo:
     return info
 
 
+def configure_stage(cfg: Config, in_process: bool) -> DeviceInfo:
+    """``configure`` for a stage's driver, which starts TensorFlow only where it must.
+
+    Where no forecaster declares ``device``, nowhere (``configure(cfg, needed=False)``).
+    Where the units run in other processes (``in_process`` False: a pool or Ray), each
+    worker configures itself (``configure_worker``), and the driver starts TensorFlow
+    only where the device may be a GPU (``device: gpu``, or ``auto`` on a machine with an
+    NVIDIA device), which only TensorFlow can confirm; otherwise the units' device is
+    the CPU, as TensorFlow would find with the GPUs hidden (``quiet_environment``).
+    """
+    needed = uses_device(cfg)
+    maybe_gpu = cfg.device == "gpu" or (cfg.device == "auto" and gpu_present())
+    if not needed or in_process or maybe_gpu or "tensorflow" in sys.modules:
+        return configure(cfg, needed)
+    quiet_environment(cfg.device)
+    info = DeviceInfo(cfg.device, "cpu", cpu_name(), "/CPU:0", cfg.deterministic)
+    log.info(
+        "device: cpu (%s; requested %s), op determinism %s in the workers",
+        info.name,
+        cfg.device,
+        "on" if cfg.deterministic else "off",
+    )
+    return info
+
+
 def configure_worker(cfg: Config) -> DeviceInfo:
     """``configure`` in a worker process (``pipelines.execution.executors``,
     ``pipelines.execution.ray_executor``).

@@ -37,6 +37,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -343,9 +344,10 @@ def train(cfg: Config, *, command: str | None = None, reuse: bool = True) -> dic
     )
     log.info("executor: %s", executor.describe())
 
+    in_process = getattr(executor, "in_process", False)
     with executor:
-        # imports TensorFlow where needed, quietly: before anything else
-        device = runtime.configure(cfg, needed)
+        # imports TensorFlow where this process needs it, quietly: before anything else
+        device = runtime.configure_stage(cfg, in_process)
         min_history = _min_history(cfg)  # builds the forecasters
         folds = {n: make_folds(b.index, cfg.walkforward, min_history) for n, b in bars.items()}
         units = make_units(cfg, bars, folds, device)
@@ -355,7 +357,7 @@ def train(cfg: Config, *, command: str | None = None, reuse: bool = True) -> dic
             tracking.pipeline_run(
                 cfg, STAGE, inputs=inputs, tags={**device.tags(), **search_tags}, command=command
             ) as parent,
-            runtime.device_scope(device),
+            runtime.device_scope(device) if in_process else contextlib.nullcontext(),
             StageProgress(STAGE, [u.key for u in units], "forecasters", unit="fit") as bar,
         ):
             recorded = run_units(cfg, bars, folds, units, executor, bar, cache)
