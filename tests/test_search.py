@@ -111,6 +111,22 @@ def test_the_searched_forecaster_is_a_setting_and_the_space_must_fit_it(tmp_path
         search.check(_cfg(tmp_path, "search.forecaster=ols"))
 
 
+def test_a_config_without_the_lstm_searches_another_forecaster(tmp_path):
+    # report.candidate keeps its default ("lstm") where the config does not set it, and a
+    # trial's config must not turn that default into a choice of a disabled forecaster
+    space = "{units: null, layers: null, dropout: null, learning_rate: null, epochs: null, "
+    cfg = _cfg(
+        tmp_path,
+        "forecasters.lstm=null",
+        "search.forecaster=ols",
+        f"search.space={space}batch_size: null, window: [5, 15]}}",
+    )
+    search.check(cfg)
+    chosen = search_unit.apply_params(cfg, {"window": 7})
+    assert chosen.features.window == 7
+    assert chosen.model_dump() == {**cfg.model_dump(), "features": chosen.features.model_dump()}
+
+
 def test_validation_slices_that_leave_too_few_bars_are_refused(tmp_path):
     cfg = _cfg(tmp_path, "search.validation.folds=20", "search.validation.fraction=0.05")
     bars = {"GSPC": _bars(cfg)}

@@ -487,8 +487,9 @@ def test_a_stage_that_fails_while_writing_forecasts_does_not_move_newest(
 @pytest.mark.slow
 def test_without_a_device_forecaster_no_process_starts_tensorflow(tmp_path):
     """Starting TensorFlow costs seconds in every process: a config whose forecasters all
-    compute without it (none declares ``device``) trains on a pool of two workers, and
-    backtests, with TensorFlow unimportable in the driver and in every worker."""
+    compute without it (none declares ``device``) searches (the OLS forecaster's window),
+    trains on a pool of two workers, and backtests, with TensorFlow unimportable in the
+    driver and in every worker."""
     blocked = tmp_path / "blocked" / "tensorflow"
     blocked.mkdir(parents=True)
     (blocked / "__init__.py").write_text('raise ImportError("this process imported tensorflow")\n')
@@ -497,10 +498,16 @@ def test_without_a_device_forecaster_no_process_starts_tensorflow(tmp_path):
         "PYTHONPATH": os.pathsep.join([str(blocked.parent), str(REPO_ROOT)]),
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
     }
-    argv = _argv(tmp_path / "build", "forecasters.lstm=null", "executor={kind: local, workers: 2}")
+    argv = _argv(
+        tmp_path / "build",
+        "forecasters.lstm=null",
+        "executor={kind: local, workers: 2}",
+        "search={trials: 2, forecaster: ols, space: {units: null, layers: null, "
+        "epochs: null, batch_size: null, dropout: null, learning_rate: null, window: [5, 15]}}",
+    )
     script = (
-        "import sys; from pipelines.stages import backtest, train; "
-        "sys.exit(train.main(sys.argv[1:]) or backtest.main([*sys.argv[1:], '--no-charts']))"
+        "import sys; from pipelines.stages import backtest, search, train; args = sys.argv[1:]; "
+        "sys.exit(search.main(args) or train.main(args) or backtest.main([*args, '--no-charts']))"
     )
     done = subprocess.run(
         [sys.executable, "-c", script, *argv],
@@ -512,6 +519,8 @@ def test_without_a_device_forecaster_no_process_starts_tensorflow(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "tensorflow" not in done.stderr
+    searched = json.loads((tmp_path / "build" / "smoke" / "search" / "summary.json").read_text())
+    assert searched["trials_completed"] == 2 and 5 <= searched["chosen"]["window"] <= 15
     summary = _summary(tmp_path / "build")
     assert list(summary["instruments"]["GSPC"]["metrics"]) == CLASSIC
     assert summary["device"]["kind"] == "cpu"

@@ -38,7 +38,7 @@ import random
 import re
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,9 +168,11 @@ def import_tensorflow(device: str = "auto") -> tuple[Any, list[Any]]:
     return tf, gpus
 
 
-def uses_device(cfg: Config) -> bool:
-    """Whether an enabled forecaster declares ``device`` (computes with TensorFlow)."""
-    return bool(cfg.forecasters.with_capability("device"))
+def uses_device(cfg: Config, names: Iterable[str] | None = None) -> bool:
+    """Whether an enabled forecaster (one of ``names``, where given) declares ``device``
+    (computes with TensorFlow)."""
+    declared = cfg.forecasters.with_capability("device")
+    return bool(set(declared) if names is None else set(declared) & set(names))
 
 
 def configure(cfg: Config, needed: bool = True) -> DeviceInfo:
@@ -217,17 +219,17 @@ def configure(cfg: Config, needed: bool = True) -> DeviceInfo:
     return info
 
 
-def configure_stage(cfg: Config, in_process: bool) -> DeviceInfo:
+def configure_stage(cfg: Config, in_process: bool, needed: bool) -> DeviceInfo:
     """``configure`` for a stage's driver, which starts TensorFlow only where it must.
 
-    Where no forecaster declares ``device``, nowhere (``configure(cfg, needed=False)``).
+    Where no forecaster the stage runs declares ``device`` (``needed`` False:
+    ``uses_device``), nowhere (``configure(cfg, needed=False)``).
     Where the units run in other processes (``in_process`` False: a pool or Ray), each
     worker configures itself (``configure_worker``), and the driver starts TensorFlow
     only where the device may be a GPU (``device: gpu``, or ``auto`` on a machine with an
     NVIDIA device), which only TensorFlow can confirm; otherwise the units' device is
     the CPU, as TensorFlow would find with the GPUs hidden (``quiet_environment``).
     """
-    needed = uses_device(cfg)
     maybe_gpu = cfg.device == "gpu" or (cfg.device == "auto" and gpu_present())
     if not needed or in_process or maybe_gpu or "tensorflow" in sys.modules:
         return configure(cfg, needed)

@@ -65,12 +65,15 @@ def apply_params(cfg: Config, params: Mapping[str, Any]) -> Config:
     unknown = sorted(set(params) - set(SETTINGS))
     if unknown:
         raise ConfigError(f"search: unknown setting(s) {unknown}; known: {SETTINGS}")
-    raw = cfg.model_dump()
+    # Only the keys the config set: a default stays a default (a validator checks
+    # ``report.candidate`` only where it was chosen, for example).
+    raw = cfg.model_dump(exclude_unset=True)
+    raw["forecasters"] = cfg.model_dump()["forecasters"]
     name = cfg.search.forecaster
     own = {k: v for k, v in params.items() if k != "window"}
     raw["forecasters"][name] = {**raw["forecasters"][name], **own}
     if "window" in params:
-        raw["features"] = {**raw["features"], "window": params["window"]}
+        raw["features"] = {**raw.get("features", {}), "window": params["window"]}
     return Config.model_validate(raw)
 
 
@@ -244,10 +247,9 @@ def run_trial(unit: TrialUnit) -> TrialResult:
     Raises:
         ValueError: the score is not a finite number (e.g. the loss diverged).
     """
-    import keras
-
     started = time.perf_counter()
-    runtime.seed_everything(unit.seed)
+    backend = unit.cls.device  # a forecaster that computes without Keras leaves it unstarted
+    runtime.seed_everything(unit.seed, backend=backend)
     scores: dict[str, float] = {}
     epochs: list[int] = []
     try:
@@ -256,8 +258,10 @@ def run_trial(unit: TrialUnit) -> TrialResult:
                 scores[name], trained = _instrument_score(unit, segment, unit.folds[name])
                 epochs.extend(trained)
     finally:
-        # every trial builds a model of another shape: nothing compiled is reused
-        keras.backend.clear_session()
+        if backend:  # every trial builds a model of another shape: nothing compiled is reused
+            import keras
+
+            keras.backend.clear_session()
     score = float(np.mean(list(scores.values())))
     trained = float(np.mean(epochs)) if epochs else math.nan
     if not math.isfinite(score):

@@ -21,7 +21,9 @@ data and train stages:
    validation slices inside the first walk-forward fold's training segment,
    never on a test fold (``pipelines.execution.search_unit``). Results are told to the
    sampler in the order the trials were asked, whatever order they finish in,
-   so a seed gives the same trials with any executor;
+   so a seed gives the same trials with any executor. TensorFlow is started only
+   where the searched forecaster declares ``device``, and on the CPU only in the
+   processes that run trials (``pipelines.execution.runtime.configure_stage``);
 3. records (this process is the driver: only it talks to MLflow): one parent
    run ``search`` with the config's params, ``best_score``,
    ``trials_completed`` and ``trials_failed`` metrics and the best
@@ -71,6 +73,7 @@ from pipelines.common.outputs import (
 from pipelines.config import Config
 from pipelines.config.sections import SearchSpace
 from pipelines.execution import search_unit
+from pipelines.execution.executors import Executor
 from pipelines.execution.runtime import DeviceInfo
 from pipelines.execution.search_unit import (
     TrialResult,
@@ -261,25 +264,21 @@ def run_trials(
     segments: Mapping[str, pd.DataFrame],
     folds: Mapping[str, list[Fold]],
     device: DeviceInfo,
+    executor: Executor,
     parent_params: Mapping[str, str],
 ) -> list[dict[str, Any]]:
-    """Ask, run, record and tell every trial, in batches of the executor's workers; return
-    the summary's trial entries, in the order asked."""
+    """Ask, run (on ``executor``, already entered), record and tell every trial, in
+    batches of the executor's workers; return the summary's trial entries, in the order
+    asked."""
     import optuna
     from tqdm import tqdm
 
-    from pipelines.execution import executors, runtime
-
     base, study = searched_params(cfg), make_study(cfg)
-    executor = executors.executor_for(
-        cfg.executor,
-        setup=functools.partial(runtime.configure_worker, cfg),
-    )
     log.info("%d trial(s); executor: %s", cfg.search.trials, executor.describe())
     entries: list[dict[str, Any]] = []
     total = cfg.search.trials
     bar = tqdm(total=total, desc="search", unit="trial", disable=None, file=sys.stderr)
-    with bar, executor:
+    with bar:
         while len(entries) < total:
             asked = [study.ask() for _ in range(min(executor.workers, total - len(entries)))]
             units, configs = [], {}
@@ -359,7 +358,7 @@ def _search(
     bars: Mapping[str, pd.DataFrame] | None,
 ) -> dict[str, Any]:
     from pipelines import tracking
-    from pipelines.execution import runtime
+    from pipelines.execution import executors, runtime
 
     started = time.perf_counter()
     names = cfg.search.instruments or cfg.data.instruments
@@ -368,43 +367,54 @@ def _search(
         bars, inputs = load_bars(cfg, names)
     segments, folds = search_unit.trial_inputs(cfg, {n: bars[n] for n in names})
     check_lengths(cfg, folds)
-    device = runtime.configure(cfg)
-    with tracking.pipeline_run(
-        cfg, STAGE, inputs=inputs, tags=device.tags(), command=command
-    ) as parent:
-        entries = run_trials(cfg, segments, folds, device, provenance.flatten_config(cfg))
-        best = _best(entries)
-        completed = sum(e["state"] == "COMPLETE" for e in entries)
-        summary = {
-            **header,
-            "source": "search",
-            "seed": cfg.seed if cfg.search.seed is None else cfg.search.seed,
-            "sampler": "TPESampler",
-            "trials_completed": completed,
-            "trials_failed": len(entries) - completed,
-            "chosen": best["params"],
-            "best_trial": best["number"],
-            "best_score": best["score"],
-            "instruments": {n: {"validation": [f.as_dict() for f in folds[n]]} for n in names},
-            "trial_list": entries,
-            "experiment": cfg.experiment_name,
-            "experiment_id": parent.experiment_id,
-            "parent_run_id": parent.run_id,
-            "tracking_uri": store_uri.display_uri(parent.tracking_uri),
-        }
-        summary = json_safe(summary)
-        tracking.log_params({f"best.{k}": _param_text(v) for k, v in best["params"].items()})
-        tracking.set_tags({"gatecast.search.best_trial": best["number"]})
-        tracking.log_metrics(
-            {
-                "best_score": best["score"],
+    # As in the train stage, the executor starts first, so that its workers start (and
+    # import TensorFlow, where the searched forecaster computes with it) while this
+    # process opens its MLflow run; this process starts TensorFlow only where it must.
+    needed = runtime.uses_device(cfg, [cfg.search.forecaster])
+    executor = executors.executor_for(
+        cfg.executor,
+        setup=functools.partial(runtime.configure_worker, cfg) if needed else None,
+    )
+    with executor:
+        device = runtime.configure_stage(cfg, getattr(executor, "in_process", False), needed)
+        with tracking.pipeline_run(
+            cfg, STAGE, inputs=inputs, tags=device.tags(), command=command
+        ) as parent:
+            entries = run_trials(
+                cfg, segments, folds, device, executor, provenance.flatten_config(cfg)
+            )
+            best = _best(entries)
+            completed = sum(e["state"] == "COMPLETE" for e in entries)
+            summary = {
+                **header,
+                "source": "search",
+                "seed": cfg.seed if cfg.search.seed is None else cfg.search.seed,
+                "sampler": "TPESampler",
                 "trials_completed": completed,
                 "trials_failed": len(entries) - completed,
-                "wall_seconds": time.perf_counter() - started,
+                "chosen": best["params"],
+                "best_trial": best["number"],
+                "best_score": best["score"],
+                "instruments": {n: {"validation": [f.as_dict() for f in folds[n]]} for n in names},
+                "trial_list": entries,
+                "experiment": cfg.experiment_name,
+                "experiment_id": parent.experiment_id,
+                "parent_run_id": parent.run_id,
+                "tracking_uri": store_uri.display_uri(parent.tracking_uri),
             }
-        )
-        tracking.log_dict(summary, "summary.json")
-        write_json(summary_path(cfg), summary)
+            summary = json_safe(summary)
+            tracking.log_params({f"best.{k}": _param_text(v) for k, v in best["params"].items()})
+            tracking.set_tags({"gatecast.search.best_trial": best["number"]})
+            tracking.log_metrics(
+                {
+                    "best_score": best["score"],
+                    "trials_completed": completed,
+                    "trials_failed": len(entries) - completed,
+                    "wall_seconds": time.perf_counter() - started,
+                }
+            )
+            tracking.log_dict(summary, "summary.json")
+            write_json(summary_path(cfg), summary)
     return summary
 
 

@@ -347,7 +347,7 @@ def train(cfg: Config, *, command: str | None = None, reuse: bool = True) -> dic
     in_process = getattr(executor, "in_process", False)
     with executor:
         # imports TensorFlow where this process needs it, quietly: before anything else
-        device = runtime.configure_stage(cfg, in_process)
+        device = runtime.configure_stage(cfg, in_process, needed)
         min_history = _min_history(cfg)  # builds the forecasters
         folds = {n: make_folds(b.index, cfg.walkforward, min_history) for n, b in bars.items()}
         units = make_units(cfg, bars, folds, device)
