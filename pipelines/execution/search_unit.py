@@ -68,7 +68,7 @@ def apply_params(cfg: Config, params: Mapping[str, Any]) -> Config:
     # Only the keys the config set: a default stays a default (a validator checks
     # ``report.candidate`` only where it was chosen, for example).
     raw = cfg.model_dump(exclude_unset=True)
-    raw["forecasters"] = cfg.model_dump()["forecasters"]
+    raw["forecasters"] = cfg.forecasters.dump()
     name = cfg.search.forecaster
     own = {k: v for k, v in params.items() if k != "window"}
     raw["forecasters"][name] = {**raw["forecasters"][name], **own}
