@@ -115,9 +115,19 @@ def _style(strategy: str, emphasis: Emphasis | None = None) -> dict[str, object]
     return {**kwargs, "linewidth": width, "alpha": 0.9}
 
 
-def new_png(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+def new_png(
+    width: float, height: float, *, left: float = 0.8, right: float = 0.25, hspace: float = 0.3
+) -> Figure:
+    """A figure with fixed margins (inches: ``left`` holds the y tick labels and label,
+    ``right`` a legend beside the axes; ``hspace`` is between rows, a share of a row's
+    height), not constrained layout: the layout engine costs about as much as drawing
+    the lines, and the report draws dozens of these."""
+    fig = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(fig)
+    fig.subplots_adjust(
+        left=left / width, right=1 - right / width, bottom=0.55 / height, top=1 - 0.4 / height,
+        hspace=hspace,
+    )  # fmt: skip
     return fig
 
 
@@ -216,7 +226,7 @@ def cost_sweep_chart(
         title: chart title.
         break_even: optional break-even commission per strategy, marked with a dot.
     """
-    fig = new_png(11, 4.4)
+    fig = new_png(11, 4.4, right=1.6)
     ax = fig.add_subplot()
     for name in ordered(list(sweep.columns)):
         style = _style(name, emphasis)
@@ -271,17 +281,12 @@ def loss_chart(histories: Sequence[Sequence[Mapping[str, list[float]]]], title: 
 
 # The per-instrument strategy and gate charts. Their interactive twins hold every strategy
 # behind a picker; the PNG shows the chart as the page opens (the picked strategy and
-# buy-and-hold). Fixed margins rather than constrained layout: twenty of these are drawn
-# for the default run, and the layout engine costs more than the lines.
+# buy-and-hold).
 
 
 def fixed_png(width: float, height: float, right: float = 1.6) -> tuple[Figure, object]:
-    """A one-axes figure with fixed margins (inches), the legend's room on the right."""
-    fig = Figure(figsize=(width, height), dpi=DPI)
-    FigureCanvasAgg(fig)
-    fig.subplots_adjust(
-        left=0.8 / width, right=1 - right / width, bottom=0.55 / height, top=1 - 0.4 / height
-    )
+    """A one-axes ``new_png``, the legend's room on the right."""
+    fig = new_png(width, height, right=right)
     return fig, fig.add_subplot()
 
 
