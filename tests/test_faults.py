@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -150,8 +151,9 @@ def test_a_server_that_dies_mid_stage_ends_the_stage_within_a_minute_with_one_li
     stage = None
     try:
         deadline = time.time() + 120
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+        while True:  # answering, not only listening: the stage's first request waits 10 s
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).close()
                 break
             assert time.time() < deadline, "the MLflow server did not start"
             assert server.poll() is None, "the MLflow server exited"

@@ -43,6 +43,8 @@ SETTINGS = ["data.instruments=[GSPC]", "walkforward.folds=1"]
 FAST_FAILURE = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
 WAIT_FOR_NODE = "executor.wait_for_node_seconds=2"
 STAGE_SECONDS = 240
+# Tries of the fault run (see ``drive``).
+FAULT_ATTEMPTS = 3
 
 
 def _argv(output: Path, *settings: str) -> list[str]:
@@ -70,23 +72,31 @@ def drive(root: Path) -> None:
             stderr=subprocess.STDOUT,
             timeout=STAGE_SECONDS,
         )
-    with (root / "fault.log").open("w") as log:
-        started = time.monotonic()
-        faulty = subprocess.Popen(
-            [*stage, *_argv(root / "fault", *cluster)],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        # the five classic units' results are kept as they arrive: kill only once they are in
-        kept = root / "fault" / "smoke" / "forecasts" / ".units"
-        kills = _kill_nodes_running_lstm(
-            faulty, count=2, ready=lambda: len(list(kept.glob("*.pkl"))) >= 5
-        )
-        code = faulty.wait(timeout=STAGE_SECONDS)
-    ended = time.monotonic()
-    result = {"clean": clean.returncode, "fault": code, "kills": kills}
+    # The fault can only be made while the LSTM unit runs after the classic units are in.
+    # On a loaded machine the LSTM unit may end first (nothing to kill, the stage ends
+    # well): that try says nothing, and another, in a fresh folder, is made.
+    for attempt in range(1, FAULT_ATTEMPTS + 1):
+        folder, log_path = root / f"fault-try{attempt}", root / f"fault-try{attempt}.log"
+        with log_path.open("w") as log:
+            started = time.monotonic()
+            faulty = subprocess.Popen(
+                [*stage, *_argv(folder, *cluster)],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            # the classic units' results are kept as they arrive: kill only once they are in
+            kept = folder / "smoke" / "forecasts" / ".units"
+            kills = _kill_nodes_running_lstm(
+                faulty, count=2, ready=lambda kept=kept: len(list(kept.glob("*.pkl"))) >= 5
+            )
+            code = faulty.wait(timeout=STAGE_SECONDS)
+        ended = time.monotonic()
+        if kills or code != 0:
+            break
+    result = {"clean": clean.returncode, "fault": code, "kills": kills, "attempts": attempt}
+    result["fault_folder"], result["fault_log"] = folder.name, log_path.name
     result["fault_seconds"] = ended - started
     result["after_last_kill"] = ended - kills[-1]["at"] if kills else None
     (root / "drive.json").write_text(json.dumps(result))
@@ -227,7 +237,7 @@ def cluster_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            timeout=3 * STAGE_SECONDS,
+            timeout=(2 + FAULT_ATTEMPTS) * STAGE_SECONDS,
         )
     assert done.returncode == 0, (root / "cluster.log").read_text()[-3000:]
     return root
@@ -260,7 +270,8 @@ def test_the_smoke_stage_on_nodes_without_the_code_gives_the_sequential_forecast
 @pytest.mark.slow
 def test_a_node_lost_mid_stage_costs_only_its_units(cluster_run, sequential, tmp_path, caplog):
     result = json.loads((cluster_run / "drive.json").read_text())
-    log = (cluster_run / "fault.log").read_text()
+    fault = cluster_run / result["fault_folder"]  # the try that made the fault (see drive)
+    log = (cluster_run / result["fault_log"]).read_text()
     assert len(result["kills"]) == 2, log[-3000:]
     # the first node's LSTM unit ran again on the second node: Ray retried it
     assert "the task will be retried" in log
@@ -278,6 +289,6 @@ def test_a_node_lost_mid_stage_costs_only_its_units(cluster_run, sequential, tmp
     # the rerun (here sequential: the executor is no part of a unit's key) redoes only those
     with pytest.MonkeyPatch.context() as patch, caplog.at_level("INFO", "gatecast.cache"):
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{cluster_run / 'mlflow.db'}")
-        assert train.main(_argv(cluster_run / "fault", "executor.kind=sequential")) == 0
+        assert train.main(_argv(fault, "executor.kind=sequential")) == 0
     assert f"train: reused {6 - lost} of 6 units" in caplog.text
-    _same_forecasts(cluster_run / "fault", sequential)
+    _same_forecasts(fault, sequential)
