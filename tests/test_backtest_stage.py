@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+import types
 import uuid
 from pathlib import Path
 
@@ -336,3 +337,96 @@ def test_a_process_pool_gives_the_sequential_results(tmp_path):
         # Series.equals: NaN (a strategy that never trades) equals NaN
         assert pd.Series(other.backtest.metrics).equals(pd.Series(result.backtest.metrics))
         assert pd.Series(other.sweep_sharpe).equals(pd.Series(result.sweep_sharpe))
+
+
+class _Replay:
+    """An executor in this process that hands the units back in the order ``arrange``
+    gives, each with a made-up result (nothing is backtested), noting each in ``events``;
+    a unit named in ``broken`` comes back as an error."""
+
+    in_process = True
+    METRICS = {"total_return": 0.0, "sharpe": 0.0, "max_drawdown": 0.0, "trades": 0}
+
+    def __init__(self, arrange, events, broken=()):
+        self.arrange, self.events, self.broken = arrange, events, broken
+
+    def run(self, fn, units):
+        for unit in self.arrange(list(units)):
+            self.events.append(("unit", unit.instrument, unit.name))
+            if (unit.instrument, unit.name) in self.broken:
+                yield unit, RuntimeError("injected fault")
+            else:
+                yield (
+                    unit,
+                    types.SimpleNamespace(backtest=types.SimpleNamespace(metrics=self.METRICS)),
+                )
+
+
+def _record_each(events):
+    def record(inst):
+        events.append(("record", inst.instrument, list(inst.results), sorted(inst.failures)))
+
+    return record
+
+
+def _planned(tmp_path):
+    from pipelines.config import load_config
+    from pipelines.stages.backtest import plan_backtests
+
+    write_forecasts(tmp_path / "smoke")
+    cfg = load_config("configs/smoke.yaml", overrides={"output_directory": str(tmp_path)})
+    return cfg, plan_backtests(cfg)
+
+
+def test_each_instrument_is_recorded_once_its_units_are_in_and_in_plan_order(tmp_path):
+    from pipelines.stages.backtest import run_units
+
+    cfg, planned = _planned(tmp_path)
+    assert [inst.instrument for inst in planned] == ["GSPC", "GOOG"]
+    names = list(planned[0].units)
+
+    # in plan order: GSPC is recorded before any unit of GOOG comes back
+    events = []
+    run_units(cfg, planned, _Replay(lambda u: u, events), False, False, _record_each(events))
+    first_goog = events.index(("unit", "GOOG", names[0]))
+    assert events[first_goog - 1] == ("record", "GSPC", names, [])
+    assert events[-1] == ("record", "GOOG", names, [])
+
+    # GOOG's units first, GSPC's last unit at the very end: GOOG waits for GSPC, and each
+    # instrument's results are in plan order whatever order they came back in
+    cfg, planned = _planned(tmp_path / "again")
+    events = []
+
+    def arrange(units):
+        gspc = [u for u in units if u.instrument == "GSPC"]
+        goog = [u for u in units if u.instrument == "GOOG"]
+        return [*gspc[1:], *reversed(goog), gspc[0]]
+
+    run_units(cfg, planned, _Replay(arrange, events), False, False, _record_each(events))
+    records = [e for e in events if e[0] == "record"]
+    assert (
+        events[-2:]
+        == records
+        == [
+            ("record", "GSPC", names, []),
+            ("record", "GOOG", names, []),
+        ]
+    )
+
+
+def test_an_instrument_with_a_failed_unit_is_recorded_with_it_then_the_stage_fails(tmp_path):
+    from pipelines.execution.executors import UnitsFailed
+    from pipelines.stages.backtest import run_units
+
+    cfg, planned = _planned(tmp_path)
+    names = list(planned[0].units)
+    events = []
+    replay = _Replay(lambda u: u, events, broken={("GSPC", "kalman")})
+    with pytest.raises(UnitsFailed, match=r"1 of 20 backtest units failed.*GSPC/kalman"):
+        run_units(cfg, planned, replay, False, False, _record_each(events))
+    records = [e for e in events if e[0] == "record"]
+    assert records == [
+        ("record", "GSPC", [n for n in names if n != "kalman"], ["kalman"]),
+        ("record", "GOOG", names, []),
+    ]
+    assert str(planned[0].failures["kalman"]).startswith("GSPC/kalman (")

@@ -119,6 +119,12 @@ def _backtest_argv(out: Path) -> list[str]:
     return ["--config", "configs/smoke.yaml", "--set", f"output_directory={out}", "--no-charts"]
 
 
+def _tag(runs, name: str) -> str:
+    """The failed-unit tag of the run called ``name``."""
+    (run,) = [r for r in runs if r.info.run_name == name]
+    return run.data.tags["gatecast.failed_unit"]
+
+
 def _strategy_metrics(out: Path) -> dict:
     summary = json.loads((out / "smoke" / "backtests" / "summary.json").read_text())
     return {
@@ -147,10 +153,16 @@ def test_a_failed_backtest_unit_fails_alone_and_a_rerun_redoes_only_it(
     assert line.startswith(f"error: backtest failed: UnitsFailed: 1 of {total} backtest units")
     assert "GOOG/sma_crossover (" in line and "RuntimeError: injected fault" in line
     assert not stale.exists()
-    # the failed unit's run says so; the stage's run ended FAILED, none left RUNNING
+    # the failed unit's run says so and the stage's run ended FAILED; the other 19 were
+    # recorded as they came in, none left RUNNING
     runs = tracking_store.find_runs("gatecast-smoke", "tags.`gatecast.stage` = 'backtest'")
     status = {r.info.run_name: r.info.status for r in runs if r.info.start_time >= started - 1}
-    assert status == {"backtest": "FAILED", "backtest/GOOG/sma_crossover": "FAILED"}
+    failed = {"backtest": "FAILED", "backtest/GOOG/sma_crossover": "FAILED"}
+    finished = {f"backtest/{u.instrument}/{u.name}": "FINISHED" for u in faulty.calls}
+    del finished["backtest/GOOG/sma_crossover"]
+    assert len(finished) == total - 1
+    assert status == {**finished, **failed}
+    assert "RuntimeError: injected fault" in _tag(runs, "backtest/GOOG/sma_crossover")
 
     again = Counted(faulty.real)
     monkeypatch.setattr(backtest, "run_unit", again)

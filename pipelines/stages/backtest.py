@@ -22,8 +22,10 @@ data. Writes, under ``<run>/backtests/``:
   the metrics, the sweep's Sharpe ratios by bp (``cost_sweep``), and the
   swept points (``cost_sweep_bp``).
 
-Once they are written, ``record_runs`` (``pipelines.tracking.backtest_runs``)
-records them in MLflow: a ``backtest``
+Each instrument's files are written, and recorded in MLflow
+(``pipelines.tracking.backtest_runs``), as soon as all its units are in, beside
+the units still running (``pipelines.execution.recorder``), in the plan's
+order of instruments whichever finished first: a ``backtest``
 run with one child per instrument x strategy, ``backtest/<INST>/<strategy>``
 (params ``stage``, ``instrument``, ``strategy``, ``kind`` and the strategy's
 own as ``strategy.<name>``), carrying the metrics, the cost sweep's Sharpe
@@ -45,17 +47,20 @@ instrument's ``oos_start`` to its ``oos_end`` under the same
 Each (instrument, strategy) is one unit of work, ``pipelines.execution.backtest_unit``:
 a plain function of its inputs that returns its results; this module builds
 the units from the files, runs them through the config's executor and writes
-what they return. A failed unit fails alone: the others finish (their results
-kept for a rerun, which redoes only the failed ones), then the stage exits
-non-zero with one line naming every failed (instrument, strategy) and its
-error, and writes no summary.json.
+what they return. A failed unit fails alone: its child run ends FAILED naming
+its error, the others finish and are written and recorded (their results kept
+for a rerun, which redoes only the failed ones), then the stage exits non-zero
+with one line naming every failed (instrument, strategy) and its error, and
+writes no summary.json.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +70,7 @@ from tqdm import tqdm
 
 from core.bars import BAR_COLUMNS, format_timestamp
 from core.periods import PERIODS_PER_YEAR, bar_interval
+from pipelines import tracking
 from pipelines.cli import (
     config_from_args,
     recorded_command,
@@ -85,10 +91,11 @@ from pipelines.config import Config
 from pipelines.execution import executors, portfolio_unit
 from pipelines.execution.backtest_plan import execution_from_config, strategy_plan, sweep_points
 from pipelines.execution.backtest_unit import BacktestUnit, StrategyBacktest, run_unit, unit_inputs
+from pipelines.execution.recorder import Recorder
 from pipelines.execution.unit_cache import UnitCache, UnitRunner
 from pipelines.sources.load import bars_per_year, load_risk_free
-from pipelines.tracking.backtest_runs import record_failures, record_runs
-from strategies.engine import execution_dict, warmup_bars
+from pipelines.tracking import backtest_runs
+from strategies.engine import ExecutionSettings, execution_dict, warmup_bars
 
 log = logging.getLogger("gatecast.backtest")
 
@@ -130,7 +137,9 @@ class InstrumentBacktests:
         warmup: bars fed before ``oos_start`` to every strategy.
         risk_free: annual risk-free rate on each date from ``oos_start``.
         units: strategy name -> its unit, in plan order.
-        results: strategy name -> what its unit returned.
+        results: strategy name -> what its unit returned (plan order once all are in).
+        failures: strategy name -> its unit's failure.
+        entries: strategy name -> its entry of summary.json, once its files are written.
     """
 
     instrument: str
@@ -141,6 +150,8 @@ class InstrumentBacktests:
     risk_free: pd.Series
     units: dict[str, BacktestUnit]
     results: dict[str, StrategyBacktest] = field(default_factory=dict)
+    failures: dict[str, executors.UnitFailure] = field(default_factory=dict)
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def plan_instrument(
@@ -212,30 +223,18 @@ def _log_result(instrument: str, name: str, result: StrategyBacktest) -> None:
     )
 
 
-def run_backtests(
-    cfg: Config,
-    forecasts_dir: Path | None = None,
-    charts: bool = False,
-    progress: bool = True,
-    reuse: bool = True,
+def plan_backtests(
+    cfg: Config, forecasts_dir: Path | None = None, charts: bool = False
 ) -> list[InstrumentBacktests]:
-    """Run every configured strategy, with its cost sweep, on every instrument's forecasts.
+    """Every instrument's units, from the train stage's files (nothing is run).
 
-    No stage file is written. Every unit is planned (so bad inputs stop the
-    stage before any backtest runs), then run through the config's executor
-    (``executor``: in this process, a pool of processes or Ray); the results
-    are the same either way. Each finished unit's result is kept in
-    ``backtests/.units`` (``pipelines.execution.unit_cache``) and taken from there by a
-    later call with the same inputs and code. A unit that raises does not stop
-    the others; once all are done, ``UnitsFailed`` names every failed one.
+    Every unit is planned before any runs, so bad inputs stop the stage first.
 
     Args:
         cfg: the experiment.
         forecasts_dir: where the train stage wrote its files (default
             ``<run_directory>/forecasts``).
         charts: draw Backtrader's chart of the charted strategies.
-        progress: show a progress bar on a terminal.
-        reuse: keep and reuse finished units' results (False: run every unit, keep none).
     """
     forecasts_dir = Path(forecasts_dir or cfg.stage_directory("train"))
     summary = read_stage_summary(forecasts_dir / "summary.json", "train")
@@ -245,10 +244,33 @@ def run_backtests(
         name: _read_forecasts(forecasts_dir / f"{name}.parquet") for name in cfg.data.instruments
     }
     per_year = bars_per_year(cfg, frames)  # the same on every instrument (one interval per run)
-    planned = [
+    return [
         plan_instrument(cfg, name, frame, forecasts_dir, summary, charts, per_year)
         for name, frame in frames.items()
     ]
+
+
+def run_units(
+    cfg: Config,
+    planned: Sequence[InstrumentBacktests],
+    executor: executors.Executor,
+    progress: bool = True,
+    reuse: bool = True,
+    record: Callable[[InstrumentBacktests], Any] | None = None,
+) -> None:
+    """Run the planned units through ``executor``, filling each instrument's ``results``
+    (and ``failures``) in plan order.
+
+    Each finished unit's result is kept in ``backtests/.units``
+    (``pipelines.execution.unit_cache``) and taken from there by a later call with
+    the same inputs and code. A unit that raises does not stop the others; once
+    all are done, ``UnitsFailed`` names every failed one.
+
+    ``record`` is called with each instrument once all its units are in, in plan
+    order whichever finished first, beside the units still running
+    (``pipelines.execution.recorder``: in a background thread when the units run in
+    other processes); every call has returned when this returns.
+    """
     owner = {id(unit): (inst, name) for inst in planned for name, unit in inst.units.items()}
     units = [unit for inst in planned for unit in inst.units.values()]
     cache = None
@@ -257,26 +279,70 @@ def run_backtests(
             cfg.stage_directory("backtest"), "pipelines.execution.backtest_unit", unit_inputs
         )
     runner = UnitRunner("backtest", cache, lambda u: f"{u} ({shown(owner[id(u)][0].path)})")
+    recorder = Recorder(background=not getattr(executor, "in_process", False), name="backtest")
+    submitted = 0  # planned[:submitted] are with the recorder
     # disable=None: a bar on a terminal, nothing in logs and CI
-    with (
-        executors.executor_for(cfg.executor) as executor,
-        tqdm(
-            total=len(units),
-            desc="backtests",
-            unit="strategy",
-            disable=None if progress else True,
-            file=sys.stderr,
-        ) as bar,
-    ):
-        for unit, outcome in runner.run(executor, run_unit, units):
-            bar.update()
-            if not isinstance(outcome, Exception):
+    bar = tqdm(
+        total=len(units),
+        desc="backtests",
+        unit="strategy",
+        disable=None if progress else True,
+        file=sys.stderr,
+    )
+    try:
+        with recorder, bar:
+            for unit, outcome in runner.run(executor, run_unit, units):
+                bar.update()
                 inst, name = owner[id(unit)]
-                inst.results[name] = outcome
-                _log_result(inst.instrument, name, outcome)
+                if isinstance(outcome, Exception):
+                    inst.failures[name] = runner.failures[-1][1]
+                else:
+                    inst.results[name] = outcome
+                    _log_result(inst.instrument, name, outcome)
+                # hand over, in plan order, every instrument whose units are all in
+                while submitted < len(planned) and _all_in(planned[submitted]):
+                    inst = planned[submitted]
+                    inst.results = {n: inst.results[n] for n in inst.units if n in inst.results}
+                    if record is not None:
+                        recorder.submit(record, inst)
+                    submitted += 1
+    finally:
+        if record is not None:
+            log.info(
+                "recording: %.1f s, of which the driver waited %.1f s",
+                recorder.busy_seconds,
+                recorder.waited_seconds,
+            )
     runner.finish()
-    for inst in planned:  # results in plan order, whatever order the units finished in
-        inst.results = {name: inst.results[name] for name in inst.units}
+
+
+def _all_in(inst: InstrumentBacktests) -> bool:
+    return len(inst.results) + len(inst.failures) == len(inst.units)
+
+
+def run_backtests(
+    cfg: Config,
+    forecasts_dir: Path | None = None,
+    charts: bool = False,
+    progress: bool = True,
+    reuse: bool = True,
+) -> list[InstrumentBacktests]:
+    """Plan and run every configured strategy, with its cost sweep, on every
+    instrument's forecasts, through the config's executor (``executor``: in this
+    process, a pool of processes or Ray); the results are the same either way.
+    No file is written and nothing recorded (``plan_backtests``, ``run_units``).
+
+    Args:
+        cfg: the experiment.
+        forecasts_dir: where the train stage wrote its files (default
+            ``<run_directory>/forecasts``).
+        charts: draw Backtrader's chart of the charted strategies.
+        progress: show a progress bar on a terminal.
+        reuse: keep and reuse finished units' results (False: run every unit, keep none).
+    """
+    planned = plan_backtests(cfg, forecasts_dir, charts)
+    with executors.executor_for(cfg.executor) as executor:
+        run_units(cfg, planned, executor, progress, reuse)
     return planned
 
 
@@ -332,42 +398,76 @@ def _write_strategy(
     }
 
 
-def write_backtests(
-    cfg: Config, instruments: list[InstrumentBacktests], portfolios: dict | None = None
-) -> Path:
-    """Write every result (and ``portfolio_unit.run_portfolios``'s) under ``<run>/backtests/``.
+def _settings(cfg: Config, instruments: Sequence[InstrumentBacktests]) -> ExecutionSettings:
+    """The execution settings every unit shares."""
+    first = next((u for inst in instruments for u in inst.units.values()), None)
+    return first.execution if first else execution_from_config(cfg.backtest)
 
-    Returns the path of summary.json.
-    """
+
+def _execution(cfg: Config, instruments: Sequence[InstrumentBacktests]) -> dict[str, Any]:
+    """The execution settings, as summary.json and each strategy's file write them."""
+    return execution_dict(_settings(cfg, instruments))
+
+
+def write_instrument(out_dir: Path, inst: InstrumentBacktests, execution: dict[str, Any]) -> None:
+    """Write the files of each of the instrument's results; keep their entries of
+    summary.json in ``inst.entries``."""
+    (out_dir / inst.instrument).mkdir(parents=True, exist_ok=True)
+    inst.entries = {name: _write_strategy(out_dir, inst, name, execution) for name in inst.results}
+
+
+def write_summary(
+    cfg: Config, instruments: Sequence[InstrumentBacktests], portfolios: dict | None = None
+) -> Path:
+    """Write ``portfolio_unit.run_portfolios``'s results, then summary.json (atomically,
+    last), from the instruments' written ``entries``; return its path."""
     out_dir = cfg.stage_directory("backtest")
     first = next((u for inst in instruments for u in inst.units.values()), None)
-    settings = first.execution if first else execution_from_config(cfg.backtest)
-    execution = execution_dict(settings)
+    settings = _settings(cfg, instruments)
     summary: dict[str, Any] = {
         "name": cfg.name,
         "interval": bar_interval(first.bars.index) if first else "-",
         "periods_per_year": settings.periods_per_year,
-        "execution": execution,
+        "execution": execution_dict(settings),
         "risk_free": cfg.data.risk_free.model_dump(),
         "cost_sweep_bp": sweep_points(cfg),
         "instruments": {},
     }
     for inst in instruments:
-        (out_dir / inst.instrument).mkdir(parents=True, exist_ok=True)
-        strategies = {
-            name: _write_strategy(out_dir, inst, name, execution) for name in inst.results
-        }
         summary["instruments"][inst.instrument] = {
             "oos_start": format_timestamp(inst.oos_start),
             "oos_end": format_timestamp(inst.oos_end),
             "warmup_bars": inst.warmup,
-            "strategies": strategies,
+            "strategies": inst.entries,
         }
     if portfolios:
         summary["portfolio"] = portfolio_unit.write_portfolios(out_dir, portfolios)
     path = out_dir / "summary.json"
     write_json(path, json_safe(summary))
     return path
+
+
+def write_backtests(
+    cfg: Config, instruments: list[InstrumentBacktests], portfolios: dict | None = None
+) -> Path:
+    """Write every result (and ``portfolio_unit.run_portfolios``'s) under ``<run>/backtests/``,
+    without recording them. Returns the path of summary.json.
+    """
+    out_dir, execution = cfg.stage_directory("backtest"), _execution(cfg, instruments)
+    for inst in instruments:
+        write_instrument(out_dir, inst, execution)
+    return write_summary(cfg, instruments, portfolios)
+
+
+def _write_and_record(
+    cfg: Config, out_dir: Path, execution: dict[str, Any], inst: InstrumentBacktests
+) -> None:
+    """One instrument's files, then its child runs (made from those files)."""
+    write_instrument(out_dir, inst, execution)
+    failures = {name: str(failure) for name, failure in inst.failures.items()}
+    backtest_runs.record_instrument(
+        cfg, out_dir, inst.instrument, list(inst.units), inst.entries, failures
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -383,17 +483,24 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         cfg = config_from_args(args)
+        out_dir = cfg.stage_directory("backtest")
         # make must not take a failed run for a finished stage
-        (cfg.stage_directory("backtest") / "summary.json").unlink(missing_ok=True)
-        try:
-            results = run_backtests(cfg, charts=cfg.tracking.charts and not args.no_charts)
-        except executors.UnitsFailed as failed:
-            record_failures(cfg, failed)
-            raise
-        portfolios = portfolio_unit.run_portfolios(cfg, results)  # {} without backtest.top_k
-        path = write_backtests(cfg, results, portfolios)
+        (out_dir / "summary.json").unlink(missing_ok=True)
+        planned = plan_backtests(cfg, charts=cfg.tracking.charts and not args.no_charts)
+        inputs = {f"{inst.instrument}.parquet": inst.path for inst in planned}
+        record = functools.partial(_write_and_record, cfg, out_dir, _execution(cfg, planned))
+        # the executor starts first: its workers start while this process opens the run
+        with (
+            executors.executor_for(cfg.executor) as executor,
+            tracking.pipeline_run(
+                cfg, "backtest", inputs=inputs, command=recorded_command(args, "backtest")
+            ),
+        ):
+            run_units(cfg, planned, executor, record=record)
+            portfolios = portfolio_unit.run_portfolios(cfg, planned)  # {} without backtest.top_k
+            path = write_summary(cfg, planned, portfolios)
+            backtest_runs.record_summary(cfg, path)
         log.info("wrote %s", path)
-        record_runs(cfg, path, recorded_command(args, "backtest"))
         return 0
 
     return run_stage(body)

@@ -1,11 +1,11 @@
-"""The backtest stage's MLflow records: a ``backtest`` run with one child per instrument x
+"""The backtest stage's MLflow records: one child of its ``backtest`` run per instrument x
 strategy (metrics, the cost sweep's Sharpe ratios, the strategy's files, its equity
-against buy-and-hold), and the FAILED children of failed units."""
+against buy-and-hold), a FAILED child per failed unit, and the stage's league."""
 
 from __future__ import annotations
 
-import contextlib
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,6 @@ from pipelines.common.outputs import (
 )
 from pipelines.common.strategy_names import is_seed
 from pipelines.config import Config
-from pipelines.execution import executors
 from pipelines.report import charts
 from pipelines.tracking.league import log_league
 
@@ -31,16 +30,18 @@ def _record_strategy(
     kind: str,
     benchmark: tuple[str, pd.Series] | None,
 ) -> None:
-    """Log one strategy's metrics, params, files and charts to its child run; its equity
-    is drawn against ``benchmark`` (name, equity)."""
+    """Log one strategy's metrics, params, files and charts to its child run, from the
+    files its entry of summary.json (``item``) lists; its equity is drawn against
+    ``benchmark`` (name, equity)."""
     tags = {"gatecast.instrument": instrument, "gatecast.strategy": name, "gatecast.kind": kind}
     with tracking.child_run(f"{instrument}/{name}", tags=tags):
+        # the strategy's own file: what build/ holds, undefined numbers written as null
         record = json.loads((out_dir / item["files"]["metrics"]).read_text())
-        tracking.log_params({"kind": kind, "strategy.class": item["class"]})
+        tracking.log_params({"kind": kind, "strategy.class": record["class"]})
         tracking.log_params({f"strategy.{k}": v for k, v in record["params"].items()})
-        tracking.log_metrics({k: v for k, v in item["metrics"].items() if v is not None})
+        tracking.log_metrics({k: v for k, v in record["metrics"].items() if v is not None})
         tracking.log_metrics(
-            {f"sharpe_at_{bp}bp": v for bp, v in item["cost_sweep"].items() if v is not None}
+            {f"sharpe_at_{bp}bp": v for bp, v in record["cost_sweep"].items() if v is not None}
         )
         for relative in item["files"].values():
             tracking.log_artifact(out_dir / relative, "backtest")
@@ -81,52 +82,42 @@ def _equity_figure(curves: dict[str, pd.Series], title: str) -> Any:
     return fig
 
 
-def record_runs(cfg: Config, summary_path: Path, command: str | None = None) -> None:
-    """Record the written backtests in MLflow: a ``backtest`` run, a child per strategy.
+def record_instrument(
+    cfg: Config,
+    out_dir: Path,
+    instrument: str,
+    order: Sequence[str],
+    strategies: Mapping[str, dict[str, Any]],
+    failures: Mapping[str, str],
+) -> None:
+    """Record one instrument's strategies in ``order`` as children of the open
+    ``backtest`` run: each written one (``strategies``: its entry of summary.json)
+    from its files only, so its run carries exactly what ``build/`` holds, and each
+    failed one (``failures``: its error) as a FAILED child naming the error."""
+    benchmark = None
+    if cfg.report.benchmark in strategies:
+        files = strategies[cfg.report.benchmark]["files"]
+        equity = read_stage_parquet(out_dir / files["equity"], "backtest")["equity"]
+        benchmark = (cfg.report.benchmark, equity)
+    for name in order:
+        if name in strategies:
+            kind = cfg.strategy_kind(name)
+            _record_strategy(out_dir, instrument, name, strategies[name], kind, benchmark)
+        elif name in failures:
+            tags = {"gatecast.instrument": instrument, "gatecast.strategy": name}
+            tracking.failed_child_run(f"{instrument}/{name}", tags, failures[name])
 
-    Reads only the stage's files (``summary_path`` and those it lists), so the
-    runs carry exactly what ``build/`` holds.
-    """
-    out_dir = summary_path.parent
+
+def record_summary(cfg: Config, summary_path: Path) -> None:
+    """The open ``backtest`` run's league of Sharpe ratios and the stage's summary.json."""
     summary = read_stage_summary(summary_path, "backtest")
-    forecasts = cfg.stage_directory("train")
-    inputs = {f"{name}.parquet": forecasts / f"{name}.parquet" for name in summary["instruments"]}
-    with tracking.pipeline_run(cfg, "backtest", inputs=inputs, command=command):
-        for instrument, entry in summary["instruments"].items():
-            strategies = entry["strategies"]
-            benchmark = None
-            if cfg.report.benchmark in strategies:
-                files = strategies[cfg.report.benchmark]["files"]
-                equity = read_stage_parquet(out_dir / files["equity"], "backtest")["equity"]
-                benchmark = (cfg.report.benchmark, equity)
-            for name, item in strategies.items():
-                kind = cfg.strategy_kind(name)
-                _record_strategy(out_dir, instrument, name, item, kind, benchmark)
-        rows = [
-            {"instrument": instrument, "name": name, "sharpe": item["metrics"].get("sharpe")}
-            for instrument, entry in summary["instruments"].items()
-            for name, item in entry["strategies"].items()
-            if not is_seed(name)
-        ]
-        if rows:
-            note = f"gatecast `backtest` stage of config `{cfg.name}`"
-            log_league(
-                pd.DataFrame(rows).astype({"sharpe": float}), "sharpe", True, "strategy", note
-            )
-        tracking.log_artifact(summary_path)
-
-
-def record_failures(cfg: Config, failed: executors.UnitsFailed) -> None:
-    """A ``backtest`` run, FAILED, with a FAILED child per failed unit naming its error.
-
-    The finished units' runs are recorded by the rerun that completes the stage
-    (their results wait in ``backtests/.units``): a strategy run carries the
-    stage's files, and no file is written while a unit is missing.
-    """
-    with contextlib.suppress(executors.UnitsFailed), tracking.pipeline_run(cfg, "backtest"):
-        for failure in failed.failures:
-            name = failure.unit.split(" (", 1)[0]  # GSPC/lstm (build/.../GSPC.parquet)
-            instrument, _, strategy = name.partition("/")
-            tags = {"gatecast.instrument": instrument, "gatecast.strategy": strategy}
-            tracking.failed_child_run(name, tags, str(failure))
-        raise failed
+    rows = [
+        {"instrument": instrument, "name": name, "sharpe": item["metrics"].get("sharpe")}
+        for instrument, entry in summary["instruments"].items()
+        for name, item in entry["strategies"].items()
+        if not is_seed(name)
+    ]
+    if rows:
+        note = f"gatecast `backtest` stage of config `{cfg.name}`"
+        log_league(pd.DataFrame(rows).astype({"sharpe": float}), "sharpe", True, "strategy", note)
+    tracking.log_artifact(summary_path)
