@@ -15,7 +15,7 @@ store is touched. Inside that process it records:
   stages' other modules (``benchmarks._mlflow_import``);
 - MLflow's share: those calls plus that import, over the whole wall time (the
   goal's figure); beside it, the same in the driver's main thread only, and that plus
-  the main thread's waits for the train stage's background recording
+  the main thread's waits for the stages' background recording
   (``pipelines.execution.recorder``), a bound from above on what MLflow adds to the
   run's critical path (:func:`mlflow_shares`);
 
@@ -53,19 +53,20 @@ RESULTS = REPO_ROOT / "benchmarks" / "results" / "pipeline.json"
 GOAL_SECONDS = 180.0
 GOAL_MLFLOW_SHARE = 0.04
 
-# In the child process: the driver's waits for the train stage's background recording
-# (``Recorder.waited_seconds``), summed over the stages that record beside their workers.
+# In the child process: the driver's waits for the background recording
+# (``Recorder.waited_seconds``), summed over the stages that record beside their workers
+# (train and backtest): the class itself is wrapped, so every stage's recorder counts.
 RECORDER_WAITS = """
-from pipelines.stages import train as _train
+from pipelines.execution import recorder as _recorder
 waited = [0.0]
-class _WaitedRecorder(_train.Recorder):
-    def __exit__(self, *exc):
-        try:
-            return super().__exit__(*exc)
-        finally:
-            if self.background:
-                waited[0] += self.waited_seconds
-_train.Recorder = _WaitedRecorder
+_recorder_exit = _recorder.Recorder.__exit__
+def _counted_exit(self, *exc):
+    try:
+        return _recorder_exit(self, *exc)
+    finally:
+        if self.background:
+            waited[0] += self.waited_seconds
+_recorder.Recorder.__exit__ = _counted_exit
 """
 
 # Runs in the child process; prints one JSON line with its own measurements.

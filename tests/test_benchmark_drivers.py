@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from benchmarks._mlflow_import import ALL_STAGE_MODULES, driver_head
 
@@ -174,16 +177,21 @@ def test_the_pipeline_benchmark_bounds_mlflow_three_ways():
     assert shares["mlflow_main_seconds"] == 3.5 and shares["mlflow_main_share"] == 0.035
     assert shares["mlflow_critical_seconds"] == 5.0 and shares["mlflow_critical_share"] == 0.05
 
-    from pipelines.stages import train
+    from pipelines.execution.recorder import Recorder
+    from pipelines.stages import backtest, train
 
-    original, namespace = train.Recorder, {}
+    original, namespace = Recorder.__exit__, {}
     exec(RECORDER_WAITS, namespace)
     try:
-        assert train.Recorder is namespace["_WaitedRecorder"]
-        with train.Recorder(background=True) as recorder:
-            recorder.submit(lambda: None)
+        # both stages that record beside their workers are counted
+        with train.Recorder(background=True) as first:
+            first.submit(time.sleep, 0.05)
+        with backtest.Recorder(background=True) as second:
+            second.submit(time.sleep, 0.05)
         with train.Recorder(background=False) as inline:  # its waits are main-thread calls
-            inline.submit(lambda: None)
-        assert namespace["waited"][0] == recorder.waited_seconds > 0
+            inline.submit(time.sleep, 0.05)
+        waited = first.waited_seconds + second.waited_seconds
+        assert first.waited_seconds > 0 and second.waited_seconds > 0
+        assert namespace["waited"][0] == pytest.approx(waited)
     finally:
-        train.Recorder = original
+        Recorder.__exit__ = original
