@@ -279,7 +279,9 @@ def run_units(
             cfg.stage_directory("backtest"), "pipelines.execution.backtest_unit", unit_inputs
         )
     runner = UnitRunner("backtest", cache, lambda u: f"{u} ({shown(owner[id(u)][0].path)})")
-    recorder = Recorder(background=not getattr(executor, "in_process", False), name="backtest")
+    # a recording thread only where there is something to record beside other processes
+    background = record is not None and not getattr(executor, "in_process", False)
+    recorder = Recorder(background=background, name="backtest")
     submitted = 0  # planned[:submitted] are with the recorder
     # disable=None: a bar on a terminal, nothing in logs and CI
     bar = tqdm(
