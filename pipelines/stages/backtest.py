@@ -400,15 +400,14 @@ def _write_strategy(
     }
 
 
+def _first_unit(instruments: Sequence[InstrumentBacktests]) -> BacktestUnit | None:
+    return next((u for inst in instruments for u in inst.units.values()), None)
+
+
 def _settings(cfg: Config, instruments: Sequence[InstrumentBacktests]) -> ExecutionSettings:
     """The execution settings every unit shares."""
-    first = next((u for inst in instruments for u in inst.units.values()), None)
+    first = _first_unit(instruments)
     return first.execution if first else execution_from_config(cfg.backtest)
-
-
-def _execution(cfg: Config, instruments: Sequence[InstrumentBacktests]) -> dict[str, Any]:
-    """The execution settings, as summary.json and each strategy's file write them."""
-    return execution_dict(_settings(cfg, instruments))
 
 
 def write_instrument(out_dir: Path, inst: InstrumentBacktests, execution: dict[str, Any]) -> None:
@@ -424,8 +423,7 @@ def write_summary(
     """Write ``portfolio_unit.run_portfolios``'s results, then summary.json (atomically,
     last), from the instruments' written ``entries``; return its path."""
     out_dir = cfg.stage_directory("backtest")
-    first = next((u for inst in instruments for u in inst.units.values()), None)
-    settings = _settings(cfg, instruments)
+    first, settings = _first_unit(instruments), _settings(cfg, instruments)
     summary: dict[str, Any] = {
         "name": cfg.name,
         "interval": bar_interval(first.bars.index) if first else "-",
@@ -455,7 +453,8 @@ def write_backtests(
     """Write every result (and ``portfolio_unit.run_portfolios``'s) under ``<run>/backtests/``,
     without recording them. Returns the path of summary.json.
     """
-    out_dir, execution = cfg.stage_directory("backtest"), _execution(cfg, instruments)
+    out_dir = cfg.stage_directory("backtest")
+    execution = execution_dict(_settings(cfg, instruments))
     for inst in instruments:
         write_instrument(out_dir, inst, execution)
     return write_summary(cfg, instruments, portfolios)
@@ -490,7 +489,9 @@ def main(argv: list[str] | None = None) -> int:
         (out_dir / "summary.json").unlink(missing_ok=True)
         planned = plan_backtests(cfg, charts=cfg.tracking.charts and not args.no_charts)
         inputs = {f"{inst.instrument}.parquet": inst.path for inst in planned}
-        record = functools.partial(_write_and_record, cfg, out_dir, _execution(cfg, planned))
+        record = functools.partial(
+            _write_and_record, cfg, out_dir, execution_dict(_settings(cfg, planned))
+        )
         # the executor starts first: its workers start while this process opens the run
         with (
             executors.executor_for(cfg.executor) as executor,
