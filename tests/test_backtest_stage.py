@@ -363,8 +363,9 @@ class _Replay:
 
 
 def _record_each(events):
-    def record(inst):
-        events.append(("record", inst.instrument, list(inst.results), sorted(inst.failures)))
+    def record(inst, name):
+        assert name in inst.results or name in inst.failures  # its unit is in
+        events.append(("record", inst.instrument, name))
 
     return record
 
@@ -378,22 +379,35 @@ def _planned(tmp_path):
     return cfg, plan_backtests(cfg)
 
 
-def test_each_instrument_is_recorded_once_its_units_are_in_and_in_plan_order(tmp_path):
+def test_each_strategy_is_recorded_once_its_unit_is_in_benchmark_first(tmp_path):
     from pipelines.stages.backtest import run_units
 
     cfg, planned = _planned(tmp_path)
     assert [inst.instrument for inst in planned] == ["GSPC", "GOOG"]
     names = list(planned[0].units)
+    benchmark = cfg.report.benchmark
+    assert benchmark in names and names.index(benchmark) > 0  # planned after others
+    # every instrument's benchmark first: the other strategies' charts draw it
+    order = [benchmark, *(n for n in names if n != benchmark)]
+    expected = [("record", inst, name) for inst in ("GSPC", "GOOG") for name in order]
 
-    # in plan order: GSPC is recorded before any unit of GOOG comes back
+    # in plan order: the strategies planned before the benchmark wait for its unit, then
+    # each is recorded as its unit comes in, GSPC's all before any unit of GOOG
     events = []
     run_units(cfg, planned, _Replay(lambda u: u, events), False, False, _record_each(events))
-    first_goog = events.index(("unit", "GOOG", names[0]))
-    assert events[first_goog - 1] == ("record", "GSPC", names, [])
-    assert events[-1] == ("record", "GOOG", names, [])
+    assert [e for e in events if e[0] == "record"] == expected
+    position = names.index(benchmark)
+    assert events[: 2 * position + 2] == [
+        *(("unit", "GSPC", n) for n in names[: position + 1]),
+        *expected[: position + 1],
+    ]
+    after = names[position + 1]
+    assert events[events.index(("unit", "GSPC", after)) + 1] == ("record", "GSPC", after)
+    assert events.index(("unit", "GOOG", names[0])) > events.index(expected[len(names) - 1])
 
-    # GOOG's units first, GSPC's last unit at the very end: GOOG waits for GSPC, and each
-    # instrument's results are in plan order whatever order they came back in
+    # GOOG's units first, GSPC's first unit at the very end: only GSPC's benchmark is
+    # recorded before it, the rest after it, in order; and each instrument's results are
+    # in plan order whatever order they came back in
     cfg, planned = _planned(tmp_path / "again")
     events = []
 
@@ -403,18 +417,13 @@ def test_each_instrument_is_recorded_once_its_units_are_in_and_in_plan_order(tmp
         return [*gspc[1:], *reversed(goog), gspc[0]]
 
     run_units(cfg, planned, _Replay(arrange, events), False, False, _record_each(events))
-    records = [e for e in events if e[0] == "record"]
-    assert (
-        events[-2:]
-        == records
-        == [
-            ("record", "GSPC", names, []),
-            ("record", "GOOG", names, []),
-        ]
-    )
+    last = events.index(("unit", "GSPC", names[0]))
+    assert [e for e in events[:last] if e[0] == "record"] == [("record", "GSPC", benchmark)]
+    assert events[last + 1 :] == expected[1:]
+    assert [list(inst.results) for inst in planned] == [names, names]
 
 
-def test_an_instrument_with_a_failed_unit_is_recorded_with_it_then_the_stage_fails(tmp_path):
+def test_a_failed_unit_is_recorded_in_its_place_then_the_stage_fails(tmp_path):
     from pipelines.execution.executors import UnitsFailed
     from pipelines.stages.backtest import run_units
 
@@ -424,9 +433,9 @@ def test_an_instrument_with_a_failed_unit_is_recorded_with_it_then_the_stage_fai
     replay = _Replay(lambda u: u, events, broken={("GSPC", "kalman")})
     with pytest.raises(UnitsFailed, match=r"1 of 20 backtest units failed.*GSPC/kalman"):
         run_units(cfg, planned, replay, False, False, _record_each(events))
+    benchmark = cfg.report.benchmark
+    order = [benchmark, *(n for n in names if n != benchmark)]
     records = [e for e in events if e[0] == "record"]
-    assert records == [
-        ("record", "GSPC", [n for n in names if n != "kalman"], ["kalman"]),
-        ("record", "GOOG", names, []),
-    ]
+    assert records == [("record", inst, name) for inst in ("GSPC", "GOOG") for name in order]
+    assert "kalman" in planned[0].failures and "kalman" not in planned[0].results
     assert str(planned[0].failures["kalman"]).startswith("GSPC/kalman (")

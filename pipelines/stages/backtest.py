@@ -22,10 +22,11 @@ data. Writes, under ``<run>/backtests/``:
   the metrics, the sweep's Sharpe ratios by bp (``cost_sweep``), and the
   swept points (``cost_sweep_bp``).
 
-Each instrument's files are written, and recorded in MLflow
-(``pipelines.tracking.backtest_runs``), as soon as all its units are in, beside
-the units still running (``pipelines.execution.recorder``), in the plan's
-order of instruments whichever finished first: a ``backtest``
+Each strategy's files are written, and recorded in MLflow
+(``pipelines.tracking.backtest_runs``), as soon as its unit is in, beside the
+units still running (``pipelines.execution.recorder``), in a fixed order
+whichever finished first (``recording_order``: the plan's, with each
+instrument's ``report.benchmark`` first, as the others' charts draw it): a ``backtest``
 run with one child per instrument x strategy, ``backtest/<INST>/<strategy>``
 (params ``stage``, ``instrument``, ``strategy``, ``kind`` and the strategy's
 own as ``strategy.<name>``), carrying the metrics, the cost sweep's Sharpe
@@ -250,24 +251,38 @@ def plan_backtests(
     ]
 
 
+def recording_order(
+    cfg: Config, planned: Sequence[InstrumentBacktests]
+) -> list[tuple[InstrumentBacktests, str]]:
+    """The order in which strategies are written and recorded: instrument by instrument
+    in plan order, each instrument's ``report.benchmark`` first (every other strategy's
+    equity chart draws it), then its other strategies in plan order."""
+    benchmark = cfg.report.benchmark
+    return [
+        (inst, name)
+        for inst in planned
+        for name in sorted(inst.units, key=lambda name: name != benchmark)  # a stable sort
+    ]
+
+
 def run_units(
     cfg: Config,
     planned: Sequence[InstrumentBacktests],
     executor: executors.Executor,
     progress: bool = True,
     reuse: bool = True,
-    record: Callable[[InstrumentBacktests], Any] | None = None,
+    record: Callable[[InstrumentBacktests, str], Any] | None = None,
 ) -> None:
     """Run the planned units through ``executor``, filling each instrument's ``results``
-    (and ``failures``) in plan order.
+    (and ``failures``), in plan order once all are in.
 
     Each finished unit's result is kept in ``backtests/.units``
     (``pipelines.execution.unit_cache``) and taken from there by a later call with
     the same inputs and code. A unit that raises does not stop the others; once
     all are done, ``UnitsFailed`` names every failed one.
 
-    ``record`` is called with each instrument once all its units are in, in plan
-    order whichever finished first, beside the units still running
+    ``record`` is called with each (instrument, strategy) once its unit is in, in
+    ``recording_order`` whichever finished first, beside the units still running
     (``pipelines.execution.recorder``: in a background thread when the units run in
     other processes); every call has returned when this returns.
     """
@@ -282,7 +297,8 @@ def run_units(
     # a recording thread only where there is something to record beside other processes
     background = record is not None and not getattr(executor, "in_process", False)
     recorder = Recorder(background=background, name="backtest")
-    submitted = 0  # planned[:submitted] are with the recorder
+    order = recording_order(cfg, planned)
+    submitted = 0  # order[:submitted] are with the recorder
     # disable=None: a bar on a terminal, nothing in logs and CI
     bar = tqdm(
         total=len(units),
@@ -301,12 +317,10 @@ def run_units(
                 else:
                     inst.results[name] = outcome
                     _log_result(inst.instrument, name, outcome)
-                # hand over, in plan order, every instrument whose units are all in
-                while submitted < len(planned) and _all_in(planned[submitted]):
-                    inst = planned[submitted]
-                    inst.results = {n: inst.results[n] for n in inst.units if n in inst.results}
+                # hand over, in recording order, every strategy whose unit is in
+                while submitted < len(order) and _is_in(*order[submitted]):
                     if record is not None:
-                        recorder.submit(record, inst)
+                        recorder.submit(record, *order[submitted])
                     submitted += 1
     finally:
         if record is not None:
@@ -315,11 +329,13 @@ def run_units(
                 recorder.busy_seconds,
                 recorder.waited_seconds,
             )
+    for inst in planned:
+        inst.results = {n: inst.results[n] for n in inst.units if n in inst.results}
     runner.finish()
 
 
-def _all_in(inst: InstrumentBacktests) -> bool:
-    return len(inst.results) + len(inst.failures) == len(inst.units)
+def _is_in(inst: InstrumentBacktests, name: str) -> bool:
+    return name in inst.results or name in inst.failures
 
 
 def run_backtests(
@@ -438,7 +454,8 @@ def write_summary(
             "oos_start": format_timestamp(inst.oos_start),
             "oos_end": format_timestamp(inst.oos_end),
             "warmup_bars": inst.warmup,
-            "strategies": inst.entries,
+            # in plan order, whichever order they were written in
+            "strategies": {n: inst.entries[n] for n in inst.units if n in inst.entries},
         }
     if portfolios:
         summary["portfolio"] = portfolio_unit.write_portfolios(out_dir, portfolios)
@@ -461,14 +478,16 @@ def write_backtests(
 
 
 def _write_and_record(
-    cfg: Config, out_dir: Path, execution: dict[str, Any], inst: InstrumentBacktests
+    cfg: Config, out_dir: Path, execution: dict[str, Any], inst: InstrumentBacktests, name: str
 ) -> None:
-    """One instrument's files, then its child runs (made from those files)."""
-    write_instrument(out_dir, inst, execution)
-    failures = {name: str(failure) for name, failure in inst.failures.items()}
-    backtest_runs.record_instrument(
-        cfg, out_dir, inst.instrument, list(inst.units), inst.entries, failures
-    )
+    """One strategy's files, then its child run (made from those files); or, for a
+    failed unit, its FAILED child run."""
+    if name in inst.failures:
+        backtest_runs.record_failure(inst.instrument, name, str(inst.failures[name]))
+        return
+    (out_dir / inst.instrument).mkdir(parents=True, exist_ok=True)
+    inst.entries[name] = _write_strategy(out_dir, inst, name, execution)
+    backtest_runs.record_strategy(cfg, out_dir, inst.instrument, name, inst.entries)
 
 
 def main(argv: list[str] | None = None) -> int:

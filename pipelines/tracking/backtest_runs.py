@@ -5,7 +5,7 @@ against buy-and-hold), a FAILED child per failed unit, and the stage's league.""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -82,30 +82,33 @@ def _equity_figure(curves: dict[str, pd.Series], title: str) -> Any:
     return fig
 
 
-def record_instrument(
+def record_strategy(
     cfg: Config,
     out_dir: Path,
     instrument: str,
-    order: Sequence[str],
+    name: str,
     strategies: Mapping[str, dict[str, Any]],
-    failures: Mapping[str, str],
 ) -> None:
-    """Record one instrument's strategies in ``order`` as children of the open
-    ``backtest`` run: each written one (``strategies``: its entry of summary.json)
-    from its files only, so its run carries exactly what ``build/`` holds, and each
-    failed one (``failures``: its error) as a FAILED child naming the error."""
+    """Record the instrument's strategy ``name`` as a child of the open ``backtest`` run,
+    from its files only, so its run carries exactly what ``build/`` holds.
+
+    ``strategies`` maps the instrument's strategies written so far to their entries of
+    summary.json; where it holds ``report.benchmark``, the equity chart draws it too.
+    """
     benchmark = None
-    if cfg.report.benchmark in strategies:
+    if cfg.report.benchmark in strategies and name != cfg.report.benchmark:
         files = strategies[cfg.report.benchmark]["files"]
         equity = read_stage_parquet(out_dir / files["equity"], "backtest")["equity"]
         benchmark = (cfg.report.benchmark, equity)
-    for name in order:
-        if name in strategies:
-            kind = cfg.strategy_kind(name)
-            _record_strategy(out_dir, instrument, name, strategies[name], kind, benchmark)
-        elif name in failures:
-            tags = {"gatecast.instrument": instrument, "gatecast.strategy": name}
-            tracking.failed_child_run(f"{instrument}/{name}", tags, failures[name])
+    kind = cfg.strategy_kind(name)
+    _record_strategy(out_dir, instrument, name, strategies[name], kind, benchmark)
+
+
+def record_failure(instrument: str, name: str, error: str) -> None:
+    """A FAILED child of the open ``backtest`` run for a strategy whose unit raised
+    ``error``."""
+    tags = {"gatecast.instrument": instrument, "gatecast.strategy": name}
+    tracking.failed_child_run(f"{instrument}/{name}", tags, error)
 
 
 def record_summary(cfg: Config, summary_path: Path) -> None:
