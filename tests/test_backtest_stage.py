@@ -389,37 +389,29 @@ def test_each_strategy_is_recorded_once_its_unit_is_in_benchmark_first(tmp_path)
     assert benchmark in names and names.index(benchmark) > 0  # planned after others
     # every instrument's benchmark first: the other strategies' charts draw it
     order = [benchmark, *(n for n in names if n != benchmark)]
-    expected = [("record", inst, name) for inst in ("GSPC", "GOOG") for name in order]
+    expected = [(inst, name) for inst in ("GSPC", "GOOG") for name in order]
 
-    # in plan order: the strategies planned before the benchmark wait for its unit, then
-    # each is recorded as its unit comes in, GSPC's all before any unit of GOOG
+    # the units are handed out in that order, and each is recorded as soon as it is in
     events = []
     run_units(cfg, planned, _Replay(lambda u: u, events), False, False, _record_each(events))
-    assert [e for e in events if e[0] == "record"] == expected
-    position = names.index(benchmark)
-    assert events[: 2 * position + 2] == [
-        *(("unit", "GSPC", n) for n in names[: position + 1]),
-        *expected[: position + 1],
-    ]
-    after = names[position + 1]
-    assert events[events.index(("unit", "GSPC", after)) + 1] == ("record", "GSPC", after)
-    assert events.index(("unit", "GOOG", names[0])) > events.index(expected[len(names) - 1])
+    assert events == [(kind, *e) for e in expected for kind in ("unit", "record")]
 
-    # GOOG's units first, GSPC's first unit at the very end: only GSPC's benchmark is
-    # recorded before it, the rest after it, in order; and each instrument's results are
-    # in plan order whatever order they came back in
+    # GOOG's units first, GSPC's benchmark at the very end: nothing is recorded before
+    # it, everything after it, in order; and each instrument's results are in plan order
+    # whatever order they came back in
     cfg, planned = _planned(tmp_path / "again")
     events = []
 
     def arrange(units):
         gspc = [u for u in units if u.instrument == "GSPC"]
         goog = [u for u in units if u.instrument == "GOOG"]
+        assert gspc[0].name == benchmark
         return [*gspc[1:], *reversed(goog), gspc[0]]
 
     run_units(cfg, planned, _Replay(arrange, events), False, False, _record_each(events))
-    last = events.index(("unit", "GSPC", names[0]))
-    assert [e for e in events[:last] if e[0] == "record"] == [("record", "GSPC", benchmark)]
-    assert events[last + 1 :] == expected[1:]
+    last = events.index(("unit", "GSPC", benchmark))
+    assert last == len(names) * 2 - 1
+    assert events[last + 1 :] == [("record", *e) for e in expected]
     assert [list(inst.results) for inst in planned] == [names, names]
 
 

@@ -254,9 +254,9 @@ def plan_backtests(
 def recording_order(
     cfg: Config, planned: Sequence[InstrumentBacktests]
 ) -> list[tuple[InstrumentBacktests, str]]:
-    """The order in which strategies are written and recorded: instrument by instrument
-    in plan order, each instrument's ``report.benchmark`` first (every other strategy's
-    equity chart draws it), then its other strategies in plan order."""
+    """The order in which strategies are run, written and recorded: instrument by
+    instrument in plan order, each instrument's ``report.benchmark`` first (every other
+    strategy's equity chart draws it), then its other strategies in plan order."""
     benchmark = cfg.report.benchmark
     return [
         (inst, name)
@@ -287,7 +287,9 @@ def run_units(
     other processes); every call has returned when this returns.
     """
     owner = {id(unit): (inst, name) for inst in planned for name, unit in inst.units.items()}
-    units = [unit for inst in planned for unit in inst.units.values()]
+    order = recording_order(cfg, planned)
+    # handed out in the order they are recorded in, so each is recorded soon after it runs
+    units = [inst.units[name] for inst, name in order]
     cache = None
     if reuse:
         cache = UnitCache(
@@ -296,8 +298,9 @@ def run_units(
     runner = UnitRunner("backtest", cache, lambda u: f"{u} ({shown(owner[id(u)][0].path)})")
     # a recording thread only where there is something to record beside other processes
     background = record is not None and not getattr(executor, "in_process", False)
-    recorder = Recorder(background=background, name="backtest")
-    order = recording_order(cfg, planned)
+    # every result stays in memory until the summary anyway: a queue shorter than the
+    # units would only hold up the driver (and the units it hands out) behind the recording
+    recorder = Recorder(background=background, capacity=max(1, len(units)), name="backtest")
     submitted = 0  # order[:submitted] are with the recorder
     # disable=None: a bar on a terminal, nothing in logs and CI
     bar = tqdm(
