@@ -290,6 +290,28 @@ def test_report_reads_the_cost_sweep_of_the_stage(tmp_path):
         load_instruments(cfg)
 
 
+def test_every_equity_chart_draws_the_benchmark_beside_the_strategy(tmp_path, monkeypatch):
+    from pipelines.stages.backtest import main
+    from pipelines.tracking import backtest_runs
+
+    drawn = {}
+    draw = backtest_runs._equity_figure
+
+    def noted(curves, title):
+        drawn[title] = list(curves)
+        return draw(curves, title)
+
+    monkeypatch.setattr(backtest_runs, "_equity_figure", noted)
+    write_forecasts(tmp_path / "smoke", instruments=("GSPC",))
+    args = ["--config", "configs/smoke.yaml", "--set", f"output_directory={tmp_path}"]
+    assert main([*args, "--set", "data.instruments=[GSPC]"]) == 0
+    # buy_and_hold is planned last and drawn alone; every other strategy against it
+    assert drawn == {
+        f"GSPC {name}": [name] if name == "buy_and_hold" else [name, "buy_and_hold"]
+        for name in STRATEGIES
+    }
+
+
 def test_missing_forecasts_are_a_clear_error(tmp_path, capsys):
     from pipelines.stages.backtest import main
 
