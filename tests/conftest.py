@@ -123,7 +123,12 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     )
     log = (root / "server.log").open("w")
     server = subprocess.Popen(
-        command, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        command,
+        cwd=root,
+        env=store_uri.server_environment(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from pipelines.config import REPO_ROOT
+from pipelines.tracking.uri import server_environment
 
 # A stage that opens runs all the time, from its main thread and from a recording thread
 # (pipelines.execution.recorder), the way the train stage does with a pool of workers. The
@@ -144,6 +145,7 @@ def test_a_server_that_dies_mid_stage_ends_the_stage_within_a_minute_with_one_li
             "1",
         ],
         cwd=tmp_path,
+        env=server_environment(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

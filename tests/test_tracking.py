@@ -136,6 +136,55 @@ def test_server_command_binds_loopback_and_serves_the_store(tmp_path):
     )
 
 
+def test_the_servers_leave_mlflows_job_runner_off_unless_the_user_turns_it_on(monkeypatch):
+    monkeypatch.delenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", raising=False)
+    assert store_uri.server_environment()["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    monkeypatch.setenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "true")
+    assert store_uri.server_environment()["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "true"
+
+
+@pytest.mark.slow
+def test_make_ui_serves_the_store_with_the_server_alone(tmp_path):
+    """``make ui`` (``python -m pipelines.tracking ui``): the MLflow server and its one
+    worker, without the job runner MLflow 3 starts by default (8 more processes)."""
+    import psutil
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key != "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
+    }
+    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", PYTHONPATH=str(REPO_ROOT))
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.tracking", "ui", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert ui.poll() is None, "make ui's server exited"
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "make ui's server did not answer in 120 s"
+                time.sleep(0.25)
+        time.sleep(2)  # MLflow starts its job runner beside the web server, not after it
+        commands = [" ".join(p.cmdline()) for p in psutil.Process(ui.pid).children(recursive=True)]
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)
+    assert not [c for c in commands if "huey" in c], commands
+    assert len(commands) <= 3, commands  # mlflow server, uvicorn and its worker
+
+
 def test_flatten_config_gives_every_key():
     cfg = load_config("configs/smoke.yaml")
     params = provenance.flatten_config(cfg)
@@ -325,7 +374,7 @@ def test_ui_prints_a_runs_view_link_per_experiment(store, cfg, capsys, monkeypat
     with tracking.pipeline_run(cfg, "train") as run:
         pass
     served = []
-    monkeypatch.setattr(store_uri.subprocess, "call", lambda cmd: served.append(cmd) or 0)
+    monkeypatch.setattr(store_uri.subprocess, "call", lambda cmd, **_: served.append(cmd) or 0)
     # what `python -m pipelines.tracking ui` runs (pipelines/tracking/__main__.py)
     assert store_uri.main(["ui", "--port", "5123"], experiments=tracking_store.experiments) == 0
     out = capsys.readouterr().out

@@ -46,7 +46,7 @@ from urllib.parse import quote
 import psutil
 
 from pipelines.config import REPO_ROOT
-from pipelines.tracking.uri import display_uri, masked
+from pipelines.tracking.uri import display_uri, masked, server_environment
 
 SERVER_DIRECTORY = REPO_ROOT / "server"
 POSTGRES_VERSIONS = Path("/usr/lib/postgresql")  # Debian's <version>/bin folders
@@ -302,9 +302,6 @@ def start_mlflow(folder: ServerFolder, host: str, port: int, workers: int) -> di
     folder.artifacts.mkdir(exist_ok=True, mode=0o700)
     command = server_command(folder, host, port, workers)
     url = client_url(host, port)
-    # MLflow's job runner (GenAI scorers, trace roll-ups) is 8 processes and 2 GB gatecast
-    # has no use for; a user's own setting wins
-    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
     descriptor = os.open(folder.mlflow_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     with open(descriptor, "a") as log:
         log.write(f"\n--- make server: {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n")
@@ -312,7 +309,7 @@ def start_mlflow(folder: ServerFolder, host: str, port: int, workers: int) -> di
         process = subprocess.Popen(
             command,
             cwd=folder.root,
-            env=env,
+            env=server_environment(),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

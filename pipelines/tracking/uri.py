@@ -32,6 +32,9 @@ DEFAULT_TRACKING_URI = f"sqlite:///{STORE_DIRECTORY / 'mlflow.db'}"
 DEFAULT_ARTIFACT_ROOT = STORE_DIRECTORY / "artifacts"
 _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 UI_ADDRESS = "http://127.0.0.1:5000"  # where ``make ui`` serves the store
+# MLflow 3's server starts a job runner (GenAI scorers, trace roll-ups: 8 more processes,
+# about 2.5 GB) that gatecast has no use for; a user's own setting wins (server_environment)
+SERVER_DEFAULTS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def tracking_uri() -> str:
@@ -123,6 +126,12 @@ def server_command(
     return command
 
 
+def server_environment() -> dict[str, str]:
+    """The environment an ``mlflow server`` of gatecast's runs in: this process's, with
+    :data:`SERVER_DEFAULTS` where it does not set them."""
+    return {**SERVER_DEFAULTS, **os.environ}
+
+
 def main(
     argv: list[str] | None = None,
     experiments: Callable[[], list[tuple[str, str]]] | None = None,
@@ -166,6 +175,6 @@ def main(
         print(f"  {name}: {experiment_url(experiment_id, address)}")
     sys.stdout.flush()
     try:
-        return subprocess.call(server_command(args.host, args.port, uri))
+        return subprocess.call(server_command(args.host, args.port, uri), env=server_environment())
     except KeyboardInterrupt:
         return 0
