@@ -13,6 +13,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest  # noqa: E402
 
 from pipelines.tracking import uri as store_uri
+from tests.servers import free_port, wait_until_answering
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = REPO_ROOT / "data" / "sample"
@@ -109,15 +110,10 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     with its own SQLite store and artifact folder, for the tests that talk to a server;
     each uses its own experiment. Yields (its URL, its artifact folder)."""
     import signal
-    import socket
     import subprocess
-    import time
-    import urllib.request
 
     root = tmp_path_factory.mktemp("mlflow-server")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     command = store_uri.server_command(
         "127.0.0.1", port, f"sqlite:///{root / 'server.db'}", root / "artifacts"
     )
@@ -132,15 +128,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, f"mlflow server exited: {root / 'server.log'}"
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "mlflow server did not answer in 120 s"
-                time.sleep(0.25)
+        wait_until_answering(server, url, hint=f"; its log: {root / 'server.log'}")
         yield url, root / "artifacts"
     finally:
         os.killpg(server.pid, signal.SIGTERM)

@@ -8,12 +8,10 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ import pytest
 
 from pipelines.config import REPO_ROOT
 from pipelines.tracking.uri import server_environment
+from tests.servers import free_port, wait_until_answering
 
 # A stage that opens runs all the time, from its main thread and from a recording thread
 # (pipelines.execution.recorder), the way the train stage does with a pool of workers. The
@@ -107,12 +106,6 @@ def test_sigterm_at_any_moment_leaves_no_run_running(tmp_path):
     assert {status for _, run, status in statuses if run == "train"} == {"KILLED"}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _child_runs(database: Path) -> int:
     try:
         with contextlib.closing(sqlite3.connect(database, timeout=5)) as connection:
@@ -126,7 +119,7 @@ def _child_runs(database: Path) -> int:
 
 @pytest.mark.slow
 def test_a_server_that_dies_mid_stage_ends_the_stage_within_a_minute_with_one_line(tmp_path):
-    port, database = _free_port(), tmp_path / "server.db"
+    port, database = free_port(), tmp_path / "server.db"
     server = subprocess.Popen(
         [
             sys.executable,
@@ -152,14 +145,9 @@ def test_a_server_that_dies_mid_stage_ends_the_stage_within_a_minute_with_one_li
     )
     stage = None
     try:
-        deadline = time.time() + 120
-        while True:  # answering, not only listening: the stage's first request waits 10 s
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).close()
-                break
-            assert time.time() < deadline, "the MLflow server did not start"
-            assert server.poll() is None, "the MLflow server exited"
-            time.sleep(0.5)
+        # answering, not only listening: the stage's first request would wait 10 s
+        wait_until_answering(server, f"http://127.0.0.1:{port}")
+        deadline = time.time() + 180
         env = {
             **os.environ,
             # a password in the URI must never be printed
@@ -175,7 +163,7 @@ def test_a_server_that_dies_mid_stage_ends_the_stage_within_a_minute_with_one_li
         )
         while _child_runs(database) == 0:  # the stage is recording its first results
             assert stage.poll() is None, stage.communicate()[1].decode()[-3000:]
-            assert time.time() < deadline + 180, "no child run appeared"
+            assert time.time() < deadline, "no child run appeared"
             time.sleep(0.2)
         os.killpg(server.pid, signal.SIGKILL)
         killed = time.time()

@@ -23,6 +23,7 @@ import yaml
 
 from pipelines.tracking import team_server
 from pipelines.tracking.uri import main as tracking_main
+from tests.servers import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENT = "gatecast-test-team"
@@ -61,12 +62,6 @@ def _missing() -> str | None:
 needs_postgres = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _tracking(*argv: str) -> subprocess.CompletedProcess[str]:
     """``python -m pipelines.tracking ...`` as ``make server`` runs it."""
     return subprocess.run(
@@ -90,7 +85,7 @@ def server():
     root = Path(tempfile.mkdtemp(prefix="gatecast-server-"))
     root.chmod(0o711)
     folder = root / "server"
-    port = _free_port()
+    port = free_port()
     try:
         started = _tracking("server", "--dir", str(folder), "--port", str(port))
         assert started.returncode == 0, started.stderr[-3000:]

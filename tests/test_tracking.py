@@ -29,6 +29,7 @@ from pipelines.config import REPO_ROOT, load_config
 from pipelines.tracking import overhead, provenance
 from pipelines.tracking import store as tracking_store
 from pipelines.tracking import uri as store_uri
+from tests.servers import free_port, wait_until_answering
 
 
 @pytest.fixture(scope="module")
@@ -149,9 +150,7 @@ def test_make_ui_serves_the_store_with_the_server_alone(tmp_path):
     worker, without the job runner MLflow 3 starts by default (8 more processes)."""
     import psutil
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {
         key: value
         for key, value in os.environ.items()
@@ -167,15 +166,7 @@ def test_make_ui_serves_the_store_with_the_server_alone(tmp_path):
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert ui.poll() is None, "make ui's server exited"
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "make ui's server did not answer in 120 s"
-                time.sleep(0.25)
+        wait_until_answering(ui, f"http://127.0.0.1:{port}")
         time.sleep(2)  # MLflow starts its job runner beside the web server, not after it
         commands = [" ".join(p.cmdline()) for p in psutil.Process(ui.pid).children(recursive=True)]
     finally:
@@ -742,15 +733,9 @@ def test_a_bad_config_creates_no_store_and_no_folder(tmp_path, stage):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_an_unreachable_server_stops_the_stage_fast_with_one_masked_line(tmp_path):
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     uri = f"http://ann:s3cret-pw@127.0.0.1:{port}"
     sets = ["--set", f"output_directory={tmp_path / 'build'}"]
     started = time.monotonic()
