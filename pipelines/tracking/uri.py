@@ -33,7 +33,7 @@ DEFAULT_ARTIFACT_ROOT = STORE_DIRECTORY / "artifacts"
 _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 UI_ADDRESS = "http://127.0.0.1:5000"  # where ``make ui`` serves the store
 # MLflow 3's server starts a job runner (GenAI scorers, trace roll-ups: 8 more processes,
-# about 2.5 GB) that gatecast has no use for; a user's own setting wins (server_environment)
+# about 2 GB) that gatecast has no use for; a user's own setting wins (server_environment)
 SERVER_DEFAULTS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
