@@ -147,7 +147,7 @@ def test_the_servers_leave_mlflows_job_runner_off_unless_the_user_turns_it_on(mo
 @pytest.mark.slow
 def test_make_ui_serves_the_store_with_the_server_alone(tmp_path):
     """``make ui`` (``python -m pipelines.tracking ui``): the MLflow server and its one
-    worker, without the job runner MLflow 3 starts by default (8 more processes)."""
+    worker, without the job runner MLflow 3 starts by default (its huey consumers)."""
     import psutil
 
     port = free_port()

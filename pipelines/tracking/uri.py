@@ -32,8 +32,8 @@ DEFAULT_TRACKING_URI = f"sqlite:///{STORE_DIRECTORY / 'mlflow.db'}"
 DEFAULT_ARTIFACT_ROOT = STORE_DIRECTORY / "artifacts"
 _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 UI_ADDRESS = "http://127.0.0.1:5000"  # where ``make ui`` serves the store
-# MLflow 3's server starts a job runner (GenAI scorers, trace roll-ups: 8 more processes,
-# about 2 GB) that gatecast has no use for; a user's own setting wins (server_environment)
+# MLflow 3's server also starts a job runner (GenAI scorers, trace roll-ups), processes and
+# memory gatecast has no use for; a user's own setting wins (server_environment)
 SERVER_DEFAULTS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
