@@ -81,6 +81,45 @@ def test_the_scale_benchmarks_measured_process_runs_a_small_train_stage(tmp_path
     assert 0 <= summary["record_waited_seconds"] <= summary["stage_seconds"]
 
 
+def test_the_scale_overhead_names_the_workers_setup_within_the_first_units_wait():
+    """The overhead counts the wait for the first unit whole; the part of it its worker spent
+    in the driver's setup (TensorFlow's import) is also reported, and only the part that
+    falls inside the wait: a setup that began before the units were handed over overlapped
+    the driver's own preparation."""
+    from benchmarks import scale
+
+    def unit(start: float, end: float, pid: int, setup: list[float] | None) -> dict:
+        return {"start": start, "end": end, "seconds": end - start, "pid": pid, "setup": setup}
+
+    probe = {
+        "kind": "ray",
+        "workers": 2,
+        "first_run": 5.0,  # the driver handed over its units
+        "enter_seconds": 0.5,
+        "exit_seconds": 0.3,
+        "stage_seconds": 20.0,
+        "units": [
+            {**unit(10.0, 12.0, 1, [4.0, 9.5]), "arrived": 12.1, "rss_mb": 1.0},
+            {**unit(10.5, 13.0, 2, [4.2, 10.4]), "arrived": 13.1, "rss_mb": 1.0},
+            {**unit(12.5, 14.0, 1, [4.0, 9.5]), "arrived": 14.1, "rss_mb": 1.0},
+        ],
+        "record_seconds": 0.0,
+        "record_waited_seconds": 0.0,
+        "records": 0,
+        "driver_peak_mb": 1.0,
+    }
+    summary = scale.summarise(probe)
+    # waited 5 s for the first unit (5.0 -> 10.0), of it 4.5 s its worker's setup (5.0 -> 9.5)
+    assert summary["first_unit_wait_seconds"] == 5.0
+    assert summary["setup_in_wait_seconds"] == 4.5
+    # overhead: 0.5 in + 5.0 wait + 0.3 out + the 0.5 s gap on worker 1 over 2 workers
+    assert summary["overhead_share"] == pytest.approx((0.5 + 5.0 + 0.3 + 0.25) / 20.0)
+    assert summary["overhead_less_setup_share"] == pytest.approx((0.5 + 0.5 + 0.3 + 0.25) / 20.0)
+    # units that ran in the driver's own process carry no setup of a worker
+    inline = {**probe, "units": [{**u, "setup": None} for u in probe["units"]]}
+    assert scale.summarise(inline)["setup_in_wait_seconds"] == 0.0
+
+
 def test_the_scale_benchmarks_timed_executor_keeps_where_units_run():
     """The train stage records inline when its units run in its own process; the benchmark's
     wrapper must not turn a sequential run into one that records in the background."""
